@@ -1,0 +1,2 @@
+"""ghost-ablate: GhostNet's ablations and comparison tables, reproducible."""
+__version__ = "0.1.0"

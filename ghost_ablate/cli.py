@@ -1,0 +1,132 @@
+"""`ghost-ablate` command line: count, train, sweep, report, bench, export.
+
+User mistakes end in one line on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for; printed as one line, exit 2."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is a single line (no usage dump) and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _ratio(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"ratio must be an integer >= 1, got {text!r}") from None
+
+
+def _dw_size(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"dw-size must be an odd integer >= 1, got {text!r}") from None
+
+
+def _width(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"width must be a number > 0, got {text!r}") from None
+
+
+def add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--model", required=required, help="registry name (see `ghost-ablate count`)")
+    p.add_argument("--ratio", type=_ratio, help="Ghost ratio s (integer >= 1)")
+    p.add_argument("--dw-size", type=_dw_size, help="cheap-op kernel d (odd integer)")
+    p.add_argument("--width", type=_width, help="width multiplier (GhostNet family)")
+
+
+# ---- count -------------------------------------------------------------------------
+
+def cmd_count(args: argparse.Namespace) -> int:
+    from .costs import breakdown, cost_record, paper_cost_records
+    from .models import MODELS, build_model, resolve_args
+
+    if args.model is None:
+        if any(v is not None for v in (args.ratio, args.dw_size, args.width)) or args.breakdown:
+            raise UserError("--ratio, --dw-size, --width and --breakdown need --model")
+        records = paper_cost_records()
+    else:
+        records = [cost_record(args.model, args.ratio, args.dw_size, args.width)]
+    if args.format == "json":
+        keys = ("model", "ratio", "dw_size", "width", "input_size", "params", "flops", "paper_params", "paper_flops")
+        print(json.dumps([{k: r[k] for k in keys} for r in records], indent=2))
+        return 0
+    print(format_count_table(records))
+    if args.breakdown:
+        spec_args = resolve_args(args.model, args.ratio, args.dw_size, args.width)
+        print()
+        print(breakdown(build_model(args.model, **spec_args), MODELS[args.model].input_size, args.depth))
+    return 0
+
+
+def format_count_table(records: list[dict]) -> str:
+    import pandas as pd
+
+    def millions(v: float | None, digits: int) -> str:
+        return "-" if v is None or pd.isna(v) else f"{v / 1e6:.{digits}f}"
+
+    def pct(v: float | None) -> str:
+        return "-" if v is None or pd.isna(v) else f"{100 * v:+.1f}%"
+
+    df = pd.DataFrame(records)
+    table = pd.DataFrame({
+        "model": df["model"],
+        "s": df["ratio"].map(lambda v: "-" if pd.isna(v) else int(v)),
+        "d": df["dw_size"].map(lambda v: "-" if pd.isna(v) else int(v)),
+        "width": df["width"].map(lambda v: "-" if pd.isna(v) else f"{v:g}"),
+        "input": df["input_size"],
+        "params (M)": df["params"].map(lambda v: millions(v, 3)),
+        "paper": df["paper_params"].map(lambda v: millions(v, 2)),
+        "diff": df["params_diff"].map(pct),
+        "FLOPs (M)": df["flops"].map(lambda v: millions(v, 1)),
+        "paper ": df["paper_flops"].map(lambda v: millions(v, 0)),
+        "diff ": df["flops_diff"].map(pct),
+    })
+    return table.to_string(index=False)
+
+
+# ---- entry point -------------------------------------------------------------------
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"count": cmd_count}
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="ghost-ablate", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    p = sub.add_parser("count", help="params and FLOPs (paper convention) beside the paper's")
+    add_model_args(p, required=False)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--breakdown", action="store_true", help="per-module table (needs --model)")
+    p.add_argument("--depth", type=int, default=3, help="breakdown depth")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, ValueError) as err:
+        print(f"ghost-ablate {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

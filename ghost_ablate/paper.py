@@ -1,0 +1,106 @@
+"""The published numbers, as data: the one source for tests, `count` and reports.
+
+Sources: Han et al., "GhostNet: More Features from Cheap Operations", CVPR 2020
+(Tables 1-4 and the ImageNet comparison of GhostNet widths), and Tang et al.,
+"GhostNetV2: Enhance Cheap Operation with Long-Range Attention", NeurIPS 2022.
+Params in millions, FLOPs in millions of multiply-accumulates, accuracies in %.
+Rows whose `model` is None are methods this project does not build (pruning
+baselines); they are kept so reports can show the paper's full comparison.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PaperRow:
+    table: str
+    label: str  # as printed in the paper
+    model: str | None  # registry name, None for methods we do not build
+    ratio: int | None = None
+    dw_size: int | None = None
+    width: float | None = None
+    params_m: float | None = None
+    flops_m: float | None = None
+    top1: float | None = None
+    top5: float | None = None
+
+    @property
+    def key(self) -> tuple[str | None, int | None, int | None, float | None]:
+        """The identity a run or a count is matched on."""
+        return (self.model, self.ratio, self.dw_size, self.width)
+
+
+TABLES: dict[str, str] = {
+    "table1_dw_size": "Table 1: kernel size d of the cheap operation (Ghost-VGG-16, s=2, CIFAR-10)",
+    "table2_ratio": "Table 2: ratio s (Ghost-VGG-16, d=3, CIFAR-10)",
+    "table3_cifar10": "Table 3: comparison on CIFAR-10",
+    "resnet50_imagenet": "Table 4: ResNet-50 and pruning methods on ImageNet",
+    "ghostnet_imagenet": "Table 7: GhostNet widths on ImageNet",
+    "ghostnetv2_imagenet": "GhostNetV2 paper, Table 2: GhostNetV2 widths on ImageNet",
+}
+CIFAR_TABLES = ("table1_dw_size", "table2_ratio", "table3_cifar10")
+IMAGENET_TABLES = ("resnet50_imagenet", "ghostnet_imagenet", "ghostnetv2_imagenet")
+
+_G = "ghost_vgg16"
+ROWS: tuple[PaperRow, ...] = (
+    PaperRow("table1_dw_size", "d=1", _G, 2, 1, None, 7.6, 157, 93.5),
+    PaperRow("table1_dw_size", "d=3", _G, 2, 3, None, 7.7, 158, 93.7),
+    PaperRow("table1_dw_size", "d=5", _G, 2, 5, None, 7.7, 160, 93.4),
+    PaperRow("table1_dw_size", "d=7", _G, 2, 7, None, 7.7, 163, 93.1),
+    PaperRow("table2_ratio", "Vanilla VGG-16", "vgg16", None, None, None, 15.0, 313, 93.6),
+    PaperRow("table2_ratio", "s=2", _G, 2, 3, None, 7.7, 158, 93.7),
+    PaperRow("table2_ratio", "s=3", _G, 3, 3, None, 5.2, 107, 93.4),
+    PaperRow("table2_ratio", "s=4", _G, 4, 3, None, 4.0, 80, 93.0),
+    PaperRow("table2_ratio", "s=5", _G, 5, 3, None, 3.3, 65, 92.9),
+    PaperRow("table3_cifar10", "VGG-16", "vgg16", None, None, None, 15.0, 313, 93.6),
+    PaperRow("table3_cifar10", "l1-VGG-16", None, None, None, None, 5.4, 206, 93.4),
+    PaperRow("table3_cifar10", "SBP-VGG-16", None, None, None, None, None, 136, 92.5),
+    PaperRow("table3_cifar10", "Ghost-VGG-16 (s=2)", _G, 2, 3, None, 7.7, 158, 93.7),
+    PaperRow("table3_cifar10", "ResNet-56", "resnet56", None, None, None, 0.85, 125, 93.0),
+    PaperRow("table3_cifar10", "CP-ResNet-56", None, None, None, None, None, 63, 92.0),
+    PaperRow("table3_cifar10", "l1-ResNet-56", None, None, None, None, 0.73, 91, 92.5),
+    PaperRow("table3_cifar10", "AMC-ResNet-56", None, None, None, None, None, 63, 91.9),
+    PaperRow("table3_cifar10", "Ghost-ResNet-56 (s=2)", "ghost_resnet56", 2, 3, None, 0.43, 63, 92.7),
+    PaperRow("resnet50_imagenet", "ResNet-50", "resnet50", None, None, None, 25.6, 4100, 75.3, 92.2),
+    PaperRow("resnet50_imagenet", "Thinet-ResNet-50", None, None, None, None, 16.9, 2600, 72.1, 90.3),
+    PaperRow("resnet50_imagenet", "NISP-ResNet-50-B", None, None, None, None, 14.4, 2300, None, 90.8),
+    PaperRow("resnet50_imagenet", "Versatile-ResNet-50", None, None, None, None, 11.0, 3000, 74.5, 91.8),
+    PaperRow("resnet50_imagenet", "SSS-ResNet-50", None, None, None, None, None, 2800, 74.2, 91.9),
+    PaperRow("resnet50_imagenet", "Ghost-ResNet-50 (s=2)", "ghost_resnet50", 2, 3, None, 13.0, 2200, 75.0, 92.3),
+    PaperRow("resnet50_imagenet", "Shift-ResNet-50", None, None, None, None, 6.0, None, 70.6, 90.1),
+    PaperRow("resnet50_imagenet", "Taylor-FO-BN-ResNet-50", None, None, None, None, 7.9, 1300, 71.7, None),
+    PaperRow("resnet50_imagenet", "Slimmable-ResNet-50 0.5x", None, None, None, None, 6.9, 1100, 72.1, None),
+    PaperRow("resnet50_imagenet", "MetaPruning-ResNet-50", None, None, None, None, None, 1000, 73.4, None),
+    PaperRow("resnet50_imagenet", "Ghost-ResNet-50 (s=4)", "ghost_resnet50", 4, 3, None, 6.5, 1200, 74.1, 91.9),
+    PaperRow("ghostnet_imagenet", "GhostNet 0.5x", "ghostnet", 2, 3, 0.5, 2.6, 42, 66.2, 86.6),
+    PaperRow("ghostnet_imagenet", "GhostNet 1.0x", "ghostnet", 2, 3, 1.0, 5.2, 141, 73.9, 91.4),
+    PaperRow("ghostnet_imagenet", "GhostNet 1.3x", "ghostnet", 2, 3, 1.3, 7.3, 226, 75.7, 92.7),
+    PaperRow("ghostnetv2_imagenet", "GhostNetV2 1.0x", "ghostnetv2", 2, 3, 1.0, 6.1, 167, 75.3),
+    PaperRow("ghostnetv2_imagenet", "GhostNetV2 1.3x", "ghostnetv2", 2, 3, 1.3, 8.9, 269, 76.9),
+    PaperRow("ghostnetv2_imagenet", "GhostNetV2 1.6x", "ghostnetv2", 2, 3, 1.6, 12.3, 399, 77.8),
+)
+
+
+def rows(table: str | None = None, buildable: bool = False) -> list[PaperRow]:
+    """The paper's rows, optionally of one table and only those with a registry model."""
+    if table is not None and table not in TABLES:
+        raise ValueError(f"unknown table {table!r}; valid: {', '.join(TABLES)}")
+    return [r for r in ROWS if (table is None or r.table == table) and (not buildable or r.model is not None)]
+
+
+def distinct_models(tables: tuple[str, ...] | None = None) -> list[PaperRow]:
+    """One row per distinct buildable (model, s, d, width), first occurrence kept."""
+    seen: dict[tuple, PaperRow] = {}
+    for r in rows(buildable=True):
+        if tables is None or r.table in tables:
+            seen.setdefault(r.key, r)
+    return list(seen.values())
+
+
+def lookup(model: str, ratio: int | None, dw_size: int | None, width: float | None) -> PaperRow | None:
+    """The paper's row for this configuration, if the paper reports one."""
+    for r in ROWS:
+        if r.key == (model, ratio, dw_size, width):
+            return r
+    return None

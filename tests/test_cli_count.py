@@ -1,0 +1,43 @@
+import json
+
+import pytest
+
+from ghost_ablate.cli import main
+
+
+def test_count_json_for_one_model(capsys):
+    assert main(["count", "--model", "ghost_vgg16", "--ratio", "4", "--format", "json"]) == 0
+    (rec,) = json.loads(capsys.readouterr().out)
+    assert set(rec) == {"model", "ratio", "dw_size", "width", "input_size", "params", "flops",
+                        "paper_params", "paper_flops"}
+    assert (rec["ratio"], rec["dw_size"], rec["width"], rec["input_size"]) == (4, 3, None, 32)
+    assert isinstance(rec["params"], int) and rec["paper_flops"] == 80_000_000
+
+
+def test_count_all_rows_table(capsys):
+    assert main(["count"]) == 0
+    out = capsys.readouterr().out
+    assert "ghost_vgg16_keep_first" in out and "ghostnetv2" in out and "ghost_resnet50" in out
+
+
+def test_count_breakdown(capsys):
+    assert main(["count", "--model", "resnet56", "--breakdown", "--depth", "1"]) == 0
+    assert "layer1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["count", "--model", "nope"],
+    ["count", "--model", "ghost_vgg16", "--dw-size", "4"],
+    ["count", "--model", "ghost_vgg16", "--ratio", "x"],
+    ["count", "--model", "vgg16", "--ratio", "3"],
+    ["count", "--ratio", "3"],
+    ["count", "--model", "ghostnet", "--width", "0"],
+])
+def test_count_bad_arguments_one_line_exit_2(argv, capsys):
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse type errors exit from inside parse_args
+        code = exc.code
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "error" in err
