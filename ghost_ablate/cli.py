@@ -101,9 +101,47 @@ def format_count_table(records: list[dict]) -> str:
     return table.to_string(index=False)
 
 
+# ---- train -------------------------------------------------------------------------
+
+def add_recipe_args(p: argparse.ArgumentParser) -> None:
+    """One --flag per Recipe field, so every profile field can be overridden."""
+    from .config import RECIPE_FIELDS
+
+    group = p.add_argument_group("recipe overrides (default: the profile's value)")
+    for name, f in RECIPE_FIELDS.items():
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"recipe_{name}", metavar=f.type.upper()
+                           .replace(" | NONE", "").replace("TUPLE[INT, ...]", "E1,E2,..."))
+
+
+def recipe_overrides(args: argparse.Namespace) -> dict:
+    return {k[len("recipe_"):]: v for k, v in vars(args).items() if k.startswith("recipe_") and v is not None}
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .config import RunConfig
+    from .data import DataError
+    from .training import Diverged, train_run
+
+    config = RunConfig.create(args.model, args.ratio, args.dw_size, args.width, args.profile, args.seed,
+                              **recipe_overrides(args))
+    out = args.out or f"{args.results_dir}/runs/{config.run_id}"
+    try:
+        record = train_run(config, args.data_dir, out, devices=args.devices, accelerator=args.accelerator,
+                           download=not args.no_download)
+    except DataError as err:
+        raise UserError(str(err)) from None
+    except Diverged as err:
+        print(f"ghost-ablate train: diverged: {err}; record kept in {out}", file=sys.stderr)
+        return 1
+    acc = record.get("final_test_acc")
+    print(f"{config.run_id}: {record['status']}, {record['epochs_done']} epochs, "
+          f"final test acc {acc if acc is None else f'{100 * acc:.2f}%'} -> {out}")
+    return 0 if record["status"] == "finished" else 1
+
+
 # ---- entry point -------------------------------------------------------------------
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"count": cmd_count}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"count": cmd_count, "train": cmd_train}
 
 
 def build_parser() -> OneLineParser:
@@ -115,6 +153,18 @@ def build_parser() -> OneLineParser:
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--breakdown", action="store_true", help="per-module table (needs --model)")
     p.add_argument("--depth", type=int, default=3, help="breakdown depth")
+
+    p = sub.add_parser("train", help="train one model on CIFAR-10 into a folder (resumable)")
+    add_model_args(p, required=True)
+    p.add_argument("--profile", default="standard", help="experiments/profiles/NAME.yaml or a YAML path")
+    p.add_argument("--data-dir", default="data/cifar10", help="holds cifar-10-batches-py (or the archive)")
+    p.add_argument("--out", help="run folder (default: RESULTS_DIR/runs/<run id>)")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--devices", type=int, default=1, help="GPUs for one run (DDP when > 1)")
+    p.add_argument("--accelerator", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--no-download", action="store_true", help="never try to download CIFAR-10")
+    add_recipe_args(p)
     return parser
 
 

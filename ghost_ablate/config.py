@@ -1,0 +1,173 @@
+"""Training recipes (profiles) and the resolved configuration of one run.
+
+`Recipe` is the one list of recipe fields: profiles in `experiments/profiles/*.yaml`
+set some of them, the command line can override any of them, and a run's identity
+hashes all of them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .models import resolve_args
+
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "experiments" / "profiles"
+SCHEDULES = ("step", "cosine")
+
+
+class ConfigError(ValueError):
+    """A bad profile, field or value; the message names the valid choices."""
+
+
+@dataclass(frozen=True)
+class Recipe:
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # "step" (x gamma at milestones) or "cosine"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    warmup_epochs: int = 0  # linear warm-up from lr/10, before the schedule
+    limit_train_batches: int | None = None  # None: the whole training set each epoch
+    limit_test_batches: int | None = None
+    eval_batch_size: int = 512
+    compile: bool = False  # torch.compile the model (GPU)
+    deterministic: bool = False  # deterministic kernels; off lets cuDNN pick the fastest
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
+            "momentum": 0 <= self.momentum < 1, "weight_decay": self.weight_decay >= 0,
+            "gamma": 0 < self.gamma <= 1, "warmup_epochs": 0 <= self.warmup_epochs < self.epochs,
+            "eval_batch_size": self.eval_batch_size >= 1,
+            "limit_train_batches": self.limit_train_batches is None or self.limit_train_batches >= 1,
+            "limit_test_batches": self.limit_test_batches is None or self.limit_test_batches >= 1,
+        }
+        bad = [k for k, ok in checks.items() if not ok]
+        if bad:
+            raise ConfigError(f"invalid value for {bad[0]}: {getattr(self, bad[0])!r}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if any(m < 1 or m > self.epochs for m in self.milestones):
+            raise ConfigError(f"milestones must lie in 1..epochs ({self.epochs}), got {list(self.milestones)}")
+
+
+RECIPE_FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Convert a YAML or command-line value to the type of Recipe field `name`."""
+    kind = RECIPE_FIELDS[name].type
+    try:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if "None" in kind:
+                return None
+            raise ValueError("may not be empty")
+        if kind.startswith("tuple"):
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(int(v) for v in items if str(v).strip() != "")
+        if kind.startswith("bool"):
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true or false")
+        if kind.startswith("int"):
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError("expected an integer")
+            if isinstance(value, bool):
+                raise ValueError("expected an integer")
+            return int(value)
+        if kind.startswith("float"):
+            return float(value)
+        return str(value)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"field {name!r}: cannot use {value!r} ({err})") from None
+
+
+def make_recipe(base: Recipe | None = None, **overrides: Any) -> Recipe:
+    """`base` (default Recipe()) with `overrides` applied; unknown fields name the valid ones."""
+    unknown = sorted(set(overrides) - set(RECIPE_FIELDS))
+    if unknown:
+        raise ConfigError(f"unknown recipe field {unknown[0]!r}; valid: {', '.join(RECIPE_FIELDS)}")
+    values = {k: _coerce(k, v) for k, v in overrides.items()}
+    return dataclasses.replace(base or Recipe(), **values)
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str) -> Recipe:
+    """A profile by name (experiments/profiles/NAME.yaml) or by path to a YAML file."""
+    path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILES_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"unknown profile {name!r}; valid: {', '.join(available_profiles())}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: malformed YAML ({str(err).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a profile is a mapping of recipe fields")
+    try:
+        return make_recipe(**data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that defines one training run, and so its identity."""
+
+    model: str
+    ratio: int | None
+    dw_size: int | None
+    width: float | None
+    profile: str
+    recipe: Recipe = field(default_factory=Recipe)
+    seed: int = 0
+    dataset: str = "cifar10"
+
+    @classmethod
+    def create(cls, model: str, ratio: int | None = None, dw_size: int | None = None,
+               width: float | None = None, profile: str = "standard", seed: int = 0,
+               **overrides: Any) -> RunConfig:
+        """Validate model knobs, load the profile and apply recipe overrides."""
+        args = resolve_args(model, ratio, dw_size, width)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+        return cls(model, args["ratio"], args["dw_size"], args["width"], profile,
+                   make_recipe(load_profile(profile), **overrides), seed)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["recipe"]["milestones"] = list(self.recipe.milestones)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        recipe = make_recipe(**d["recipe"])
+        return cls(**{**d, "recipe": recipe})
+
+    @property
+    def run_id(self) -> str:
+        """Readable prefix plus a hash of the full resolved config."""
+        digest = hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:10]
+        parts = [self.model]
+        if self.ratio is not None:
+            parts += [f"s{self.ratio}", f"d{self.dw_size}"]
+        if self.width is not None:
+            parts.append(f"w{self.width:g}")
+        parts += [self.profile, f"seed{self.seed}", digest]
+        return "-".join(parts)

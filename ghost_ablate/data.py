@@ -1,0 +1,223 @@
+"""CIFAR-10 from the official python pickles, as uint8 tensors with batch-wise augmentation.
+
+The whole training set is one uint8 tensor (150 MB at full size), kept on the GPU when
+training there. Each batch is gathered by index and augmented in one vectorised step
+(4-pixel zero-pad random crop and horizontal flip, drawn per sample), so the hot path
+has no per-sample Python and no PIL. Randomness comes from a generator seeded by
+(seed, epoch): the same seed gives the same batches, also after a resume.
+"""
+from __future__ import annotations
+
+import pickle
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+FOLDER = "cifar-10-batches-py"
+TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
+TEST_FILES = ("test_batch",)
+ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+ARCHIVE_NAME = "cifar-10-python.tar.gz"
+ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
+MEAN = (0.4914, 0.4822, 0.4465)
+STD = (0.2470, 0.2435, 0.2616)
+NUM_CLASSES = 10
+PAD = 4
+
+
+class DataError(Exception):
+    """The data set is missing or broken; the message says which file and what to do."""
+
+
+def read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """One official batch file -> (N x 3 x 32 x 32 uint8 images, N int64 labels), validated."""
+    try:
+        with open(path, "rb") as f:
+            raw = pickle.load(f, encoding="bytes")
+    except FileNotFoundError:
+        raise DataError(f"{path}: file missing from the CIFAR-10 folder") from None
+    except Exception as err:  # truncated pickles raise EOFError, UnpicklingError, ValueError...
+        raise DataError(f"{path}: truncated or corrupt CIFAR-10 batch file ({type(err).__name__})") from None
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: not a CIFAR-10 batch (expected a pickled dict)")
+    raw = {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
+    if "data" not in raw or "labels" not in raw:
+        raise DataError(f"{path}: not a CIFAR-10 batch (keys 'data' and 'labels' missing)")
+    data = np.asarray(raw["data"])
+    labels = np.asarray(raw["labels"])
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
+        raise DataError(f"{path}: data must be N x 3072 uint8, got {data.shape} {data.dtype}")
+    if labels.shape != (data.shape[0],):
+        raise DataError(f"{path}: {labels.size} labels for {data.shape[0]} images")
+    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
+        raise DataError(f"{path}: labels must lie in 0..9, found {labels.min()}..{labels.max()}")
+    images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())  # rows are channel-major RGB
+    return images, torch.from_numpy(labels.astype(np.int64))
+
+
+def find_folder(data_dir: Path) -> Path | None:
+    """`data_dir` itself if it holds the batch files, else its cifar-10-batches-py subfolder."""
+    for candidate in (data_dir, data_dir / FOLDER):
+        if (candidate / TRAIN_FILES[0]).exists() or (candidate / TEST_FILES[0]).exists():
+            return candidate
+    return None
+
+
+def prepare(data_dir: str | Path, download: bool = True) -> Path:
+    """Locate the extracted folder; else extract or download (md5-checked) the official archive."""
+    from torchvision.datasets.utils import check_integrity, download_and_extract_archive, extract_archive
+
+    data_dir = Path(data_dir)
+    folder = find_folder(data_dir)
+    if folder is not None:
+        return folder
+    archive = data_dir / ARCHIVE_NAME
+    where = f"put {ARCHIVE_NAME} (md5 {ARCHIVE_MD5}) or its extracted {FOLDER}/ into {data_dir}"
+    if archive.exists():
+        if not check_integrity(str(archive), ARCHIVE_MD5):
+            raise DataError(f"{archive}: md5 mismatch, the archive is corrupt; {where}")
+        extract_archive(str(archive), str(data_dir))
+    elif download:
+        old_timeout = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(30)
+        try:
+            download_and_extract_archive(ARCHIVE_URL, str(data_dir), filename=ARCHIVE_NAME, md5=ARCHIVE_MD5)
+        except Exception as err:
+            raise DataError(f"CIFAR-10 is not in {data_dir} and could not be downloaded "
+                            f"({type(err).__name__}); {where}") from None
+        finally:
+            socket.setdefaulttimeout(old_timeout)
+    else:
+        raise DataError(f"CIFAR-10 is not in {data_dir}; {where}")
+    folder = find_folder(data_dir)
+    if folder is None:
+        raise DataError(f"{data_dir}: the archive did not contain {FOLDER}/; {where}")
+    return folder
+
+
+def load_split(folder: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    parts = [read_batch(folder / name) for name in (TRAIN_FILES if train else TEST_FILES)]
+    return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = PAD) -> torch.Tensor:
+    """Zero-pad by `pad`, crop back to size at a random offset and flip half, per sample.
+
+    The offsets and flips are drawn on the CPU from `generator` (so results do not depend
+    on the device) and applied with one gather on the images' device.
+    """
+    b, c, h, w = images.shape
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    flip = torch.rand(b, generator=generator) < 0.5
+    rows = dy[:, None] + torch.arange(h)
+    cols = dx[:, None] + torch.arange(w)
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    dev = images.device
+    padded = F.pad(images, (pad, pad, pad, pad))
+    return padded[
+        torch.arange(b, device=dev)[:, None, None, None],
+        torch.arange(c, device=dev)[None, :, None, None],
+        rows.to(dev)[:, None, :, None],
+        cols.to(dev)[:, None, None, :],
+    ]
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 NCHW -> float32 normalised with the CIFAR-10 channel mean and std."""
+    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
+    return (images.float() / 255.0 - mean) / std
+
+
+class TensorBatches:
+    """Iterable of (uint8 images, labels) batches from in-memory tensors.
+
+    Shuffling and augmentation draw from a generator seeded by (seed, epoch), with the
+    epoch read from `epoch_fn` at the start of each pass. `rank`/`world_size` give each
+    DDP process its own slice of the permutation.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
+                 shuffle: bool = False, augment: bool = False, seed: int = 0,
+                 epoch_fn: Callable[[], int] = lambda: 0, rank: int = 0, world_size: int = 1,
+                 drop_last: bool = False) -> None:
+        self.images, self.labels = images, labels
+        self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
+        self.seed, self.epoch_fn = seed, epoch_fn
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+
+    def _per_rank(self) -> int:
+        n = len(self.labels)
+        return n // self.world_size if self.drop_last or self.world_size > 1 else n
+
+    def __len__(self) -> int:
+        n = self._per_rank()
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch_fn())
+        n = len(self.labels)
+        order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
+        order = order[self.rank::self.world_size][: self._per_rank()].to(self.images.device)
+        for i in range(len(self)):
+            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            x = self.images[idx]
+            if self.augment:
+                x = random_crop_flip(x, g)
+            yield x, self.labels[idx]
+
+
+class CIFAR10DataModule(L.LightningDataModule):
+    """CIFAR-10 train/test from `data_dir`; the test set is the per-epoch evaluation set."""
+
+    def __init__(self, data_dir: str | Path, batch_size: int = 128, eval_batch_size: int = 512,
+                 seed: int = 0, download: bool = True) -> None:
+        super().__init__()
+        self.data_dir = Path(data_dir)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.seed, self.download = seed, download
+        self.train_set: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.test_set: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def prepare_data(self) -> None:
+        prepare(self.data_dir, self.download)
+
+    def load(self) -> CIFAR10DataModule:
+        """Read and validate both splits into CPU memory (idempotent); raises DataError."""
+        if self.train_set is None:
+            folder = prepare(self.data_dir, self.download)
+            self.train_set = load_split(folder, train=True)
+            self.test_set = load_split(folder, train=False)
+        return self
+
+    def setup(self, stage: str | None = None) -> None:
+        self.load()
+        device = self.trainer.strategy.root_device if self.trainer is not None else torch.device("cpu")
+        if device.type == "cuda":  # keep the whole data set on the GPU: no host-to-device copies
+            self.train_set = tuple(t.to(device) for t in self.train_set)
+            self.test_set = tuple(t.to(device) for t in self.test_set)
+
+    def _epoch(self) -> int:
+        return self.trainer.current_epoch if self.trainer is not None else 0
+
+    def _dist(self) -> tuple[int, int]:
+        return (self.trainer.global_rank, self.trainer.world_size) if self.trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> TensorBatches:
+        rank, world = self._dist()
+        return TensorBatches(*self.train_set, self.batch_size, shuffle=True, augment=True, seed=self.seed,
+                             epoch_fn=self._epoch, rank=rank, world_size=world, drop_last=world > 1)
+
+    def val_dataloader(self) -> TensorBatches:
+        rank, world = self._dist()
+        return TensorBatches(*self.test_set, self.eval_batch_size, rank=rank, world_size=world)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):  # noqa: ANN001 - Lightning hook
+        images, labels = batch
+        return normalize(images), labels

@@ -1,0 +1,303 @@
+"""One training run: a LightningModule around any registry model, and `train_run` which
+trains it into a folder (checkpoint, metrics CSV, result.json) and resumes it there.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import sys
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+from torchmetrics.classification import MulticlassAccuracy
+
+from . import __version__
+from .config import ConfigError, Recipe, RunConfig, make_recipe
+from .costs import measure
+from .data import NUM_CLASSES, CIFAR10DataModule
+from .models import build_model, get_spec
+from .records import read_record, write_json_atomic
+
+CHECKPOINT = "last.ckpt"
+for _noise in (r".*treespec, LeafSpec.*", r".*smaller than the logging interval.*", r".*litlogger.*"):
+    warnings.filterwarnings("ignore", message=_noise)
+FINITE_CHECK_EVERY = 50  # steps between host syncs that check the loss is finite
+
+
+class Diverged(RuntimeError):
+    def __init__(self, epoch: int) -> None:
+        super().__init__(f"loss became NaN or infinite in epoch {epoch}")
+        self.epoch = epoch
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write checkpoints to a temp file and rename, so a kill never leaves a truncated last.ckpt."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        super().save_checkpoint(checkpoint, tmp, storage_options)
+        os.replace(tmp, path)
+
+
+class ImageClassifier(L.LightningModule):
+    """Cross-entropy classification with SGD, step or cosine schedule, top-1/top-5 accuracy."""
+
+    def __init__(self, model: str, ratio: int | None = None, dw_size: int | None = None,
+                 width: float | None = None, num_classes: int = NUM_CLASSES,
+                 recipe: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.recipe: Recipe = make_recipe(**(recipe or {}))
+        self.model = build_model(model, ratio, dw_size, width, num_classes)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc1 = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self.history: list[dict[str, float]] = []  # one entry per finished epoch, kept in checkpoints
+        self._nonfinite: torch.Tensor | None = None
+        self._clock = 0.0
+        self._train_time = 0.0
+        self._train_images = 0
+        self._epoch_lr = 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def _on_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    def setup(self, stage: str) -> None:
+        if torch.cuda.is_available() and self.trainer.strategy.root_device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        if self.recipe.compile:
+            self.model.compile()  # in place: parameter names (and checkpoints) stay the same
+
+    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self._on_cuda() else x
+
+    # -- training ----------------------------------------------------------------------
+    def on_train_epoch_start(self) -> None:
+        self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        self._train_images = 0
+        self._epoch_lr = self.optimizers().param_groups[0]["lr"]  # the schedulers step before epoch end
+        self._clock = time.perf_counter()
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        logits = self(self._inputs(x))
+        loss = F.cross_entropy(logits, y)
+        self._nonfinite |= ~torch.isfinite(loss.detach())  # no host sync here
+        self.train_acc(logits.detach(), y)
+        self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
+        self._train_images += len(y)
+        if (batch_idx + 1) % FINITE_CHECK_EVERY == 0:
+            self._raise_if_diverged()
+        return loss
+
+    def _raise_if_diverged(self) -> None:
+        if self._nonfinite is not None and bool(self._nonfinite):
+            raise Diverged(self.current_epoch)
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:  # training part ends
+            if self._on_cuda():
+                torch.cuda.synchronize()
+            self._train_time = time.perf_counter() - self._clock
+            self._raise_if_diverged()
+
+    # -- evaluation on the test set each epoch -------------------------------------------
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        logits = self(self._inputs(x))
+        self.test_acc1(logits, y)
+        self.test_acc5(logits, y)
+        self.log("test_loss", F.cross_entropy(logits, y), batch_size=len(y), sync_dist=True)
+        self.log("test_acc", self.test_acc1, batch_size=len(y))
+        self.log("test_acc5", self.test_acc5, batch_size=len(y))
+
+    def on_train_epoch_end(self) -> None:
+        m = self.trainer.callback_metrics
+        entry = {"epoch": self.current_epoch, "lr": self._epoch_lr,
+                 "train_time_s": self._train_time, "train_images": self._train_images * self.trainer.world_size}
+        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "test_acc5"):
+            if key in m:
+                entry[key] = float(m[key])
+        self.history.append(entry)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("history", []))
+
+    def configure_optimizers(self):  # noqa: ANN201 - Lightning's union of return types
+        r = self.recipe
+        opt = torch.optim.SGD(self.parameters(), lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
+                              weight_decay=r.weight_decay)
+        main_epochs = r.epochs - r.warmup_epochs
+        if r.schedule == "step":
+            milestones = [m - r.warmup_epochs for m in r.milestones if m > r.warmup_epochs]
+            sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, r.gamma)
+        else:
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(main_epochs, 1))
+        if r.warmup_epochs:
+            warm = torch.optim.lr_scheduler.LinearLR(opt, 0.1, 1.0, total_iters=r.warmup_epochs)
+            sched = torch.optim.lr_scheduler.SequentialLR(opt, [warm, sched], milestones=[r.warmup_epochs])
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+def environment() -> dict[str, Any]:
+    import torchvision
+
+    if torch.cuda.is_available():
+        device = f"cuda: {torch.cuda.get_device_name()}"
+    else:
+        device = f"cpu: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    return {
+        "device": device,
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "torchvision": torchvision.__version__, "lightning": L.__version__,
+                     "ghost_ablate": __version__},
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def summarize_history(history: list[dict[str, float]]) -> dict[str, Any]:
+    """Final and best test accuracy, epochs done and throughput from per-epoch entries."""
+    if not history:
+        return {"epochs_done": 0}
+    accs = [h.get("test_acc") for h in history]
+    scored = [(a, h["epoch"]) for a, h in zip(accs, history) if a is not None]
+    best = max(scored) if scored else (None, None)
+    time_s = sum(h["train_time_s"] for h in history)
+    images = sum(h["train_images"] for h in history)
+    return {
+        "epochs_done": len(history),
+        "final_test_acc": history[-1].get("test_acc"),
+        "final_test_acc5": history[-1].get("test_acc5"),
+        "best_test_acc": best[0],
+        "best_epoch": best[1],
+        "train_time_s": time_s,
+        "train_images_per_s": images / time_s if time_s > 0 else None,
+        "history": history,
+    }
+
+
+def make_trainer(recipe: Recipe, out: Path, devices: int, accelerator: str, progress: bool,
+                 attempt: int = 1) -> L.Trainer:
+    cuda = accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available())
+    if cuda:
+        torch.set_float32_matmul_precision("high")
+    else:
+        torch.set_num_threads(os.cpu_count() or 1)
+    # One log folder per attempt: Lightning's CSV writer deletes an existing metrics.csv.
+    version = f"attempt-{attempt}"
+    loggers: list[Any] = [CSVLogger(out, name="logs", version=version)]
+    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
+        loggers.append(TensorBoardLogger(out, name="tb", version=version))
+    return L.Trainer(
+        accelerator="cuda" if cuda else "cpu",
+        devices=devices,
+        strategy="ddp" if devices > 1 else "auto",
+        precision="bf16-mixed" if cuda else "32-true",
+        max_epochs=recipe.epochs,
+        limit_train_batches=recipe.limit_train_batches or 1.0,
+        limit_val_batches=recipe.limit_test_batches or 1.0,
+        deterministic=recipe.deterministic,
+        benchmark=cuda and not recipe.deterministic,
+        logger=loggers,
+        callbacks=[
+            # One rolling checkpoint, rewritten every epoch. (save_last alone writes nothing
+            # before the end of training when no top-k checkpoint is kept.)
+            ModelCheckpoint(dirpath=out, filename=Path(CHECKPOINT).stem, save_top_k=1, monitor=None,
+                            enable_version_counter=False, save_on_train_epoch_end=True),
+            LearningRateMonitor(logging_interval="epoch"),
+        ],
+        plugins=[AtomicCheckpointIO()],
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        log_every_n_steps=FINITE_CHECK_EVERY,
+        default_root_dir=out,
+    )
+
+
+def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, devices: int = 1,
+              accelerator: str = "auto", download: bool = True, progress: bool | None = None,
+              callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+    """Train `config` into `out_dir`, resuming from its last checkpoint; return the record.
+
+    A finished run returns its record at once. A folder holding another configuration is
+    refused. Divergence is recorded (status `diverged`) and raised as `Diverged`.
+    """
+    out = Path(out_dir)
+    record = read_record(out)
+    prior_wall = (record or {}).get("wall_time_s", 0.0)
+    if record is not None:
+        if record.get("config") != config.to_dict():
+            raise ConfigError(f"{out} holds run {record.get('run_id')} of another configuration; "
+                              f"use another --out")
+        if record.get("status") == "finished":
+            return record
+    recipe = config.recipe
+    per_device = max(recipe.batch_size // devices, 1)
+    data = CIFAR10DataModule(data_dir, per_device, recipe.eval_batch_size, config.seed, download).load()
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    module = ImageClassifier(config.model, config.ratio, config.dw_size, config.width, NUM_CLASSES,
+                             config.to_dict()["recipe"])
+    cost = measure(module.model, get_spec(config.model).input_size)  # before any compile
+    attempt = (record or {}).get("attempts", 0) + 1
+    trainer = make_trainer(recipe, out, devices, accelerator, sys.stdout.isatty() if progress is None else progress,
+                           attempt)
+    for cb in callbacks or []:
+        trainer.callbacks.append(cb)
+    ckpt = out / CHECKPOINT
+    record = {
+        "run_id": config.run_id, "config": config.to_dict(), "status": "running",
+        "params": cost.params, "flops": cost.flops,
+        "data": {"dir": str(Path(data_dir).resolve()), "train_size": len(data.train_set[1]),
+                 "test_size": len(data.test_set[1])},
+        "devices": devices, "effective_batch_size": per_device * devices, "effective_lr": recipe.lr,
+        "started_at": (record or {}).get("started_at", _now()), "attempts": attempt,
+        **environment(),
+    }
+    write_record = trainer.is_global_zero
+    if write_record:
+        write_json_atomic(out / "result.json", record)
+    clock = time.perf_counter()
+    status, error = "failed", None
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt if ckpt.exists() else None)
+        status = "interrupted" if trainer.interrupted else "finished"
+    except Diverged as err:
+        status, error = "diverged", str(err)
+        record["diverged_epoch"] = err.epoch
+        raise
+    except (KeyboardInterrupt, SystemExit):
+        status, error = "interrupted", "interrupted by the user or a signal"
+        raise
+    except Exception as err:
+        status, error = "failed", f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        record.update(summarize_history(module.history), status=status, error=error,
+                      wall_time_s=prior_wall + time.perf_counter() - clock,
+                      finished_at=_now())
+        if write_record:
+            write_json_atomic(out / "result.json", record)
+    return record

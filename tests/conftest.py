@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny CIFAR-10 folder in the exact official pickle format."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ghost_ablate.data import FOLDER, TEST_FILES, TRAIN_FILES
+
+REAL_SUBSET = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset"
+
+
+def write_batch(path: Path, data: np.ndarray, labels: list[int], label: bytes) -> None:
+    """Pickle like the official Python-2 files: bytes keys, list labels, N x 3072 uint8 rows."""
+    batch = {
+        b"batch_label": label,
+        b"labels": list(labels),
+        b"data": data,
+        b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))],
+    }
+    with open(path, "wb") as f:
+        pickle.dump(batch, f, protocol=2)
+
+
+def make_cifar_folder(root: Path, per_batch: int = 8, n_test: int = 10, seed: int = 0) -> Path:
+    """root/cifar-10-batches-py with 5 training batches and a test batch of random images."""
+    rng = np.random.default_rng(seed)
+    folder = root / FOLDER
+    folder.mkdir(parents=True)
+    for i, name in enumerate(TRAIN_FILES + TEST_FILES):
+        n = n_test if name in TEST_FILES else per_batch
+        data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+        labels = rng.integers(0, 10, n).tolist()
+        write_batch(folder / name, data, labels, f"batch {i}".encode())
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({b"label_names": [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog",
+                                      b"frog", b"horse", b"ship", b"truck"], b"num_cases_per_batch": per_batch,
+                     b"num_vis": 3072}, f, protocol=2)
+    return folder
+
+
+@pytest.fixture
+def tiny_cifar(tmp_path: Path) -> Path:
+    """The data dir (parent of cifar-10-batches-py) of a 40-image train / 10-image test set."""
+    make_cifar_folder(tmp_path / "data")
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def real_subset() -> Path:
+    if not (REAL_SUBSET / FOLDER / TRAIN_FILES[0]).exists():
+        pytest.skip(f"real CIFAR-10 subset not found at {REAL_SUBSET} (present in CI)")
+    return REAL_SUBSET
