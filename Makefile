@@ -13,7 +13,7 @@ SHARD      ?= 0/1
 RESULTS    ?= results
 REPORTS    ?= reports
 
-.PHONY: install test count
+.PHONY: install test count sweep-cifar sweep-cross dry-run report bench
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -27,3 +27,17 @@ test:
 
 count:
 	$(CLI) count
+
+SWEEP_ARGS = --seeds $(SEEDS) --data-dir $(DATA_DIR) --shard $(SHARD) --results-dir $(RESULTS) \
+	$(if $(PROFILE),--profile $(PROFILE))
+
+# The paper's CIFAR-10 grid (Tables 1-3 + GhostNet). Resumable: run it again after a crash.
+sweep-cifar:
+	$(CLI) sweep $(EXPERIMENT) $(SWEEP_ARGS)
+
+# s in 2..5 x d in 1,3,5,7 for Ghost-VGG-16 and Ghost-ResNet-56, plus baselines.
+sweep-cross:
+	$(CLI) sweep experiments/cifar10_cross.yaml $(SWEEP_ARGS)
+
+dry-run:
+	$(CLI) sweep $(EXPERIMENT) $(SWEEP_ARGS) --dry-run

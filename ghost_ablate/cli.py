@@ -139,9 +139,47 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0 if record["status"] == "finished" else 1
 
 
+# ---- sweep -------------------------------------------------------------------------
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    import logging
+    from pathlib import Path
+
+    from .data import DataError, prepare
+    from .sweep import dry_run_table, load_experiment, parse_seeds, parse_shard, plan_runs, run_sweep
+
+    experiment = load_experiment(args.experiment)
+    seeds, shard = parse_seeds(args.seeds), parse_shard(args.shard)
+    runs = plan_runs(experiment, seeds, args.profile, recipe_overrides(args), shard)
+    results = Path(args.results_dir)
+    if args.dry_run:
+        import pandas as pd
+
+        table = dry_run_table(runs, results / "runs")
+        with pd.option_context("display.max_rows", None, "display.width", 200):
+            print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        counts = table["status"].value_counts().to_dict() if len(table) else {}
+        print(f"{len(runs)} runs (shard {args.shard}): " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+        return 0
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        prepare(args.data_dir, download=not args.no_download)  # before any run folder is made
+        outcome = run_sweep(runs, args.data_dir, results, devices=args.devices, accelerator=args.accelerator,
+                            download=not args.no_download, retry_failed=args.retry_failed)
+    except DataError as err:
+        raise UserError(str(err)) from None
+    print(f"sweep {args.experiment} shard {args.shard}: {len(outcome.done)} done, {len(outcome.skipped)} skipped "
+          f"(already done), {len(outcome.failed)} failed, {len(outcome.busy)} held by another process; "
+          f"summary in {results / 'summary.csv'}")
+    for run_id in outcome.failed:
+        print(f"  failed: {run_id} (see {results / 'runs' / run_id / 'result.json'})")
+    return 1 if outcome.failed else 0
+
+
 # ---- entry point -------------------------------------------------------------------
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"count": cmd_count, "train": cmd_train}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"count": cmd_count, "train": cmd_train,
+                                                            "sweep": cmd_sweep}
 
 
 def build_parser() -> OneLineParser:
@@ -164,6 +202,20 @@ def build_parser() -> OneLineParser:
     p.add_argument("--devices", type=int, default=1, help="GPUs for one run (DDP when > 1)")
     p.add_argument("--accelerator", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--no-download", action="store_true", help="never try to download CIFAR-10")
+    add_recipe_args(p)
+
+    p = sub.add_parser("sweep", help="run an experiment grid: resumable, shardable, several seeds")
+    p.add_argument("experiment", help="experiment YAML, e.g. experiments/cifar10_ablation.yaml")
+    p.add_argument("--profile", help="override the experiment's profile")
+    p.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2")
+    p.add_argument("--data-dir", default="data/cifar10")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--shard", default="0/1", help="I/N: this process runs every N-th run from I")
+    p.add_argument("--dry-run", action="store_true", help="list the runs with costs and status; train nothing")
+    p.add_argument("--retry-failed", action="store_true", help="run diverged runs again")
+    p.add_argument("--devices", type=int, default=1, help="GPUs per run (DDP when > 1)")
+    p.add_argument("--accelerator", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--no-download", action="store_true")
     add_recipe_args(p)
     return parser
 

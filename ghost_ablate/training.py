@@ -29,7 +29,7 @@ from .models import build_model, get_spec
 from .records import read_record, write_json_atomic
 
 CHECKPOINT = "last.ckpt"
-for _noise in (r".*treespec, LeafSpec.*", r".*smaller than the logging interval.*", r".*litlogger.*"):
+for _noise in (r".*treespec, LeafSpec.*", r".*exists and is not empty.*", r".*smaller than the logging interval.*", r".*litlogger.*"):
     warnings.filterwarnings("ignore", message=_noise)
 FINITE_CHECK_EVERY = 50  # steps between host syncs that check the loss is finite
 

@@ -1,0 +1,260 @@
+"""Experiment files -> grid of runs -> resumable, shardable execution.
+
+An experiment file (YAML) names a profile and its runs: the rows of paper tables
+(`paper_tables`, taken from `paper.py`) and/or `runs` entries whose list-valued fields
+expand to their cross product. Seeds and recipe overrides come from the command line.
+
+Every run lives in `results/runs/<run_id>/`. The run id hashes the resolved config, so
+a run shared by several tables runs once, and re-running a sweep skips what is done and
+resumes what was interrupted. A per-run file lock lets any number of processes (shards,
+GPUs, SLURM array tasks, or a restarted job) share one results folder safely.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+from filelock import FileLock, Timeout
+
+from . import paper
+from .config import ConfigError, RunConfig, load_profile
+from .records import read_record, read_records, write_atomic
+
+EXPERIMENT_KEYS = ("description", "profile", "paper_tables", "runs")
+RUN_KEYS = ("model", "ratio", "dw_size", "width")
+SUMMARY_COLUMNS = ("run_id", "model", "ratio", "dw_size", "width", "profile", "seed", "status", "epochs_done",
+                   "epochs", "params", "flops", "final_test_acc", "best_test_acc", "best_epoch",
+                   "train_images_per_s", "wall_time_s", "device", "error")
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Experiment:
+    path: Path
+    profile: str
+    configs: tuple[dict[str, Any], ...]  # distinct {model, ratio, dw_size, width}, in declared order
+    description: str = ""
+
+
+def _fail(path: Path, where: str, message: str) -> ConfigError:
+    return ConfigError(f"{path}: {where}: {message}")
+
+
+def _expand(entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """{model: [a, b], ratio: [2, 3]} -> the 4 combinations; scalars stay fixed."""
+    axes = {k: (v if isinstance(v, list) else [v]) for k, v in entry.items()}
+    return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Parse and validate an experiment file; ConfigError names the file, field and valid choices."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such experiment file")
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: malformed YAML ({' '.join(str(err).split())})") from None
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: an experiment file is a mapping with keys {', '.join(EXPERIMENT_KEYS)}")
+    for key in doc:
+        if key not in EXPERIMENT_KEYS:
+            raise _fail(path, str(key), f"unknown field; valid: {', '.join(EXPERIMENT_KEYS)}")
+    if "profile" not in doc:
+        raise _fail(path, "profile", "missing; name one of experiments/profiles")
+    try:
+        load_profile(str(doc["profile"]))
+    except ConfigError as err:
+        raise _fail(path, "profile", str(err)) from None
+
+    entries: list[tuple[str, dict[str, Any]]] = []
+    tables = doc.get("paper_tables") or []
+    if not isinstance(tables, list):
+        raise _fail(path, "paper_tables", "must be a list of table names")
+    for table in tables:
+        if table not in paper.TABLES:
+            raise _fail(path, "paper_tables", f"unknown table {table!r}; valid: {', '.join(paper.TABLES)}")
+        for row in paper.rows(table, buildable=True):
+            entries.append((f"paper_tables.{table}", {"model": row.model, "ratio": row.ratio,
+                                                      "dw_size": row.dw_size, "width": row.width}))
+    runs = doc.get("runs") or []
+    if not isinstance(runs, list):
+        raise _fail(path, "runs", "must be a list of {model, ratio, dw_size, width} entries")
+    for i, entry in enumerate(runs):
+        if not isinstance(entry, dict) or "model" not in entry:
+            raise _fail(path, f"runs[{i}]", "each entry is a mapping with at least a model")
+        for key in entry:
+            if key not in RUN_KEYS:
+                raise _fail(path, f"runs[{i}].{key}", f"unknown field; valid: {', '.join(RUN_KEYS)}")
+        entries += [(f"runs[{i}]", combo) for combo in _expand(entry)]
+
+    configs: dict[tuple, dict[str, Any]] = {}
+    for where, combo in entries:
+        try:
+            # resolve through RunConfig so that bad models and knobs fail here, before anything runs
+            rc = RunConfig.create(combo["model"], combo.get("ratio"), combo.get("dw_size"), combo.get("width"),
+                                  str(doc["profile"]))
+        except ConfigError as err:
+            raise _fail(path, where, str(err)) from None
+        except ValueError as err:
+            raise _fail(path, f"{where}.model" if "model" in str(err) else where, str(err)) from None
+        key = (rc.model, rc.ratio, rc.dw_size, rc.width)
+        configs.setdefault(key, dict(zip(RUN_KEYS, key)))
+    if not configs:
+        raise _fail(path, "runs", "the experiment declares no runs")
+    return Experiment(path, str(doc["profile"]), tuple(configs.values()), str(doc.get("description", "")))
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """'I/N' with 0 <= I < N."""
+    try:
+        index, count = (int(p) for p in spec.split("/"))
+    except ValueError:
+        raise ConfigError(f"bad shard {spec!r}: expected I/N with integers 0 <= I < N, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"bad shard {spec!r}: expected I/N with integers 0 <= I < N, e.g. 0/4")
+    return index, count
+
+
+def parse_seeds(spec: str) -> list[int]:
+    try:
+        seeds = [int(s) for s in str(spec).split(",") if s.strip() != ""]
+    except ValueError:
+        raise ConfigError(f"bad seeds {spec!r}: expected comma-separated integers >= 0, e.g. 0,1,2") from None
+    if not seeds or any(s < 0 for s in seeds):
+        raise ConfigError(f"bad seeds {spec!r}: expected comma-separated integers >= 0, e.g. 0,1,2")
+    return list(dict.fromkeys(seeds))
+
+
+def plan_runs(experiment: Experiment, seeds: list[int], profile: str | None = None,
+              overrides: dict[str, Any] | None = None, shard: tuple[int, int] = (0, 1)) -> list[RunConfig]:
+    """The experiment's runs for these seeds, deduplicated by run id, then this shard's share.
+
+    Runs are ordered by configuration then seed, and shard I of N takes every N-th run from
+    position I, so N processes with the same arguments cover the grid without overlap.
+    """
+    chosen = profile or experiment.profile
+    planned: dict[str, RunConfig] = {}
+    for cfg in experiment.configs:
+        for seed in seeds:
+            rc = RunConfig.create(cfg["model"], cfg["ratio"], cfg["dw_size"], cfg["width"], chosen, seed,
+                                  **(overrides or {}))
+            planned.setdefault(rc.run_id, rc)
+    index, count = shard
+    return [rc for i, rc in enumerate(planned.values()) if i % count == index]
+
+
+def run_state(run_dir: Path) -> str:
+    """new (nothing yet), partial (started, not finished), done, diverged or failed."""
+    record = read_record(run_dir)
+    if record is None:
+        return "partial" if (run_dir / "last.ckpt").exists() else "new"
+    status = record.get("status")
+    if status == "finished":
+        return "done"
+    if status == "diverged":
+        return "diverged"
+    return "partial"
+
+
+def dry_run_table(runs: list[RunConfig], runs_dir: Path) -> pd.DataFrame:
+    from .costs import cost_record
+
+    costs: dict[tuple, dict[str, Any]] = {}
+    rows = []
+    for rc in runs:
+        key = (rc.model, rc.ratio, rc.dw_size, rc.width)
+        if key not in costs:
+            costs[key] = cost_record(*key)
+        rows.append({"run_id": rc.run_id, "model": rc.model, "s": rc.ratio, "d": rc.dw_size, "width": rc.width,
+                     "seed": rc.seed, "epochs": rc.recipe.epochs, "params (M)": costs[key]["params"] / 1e6,
+                     "FLOPs (M)": costs[key]["flops"] / 1e6, "status": run_state(runs_dir / rc.run_id)})
+    table = pd.DataFrame(rows)
+    for col in ("s", "d"):
+        if col in table:
+            table[col] = table[col].astype("Int64")  # integers with blanks, not floats
+    return table
+
+
+def summary_frame(runs_dir: Path) -> pd.DataFrame:
+    """One row per run record, flattened: the table view of results/runs."""
+    rows = []
+    for rec in read_records(runs_dir):
+        cfg = rec.get("config", {})
+        rows.append({"run_id": rec.get("run_id"), **{k: cfg.get(k) for k in RUN_KEYS},
+                     "profile": cfg.get("profile"), "seed": cfg.get("seed"),
+                     "epochs": cfg.get("recipe", {}).get("epochs"),
+                     **{k: rec.get(k) for k in SUMMARY_COLUMNS if k not in RUN_KEYS + ("run_id", "profile", "seed",
+                                                                                         "epochs")}})
+    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    for col in ("ratio", "dw_size", "seed", "epochs_done", "epochs", "params", "flops", "best_epoch"):
+        frame[col] = frame[col].astype("Int64")
+    return frame
+
+
+def write_summary(results_dir: Path) -> Path:
+    """Rebuild results/summary.csv from the run records (atomically: shards may race)."""
+    path = Path(results_dir) / "summary.csv"
+    write_atomic(path, summary_frame(Path(results_dir) / "runs").to_csv(index=False))
+    return path
+
+
+@dataclass
+class SweepOutcome:
+    done: list[str]
+    skipped: list[str]
+    failed: list[str]
+    busy: list[str]  # held by another process right now
+
+
+def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Path, *, devices: int = 1,
+              accelerator: str = "auto", download: bool = True, retry_failed: bool = False,
+              progress: bool | None = None) -> SweepOutcome:
+    """Run each planned run unless done; record failures and go on."""
+    from .data import DataError
+    from .training import Diverged, train_run
+
+    runs_dir = Path(results_dir) / "runs"
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    outcome = SweepOutcome([], [], [], [])
+    for i, rc in enumerate(runs, 1):
+        run_dir = runs_dir / rc.run_id
+        state = run_state(run_dir)
+        if state == "done" or (state == "diverged" and not retry_failed):
+            (outcome.skipped if state == "done" else outcome.failed).append(rc.run_id)
+            log.info("[%d/%d] %s: %s, skipped", i, len(runs), rc.run_id, state)
+            continue
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(run_dir / ".lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            outcome.busy.append(rc.run_id)
+            log.info("[%d/%d] %s: another process holds it, skipped", i, len(runs), rc.run_id)
+            continue
+        try:
+            if run_state(run_dir) == "done":  # finished by another process since we looked
+                outcome.skipped.append(rc.run_id)
+                continue
+            log.info("[%d/%d] %s: %s", i, len(runs), rc.run_id, "resuming" if state == "partial" else "starting")
+            record = train_run(rc, data_dir, run_dir, devices=devices, accelerator=accelerator,
+                               download=download, progress=progress)
+            (outcome.done if record["status"] == "finished" else outcome.failed).append(rc.run_id)
+        except Diverged as err:
+            outcome.failed.append(rc.run_id)
+            log.warning("[%d/%d] %s: diverged (%s)", i, len(runs), rc.run_id, err)
+        except (ConfigError, DataError):  # the user's mistake, the same for every run: stop here
+            raise
+        except Exception as err:  # the record says failed; the sweep goes on
+            outcome.failed.append(rc.run_id)
+            log.error("[%d/%d] %s failed: %s\n%s", i, len(runs), rc.run_id, err, traceback.format_exc())
+        finally:
+            lock.release()
+            write_summary(results_dir)
+    return outcome
