@@ -41,3 +41,7 @@ sweep-cross:
 
 dry-run:
 	$(CLI) sweep $(EXPERIMENT) $(SWEEP_ARGS) --dry-run
+
+# Tables (CSV + markdown) and plots from results/ into reports/.
+report:
+	$(CLI) report --results-dir $(RESULTS) --out $(REPORTS) $(if $(PROFILE),--profile $(PROFILE))

@@ -176,10 +176,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     return 1 if outcome.failed else 0
 
 
+# ---- report ------------------------------------------------------------------------
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import ReportError, build_report
+
+    try:
+        written = build_report(args.results_dir, args.out, args.profile)
+    except ReportError as err:
+        raise UserError(str(err)) from None
+    print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(p.name for p in written))
+    return 0
+
+
 # ---- entry point -------------------------------------------------------------------
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"count": cmd_count, "train": cmd_train,
-                                                            "sweep": cmd_sweep}
+                                                            "sweep": cmd_sweep, "report": cmd_report}
 
 
 def build_parser() -> OneLineParser:
@@ -217,6 +230,11 @@ def build_parser() -> OneLineParser:
     p.add_argument("--accelerator", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--no-download", action="store_true")
     add_recipe_args(p)
+
+    p = sub.add_parser("report", help="paper tables (CSV, markdown) and plots from the run records")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--out", default="reports")
+    p.add_argument("--profile", help="which profile's runs (needed when results hold several)")
     return parser
 
 

@@ -24,6 +24,7 @@ class ModelSpec:
     knobs: frozenset[str] = frozenset()  # subset of {"ratio", "dw_size", "width"}
     widths: tuple[float, ...] = (1.0,)  # the paper's published widths (any width > 0 builds)
     description: str = ""
+    baseline: str | None = None  # the plain network a Ghost model is compared against
 
     @property
     def is_ghost(self) -> bool:
@@ -43,20 +44,20 @@ _GHOST_WIDTH = frozenset({"ratio", "dw_size", "width"})
 for _spec in (
     ModelSpec("vgg16", lambda num_classes: cifar.vgg16(num_classes), 32, 10, description="VGG-16 (CIFAR)"),
     ModelSpec("ghost_vgg16", lambda ratio, dw_size, num_classes: cifar.ghost_vgg16(ratio, dw_size, num_classes),
-              32, 10, _GHOST, description="Ghost-VGG-16, all 13 convs Ghost"),
+              32, 10, _GHOST, description="Ghost-VGG-16, all 13 convs Ghost", baseline="vgg16"),
     ModelSpec("ghost_vgg16_keep_first",
               lambda ratio, dw_size, num_classes: cifar.ghost_vgg16(ratio, dw_size, num_classes, keep_first=True),
-              32, 10, _GHOST, description="Ghost-VGG-16, first conv plain"),
+              32, 10, _GHOST, description="Ghost-VGG-16, first conv plain", baseline="vgg16"),
     ModelSpec("resnet56", lambda num_classes: cifar.resnet56(num_classes), 32, 10, description="ResNet-56 (CIFAR)"),
     ModelSpec("ghost_resnet56", lambda ratio, dw_size, num_classes: cifar.ghost_resnet56(ratio, dw_size, num_classes),
-              32, 10, _GHOST, description="Ghost-ResNet-56"),
+              32, 10, _GHOST, description="Ghost-ResNet-56", baseline="resnet56"),
     ModelSpec("cifar_ghostnet", cifar_ghostnet, 32, 10, _GHOST_WIDTH,
               description="GhostNet v1 adapted to 32x32 (stem stride 1)"),
     ModelSpec("ghostnet", ghostnet, 224, 1000, _GHOST_WIDTH, (0.5, 1.0, 1.3), "GhostNet v1"),
     ModelSpec("ghostnetv2", ghostnetv2, 224, 1000, _GHOST_WIDTH, (1.0, 1.3, 1.6), "GhostNetV2"),
     ModelSpec("resnet50", lambda num_classes: resnet.resnet50(num_classes), 224, 1000, description="ResNet-50"),
     ModelSpec("ghost_resnet50", lambda ratio, dw_size, num_classes: resnet.ghost_resnet50(ratio, dw_size, num_classes),
-              224, 1000, _GHOST, description="Ghost-ResNet-50"),
+              224, 1000, _GHOST, description="Ghost-ResNet-50", baseline="resnet50"),
 ):
     register(_spec)
 

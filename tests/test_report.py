@@ -1,0 +1,137 @@
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ghost_ablate.cli import main
+from ghost_ablate.records import write_json_atomic
+from ghost_ablate.report import ReportError, build_report, load_runs
+
+RECIPE = {"epochs": 3}
+
+
+def record(results: Path, model, ratio, dw_size, seed, final, best, status="finished", profile="quick", width=None,
+           params=1_000_000, flops=2_000_000, train_size=50_000):
+    run_id = f"{model}-s{ratio}-d{dw_size}-{profile}-seed{seed}"
+    history = [{"epoch": e, "test_acc": best if e == 1 else final, "train_time_s": 1.0, "train_images": 10}
+               for e in range(3)]
+    write_json_atomic(results / "runs" / run_id / "result.json", {
+        "run_id": run_id, "status": status, "params": params, "flops": flops,
+        "config": {"model": model, "ratio": ratio, "dw_size": dw_size, "width": width, "profile": profile,
+                   "seed": seed, "recipe": RECIPE},
+        "final_test_acc": final if status == "finished" else None,
+        "best_test_acc": best if status == "finished" else None, "epochs_done": 3 if status == "finished" else 1,
+        "data": {"dir": "/data/cifar", "train_size": train_size, "test_size": 10_000}, "device": "cpu: test",
+        "history": history if status == "finished" else [],
+    })
+
+
+def make_results(r: Path) -> Path:
+    record(r, "ghost_vgg16", 2, 3, 0, 0.90, 0.91, params=7_651_498, flops=158_110_000)
+    record(r, "ghost_vgg16", 2, 3, 1, 0.92, 0.93, params=7_651_498, flops=158_110_000)
+    record(r, "ghost_vgg16", 2, 3, 2, 0.94, 0.95, params=7_651_498, flops=158_110_000)
+    record(r, "vgg16", None, None, 0, 0.935, 0.94, params=14_987_722, flops=313_464_000)
+    record(r, "vgg16", None, None, 1, 0.0, 0.0, status="diverged", params=14_987_722, flops=313_464_000)
+    record(r, "resnet56", None, None, 0, 0.5, 0.5, status="failed", params=853_018, flops=125_485_696)
+    return r
+
+
+@pytest.fixture
+def results(tmp_path):
+    return make_results(tmp_path / "results")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One report built from the hand-made records, shared by the read-only tests."""
+    root = tmp_path_factory.mktemp("report")
+    build_report(make_results(root / "results"), root / "reports")
+    return root / "reports"
+
+
+def test_exact_table_values(built):
+    out = built
+    t3 = pd.read_csv(out / "table3_cifar10.csv").set_index("label")
+    g = t3.loc["Ghost-VGG-16 (s=2)"]
+    assert (g["top1_mean"], g["top1_std"], g["n_seeds"], g["top1_best_mean"]) == (92.0, 2.0, 3, 93.0)
+    assert g["top1_diff"] == pytest.approx(-1.7) and g["paper_top1"] == 93.7
+    assert g["params_m"] == 7.651 and g["params_diff_pct"] == pytest.approx(-0.63)
+    assert g["flops_m"] == 158.11 and g["flops_diff_pct"] == pytest.approx(0.07)
+    v = t3.loc["VGG-16"]
+    assert (v["top1_mean"], v["n_seeds"], v["status"]) == (93.5, 1, "run (1 failed)")
+    assert pd.isna(v["top1_std"]) and v["top1_diff"] == pytest.approx(-0.1)
+    r = t3.loc["ResNet-56"]
+    assert r["status"] == "not run (1 failed)" and pd.isna(r["top1_mean"]) and r["params_m"] == 0.853
+    gr = t3.loc["Ghost-ResNet-56 (s=2)"]
+    assert gr["status"] == "not run" and gr["params_m"] == 0.438  # costs counted even when not run
+    assert t3.loc["l1-VGG-16", "status"] == "paper only" and t3.loc["l1-VGG-16", "paper_flops_m"] == 206
+    t1 = pd.read_csv(out / "table1_dw_size.csv")
+    assert list(t1["d"]) == [1, 3, 5, 7] and list(t1["n_seeds"]) == [0, 3, 0, 0]
+    assert list(t1["status"]) == ["not run", "run", "not run", "not run"]
+    imagenet = pd.read_csv(out / "imagenet_costs.csv").set_index("label")
+    assert imagenet.loc["GhostNet 1.0x", "params_m"] == 5.183 and imagenet.loc["GhostNet 1.0x", "paper_flops_m"] == 141
+    assert len(imagenet) == 9
+
+
+def md_rows(md: str) -> dict[str, list[str]]:
+    """Markdown table rows keyed by their first cell (the last table wins on repeats)."""
+    rows = {}
+    for line in md.splitlines():
+        if line.startswith("|") and not line.startswith("|:") and not line.startswith("|-"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            rows[cells[0]] = cells[1:]
+    return rows
+
+
+def test_markdown_rows_and_header(built):
+    md = (built / "README.md").read_text()
+    rows = md_rows(md)
+    assert rows["Ghost-VGG-16 (s=2)"] == ["2", "3", "7.651", "158.1", "92.00 ± 2.00 (n=3)", "93.00", "7.70", "158",
+                                          "93.7", "-1.70"]
+    assert rows["d=1"] == ["2", "1", "7.635", "157.0", "not run", "", "7.60", "157", "93.5", ""]
+    assert rows["VGG-16"][4] == "93.50 (n=1)"
+    assert rows["l1-VGG-16"] == ["", "", "", "", "(not built)", "", "5.40", "206", "93.4", ""]
+    assert "| profile | quick |" in md and "50,000 training / 10,000 test" in md and "| seeds | 0, 1, 2 |" in md
+    assert "Not a reproduction" in md and "fewer epochs than the paper" in md and "subset" not in md
+    assert "![Accuracy vs FLOPs](accuracy_vs_flops.png)" in md
+
+
+@pytest.mark.parametrize("stem", ["accuracy_vs_flops", "accuracy_vs_params", "ablation_s_d",
+                                  "test_accuracy_per_epoch"])
+def test_plots_are_written_and_not_empty(built, stem):
+    png, svg = built / f"{stem}.png", built / f"{stem}.svg"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
+    assert "<svg" in svg.read_text()[:2000]
+
+
+def test_speedup_table_from_bench(results, tmp_path):
+    pd.DataFrame([
+        {"model": "vgg16", "ratio": None, "dw_size": None, "width": None, "flops": 300e6, "device_kind": "cpu",
+         "device": "cpu: test", "latency_bs1_ms": 10.0, "eval_img_s_bs128": 100.0, "train_img_s": 50.0,
+         "train_peak_mem_mb": 400.0},
+        {"model": "ghost_vgg16", "ratio": 2, "dw_size": 3, "width": None, "flops": 150e6, "device_kind": "cpu",
+         "device": "cpu: test", "latency_bs1_ms": 8.0, "eval_img_s_bs128": 160.0, "train_img_s": 55.0,
+         "train_peak_mem_mb": 500.0},
+    ]).to_csv(results / "bench.csv", index=False)
+    out = tmp_path / "reports"
+    build_report(results, out)
+    row = pd.read_csv(out / "speedup.csv").iloc[0]
+    assert (row["flops_ratio"], row["latency_speedup_bs1"], row["throughput_speedup_bs128"],
+            row["train_speedup"], row["peak_memory_ratio"]) == (2.0, 1.25, 1.6, 1.1, 1.25)
+    assert (out / "flops_vs_latency.png").stat().st_size > 10_000
+
+
+def test_no_results_is_one_line_exit_2(tmp_path, capsys):
+    assert main(["report", "--results-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "make sweep-cifar" in err
+
+
+def test_several_profiles_need_a_choice(results, tmp_path):
+    record(results, "vgg16", None, None, 0, 0.1, 0.1, profile="smoke")
+    with pytest.raises(ReportError, match="several profiles.*--profile"):
+        load_runs(results)
+    assert len(load_runs(results, "smoke")) == 1
+    header = (lambda out: (build_report(results, out, "smoke"), (out / "README.md").read_text())[1])(tmp_path / "s")
+    assert "| profile | smoke |" in header
