@@ -189,10 +189,73 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- bench and export ----------------------------------------------------------------
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from .bench import bench_models, pipeline_comparison, settings_from
+    from .costs import paper_configs
+    from .models import MODELS
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible here; use --device cpu")
+    for name in args.models or []:
+        if name not in MODELS:
+            raise UserError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
+    if args.pipeline:
+        models = args.models or ["resnet56", "vgg16"]
+        frame = pipeline_comparison(models, args.device, args.train_images, args.train_batch_size or 128,
+                                    args.epochs, args.workers)
+        out = Path(args.out or "results/bench_pipeline.csv")
+        from .records import write_atomic
+
+        write_atomic(out, frame.to_csv(index=False))
+        print(f"wrote {out}")
+        return 0
+    keys = [k for k in paper_configs() if not args.models or k[0] in args.models]
+    if args.cifar_only:
+        keys = [k for k in keys if MODELS[k[0]].input_size == 32]
+    settings = settings_from(device=args.device, repeats=args.repeats, warmup=args.warmup,
+                             batch_size=args.batch_size, train_batch_size=args.train_batch_size,
+                             train_steps=args.train_steps, throughput_batches=args.throughput_batches,
+                             threads=args.threads)
+    out = Path(args.out or "results/bench.csv")
+    bench_models(keys, settings, out)
+    print(f"wrote {out} ({len(keys)} models on {args.device}, {settings.threads} threads)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .deploy import check_onnx, export_onnx, fold_bn
+    from .models import MODELS, build_model, resolve_args
+
+    knobs = resolve_args(args.model, args.ratio, args.dw_size, args.width)
+    model = build_model(args.model, **knobs).eval()
+    if args.fold_bn:
+        model = fold_bn(model)
+    size = MODELS[args.model].input_size
+    out = Path(args.out or f"{args.model}.onnx")
+    export_onnx(model, out, size, args.opset)
+    try:
+        diff = check_onnx(model, out, size)
+    except ImportError:
+        print(f"wrote {out}; onnxruntime not installed, output not checked (pip install 'ghost-ablate[onnx]')")
+        return 0
+    ok = diff < 1e-3
+    print(f"wrote {out}; onnxruntime vs PyTorch max |diff| = {diff:.2e} ({'ok' if ok else 'MISMATCH'})")
+    return 0 if ok else 1
+
+
 # ---- entry point -------------------------------------------------------------------
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"count": cmd_count, "train": cmd_train,
-                                                            "sweep": cmd_sweep, "report": cmd_report}
+                                                            "sweep": cmd_sweep, "report": cmd_report,
+                                                            "bench": cmd_bench, "export": cmd_export}
 
 
 def build_parser() -> OneLineParser:
@@ -235,6 +298,30 @@ def build_parser() -> OneLineParser:
     p.add_argument("--results-dir", default="results")
     p.add_argument("--out", default="reports")
     p.add_argument("--profile", help="which profile's runs (needed when results hold several)")
+
+    p = sub.add_parser("bench", help="measured latency, throughput, training speed and memory per model")
+    p.add_argument("--models", nargs="+", help="registry names (default: every paper row)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--out", help="CSV (default results/bench.csv, or results/bench_pipeline.csv)")
+    p.add_argument("--cifar-only", action="store_true", help="skip the 224x224 ImageNet models")
+    p.add_argument("--repeats", type=int, default=20, help="timed batch-1 forwards (median reported)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=128, help="eval throughput batch")
+    p.add_argument("--throughput-batches", type=int, default=3)
+    p.add_argument("--train-batch-size", type=int, help="training batch (default 64; 128 with --pipeline)")
+    p.add_argument("--train-steps", type=int, default=3)
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--pipeline", action="store_true",
+                   help="compare the training path with a plain DataLoader loop instead")
+    p.add_argument("--train-images", type=int, default=5120, help="--pipeline: synthetic training images")
+    p.add_argument("--epochs", type=int, default=2, help="--pipeline: epochs (the last one is timed)")
+    p.add_argument("--workers", type=int, default=2, help="--pipeline: DataLoader workers of the plain loop")
+
+    p = sub.add_parser("export", help="ONNX export of a registry model, checked with onnxruntime")
+    add_model_args(p, required=True)
+    p.add_argument("--out", help="file (default MODEL.onnx)")
+    p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs first")
+    p.add_argument("--opset", type=int, default=17)
     return parser
 
 

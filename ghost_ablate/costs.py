@@ -109,8 +109,13 @@ def cost_record(model: str, ratio: int | None = None, dw_size: int | None = None
     }
 
 
-def paper_cost_records() -> list[dict]:
-    """One `cost_record` per distinct model of the paper's tables, plus the plain-first-conv Ghost-VGG-16."""
-    configs = [(r.model, r.ratio, r.dw_size, r.width) for r in distinct_models()]
+def paper_configs() -> list[tuple]:
+    """(model, s, d, width) of every distinct paper row, plus the plain-first-conv Ghost-VGG-16."""
+    configs = [r.key for r in distinct_models()]
     configs.insert(configs.index(("ghost_vgg16", 2, 3, None)) + 1, ("ghost_vgg16_keep_first", 2, 3, None))
-    return [cost_record(*c) for c in configs]
+    return configs
+
+
+def paper_cost_records() -> list[dict]:
+    """One `cost_record` per paper configuration (`paper_configs`)."""
+    return [cost_record(*c) for c in paper_configs()]

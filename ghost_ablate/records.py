@@ -6,6 +6,7 @@ rebuilt from the records.
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -50,3 +51,16 @@ def read_records(runs_dir: Path) -> list[dict[str, Any]]:
         return []
     found = (read_record(d) for d in sorted(runs_dir.iterdir()) if d.is_dir())
     return [r for r in found if r is not None]
+
+
+def missing(v: Any) -> bool:
+    """None, NaN or pandas' NA: a value a table left blank."""
+    return v is None or (isinstance(v, float) and math.isnan(v)) or type(v).__name__ == "NAType"
+
+
+def config_key(model: str, ratio: Any, dw_size: Any, width: Any) -> tuple:
+    """(model, s, d, width) with blanks as None and numbers normalised, however a table stored them."""
+    def num(v: Any, kind: type) -> Any:
+        return None if missing(v) else kind(v)
+
+    return (model, num(ratio, int), num(dw_size, int), num(width, float))

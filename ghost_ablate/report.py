@@ -6,7 +6,6 @@ exists); the paper's numbers come from `paper.py`. The table functions are pure
 """
 from __future__ import annotations
 
-import math
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,8 @@ from . import paper
 from .config import load_profile
 from .costs import cost_record
 from .models import MODELS
-from .records import read_records, write_atomic
+from .records import config_key as key_of
+from .records import missing, read_records, write_atomic
 
 KEY = ("model", "ratio", "dw_size", "width")
 CSV_NAMES = {"table1_dw_size": "table1_dw_size.csv", "table2_ratio": "table2_ratio.csv",
@@ -34,12 +34,7 @@ class ReportError(Exception):
 
 
 def _none(v: Any) -> Any:
-    return None if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA else v
-
-
-def key_of(model: str, ratio: Any, dw_size: Any, width: Any) -> tuple:
-    r, d, w = _none(ratio), _none(dw_size), _none(width)
-    return (model, None if r is None else int(r), None if d is None else int(d), None if w is None else float(w))
+    return None if missing(v) else v
 
 
 def load_runs(results_dir: str | Path, profile: str | None = None) -> pd.DataFrame:
@@ -174,7 +169,7 @@ def speedup_table(bench: pd.DataFrame) -> pd.DataFrame:
                 "device": device, "model": r["model"], "s": r["ratio"], "d": r["dw_size"], "baseline": base_name,
                 "flops_ratio": round(b["flops"] / r["flops"], 2),
                 "latency_speedup_bs1": round(b["latency_bs1_ms"] / r["latency_bs1_ms"], 2),
-                "throughput_speedup_bs128": round(r["eval_img_s_bs128"] / b["eval_img_s_bs128"], 2),
+                "throughput_speedup": round(r["eval_img_s"] / b["eval_img_s"], 2),
                 "train_speedup": round(r["train_img_s"] / b["train_img_s"], 2),
                 "peak_memory_ratio": round(r["train_peak_mem_mb"] / b["train_peak_mem_mb"], 2),
             })

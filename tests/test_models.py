@@ -93,6 +93,8 @@ def test_ghostnetv2_dfc_attention_from_third_block():
     (dict(name="ghostnet", width=0), "width"),
     (dict(name="ghostnet", width=-1.0), "width"),
     (dict(name="vgg16", ratio=3), "takes"),
+    (dict(name="vgg16", ratio=2), "takes"),
+    (dict(name="resnet56", dw_size=3), "takes"),
     (dict(name="vgg16", num_classes=0), "num_classes"),
 ])
 def test_registry_rejects_bad_arguments(kwargs, match):

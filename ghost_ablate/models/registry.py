@@ -76,7 +76,8 @@ def resolve_args(name: str, ratio: int | None = None, dw_size: int | None = None
     out: dict[str, int | float | None] = {}
     for knob, value in given.items():
         if knob not in spec.knobs:
-            if value is not None and value != DEFAULTS[knob] and not (knob == "ratio" and value == 1):
+            no_op = (knob == "ratio" and value == 1) or (knob == "width" and value == 1)
+            if value is not None and not no_op:
                 takes = ", ".join(sorted(spec.knobs)) or "none of ratio, dw_size, width"
                 raise ValueError(f"model {name!r} has no {knob} to set (it takes {takes})")
             out[knob] = None

@@ -1,0 +1,288 @@
+"""Measured costs that FLOPs hide, and the speed of the training input pipeline.
+
+`bench_models`: per model, batch-1 latency (median after warm-up; also with BatchNorm
+folded), eval throughput at a large batch, training images/s and the peak memory of a
+training step. Each model runs in a fresh process, so that on the CPU the growth of
+the process's peak RSS during the training step belongs to that model alone; on CUDA
+the figure is `torch.cuda.max_memory_allocated`.
+
+`pipeline_comparison`: images/s of the project's training path (Lightning, uint8
+tensors, batch-wise augmentation) against a plain PyTorch loop over torchvision's
+DataLoader with per-sample PIL transforms, same model, batch and data.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import platform
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from .costs import measure
+from .models import MODELS, build_model
+from .records import config_key, write_atomic
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    device: str = "cpu"
+    repeats: int = 20  # timed batch-1 forwards
+    warmup: int = 3
+    batch_size: int = 128  # eval throughput batch
+    throughput_batches: int = 3
+    train_batch_size: int = 64
+    train_steps: int = 3
+    threads: int = os.cpu_count() or 1
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _median_ms(fn: Callable[[], Any], device: str, warmup: int, repeats: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return 1000 * statistics.median(times)
+
+
+def _rate(fn: Callable[[], Any], device: str, images_per_call: int, warmup: int, calls: int) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    _sync(device)
+    return images_per_call * calls / (time.perf_counter() - t0)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def measure_model(key: tuple, s: BenchSettings) -> dict[str, Any]:
+    """All measurements of one (model, s, d, width); meant to run in a fresh process."""
+    from .deploy import fold_bn
+
+    torch.set_num_threads(s.threads)
+    torch.manual_seed(0)
+    name, ratio, dw_size, width = key
+    size = MODELS[name].input_size
+    cuda = s.device == "cuda"
+    model = build_model(name, ratio, dw_size, width)
+    cost = measure(model, size)
+    model = model.to(s.device)
+    fmt = torch.channels_last if cuda else torch.contiguous_format
+    if cuda:
+        torch.backends.cudnn.benchmark = True
+        model = model.to(memory_format=fmt)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+
+    # training step first, so the RSS baseline is not raised by earlier work
+    x = torch.randn(s.train_batch_size, 3, size, size, device=s.device).contiguous(memory_format=fmt)
+    y = torch.randint(0, MODELS[name].num_classes, (s.train_batch_size,), device=s.device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    model.train()
+
+    def train_step() -> None:
+        with autocast():
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+        train_step()
+        _sync(s.device)
+        peak_mb, method = torch.cuda.max_memory_allocated() / 2**20, "cuda max_memory_allocated"
+    else:
+        before = _peak_rss_mb()
+        train_step()
+        peak_mb, method = _peak_rss_mb() - before, "cpu peak RSS growth during first training step"
+    train_img_s = _rate(train_step, s.device, s.train_batch_size, 1, s.train_steps)
+
+    model.eval()
+    x1 = torch.randn(1, 3, size, size, device=s.device).contiguous(memory_format=fmt)
+    xb = torch.randn(s.batch_size, 3, size, size, device=s.device).contiguous(memory_format=fmt)
+    with torch.inference_mode(), autocast():
+        latency = _median_ms(lambda: model(x1), s.device, s.warmup, s.repeats)
+        throughput = _rate(lambda: model(xb), s.device, s.batch_size, 1, s.throughput_batches)
+        folded = fold_bn(model)
+        latency_folded = _median_ms(lambda: folded(x1), s.device, s.warmup, s.repeats)
+    return {
+        "model": name, "ratio": ratio, "dw_size": dw_size, "width": width, "input_size": size,
+        "params": cost.params, "flops": cost.flops,
+        "latency_bs1_ms": latency, "latency_bs1_bn_folded_ms": latency_folded,
+        "eval_img_s": throughput, "eval_batch_size": s.batch_size,
+        "train_img_s": train_img_s, "train_peak_mem_mb": peak_mb, "mem_method": method,
+    }
+
+
+def environment(s: BenchSettings) -> dict[str, Any]:
+    import torchvision
+
+    device = torch.cuda.get_device_name() if s.device == "cuda" else (platform.processor() or platform.machine())
+    return {"device_kind": s.device, "device": device, "threads": s.threads, "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "precision": "bf16 autocast" if s.device == "cuda" else "fp32",
+            "train_batch_size": s.train_batch_size, "repeats": s.repeats}
+
+
+def bench_models(keys: list[tuple], s: BenchSettings, out: Path | None = None,
+                 log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Measure every key, each in a fresh process; merge into `out` (rows of other devices are kept)."""
+    env = environment(s)
+    rows = []
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+        for key in keys:
+            row = {**pool.submit(measure_model, key, s).result(), **env}
+            log(f"{row['model']:24s} s={row['ratio']} d={row['dw_size']} w={row['width']}: "
+                f"{row['latency_bs1_ms']:.2f} ms bs1 ({row['latency_bs1_bn_folded_ms']:.2f} BN folded), "
+                f"{row['train_img_s']:.0f} train img/s, {row['train_peak_mem_mb']:.0f} MB")
+            rows.append(row)
+    frame = pd.DataFrame(rows)
+    if out is not None:
+        frame = merge_into(out, frame, env)
+    return frame
+
+
+def merge_into(out: Path, frame: pd.DataFrame, env: dict[str, Any]) -> pd.DataFrame:
+    """Replace rows of the same device kind and model config in `out`, keep the rest; write atomically."""
+    def keys(table: pd.DataFrame) -> list[tuple]:
+        return [(r.device_kind, *config_key(r.model, r.ratio, r.dw_size, r.width)) for r in table.itertuples()]
+
+    if out.exists():
+        old = pd.read_csv(out, comment="#")
+        replaced = set(keys(frame))
+        frame = pd.concat([old[[k not in replaced for k in keys(old)]], frame], ignore_index=True)
+    for col in ("ratio", "dw_size"):
+        frame[col] = pd.to_numeric(frame[col]).astype("Int64")
+    header = (f"# ghost-ablate bench, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+              f"last run on {env['device_kind']}: {env['device']}, {env['threads']} threads, "
+              f"torch {env['torch']}, {platform.python_version()}\n")
+    write_atomic(out, header + frame.to_csv(index=False))
+    return frame
+
+
+# ---- training pipeline: ours vs a plain PyTorch loop ---------------------------------------------
+
+def write_synthetic_cifar(root: Path, n_train: int, n_test: int = 1000, seed: int = 0) -> Path:
+    """A CIFAR-10-format folder of random images (for speed only), so the real loader path runs."""
+    import pickle
+
+    import numpy as np
+
+    from .data import FOLDER, TEST_FILES, TRAIN_FILES
+
+    rng = np.random.default_rng(seed)
+    folder = root / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    per_file = [n_train // 5 + (i < n_train % 5) for i in range(5)]
+    for name, n in list(zip(TRAIN_FILES, per_file)) + [(TEST_FILES[0], n_test)]:
+        batch = {b"batch_label": b"synthetic", b"labels": rng.integers(0, 10, n).tolist(),
+                 b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"filenames": [b"x.png"] * n}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+    return root
+
+
+def plain_loop_rate(model_name: str, data_dir: Path, batch_size: int, epochs: int, device: str,
+                    num_workers: int) -> float:
+    """Images/s of the last epoch of a textbook loop: DataLoader + PIL transforms, fp32, loss.item() per step."""
+    import torchvision.transforms as T
+    from PIL import Image
+
+    from .data import MEAN, STD, load_split, prepare
+
+    images, labels = load_split(prepare(data_dir, download=False), train=True)
+    pixels = images.permute(0, 2, 3, 1).numpy()  # HWC, as torchvision's CIFAR10 keeps them
+    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(MEAN, STD)])
+
+    class Dataset(torch.utils.data.Dataset):
+        def __len__(self) -> int:
+            return len(labels)
+
+        def __getitem__(self, i: int):  # noqa: ANN204
+            return transform(Image.fromarray(pixels[i])), int(labels[i])
+
+    loader = torch.utils.data.DataLoader(Dataset(), batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                                         pin_memory=device == "cuda", drop_last=True,
+                                         persistent_workers=num_workers > 0)
+    torch.manual_seed(0)
+    model = build_model(model_name).to(device).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    rate = 0.0
+    for _ in range(epochs):
+        seen, running = 0, 0.0
+        _sync(device)
+        t0 = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            running += loss.item()
+            seen += len(y)
+        _sync(device)
+        rate = seen / (time.perf_counter() - t0)
+    return rate
+
+
+def ours_rate(model_name: str, data_dir: Path, batch_size: int, epochs: int, device: str,
+              compile_model: bool = False) -> float:
+    """Images/s of the last epoch through the project's own training path (`train_run`)."""
+    from .config import RunConfig
+    from .training import train_run
+
+    config = RunConfig.create(model_name, profile="standard", epochs=epochs, batch_size=batch_size,
+                              limit_test_batches=1, compile=compile_model)
+    with tempfile.TemporaryDirectory() as out:
+        record = train_run(config, data_dir, out, accelerator=device, progress=False)
+    last = record["history"][-1]
+    return last["train_images"] / last["train_time_s"]
+
+
+def pipeline_comparison(models: list[str], device: str, n_train: int, batch_size: int = 128, epochs: int = 2,
+                        num_workers: int = 2, data_dir: Path | None = None,
+                        log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Ours vs the plain loop, side by side in one process, per model; last-epoch images/s."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data = data_dir or write_synthetic_cifar(Path(tmp), n_train)
+        for name in models:
+            plain = plain_loop_rate(name, data, batch_size, epochs, device, num_workers)
+            ours = ours_rate(name, data, batch_size, epochs, device)
+            rows.append({"model": name, "device": device, "batch_size": batch_size, "train_images": n_train,
+                         "plain_img_s": plain, "ours_img_s": ours, "speedup": ours / plain,
+                         "plain_workers": num_workers, "threads": torch.get_num_threads()})
+            log(f"{name}: ours {ours:.0f} img/s, plain loop {plain:.0f} img/s -> {ours / plain:.2f}x")
+    return pd.DataFrame(rows)
+
+
+def settings_from(**kwargs: Any) -> BenchSettings:
+    fields = {f.name for f in dataclasses.fields(BenchSettings)}
+    return BenchSettings(**{k: v for k, v in kwargs.items() if k in fields and v is not None})

@@ -1,0 +1,89 @@
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from ghost_ablate.bench import BenchSettings, bench_models, pipeline_comparison
+from ghost_ablate.cli import main
+from ghost_ablate.deploy import check_onnx, count_bn, export_onnx, fold_bn
+from ghost_ablate.models import MODELS, build_model
+
+
+def randomize_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial running statistics and affine parameters, so folding has something to fold."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_bn_folding_is_exact_and_removes_every_bn(name):
+    model = randomize_bn(build_model(name, ratio=3 if MODELS[name].is_ghost else None))
+    size = min(MODELS[name].input_size, 64)
+    x = torch.randn(2, 3, size, size)
+    folded = fold_bn(model)
+    assert count_bn(folded) == 0 and count_bn(model) > 0  # the original is untouched
+    with torch.no_grad():
+        ref, out = model(x), folded(x)
+    assert torch.allclose(out, ref, rtol=1e-4, atol=1e-4 * ref.abs().max().item())
+
+
+@pytest.mark.parametrize("name,kwargs", [("ghost_resnet56", {"ratio": 3, "dw_size": 5}), ("ghostnetv2", {}),
+                                         ("ghost_vgg16", {})])
+def test_onnx_export_matches_pytorch(tmp_path, name, kwargs):
+    model = randomize_bn(build_model(name, **kwargs))
+    size = MODELS[name].input_size
+    path = export_onnx(model, tmp_path / f"{name}.onnx", size)
+    assert check_onnx(model, path, size, batch=3) < 1e-4  # batch 3: the batch axis is dynamic
+    assert check_onnx(fold_bn(model), export_onnx(fold_bn(model), tmp_path / "f.onnx", size), size) < 1e-4
+
+
+def test_cli_export(tmp_path, capsys):
+    assert main(["export", "--model", "resnet56", "--out", str(tmp_path / "r.onnx")]) == 0
+    assert "ok" in capsys.readouterr().out and (tmp_path / "r.onnx").stat().st_size > 100_000
+    assert main(["export", "--model", "resnet56", "--ratio", "2"]) == 2
+
+
+TINY = BenchSettings(repeats=2, warmup=1, batch_size=8, throughput_batches=1, train_batch_size=4, train_steps=1,
+                     threads=1)
+COLUMNS = {"model", "ratio", "dw_size", "width", "params", "flops", "latency_bs1_ms", "latency_bs1_bn_folded_ms",
+           "eval_img_s", "eval_batch_size", "train_img_s", "train_peak_mem_mb", "mem_method", "device_kind",
+           "device", "threads", "torch"}
+
+
+def test_bench_writes_csv_and_keeps_other_devices(tmp_path):
+    out = tmp_path / "bench.csv"
+    pd.DataFrame([{"model": "resnet56", "ratio": None, "dw_size": None, "width": None, "device_kind": "cuda",
+                   "latency_bs1_ms": 1.0}]).to_csv(out, index=False)
+    bench_models([("resnet56", None, None, None), ("ghost_resnet56", 2, 3, None)], TINY, out, log=lambda s: None)
+    assert out.read_text().startswith("# ghost-ablate bench")
+    frame = pd.read_csv(out, comment="#")
+    assert COLUMNS <= set(frame.columns)
+    cpu = frame[frame["device_kind"] == "cpu"]
+    assert list(cpu["model"]) == ["resnet56", "ghost_resnet56"] and (frame["device_kind"] == "cuda").sum() == 1
+    assert (cpu["latency_bs1_ms"] > 0).all() and (cpu["train_img_s"] > 0).all()
+    assert (cpu["train_peak_mem_mb"] >= 0).all() and cpu["mem_method"].str.contains("RSS").all()
+    assert cpu.set_index("model").loc["ghost_resnet56", "flops"] == 65_286_784
+    bench_models([("resnet56", None, None, None)], TINY, out, log=lambda s: None)  # re-run replaces its row
+    assert len(pd.read_csv(out, comment="#")) == 3
+
+
+def test_pipeline_comparison_runs_both_loops():
+    frame = pipeline_comparison(["resnet56"], "cpu", n_train=128, batch_size=32, epochs=1, num_workers=0,
+                                log=lambda s: None)
+    row = frame.iloc[0]
+    assert row["plain_img_s"] > 0 and row["ours_img_s"] > 0
+    assert row["speedup"] == pytest.approx(row["ours_img_s"] / row["plain_img_s"])
+
+
+@pytest.mark.parametrize("argv", [["bench", "--models", "nope"], ["bench", "--device", "cuda"]])
+def test_bench_bad_input(argv, capsys):
+    if argv[-1] == "cuda" and torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    assert main(argv) == 2
+    assert capsys.readouterr().err.count("\n") == 1
