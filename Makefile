@@ -45,3 +45,8 @@ dry-run:
 # Tables (CSV + markdown) and plots from results/ into reports/.
 report:
 	$(CLI) report --results-dir $(RESULTS) --out $(REPORTS) $(if $(PROFILE),--profile $(PROFILE))
+
+# Latency, throughput, training speed and memory of every paper row (CPU unless DEVICE=cuda).
+DEVICE ?= cpu
+bench:
+	$(CLI) bench --device $(DEVICE) --out $(RESULTS)/bench.csv

@@ -141,7 +141,7 @@ def measure_model(key: tuple, s: BenchSettings) -> dict[str, Any]:
     }
 
 
-def environment(s: BenchSettings) -> dict[str, Any]:
+def bench_environment(s: BenchSettings) -> dict[str, Any]:
     import torchvision
 
     device = torch.cuda.get_device_name() if s.device == "cuda" else (platform.processor() or platform.machine())
@@ -153,7 +153,7 @@ def environment(s: BenchSettings) -> dict[str, Any]:
 def bench_models(keys: list[tuple], s: BenchSettings, out: Path | None = None,
                  log: Callable[[str], None] = print) -> pd.DataFrame:
     """Measure every key, each in a fresh process; merge into `out` (rows of other devices are kept)."""
-    env = environment(s)
+    env = bench_environment(s)
     rows = []
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
         for key in keys:

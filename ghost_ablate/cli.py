@@ -120,7 +120,7 @@ def recipe_overrides(args: argparse.Namespace) -> dict:
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import RunConfig
     from .data import DataError
-    from .training import Diverged, train_run
+    from .training import Diverged, is_rank_zero, train_run
 
     config = RunConfig.create(args.model, args.ratio, args.dw_size, args.width, args.profile, args.seed,
                               **recipe_overrides(args))
@@ -134,6 +134,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"ghost-ablate train: diverged: {err}; record kept in {out}", file=sys.stderr)
         return 1
     acc = record.get("final_test_acc")
+    if not is_rank_zero():
+        return 0 if record["status"] == "finished" else 1
     print(f"{config.run_id}: {record['status']}, {record['epochs_done']} epochs, "
           f"final test acc {acc if acc is None else f'{100 * acc:.2f}%'} -> {out}")
     return 0 if record["status"] == "finished" else 1

@@ -173,35 +173,54 @@ def speedup_table(bench: pd.DataFrame) -> pd.DataFrame:
                 "train_speedup": round(r["train_img_s"] / b["train_img_s"], 2),
                 "peak_memory_ratio": round(r["train_peak_mem_mb"] / b["train_peak_mem_mb"], 2),
             })
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame["s"], frame["d"] = frame["s"].astype("Int64"), frame["d"].astype("Int64")
+    return frame
 
 
 # ---- plots ---------------------------------------------------------------------------------
 
+NAMES = {"vgg16": "VGG-16", "ghost_vgg16": "Ghost-VGG-16", "ghost_vgg16_keep_first": "Ghost-VGG-16 (plain 1st)",
+         "resnet56": "ResNet-56", "ghost_resnet56": "Ghost-ResNet-56", "cifar_ghostnet": "GhostNet (CIFAR)",
+         "ghostnet": "GhostNet", "ghostnetv2": "GhostNetV2", "resnet50": "ResNet-50", "ghost_resnet50": "Ghost-ResNet-50"}
+
+
 def short_label(model: str, ratio: Any, dw_size: Any, width: Any = None) -> str:
-    names = {"vgg16": "VGG-16", "ghost_vgg16": "Ghost-VGG-16", "ghost_vgg16_keep_first": "Ghost-VGG-16 (plain 1st)",
-             "resnet56": "ResNet-56", "ghost_resnet56": "Ghost-ResNet-56", "cifar_ghostnet": "GhostNet"}
-    name = names.get(model, model)
-    if model == "cifar_ghostnet":
-        return f"{name} {_none(width) or 1:g}x"
+    """What tells a point apart within its network family: s/d, the width, or the baseline's name."""
+    if model in ("cifar_ghostnet", "ghostnet", "ghostnetv2"):
+        return f"{NAMES[model]} {_none(width) or 1:g}x"
     if _none(ratio) is None:
-        return name
+        return NAMES.get(model, model)
     return f"s={int(ratio)} d={int(dw_size)}"
 
 
+def full_label(model: str, ratio: Any, dw_size: Any, width: Any = None) -> str:
+    label = short_label(model, ratio, dw_size, width)
+    return label if label.startswith(NAMES.get(model, model)) else f"{NAMES.get(model, model)} {label}"
+
+
 def _family(model: str) -> str:
-    return "VGG-16" if "vgg" in model else "ResNet-56" if "resnet56" in model else "GhostNet"
+    for family, members in FAMILIES.items():
+        if model in members:
+            return family
+    return "other"
 
 
-COLORS = {"VGG-16": "tab:blue", "ResNet-56": "tab:orange", "GhostNet": "tab:green"}
+FAMILIES = {"VGG-16": ("vgg16", "ghost_vgg16", "ghost_vgg16_keep_first"), "ResNet-56": ("resnet56", "ghost_resnet56"),
+            "GhostNet": ("cifar_ghostnet", "ghostnet"), "GhostNetV2": ("ghostnetv2",),
+            "ResNet-50": ("resnet50", "ghost_resnet50")}
+COLORS = {"VGG-16": "tab:blue", "ResNet-56": "tab:orange", "GhostNet": "tab:green", "GhostNetV2": "tab:purple",
+          "ResNet-50": "tab:red", "other": "tab:gray"}
 
 
 def _plain_log_ticks(axis) -> None:  # noqa: ANN001 - a matplotlib Axis
-    """Label a log axis 20, 50, 100 rather than 2x10^1."""
-    from matplotlib.ticker import FormatStrFormatter
+    """Label a log axis 20, 50, 100 rather than 2x10^1; minor labels only on short ranges."""
+    from matplotlib.ticker import FormatStrFormatter, NullFormatter
 
+    low, high = axis.get_view_interval()
     axis.set_major_formatter(FormatStrFormatter("%g"))
-    axis.set_minor_formatter(FormatStrFormatter("%g"))
+    axis.set_minor_formatter(FormatStrFormatter("%g") if high / max(low, 1e-12) < 20 else NullFormatter())
 
 
 def _save(fig, out: Path, stem: str) -> list[Path]:  # noqa: ANN001 - matplotlib Figure
@@ -296,9 +315,7 @@ def plot_curves(agg: dict[tuple, dict[str, Any]], out: Path) -> list[Path]:
         if not curves:
             continue
         mean = pd.concat(curves, axis=1).mean(axis=1)
-        name = short_label(*key)
-        name = name if _none(key[1]) is None or key[0] == "cifar_ghostnet" else f"{short_label(key[0], None, None)} {name}"
-        ax.plot(mean.index + 1, mean.values, marker="." if len(mean) < 30 else None, label=name)
+        ax.plot(mean.index + 1, mean.values, marker="." if len(mean) < 30 else None, label=full_label(*key))
     ax.set_xlabel("epoch")
     ax.set_ylabel("CIFAR-10 top-1 test accuracy (%)")
     ax.set_title("Test accuracy per epoch (mean over seeds)")
@@ -311,18 +328,19 @@ def plot_latency(bench: pd.DataFrame, out: Path) -> list[Path]:
     """FLOPs against measured batch-1 latency, one panel per device kind."""
     import matplotlib.pyplot as plt
 
+    from adjustText import adjust_text
+
     kinds = sorted(bench["device_kind"].unique())
-    fig, axes = plt.subplots(1, len(kinds), figsize=(7 * len(kinds), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(kinds), figsize=(8 * len(kinds), 6), squeeze=False)
     for ax, kind in zip(axes[0], kinds):
         part = bench[bench["device_kind"] == kind]
+        texts = []
         for _, r in part.iterrows():
-            color = COLORS.get(_family(r["model"]), "tab:purple")
-            ax.plot(r["flops"] / 1e6, r["latency_bs1_ms"], "o", color=color)
-            label = short_label(r["model"], r["ratio"], r["dw_size"], r["width"])
-            if _none(r["ratio"]) is not None and r["model"] != "cifar_ghostnet":
-                label = f"{r['model']} {label}"
-            ax.annotate(label, (r["flops"] / 1e6, r["latency_bs1_ms"]), textcoords="offset points",
-                        xytext=(4, 3), fontsize=6)
+            color = COLORS[_family(r["model"])]
+            x, y = r["flops"] / 1e6, r["latency_bs1_ms"]
+            ax.plot(x, y, "o", color=color)
+            texts.append(ax.text(x, y, full_label(r["model"], r["ratio"], r["dw_size"], r["width"]), fontsize=7,
+                                 color=color))
         ax.set_xscale("log")
         ax.set_yscale("log")
         _plain_log_ticks(ax.xaxis)
@@ -331,6 +349,7 @@ def plot_latency(bench: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_ylabel("measured latency at batch 1 (ms), log scale")
         ax.set_title(f"FLOPs vs latency on {kind}: {part['device'].iloc[0]}")
         ax.grid(alpha=0.3)
+        adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
     return _save(fig, out, "flops_vs_latency")
 
 
@@ -424,7 +443,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | No
         sections += [f"## {paper.TABLES[table]}", "", markdown_table(frame), f"\nCSV: [{filename}]({filename})", ""]
     extra = [k for k in agg if k not in {r.key for r in paper.rows(buildable=True)}]
     if extra:
-        rows = [{"Model": short_label(*k), "Params (M)": _fmt(agg[k]["params"] / 1e6, 3),
+        rows = [{"Model": full_label(*k), "Params (M)": _fmt(agg[k]["params"] / 1e6, 3),
                  "FLOPs (M)": _fmt(agg[k]["flops"] / 1e6, 1),
                  "Top-1 (%) final": _fmt(agg[k]["top1_mean"], 2), "n": agg[k]["n"]} for k in extra]
         sections += ["## Runs outside the paper's tables", "", _md(pd.DataFrame(rows)), ""]

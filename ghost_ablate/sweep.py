@@ -11,6 +11,7 @@ GPUs, SLURM array tasks, or a restarted job) share one results folder safely.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import traceback
@@ -218,7 +219,7 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
               progress: bool | None = None) -> SweepOutcome:
     """Run each planned run unless done; record failures and go on."""
     from .data import DataError
-    from .training import Diverged, train_run
+    from .training import Diverged, is_rank_zero, train_run
 
     runs_dir = Path(results_dir) / "runs"
     runs_dir.mkdir(parents=True, exist_ok=True)
@@ -231,9 +232,12 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
             log.info("[%d/%d] %s: %s, skipped", i, len(runs), rc.run_id, state)
             continue
         run_dir.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(run_dir / ".lock"))
+        # With DDP (--devices > 1) Lightning re-runs this command for ranks 1..N-1; they
+        # must join the run that rank 0 holds the lock for, not skip it.
+        lock = FileLock(str(run_dir / ".lock")) if is_rank_zero() else contextlib.nullcontext()
         try:
-            lock.acquire(timeout=0)
+            if isinstance(lock, FileLock):
+                lock.acquire(timeout=0)
         except Timeout:
             outcome.busy.append(rc.run_id)
             log.info("[%d/%d] %s: another process holds it, skipped", i, len(runs), rc.run_id)
@@ -255,6 +259,7 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
             outcome.failed.append(rc.run_id)
             log.error("[%d/%d] %s failed: %s\n%s", i, len(runs), rc.run_id, err, traceback.format_exc())
         finally:
-            lock.release()
-            write_summary(results_dir)
+            if isinstance(lock, FileLock):
+                lock.release()
+                write_summary(results_dir)
     return outcome

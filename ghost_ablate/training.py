@@ -34,6 +34,11 @@ for _noise in (r".*treespec, LeafSpec.*", r".*exists and is not empty.*", r".*sm
 FINITE_CHECK_EVERY = 50  # steps between host syncs that check the loss is finite
 
 
+def is_rank_zero() -> bool:
+    """False in the processes Lightning's DDP launcher starts for ranks 1..N-1."""
+    return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
+
+
 class Diverged(RuntimeError):
     def __init__(self, epoch: int) -> None:
         super().__init__(f"loss became NaN or infinite in epoch {epoch}")
@@ -66,7 +71,7 @@ class ImageClassifier(L.LightningModule):
         self.history: list[dict[str, float]] = []  # one entry per finished epoch, kept in checkpoints
         self._nonfinite: torch.Tensor | None = None
         self._clock = 0.0
-        self._train_time = 0.0
+        self._train_time: float | None = None
         self._train_images = 0
         self._epoch_lr = 0.0
 
@@ -90,6 +95,7 @@ class ImageClassifier(L.LightningModule):
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         self._train_images = 0
         self._epoch_lr = self.optimizers().param_groups[0]["lr"]  # the schedulers step before epoch end
+        self._train_time = None
         self._clock = time.perf_counter()
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -111,10 +117,13 @@ class ImageClassifier(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:  # training part ends
-            if self._on_cuda():
-                torch.cuda.synchronize()
-            self._train_time = time.perf_counter() - self._clock
+            self._stop_clock()
             self._raise_if_diverged()
+
+    def _stop_clock(self) -> None:
+        if self._on_cuda():
+            torch.cuda.synchronize()
+        self._train_time = time.perf_counter() - self._clock
 
     # -- evaluation on the test set each epoch -------------------------------------------
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
@@ -127,6 +136,9 @@ class ImageClassifier(L.LightningModule):
         self.log("test_acc5", self.test_acc5, batch_size=len(y))
 
     def on_train_epoch_end(self) -> None:
+        self._raise_if_diverged()  # also when no test loop ran this epoch
+        if self._train_time is None:
+            self._stop_clock()
         m = self.trainer.callback_metrics
         entry = {"epoch": self.current_epoch, "lr": self._epoch_lr,
                  "train_time_s": self._train_time, "train_images": self._train_images * self.trainer.world_size}
