@@ -11,7 +11,6 @@ GPUs, SLURM array tasks, or a restarted job) share one results folder safely.
 """
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
 import traceback
@@ -232,16 +231,16 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
             log.info("[%d/%d] %s: %s, skipped", i, len(runs), rc.run_id, state)
             continue
         run_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(run_dir / ".lock"))
         # With DDP (--devices > 1) Lightning re-runs this command for ranks 1..N-1; they
-        # must join the run that rank 0 holds the lock for, not skip it.
-        lock = FileLock(str(run_dir / ".lock")) if is_rank_zero() else contextlib.nullcontext()
-        try:
-            if isinstance(lock, FileLock):
+        # join the run that rank 0 holds the lock for instead of skipping it.
+        if is_rank_zero():
+            try:
                 lock.acquire(timeout=0)
-        except Timeout:
-            outcome.busy.append(rc.run_id)
-            log.info("[%d/%d] %s: another process holds it, skipped", i, len(runs), rc.run_id)
-            continue
+            except Timeout:
+                outcome.busy.append(rc.run_id)
+                log.info("[%d/%d] %s: another process holds it, skipped", i, len(runs), rc.run_id)
+                continue
         try:
             if run_state(run_dir) == "done":  # finished by another process since we looked
                 outcome.skipped.append(rc.run_id)
@@ -259,7 +258,7 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
             outcome.failed.append(rc.run_id)
             log.error("[%d/%d] %s failed: %s\n%s", i, len(runs), rc.run_id, err, traceback.format_exc())
         finally:
-            if isinstance(lock, FileLock):
+            if lock.is_locked:
                 lock.release()
                 write_summary(results_dir)
     return outcome
