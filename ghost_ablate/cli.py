@@ -9,11 +9,9 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from .errors import UserError
+
 EXIT_USAGE = 2
-
-
-class UserError(Exception):
-    """A mistake in what the user asked for; printed as one line, exit 2."""
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -119,7 +117,6 @@ def recipe_overrides(args: argparse.Namespace) -> dict:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .config import RunConfig
-    from .data import DataError
     from .training import Diverged, is_rank_zero, train_run
 
     config = RunConfig.create(args.model, args.ratio, args.dw_size, args.width, args.profile, args.seed,
@@ -128,8 +125,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     try:
         record = train_run(config, args.data_dir, out, devices=args.devices, accelerator=args.accelerator,
                            download=not args.no_download)
-    except DataError as err:
-        raise UserError(str(err)) from None
     except Diverged as err:
         print(f"ghost-ablate train: diverged: {err}; record kept in {out}", file=sys.stderr)
         return 1
@@ -147,7 +142,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import logging
     from pathlib import Path
 
-    from .data import DataError, prepare
+    from .data import prepare
     from .sweep import dry_run_table, load_experiment, parse_seeds, parse_shard, plan_runs, run_sweep
 
     experiment = load_experiment(args.experiment)
@@ -164,12 +159,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(f"{len(runs)} runs (shard {args.shard}): " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
         return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    try:
-        prepare(args.data_dir, download=not args.no_download)  # before any run folder is made
-        outcome = run_sweep(runs, args.data_dir, results, devices=args.devices, accelerator=args.accelerator,
-                            download=not args.no_download, retry_failed=args.retry_failed)
-    except DataError as err:
-        raise UserError(str(err)) from None
+    prepare(args.data_dir, download=not args.no_download)  # before any run folder is made
+    outcome = run_sweep(runs, args.data_dir, results, devices=args.devices, accelerator=args.accelerator,
+                        download=not args.no_download, retry_failed=args.retry_failed)
     print(f"sweep {args.experiment} shard {args.shard}: {len(outcome.done)} done, {len(outcome.skipped)} skipped "
           f"(already done), {len(outcome.failed)} failed, {len(outcome.busy)} held by another process; "
           f"summary in {results / 'summary.csv'}")
@@ -181,12 +173,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 # ---- report ------------------------------------------------------------------------
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .report import ReportError, build_report
+    from .report import build_report
 
-    try:
-        written = build_report(args.results_dir, args.out, args.profile)
-    except ReportError as err:
-        raise UserError(str(err)) from None
+    written = build_report(args.results_dir, args.out, args.profile)
     print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(p.name for p in written))
     return 0
 

@@ -15,13 +15,14 @@ from typing import Any
 
 import yaml
 
+from .errors import UserError
 from .models import resolve_args
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "experiments" / "profiles"
 SCHEDULES = ("step", "cosine")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A bad profile, field or value; the message names the valid choices."""
 
 

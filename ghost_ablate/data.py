@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import UserError
+
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILES = ("test_batch",)
@@ -30,7 +32,7 @@ NUM_CLASSES = 10
 PAD = 4
 
 
-class DataError(Exception):
+class DataError(UserError):
     """The data set is missing or broken; the message says which file and what to do."""
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 from . import paper
 from .config import load_profile
 from .costs import cost_record
+from .errors import UserError
 from .models import MODELS
 from .records import config_key as key_of
 from .records import missing, read_records, write_atomic
@@ -29,7 +30,7 @@ PLOT_FORMATS = ("png", "svg")
 FULL_TRAIN_SIZE = 50_000
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """Nothing (or nothing usable) to report; the message says what to run."""
 
 

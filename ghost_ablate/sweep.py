@@ -24,6 +24,7 @@ from filelock import FileLock, Timeout
 
 from . import paper
 from .config import ConfigError, RunConfig, load_profile
+from .errors import UserError
 from .records import read_record, read_records, write_atomic
 
 EXPERIMENT_KEYS = ("description", "profile", "paper_tables", "runs")
@@ -217,7 +218,6 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
               accelerator: str = "auto", download: bool = True, retry_failed: bool = False,
               progress: bool | None = None) -> SweepOutcome:
     """Run each planned run unless done; record failures and go on."""
-    from .data import DataError
     from .training import Diverged, is_rank_zero, train_run
 
     runs_dir = Path(results_dir) / "runs"
@@ -252,7 +252,7 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
         except Diverged as err:
             outcome.failed.append(rc.run_id)
             log.warning("[%d/%d] %s: diverged (%s)", i, len(runs), rc.run_id, err)
-        except (ConfigError, DataError):  # the user's mistake, the same for every run: stop here
+        except UserError:  # bad data or config: the same for every run, so stop here
             raise
         except Exception as err:  # the record says failed; the sweep goes on
             outcome.failed.append(rc.run_id)
