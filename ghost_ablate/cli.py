@@ -162,6 +162,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     prepare(args.data_dir, download=not args.no_download)  # before any run folder is made
     outcome = run_sweep(runs, args.data_dir, results, devices=args.devices, accelerator=args.accelerator,
                         download=not args.no_download, retry_failed=args.retry_failed)
+    from .training import is_rank_zero
+
+    if not is_rank_zero():  # a DDP helper process re-launched by Lightning
+        return 0
     print(f"sweep {args.experiment} shard {args.shard}: {len(outcome.done)} done, {len(outcome.skipped)} skipped "
           f"(already done), {len(outcome.failed)} failed, {len(outcome.busy)} held by another process; "
           f"summary in {results / 'summary.csv'}")

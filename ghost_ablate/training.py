@@ -4,6 +4,7 @@ trains it into a folder (checkpoint, metrics CSV, result.json) and resumes it th
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 import platform
 import sys
@@ -29,8 +30,10 @@ from .models import build_model, get_spec
 from .records import read_record, write_json_atomic
 
 CHECKPOINT = "last.ckpt"
-for _noise in (r".*treespec, LeafSpec.*", r".*exists and is not empty.*", r".*smaller than the logging interval.*", r".*litlogger.*"):
+for _noise in (r".*treespec, LeafSpec.*", r".*exists and is not empty.*", r".*smaller than the logging interval.*"):
     warnings.filterwarnings("ignore", message=_noise)
+# Lightning advertises a cloud logger before every fit; in a sweep that is one line per run.
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
 FINITE_CHECK_EVERY = 50  # steps between host syncs that check the loss is finite
 
 
