@@ -136,3 +136,25 @@ def test_resnet56_learns_on_real_cifar(real_subset, tmp_path):
     rec = train_run(config, real_subset, tmp_path / "real", progress=False)
     assert rec["best_test_acc"] > 0.25, rec["history"]
     assert rec["history"][-1]["train_loss"] < rec["history"][0]["train_loss"]
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_writes_one_record(tmp_path):
+    """--devices 2 (Lightning DDP, gloo on CPU): ranks split each epoch, rank 0 alone writes the record."""
+    import subprocess
+    import sys
+
+    from conftest import make_cifar_folder
+
+    data = make_cifar_folder(tmp_path / "data", per_batch=32, n_test=32).parent
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "ghost_ablate.cli", "train", "--model", "resnet56", "--profile", "smoke",
+           "--devices", "2", "--accelerator", "cpu", "--data-dir", str(data), "--out", str(out),
+           "--epochs", "2", "--batch-size", "16", "--limit-train-batches", "2"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rec = json.loads((out / "result.json").read_text())
+    assert (rec["status"], rec["devices"], rec["effective_batch_size"], rec["epochs_done"]) == ("finished", 2, 16, 2)
+    # per epoch: 2 batches of 8 on each of the 2 ranks
+    assert [h["train_images"] for h in rec["history"]] == [32, 32]
+    assert done.stdout.count("finished, 2 epochs") == 1
