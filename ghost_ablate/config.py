@@ -156,11 +156,6 @@ class RunConfig:
         d["recipe"]["milestones"] = list(self.recipe.milestones)
         return d
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
-        recipe = make_recipe(**d["recipe"])
-        return cls(**{**d, "recipe": recipe})
-
     @property
     def run_id(self) -> str:
         """Readable prefix plus a hash of the full resolved config."""

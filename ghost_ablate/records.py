@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 RESULT_FILE = "result.json"
-STATUSES = ("running", "finished", "diverged", "failed", "interrupted")
 
 
 def write_atomic(path: Path, text: str) -> None:
