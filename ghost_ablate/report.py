@@ -228,7 +228,8 @@ def _save(fig, out: Path, stem: str) -> list[Path]:  # noqa: ANN001 - matplotlib
     paths = []
     for fmt in PLOT_FORMATS:
         path = out / f"{stem}.{fmt}"
-        fig.savefig(path, dpi=150, bbox_inches="tight")
+        # no date and fixed ids in SVGs, so regenerating an unchanged report changes no file
+        fig.savefig(path, dpi=150, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
         paths.append(path)
     import matplotlib.pyplot as plt
 
@@ -427,6 +428,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | No
     import matplotlib
 
     matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "ghost-ablate"
     results_dir, out = Path(results_dir), Path(out_dir)
     runs = load_runs(results_dir, profile)
     out.mkdir(parents=True, exist_ok=True)
