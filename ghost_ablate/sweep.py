@@ -180,6 +180,8 @@ def dry_run_table(runs: list[RunConfig], runs_dir: Path) -> pd.DataFrame:
     for col in ("s", "d"):
         if col in table:
             table[col] = table[col].astype("Int64")  # integers with blanks, not floats
+    if "width" in table:
+        table["width"] = table["width"].map(lambda w: "" if w is None or w != w else f"{w:g}")
     return table
 
 
