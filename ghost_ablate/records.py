@@ -35,6 +35,10 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     write_atomic(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def write_record(run_dir: Path, record: dict[str, Any]) -> None:
+    write_json_atomic(Path(run_dir) / RESULT_FILE, record)
+
+
 def read_record(run_dir: Path) -> dict[str, Any] | None:
     """The run's record, or None if it has none (never started, or killed before the first write)."""
     path = Path(run_dir) / RESULT_FILE
@@ -50,6 +54,16 @@ def read_records(runs_dir: Path) -> list[dict[str, Any]]:
         return []
     found = (read_record(d) for d in sorted(runs_dir.iterdir()) if d.is_dir())
     return [r for r in found if r is not None]
+
+
+def flatten_record(rec: dict[str, Any]) -> dict[str, Any]:
+    """One table row of a record: its top-level fields plus model knobs, profile, seed,
+    epochs and data-set figures lifted out of the nested config and data entries."""
+    cfg, data = rec.get("config", {}), rec.get("data", {})
+    return {**{k: v for k, v in rec.items() if k not in ("config", "data")},
+            **{k: cfg.get(k) for k in ("model", "ratio", "dw_size", "width", "profile", "seed")},
+            "epochs": cfg.get("recipe", {}).get("epochs"), "train_size": data.get("train_size"),
+            "test_size": data.get("test_size"), "data_dir": data.get("dir")}
 
 
 def missing(v: Any) -> bool:

@@ -18,7 +18,7 @@ from .costs import cost_record
 from .errors import UserError
 from .models import MODELS
 from .records import config_key as key_of
-from .records import missing, read_records, write_atomic
+from .records import flatten_record, missing, read_records, write_atomic
 
 KEY = ("model", "ratio", "dw_size", "width")
 CSV_NAMES = {"table1_dw_size": "table1_dw_size.csv", "table2_ratio": "table2_ratio.csv",
@@ -44,19 +44,12 @@ def load_runs(results_dir: str | Path, profile: str | None = None) -> pd.DataFra
     records = read_records(runs_dir)
     if not records:
         raise ReportError(f"no run records under {runs_dir}; run `make sweep-cifar` first")
-    rows = []
-    for r in records:
-        c = r.get("config", {})
-        rows.append({"run_id": r.get("run_id"), **{k: c.get(k) for k in KEY}, "profile": c.get("profile"),
-                     "seed": c.get("seed"), "epochs": c.get("recipe", {}).get("epochs"),
-                     "status": r.get("status"), "epochs_done": r.get("epochs_done"),
-                     "params": r.get("params"), "flops": r.get("flops"),
-                     "final_test_acc": r.get("final_test_acc"), "best_test_acc": r.get("best_test_acc"),
-                     "train_size": r.get("data", {}).get("train_size"),
-                     "test_size": r.get("data", {}).get("test_size"),
-                     "data_dir": r.get("data", {}).get("dir"), "device": r.get("device"),
-                     "history": r.get("history") or []})
-    runs = pd.DataFrame(rows)
+    runs = pd.DataFrame([flatten_record(r) for r in records])
+    for col in ("params", "flops", "final_test_acc", "best_test_acc", "device", "train_size", "test_size",
+                "data_dir", "history"):  # hand-made or partial records may lack some fields
+        if col not in runs:
+            runs[col] = None
+    runs["history"] = runs["history"].map(lambda h: h if isinstance(h, list) else [])
     profiles = sorted(runs["profile"].dropna().unique())
     if profile is None:
         if len(profiles) > 1:

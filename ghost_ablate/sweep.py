@@ -25,7 +25,7 @@ from filelock import FileLock, Timeout
 from . import paper
 from .config import ConfigError, RunConfig, load_profile
 from .errors import UserError
-from .records import read_record, read_records, write_atomic
+from .records import flatten_record, read_record, read_records, write_atomic
 
 EXPERIMENT_KEYS = ("description", "profile", "paper_tables", "runs")
 RUN_KEYS = ("model", "ratio", "dw_size", "width")
@@ -187,14 +187,7 @@ def dry_run_table(runs: list[RunConfig], runs_dir: Path) -> pd.DataFrame:
 
 def summary_frame(runs_dir: Path) -> pd.DataFrame:
     """One row per run record, flattened: the table view of results/runs."""
-    rows = []
-    for rec in read_records(runs_dir):
-        cfg = rec.get("config", {})
-        rows.append({"run_id": rec.get("run_id"), **{k: cfg.get(k) for k in RUN_KEYS},
-                     "profile": cfg.get("profile"), "seed": cfg.get("seed"),
-                     "epochs": cfg.get("recipe", {}).get("epochs"),
-                     **{k: rec.get(k) for k in SUMMARY_COLUMNS if k not in RUN_KEYS + ("run_id", "profile", "seed",
-                                                                                         "epochs")}})
+    rows = [flatten_record(rec) for rec in read_records(runs_dir)]
     frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     for col in ("ratio", "dw_size", "seed", "epochs_done", "epochs", "params", "flops", "best_epoch"):
         frame[col] = frame[col].astype("Int64")

@@ -27,7 +27,7 @@ from .config import ConfigError, Recipe, RunConfig, make_recipe
 from .costs import measure
 from .data import NUM_CLASSES, CIFAR10DataModule
 from .models import build_model, get_spec
-from .records import read_record, write_json_atomic
+from .records import read_record, write_record
 
 CHECKPOINT = "last.ckpt"
 for _noise in (r".*treespec, LeafSpec.*", r".*exists and is not empty.*", r".*smaller than the logging interval.*"):
@@ -291,9 +291,9 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
         "started_at": (record or {}).get("started_at", _now()), "attempts": attempt,
         **environment(),
     }
-    write_record = trainer.is_global_zero
-    if write_record:
-        write_json_atomic(out / "result.json", record)
+    writes_record = trainer.is_global_zero  # rank 0 only under DDP
+    if writes_record:
+        write_record(out, record)
     clock = time.perf_counter()
     status, error = "failed", None
     try:
@@ -313,6 +313,6 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
         record.update(summarize_history(module.history), status=status, error=error,
                       wall_time_s=prior_wall + time.perf_counter() - clock,
                       finished_at=_now())
-        if write_record:
-            write_json_atomic(out / "result.json", record)
+        if writes_record:
+            write_record(out, record)
     return record
