@@ -10,6 +10,7 @@ None does not remove fvcore's default for batch_norm).
 """
 from __future__ import annotations
 
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -91,12 +92,18 @@ def relative_diff(ours: float, paper: float | None) -> float | None:
     return (ours - paper) / paper
 
 
+@functools.lru_cache(maxsize=None)
+def config_cost(model: str, ratio: int | None, dw_size: int | None, width: float | None) -> Cost:
+    """Cost of a resolved configuration, built and counted once per process (Cost is immutable)."""
+    return measure(build_model(model, ratio, dw_size, width), MODELS[model].input_size)
+
+
 def cost_record(model: str, ratio: int | None = None, dw_size: int | None = None,
                 width: float | None = None) -> dict:
     """Our params/FLOPs for one configuration beside the paper's (the `count` row)."""
     args = resolve_args(model, ratio, dw_size, width)
     size = MODELS[model].input_size
-    cost = measure(build_model(model, **args), size)
+    cost = config_cost(model, args["ratio"], args["dw_size"], args["width"])
     ref: PaperRow | None = lookup(model, args["ratio"], args["dw_size"], args["width"])
     paper_params = round(ref.params_m * 1e6) if ref and ref.params_m is not None else None
     paper_flops = round(ref.flops_m * 1e6) if ref and ref.flops_m is not None else None

@@ -165,17 +165,14 @@ def run_state(run_dir: Path) -> str:
 
 
 def dry_run_table(runs: list[RunConfig], runs_dir: Path) -> pd.DataFrame:
-    from .costs import cost_record
+    from .costs import config_cost
 
-    costs: dict[tuple, dict[str, Any]] = {}
     rows = []
     for rc in runs:
-        key = (rc.model, rc.ratio, rc.dw_size, rc.width)
-        if key not in costs:
-            costs[key] = cost_record(*key)
+        cost = config_cost(rc.model, rc.ratio, rc.dw_size, rc.width)
         rows.append({"run_id": rc.run_id, "model": rc.model, "s": rc.ratio, "d": rc.dw_size, "width": rc.width,
-                     "seed": rc.seed, "epochs": rc.recipe.epochs, "params (M)": costs[key]["params"] / 1e6,
-                     "FLOPs (M)": costs[key]["flops"] / 1e6, "status": run_state(runs_dir / rc.run_id)})
+                     "seed": rc.seed, "epochs": rc.recipe.epochs, "params (M)": cost.params / 1e6,
+                     "FLOPs (M)": cost.flops / 1e6, "status": run_state(runs_dir / rc.run_id)})
     table = pd.DataFrame(rows)
     for col in ("s", "d"):
         if col in table:
