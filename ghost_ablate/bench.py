@@ -142,11 +142,12 @@ def measure_model(key: tuple, s: BenchSettings) -> dict[str, Any]:
 
 
 def bench_environment(s: BenchSettings) -> dict[str, Any]:
-    import torchvision
+    from .training import versions
 
+    v = versions()
     device = torch.cuda.get_device_name() if s.device == "cuda" else (platform.processor() or platform.machine())
-    return {"device_kind": s.device, "device": device, "threads": s.threads, "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "precision": "bf16 autocast" if s.device == "cuda" else "fp32",
+    return {"device_kind": s.device, "device": device, "threads": s.threads, "torch": v["torch"],
+            "torchvision": v["torchvision"], "precision": "bf16 autocast" if s.device == "cuda" else "fp32",
             "train_batch_size": s.train_batch_size, "repeats": s.repeats}
 
 

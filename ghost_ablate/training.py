@@ -172,19 +172,19 @@ class ImageClassifier(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
 
-def environment() -> dict[str, Any]:
+def versions() -> dict[str, str]:
     import torchvision
 
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "lightning": L.__version__, "ghost_ablate": __version__}
+
+
+def environment() -> dict[str, Any]:
     if torch.cuda.is_available():
         device = f"cuda: {torch.cuda.get_device_name()}"
     else:
         device = f"cpu: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
-    return {
-        "device": device,
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "torchvision": torchvision.__version__, "lightning": L.__version__,
-                     "ghost_ablate": __version__},
-    }
+    return {"device": device, "versions": versions()}
 
 
 def _now() -> str:
