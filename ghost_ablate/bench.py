@@ -12,7 +12,6 @@ DataLoader with per-sample PIL transforms, same model, batch and data.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import platform
@@ -34,6 +33,7 @@ import torch.nn.functional as F
 
 from .costs import measure
 from .models import MODELS, build_model
+from .precision import Precision, resolve_precision
 from .records import config_key, write_atomic
 
 
@@ -47,6 +47,7 @@ class BenchSettings:
     train_batch_size: int = 64
     train_steps: int = 3
     threads: int = os.cpu_count() or 1
+    precision: str = "auto"  # resolved as training resolves it; fp32 is measured beside it if different
 
 
 def _sync(device: str) -> None:
@@ -82,23 +83,17 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def measure_model(key: tuple, s: BenchSettings) -> dict[str, Any]:
-    """All measurements of one (model, s, d, width); meant to run in a fresh process."""
+def _measure_path(model: torch.nn.Module, name: str, s: BenchSettings, precision: Precision) -> dict[str, Any]:
+    """Training speed and peak memory, batch-1 latency (also BN folded) and eval throughput of
+    `model` in one precision and memory format, as training runs it."""
     from .deploy import fold_bn
 
-    torch.set_num_threads(s.threads)
-    torch.manual_seed(0)
-    name, ratio, dw_size, width = key
     size = MODELS[name].input_size
-    cuda = s.device == "cuda"
-    model = build_model(name, ratio, dw_size, width)
-    cost = measure(model, size)
-    model = model.to(s.device)
-    fmt = torch.channels_last if cuda else torch.contiguous_format
-    if cuda:
-        torch.backends.cudnn.benchmark = True
-        model = model.to(memory_format=fmt)
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if cuda else contextlib.nullcontext
+    fmt = precision.memory_format
+    model = model.to(memory_format=fmt)
+
+    def autocast() -> torch.autocast:
+        return precision.autocast(s.device)
 
     # training step first, so the RSS baseline is not raised by earlier work
     x = torch.randn(s.train_batch_size, 3, size, size, device=s.device).contiguous(memory_format=fmt)
@@ -113,7 +108,7 @@ def measure_model(key: tuple, s: BenchSettings) -> dict[str, Any]:
         loss.backward()
         opt.step()
 
-    if cuda:
+    if s.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         train_step()
         _sync(s.device)
@@ -132,13 +127,30 @@ def measure_model(key: tuple, s: BenchSettings) -> dict[str, Any]:
         throughput = _rate(lambda: model(xb), s.device, s.batch_size, 1, s.throughput_batches)
         folded = fold_bn(model)
         latency_folded = _median_ms(lambda: folded(x1), s.device, s.warmup, s.repeats)
-    return {
-        "model": name, "ratio": ratio, "dw_size": dw_size, "width": width, "input_size": size,
-        "params": cost.params, "flops": cost.flops,
-        "latency_bs1_ms": latency, "latency_bs1_bn_folded_ms": latency_folded,
-        "eval_img_s": throughput, "eval_batch_size": s.batch_size,
-        "train_img_s": train_img_s, "train_peak_mem_mb": peak_mb, "mem_method": method,
-    }
+    return {"latency_bs1_ms": latency, "latency_bs1_bn_folded_ms": latency_folded,
+            "eval_img_s": throughput, "eval_batch_size": s.batch_size,
+            "train_img_s": train_img_s, "train_peak_mem_mb": peak_mb, "mem_method": method}
+
+
+def measure_model(key: tuple, s: BenchSettings) -> dict[str, Any]:
+    """All measurements of one (model, s, d, width) in the precision training resolves to here,
+    and in fp32 beside it where that differs; meant to run in a fresh process."""
+    torch.set_num_threads(s.threads)
+    torch.manual_seed(0)
+    name, ratio, dw_size, width = key
+    model = build_model(name, ratio, dw_size, width)
+    cost = measure(model, MODELS[name].input_size)
+    if s.device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    precision = resolve_precision(s.precision, s.device)
+    row = {"model": name, "ratio": ratio, "dw_size": dw_size, "width": width, "input_size": MODELS[name].input_size,
+           "params": cost.params, "flops": cost.flops, "precision": precision.resolved,
+           "memory_format": precision.to_record()["memory_format"],
+           **_measure_path(model.to(s.device), name, s, precision)}
+    if precision.resolved != "32":
+        fp32 = _measure_path(model, name, s, resolve_precision("32", s.device))
+        row.update({f"{k}_fp32": fp32[k] for k in ("latency_bs1_ms", "eval_img_s", "train_img_s")})
+    return row
 
 
 def bench_environment(s: BenchSettings) -> dict[str, Any]:
@@ -147,7 +159,7 @@ def bench_environment(s: BenchSettings) -> dict[str, Any]:
     v = versions()
     device = torch.cuda.get_device_name() if s.device == "cuda" else (platform.processor() or platform.machine())
     return {"device_kind": s.device, "device": device, "threads": s.threads, "torch": v["torch"],
-            "torchvision": v["torchvision"], "precision": "bf16 autocast" if s.device == "cuda" else "fp32",
+            "torchvision": v["torchvision"],
             "train_batch_size": s.train_batch_size, "repeats": s.repeats}
 
 
@@ -209,9 +221,14 @@ def write_synthetic_cifar(root: Path, n_train: int, n_test: int = 1000, seed: in
     return root
 
 
+def steady_rate(rates: list[float]) -> float:
+    """The median images/s over the epochs after the first (the first pays for warm-up)."""
+    return statistics.median(rates[1:] if len(rates) > 1 else rates)
+
+
 def plain_loop_rate(model_name: str, data_dir: Path, batch_size: int, epochs: int, device: str,
                     num_workers: int) -> float:
-    """Images/s of the last epoch of a textbook loop: DataLoader + PIL transforms, fp32, loss.item() per step."""
+    """Steady images/s of a textbook loop: DataLoader + PIL transforms, fp32, loss.item() per step."""
     import torchvision.transforms as T
     from PIL import Image
 
@@ -235,7 +252,7 @@ def plain_loop_rate(model_name: str, data_dir: Path, batch_size: int, epochs: in
     torch.manual_seed(0)
     model = build_model(model_name).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    rate = 0.0
+    rates = []
     for _ in range(epochs):
         seen, running = 0, 0.0
         _sync(device)
@@ -249,38 +266,43 @@ def plain_loop_rate(model_name: str, data_dir: Path, batch_size: int, epochs: in
             running += loss.item()
             seen += len(y)
         _sync(device)
-        rate = seen / (time.perf_counter() - t0)
-    return rate
+        rates.append(seen / (time.perf_counter() - t0))
+    return steady_rate(rates)
 
 
 def ours_rate(model_name: str, data_dir: Path, batch_size: int, epochs: int, device: str,
-              compile_model: bool = False) -> float:
-    """Images/s of the last epoch through the project's own training path (`train_run`)."""
+              compile_model: bool = False, precision: str = "auto") -> tuple[float, str]:
+    """Steady images/s through the project's own training path (`train_run`), and the precision it ran in."""
     from .config import RunConfig
     from .training import train_run
 
     config = RunConfig.create(model_name, profile="standard", epochs=epochs, batch_size=batch_size,
-                              limit_test_batches=1, compile=compile_model)
+                              limit_test_batches=1, compile=compile_model, precision=precision)
     with tempfile.TemporaryDirectory() as out:
         record = train_run(config, data_dir, out, accelerator=device, progress=False)
-    last = record["history"][-1]
-    return last["train_images"] / last["train_time_s"]
+    rates = [h["train_images"] / h["train_time_s"] for h in record["history"]]
+    return steady_rate(rates), record["precision"]["resolved"]
 
 
-def pipeline_comparison(models: list[str], device: str, n_train: int, batch_size: int = 128, epochs: int = 2,
+def pipeline_comparison(models: list[str], device: str, n_train: int, batch_size: int = 128, epochs: int = 4,
                         num_workers: int = 2, data_dir: Path | None = None,
                         log: Callable[[str], None] = print) -> pd.DataFrame:
-    """Ours vs the plain loop, side by side in one process, per model; last-epoch images/s."""
+    """Ours (in the precision `auto` resolves to, and in fp32 where that differs) vs the plain loop,
+    side by side in one process, per model; median images/s of the epochs after the first."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         data = data_dir or write_synthetic_cifar(Path(tmp), n_train)
         for name in models:
             plain = plain_loop_rate(name, data, batch_size, epochs, device, num_workers)
-            ours = ours_rate(name, data, batch_size, epochs, device)
+            ours, precision = ours_rate(name, data, batch_size, epochs, device)
+            ours_fp32 = ours if precision == "32" else ours_rate(name, data, batch_size, epochs, device,
+                                                                 precision="32")[0]
             rows.append({"model": name, "device": device, "batch_size": batch_size, "train_images": n_train,
-                         "plain_img_s": plain, "ours_img_s": ours, "speedup": ours / plain,
+                         "epochs": epochs, "plain_img_s": plain, "ours_img_s": ours, "ours_precision": precision,
+                         "ours_fp32_img_s": ours_fp32, "speedup": ours / plain, "speedup_fp32": ours_fp32 / plain,
                          "plain_workers": num_workers, "threads": torch.get_num_threads()})
-            log(f"{name}: ours {ours:.0f} img/s, plain loop {plain:.0f} img/s -> {ours / plain:.2f}x")
+            log(f"{name}: ours ({precision}) {ours:.0f} img/s, ours fp32 {ours_fp32:.0f} img/s, "
+                f"plain loop {plain:.0f} img/s -> {ours / plain:.2f}x")
     return pd.DataFrame(rows)
 
 

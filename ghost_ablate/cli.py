@@ -1,4 +1,4 @@
-"""`ghost-ablate` command line: count, train, sweep, report, bench, export.
+"""`ghost-ablate` command line: count, train, sweep, report, bench, export, doctor.
 
 User mistakes end in one line on stderr and exit status 2, never a traceback.
 """
@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
+from .config import PRECISIONS
 from .errors import UserError
 
 EXIT_USAGE = 2
@@ -184,6 +185,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- doctor ------------------------------------------------------------------------
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .doctor import examine, fix
+
+    results = Path(args.results_dir)
+    if not (results / "runs").is_dir():
+        raise UserError(f"{results}: no runs/ folder here; name a results folder (the sweep's --results-dir)")
+    findings = examine(results)
+    for f in findings:
+        print(f"{f.kind:9s} {f.path}: {f.reason}")
+    moved = fix(findings) if args.fix else []
+    for f, new in moved:
+        print(f"moved     {f.path} -> {new.name}")
+    left = [f for f in findings if f.movable] if not args.fix else []
+    print(f"{len(findings)} finding(s) in {results}" + (f", {len(moved)} file(s) moved aside" if args.fix else "")
+          + ("; run with --fix to move the damaged and orphaned files aside" if left else ""))
+    return 1 if left else 0
+
+
 # ---- bench and export ----------------------------------------------------------------
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -216,7 +239,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = settings_from(device=args.device, repeats=args.repeats, warmup=args.warmup,
                              batch_size=args.batch_size, train_batch_size=args.train_batch_size,
                              train_steps=args.train_steps, throughput_batches=args.throughput_batches,
-                             threads=args.threads)
+                             threads=args.threads, precision=args.precision)
     out = Path(args.out or "results/bench.csv")
     bench_models(keys, settings, out)
     print(f"wrote {out} ({len(keys)} models on {args.device}, {settings.threads} threads)")
@@ -250,7 +273,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"count": cmd_count, "train": cmd_train,
                                                             "sweep": cmd_sweep, "report": cmd_report,
-                                                            "bench": cmd_bench, "export": cmd_export}
+                                                            "bench": cmd_bench, "export": cmd_export,
+                                                            "doctor": cmd_doctor}
 
 
 def build_parser() -> OneLineParser:
@@ -306,11 +330,18 @@ def build_parser() -> OneLineParser:
     p.add_argument("--train-batch-size", type=int, help="training batch (default 64; 128 with --pipeline)")
     p.add_argument("--train-steps", type=int, default=3)
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="as a recipe's precision; fp32 is measured beside it where it differs")
     p.add_argument("--pipeline", action="store_true",
                    help="compare the training path with a plain DataLoader loop instead")
     p.add_argument("--train-images", type=int, default=5120, help="--pipeline: synthetic training images")
-    p.add_argument("--epochs", type=int, default=2, help="--pipeline: epochs (the last one is timed)")
+    p.add_argument("--epochs", type=int, default=4,
+                   help="--pipeline: epochs (the median of all but the first is reported)")
     p.add_argument("--workers", type=int, default=2, help="--pipeline: DataLoader workers of the plain loop")
+
+    p = sub.add_parser("doctor", help="list damaged, stale and orphaned runs; --fix moves broken files aside")
+    p.add_argument("results_dir", nargs="?", default="results", help="a results folder (default: results)")
+    p.add_argument("--fix", action="store_true", help="move damaged and orphaned files aside (never deletes)")
 
     p = sub.add_parser("export", help="ONNX export of a registry model, checked with onnxruntime")
     add_model_args(p, required=True)

@@ -20,6 +20,13 @@ from .models import resolve_args
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "experiments" / "profiles"
 SCHEDULES = ("step", "cosine")
+PRECISIONS = ("auto", "32", "bf16")
+# Recipe fields added after run records existed. While such a field holds its default it
+# is left out of a run's identity (`RunConfig.to_dict`), so earlier run ids and records
+# stay valid. `precision: auto` is resolved per machine (bf16 where it is native and
+# fast, else 32) and the record states what it resolved to; keeping it out of the id
+# means a sweep sharded over mixed machines never splits one configuration in two.
+ID_NEUTRAL_DEFAULTS: dict[str, Any] = {"precision": "auto"}
 
 
 class ConfigError(UserError, ValueError):
@@ -43,6 +50,7 @@ class Recipe:
     eval_batch_size: int = 512
     compile: bool = False  # torch.compile the model (GPU)
     deterministic: bool = False  # deterministic kernels; off lets cuDNN pick the fastest
+    precision: str = "auto"  # "auto" (bf16 where native and fast, else 32), "32" or "bf16"
 
     def __post_init__(self) -> None:
         checks = {
@@ -56,6 +64,8 @@ class Recipe:
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"invalid value for {bad[0]}: {getattr(self, bad[0])!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if any(m < 1 or m > self.epochs for m in self.milestones):
@@ -152,8 +162,12 @@ class RunConfig:
                    make_recipe(load_profile(profile), **overrides), seed)
 
     def to_dict(self) -> dict[str, Any]:
+        """The identity of the run (hashed into its id, stored in its record)."""
         d = dataclasses.asdict(self)
         d["recipe"]["milestones"] = list(self.recipe.milestones)
+        for name, default in ID_NEUTRAL_DEFAULTS.items():
+            if d["recipe"][name] == default:
+                del d["recipe"][name]
         return d
 
     @property

@@ -11,12 +11,14 @@ None does not remove fvcore's default for batch_norm).
 from __future__ import annotations
 
 import functools
+import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
 
+from .cache import JsonCache
 from .models import MODELS, build_model, resolve_args
 from .paper import PaperRow, distinct_models, lookup
 
@@ -94,8 +96,16 @@ def relative_diff(ours: float, paper: float | None) -> float | None:
 
 @functools.lru_cache(maxsize=None)
 def config_cost(model: str, ratio: int | None, dw_size: int | None, width: float | None) -> Cost:
-    """Cost of a resolved configuration, built and counted once per process (Cost is immutable)."""
-    return measure(build_model(model, ratio, dw_size, width), MODELS[model].input_size)
+    """Cost of a resolved configuration: counted once per code version and kept in the user's
+    cache folder (see `cache.py`), and once per process in memory (Cost is immutable)."""
+    disk = JsonCache("costs")
+    key = disk.key(model, ratio, dw_size, width)
+    hit = disk.get(key)
+    if isinstance(hit, dict) and set(hit) == {"params", "flops"}:
+        return Cost(**hit)
+    cost = measure(build_model(model, ratio, dw_size, width), MODELS[model].input_size)
+    disk.put(key, asdict(cost))
+    return cost
 
 
 def cost_record(model: str, ratio: int | None = None, dw_size: int | None = None,
@@ -123,6 +133,12 @@ def paper_configs() -> list[tuple]:
     return configs
 
 
-def paper_cost_records() -> list[dict]:
-    """One `cost_record` per paper configuration (`paper_configs`)."""
-    return [cost_record(*c) for c in paper_configs()]
+def paper_cost_records(progress: bool | None = None) -> list[dict]:
+    """One `cost_record` per paper configuration (`paper_configs`); a progress bar on stderr
+    while counting (default: when stderr is a terminal)."""
+    from tqdm import tqdm
+
+    configs = paper_configs()
+    show = sys.stderr.isatty() if progress is None else progress
+    return [cost_record(*c) for c in tqdm(configs, desc="counting params and FLOPs", unit="model",
+                                          disable=not show, leave=False)]

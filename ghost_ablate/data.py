@@ -29,6 +29,7 @@ ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
 NUM_CLASSES = 10
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 PAD = 4
 
 

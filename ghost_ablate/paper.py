@@ -40,6 +40,13 @@ TABLES: dict[str, str] = {
     "ghostnetv2_imagenet": "GhostNetV2 paper, Table 2: GhostNetV2 widths on ImageNet",
 }
 CIFAR_TABLES = ("table1_dw_size", "table2_ratio", "table3_cifar10")
+# The row each CIFAR table's rows are tested against (Welch's t-test over seeds), by label.
+# None: each Ghost row against its own plain network (the registry's `baseline`).
+REFERENCE_ROWS: dict[str, str | None] = {"table1_dw_size": "d=3", "table2_ratio": "Vanilla VGG-16",
+                                         "table3_cifar10": None}
+# The size of the differences the paper's ablations turn on (Tables 1 and 2: 0.1-0.8 points),
+# for the report's "how many seeds would resolve it" estimate.
+TYPICAL_GAP_PP = 0.3
 IMAGENET_TABLES = ("resnet50_imagenet", "ghostnet_imagenet", "ghostnetv2_imagenet")
 
 _G = "ghost_vgg16"
@@ -96,6 +103,18 @@ def distinct_models(tables: tuple[str, ...] | None = None) -> list[PaperRow]:
         if tables is None or r.table in tables:
             seen.setdefault(r.key, r)
     return list(seen.values())
+
+
+def reference_row(row: PaperRow, baselines: dict[str, str | None]) -> PaperRow | None:
+    """The row `row` is compared against in its table; `baselines` maps a model to its plain network."""
+    if row.model is None:
+        return None
+    label = REFERENCE_ROWS.get(row.table)
+    table_rows = rows(row.table, buildable=True)
+    if label is not None:
+        return next((r for r in table_rows if r.label == label), None)
+    plain = baselines.get(row.model)
+    return next((r for r in table_rows if r.model == plain and r.model is not None), None)
 
 
 def lookup(model: str, ratio: int | None, dw_size: int | None, width: float | None) -> PaperRow | None:

@@ -5,14 +5,53 @@ rebuilt from the records.
 """
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
 import tempfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from .errors import UserError
+
 RESULT_FILE = "result.json"
+REQUIRED_FIELDS = {"run_id": str, "config": dict, "status": str}
+# A failed write for one of these reasons would fail the same way for every later run.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM}
+
+
+class DamagedRecord(UserError):
+    """A result.json that cannot be read or misses required fields."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(f"{path}: damaged record ({reason})")
+        self.path, self.reason = path, reason
+
+
+class StorageError(UserError):
+    """A write failed because the disk is full or the folder is not writable."""
+
+
+def storage_error(path: Path, err: OSError) -> StorageError | None:
+    """The one-line StorageError for a full disk or a read-only folder; None for other OS errors."""
+    if err.errno not in STORAGE_ERRNOS:
+        return None
+    return StorageError(f"cannot write {path}: {err.strerror or err} "
+                        f"(free space, or make the results folder writable, then run the same command again)")
+
+
+def set_aside(path: Path, why: str = "damaged") -> Path:
+    """Rename `path` to `<name>.<why>-<UTC time>` beside it (never deleted) and return the new path."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+    target = path.with_name(f"{path.name}.{why}-{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.{why}-{stamp}-{n}")
+    os.replace(path, target)
+    return target
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -36,24 +75,63 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 
 
 def write_record(run_dir: Path, record: dict[str, Any]) -> None:
-    write_json_atomic(Path(run_dir) / RESULT_FILE, record)
+    """Write the run's record atomically; a full disk or read-only folder raises StorageError."""
+    path = Path(run_dir) / RESULT_FILE
+    try:
+        write_json_atomic(path, record)
+    except OSError as err:
+        raise (storage_error(path, err) or err) from None
+
+
+def record_problem(record: Any) -> str | None:
+    """Why a parsed record is unusable (missing or mistyped required fields), or None."""
+    if not isinstance(record, dict):
+        return "not a JSON object"
+    for name, kind in REQUIRED_FIELDS.items():
+        if name not in record:
+            return f"field {name!r} missing"
+        if not isinstance(record[name], kind):
+            return f"field {name!r} is {type(record[name]).__name__}, expected {kind.__name__}"
+    return None
 
 
 def read_record(run_dir: Path) -> dict[str, Any] | None:
-    """The run's record, or None if it has none (never started, or killed before the first write)."""
+    """The run's record, or None if it has none (never started, or killed before the first write).
+
+    Raises DamagedRecord, naming the file, if it cannot be parsed or misses required fields.
+    """
     path = Path(run_dir) / RESULT_FILE
     if not path.exists():
         return None
-    return json.loads(path.read_text())
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise DamagedRecord(path, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+    problem = record_problem(record)
+    if problem:
+        raise DamagedRecord(path, problem)
+    return record
 
 
-def read_records(runs_dir: Path) -> list[dict[str, Any]]:
-    """All records under `runs_dir/<run_id>/result.json`, sorted by run id."""
+def read_records(runs_dir: Path, damaged: list[DamagedRecord] | None = None) -> list[dict[str, Any]]:
+    """All readable records under `runs_dir/<run_id>/result.json`, sorted by run id. Damaged ones are
+    left out, and appended to `damaged` when a list is given."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
-    found = (read_record(d) for d in sorted(runs_dir.iterdir()) if d.is_dir())
-    return [r for r in found if r is not None]
+    records = []
+    for d in sorted(runs_dir.iterdir()):
+        if not d.is_dir():
+            continue
+        try:
+            record = read_record(d)
+        except DamagedRecord as err:
+            if damaged is not None:
+                damaged.append(err)
+            continue
+        if record is not None:
+            records.append(record)
+    return records
 
 
 def flatten_record(rec: dict[str, Any]) -> dict[str, Any]:
@@ -63,7 +141,8 @@ def flatten_record(rec: dict[str, Any]) -> dict[str, Any]:
     return {**{k: v for k, v in rec.items() if k not in ("config", "data")},
             **{k: cfg.get(k) for k in ("model", "ratio", "dw_size", "width", "profile", "seed")},
             "epochs": cfg.get("recipe", {}).get("epochs"), "train_size": data.get("train_size"),
-            "test_size": data.get("test_size"), "data_dir": data.get("dir")}
+            "test_size": data.get("test_size"), "data_dir": data.get("dir"),
+            "precision": (rec.get("precision") or {}).get("resolved")}
 
 
 def missing(v: Any) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import signal
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +26,14 @@ from filelock import FileLock, Timeout
 from . import paper
 from .config import ConfigError, RunConfig, load_profile
 from .errors import UserError
-from .records import flatten_record, read_record, read_records, write_atomic
+from .records import (RESULT_FILE, DamagedRecord, StorageError, flatten_record, read_record, read_records, set_aside,
+                      storage_error, write_atomic)
 
 EXPERIMENT_KEYS = ("description", "profile", "paper_tables", "runs")
 RUN_KEYS = ("model", "ratio", "dw_size", "width")
 SUMMARY_COLUMNS = ("run_id", "model", "ratio", "dw_size", "width", "profile", "seed", "status", "epochs_done",
                    "epochs", "params", "flops", "final_test_acc", "best_test_acc", "best_epoch",
-                   "train_images_per_s", "wall_time_s", "device", "error")
+                   "train_images_per_s", "wall_time_s", "device", "precision", "error")
 log = logging.getLogger(__name__)
 
 
@@ -152,8 +154,11 @@ def plan_runs(experiment: Experiment, seeds: list[int], profile: str | None = No
 
 
 def run_state(run_dir: Path) -> str:
-    """new (nothing yet), partial (started, not finished), done, diverged or failed."""
-    record = read_record(run_dir)
+    """new (nothing yet), partial (started, not finished), done, diverged or damaged (unreadable record)."""
+    try:
+        record = read_record(run_dir)
+    except DamagedRecord:
+        return "damaged"
     if record is None:
         return "partial" if (run_dir / "last.ckpt").exists() else "new"
     status = record.get("status")
@@ -183,8 +188,12 @@ def dry_run_table(runs: list[RunConfig], runs_dir: Path) -> pd.DataFrame:
 
 
 def summary_frame(runs_dir: Path) -> pd.DataFrame:
-    """One row per run record, flattened: the table view of results/runs."""
-    rows = [flatten_record(rec) for rec in read_records(runs_dir)]
+    """One row per run record, flattened: the table view of results/runs. A damaged record is
+    listed with status `damaged` and the file and reason in `error`."""
+    damaged: list[DamagedRecord] = []
+    rows = [flatten_record(rec) for rec in read_records(runs_dir, damaged)]
+    rows += [{"run_id": err.path.parent.name, "status": "damaged", "error": str(err)} for err in damaged]
+    rows.sort(key=lambda r: r["run_id"])
     frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
     for col in ("ratio", "dw_size", "seed", "epochs_done", "epochs", "params", "flops", "best_epoch"):
         frame[col] = frame[col].astype("Int64")
@@ -194,7 +203,10 @@ def summary_frame(runs_dir: Path) -> pd.DataFrame:
 def write_summary(results_dir: Path) -> Path:
     """Rebuild results/summary.csv from the run records (atomically: shards may race)."""
     path = Path(results_dir) / "summary.csv"
-    write_atomic(path, summary_frame(Path(results_dir) / "runs").to_csv(index=False))
+    try:
+        write_atomic(path, summary_frame(Path(results_dir) / "runs").to_csv(index=False))
+    except OSError as err:
+        raise (storage_error(path, err) or err) from None
     return path
 
 
@@ -209,11 +221,17 @@ class SweepOutcome:
 def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Path, *, devices: int = 1,
               accelerator: str = "auto", download: bool = True, retry_failed: bool = False,
               progress: bool | None = None) -> SweepOutcome:
-    """Run each planned run unless done; record failures and go on."""
+    """Run each planned run unless done; record failures and go on.
+
+    A damaged record is set aside and its run trained again (from its checkpoint where one
+    loads). A full disk or read-only folder (StorageError) or bad data stops the sweep at
+    once: every later run would fail the same way.
+    """
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
     from .training import Diverged, is_rank_zero, train_run
 
     runs_dir = Path(results_dir) / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
     outcome = SweepOutcome([], [], [], [])
     for i, rc in enumerate(runs, 1):
         run_dir = runs_dir / rc.run_id
@@ -222,21 +240,28 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
             (outcome.skipped if state == "done" else outcome.failed).append(rc.run_id)
             log.info("[%d/%d] %s: %s, skipped", i, len(runs), rc.run_id, state)
             continue
-        run_dir.mkdir(parents=True, exist_ok=True)
         lock = FileLock(str(run_dir / ".lock"))
         # With DDP (--devices > 1) Lightning re-runs this command for ranks 1..N-1; they
         # join the run that rank 0 holds the lock for instead of skipping it.
-        if is_rank_zero():
-            try:
-                lock.acquire(timeout=0)
-            except Timeout:
-                outcome.busy.append(rc.run_id)
-                log.info("[%d/%d] %s: another process holds it, skipped", i, len(runs), rc.run_id)
-                continue
         try:
-            if run_state(run_dir) == "done":  # finished by another process since we looked
+            run_dir.mkdir(parents=True, exist_ok=True)
+            if is_rank_zero():
+                lock.acquire(timeout=0)
+        except Timeout:
+            outcome.busy.append(rc.run_id)
+            log.info("[%d/%d] %s: another process holds it, skipped", i, len(runs), rc.run_id)
+            continue
+        except OSError as err:
+            raise (storage_error(run_dir, err) or err) from None
+        try:
+            state = run_state(run_dir)  # again, under the lock
+            if state == "done":  # finished by another process since we looked
                 outcome.skipped.append(rc.run_id)
                 continue
+            if state == "damaged" and is_rank_zero():
+                aside = set_aside(run_dir / RESULT_FILE)
+                log.warning("[%d/%d] %s: damaged record moved to %s; training the run again",
+                            i, len(runs), rc.run_id, aside.name)
             log.info("[%d/%d] %s: %s", i, len(runs), rc.run_id, "resuming" if state == "partial" else "starting")
             record = train_run(rc, data_dir, run_dir, devices=devices, accelerator=accelerator,
                                download=download, progress=progress)
@@ -244,13 +269,26 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
         except Diverged as err:
             outcome.failed.append(rc.run_id)
             log.warning("[%d/%d] %s: diverged (%s)", i, len(runs), rc.run_id, err)
-        except UserError:  # bad data or config: the same for every run, so stop here
+        except UserError:  # bad data, config or storage: the same for every run, so stop here
             raise
+        except SIGTERMException:
+            log.warning("[%d/%d] %s: stopped by SIGTERM; its last checkpoint is kept, run the same command "
+                        "to resume", i, len(runs), rc.run_id)
+            raise SystemExit(128 + signal.SIGTERM) from None
         except Exception as err:  # the record says failed; the sweep goes on
             outcome.failed.append(rc.run_id)
             log.error("[%d/%d] %s failed: %s\n%s", i, len(runs), rc.run_id, err, traceback.format_exc())
         finally:
             if lock.is_locked:
                 lock.release()
-                write_summary(results_dir)
+                _refresh_summary(results_dir)
+    if is_rank_zero() and not (outcome.done or outcome.failed):  # nothing ran: still rebuild a lost summary
+        _refresh_summary(results_dir)
     return outcome
+
+
+def _refresh_summary(results_dir: str | Path) -> None:
+    try:
+        write_summary(Path(results_dir))
+    except StorageError as err:
+        log.warning("warning: %s", err)

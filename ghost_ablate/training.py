@@ -20,16 +20,19 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.plugins.io import TorchCheckpointIO
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from . import __version__
 from .config import ConfigError, Recipe, RunConfig, make_recipe
 from .costs import measure
 from .data import NUM_CLASSES, CIFAR10DataModule
 from .models import build_model, get_spec
-from .records import read_record, write_record
+from .precision import Precision, resolve_precision
+from .records import DamagedRecord, read_record, set_aside, storage_error, write_record
 
 CHECKPOINT = "last.ckpt"
+PREVIOUS_CHECKPOINT = "previous.ckpt"  # the checkpoint before last.ckpt, kept in case last.ckpt is damaged
+log = logging.getLogger(__name__)
 for _noise in (r".*treespec, LeafSpec.*", r".*exists and is not empty.*", r".*smaller than the logging interval.*"):
     warnings.filterwarnings("ignore", message=_noise)
 # Lightning advertises a cloud logger before every fit; in a sweep that is one line per run.
@@ -49,13 +52,62 @@ class Diverged(RuntimeError):
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Write checkpoints to a temp file and rename, so a kill never leaves a truncated last.ckpt."""
+    """Write checkpoints to a temp file and rename, so a kill never leaves a truncated last.ckpt;
+    the checkpoint it replaces becomes previous.ckpt. A full disk or read-only folder raises
+    StorageError and leaves both earlier checkpoints as they were."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
-        super().save_checkpoint(checkpoint, tmp, storage_options)
-        os.replace(tmp, path)
+        try:
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            if path.exists():
+                os.replace(path, path.with_name(PREVIOUS_CHECKPOINT))
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            raise (storage_error(path, err) or err) from None
+
+
+def checkpoint_problem(path: Path, expected: dict[str, Any]) -> str | None:
+    """Why the checkpoint at `path` cannot resume this run (unreadable, or of another
+    configuration), or None if it can. `expected` holds the run's config (`run_config`,
+    seed included) and the module's `hyper_parameters`; checkpoints older than the stored
+    run config are checked on their hyper-parameters alone."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated zips, unpickling errors, ...: any failure means unusable
+        return f"cannot be loaded ({type(err).__name__})"
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        return "not a Lightning checkpoint"
+    for key, want in expected.items():
+        saved = ckpt.get(key)
+        if saved is not None and dict(saved) != want:
+            return "holds another configuration"
+    return None
+
+
+def resumable_checkpoint(out: Path, expected: dict[str, Any],
+                         move_aside: bool = True) -> tuple[Path | None, list[str]]:
+    """last.ckpt, else previous.ckpt, whichever can resume this run; unusable ones are moved aside
+    (never deleted; DDP helper ranks only look). Returns the checkpoint (None: start over) and
+    one note per unusable file."""
+    notes = []
+    for path in (out / CHECKPOINT, out / PREVIOUS_CHECKPOINT):
+        if not path.exists():
+            continue
+        problem = checkpoint_problem(path, expected)
+        if problem is None:
+            return path, notes
+        if not move_aside:
+            continue
+        aside = set_aside(path)
+        notes.append(f"{path} {problem}; moved to {aside.name}")
+        log.warning("warning: %s", notes[-1])
+    if notes:
+        notes.append("no loadable checkpoint: the run started over")
+        log.warning("warning: %s: %s", out, notes[-1])
+    return None, notes
 
 
 class ImageClassifier(L.LightningModule):
@@ -71,6 +123,10 @@ class ImageClassifier(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc1 = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        self.confusion: list[list[int]] | None = None  # rows: true class, columns: predicted; last test pass
+        self.channels_last = False  # set by train_run from the resolved precision
+        self.run_config: dict[str, Any] | None = None  # the run's identity, set by train_run, kept in checkpoints
         self.history: list[dict[str, float]] = []  # one entry per finished epoch, kept in checkpoints
         self._nonfinite: torch.Tensor | None = None
         self._clock = 0.0
@@ -85,13 +141,13 @@ class ImageClassifier(L.LightningModule):
         return self.device.type == "cuda"
 
     def setup(self, stage: str) -> None:
-        if torch.cuda.is_available() and self.trainer.strategy.root_device.type == "cuda":
+        if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         if self.recipe.compile:
             self.model.compile()  # in place: parameter names (and checkpoints) stay the same
 
     def _inputs(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self._on_cuda() else x
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     # -- training ----------------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -134,9 +190,14 @@ class ImageClassifier(L.LightningModule):
         logits = self(self._inputs(x))
         self.test_acc1(logits, y)
         self.test_acc5(logits, y)
+        self.test_confusion.update(logits, y)
         self.log("test_loss", F.cross_entropy(logits, y), batch_size=len(y), sync_dist=True)
         self.log("test_acc", self.test_acc1, batch_size=len(y))
         self.log("test_acc5", self.test_acc5, batch_size=len(y))
+
+    def on_validation_epoch_end(self) -> None:
+        self.confusion = self.test_confusion.compute().tolist()
+        self.test_confusion.reset()
 
     def on_train_epoch_end(self) -> None:
         self._raise_if_diverged()  # also when no test loop ran this epoch
@@ -152,9 +213,12 @@ class ImageClassifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["history"] = self.history
+        checkpoint["test_confusion"] = self.confusion
+        checkpoint["run_config"] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("history", []))
+        self.confusion = checkpoint.get("test_confusion")
 
     def configure_optimizers(self):  # noqa: ANN201 - Lightning's union of return types
         r = self.recipe
@@ -212,9 +276,14 @@ def summarize_history(history: list[dict[str, float]]) -> dict[str, Any]:
     }
 
 
-def make_trainer(recipe: Recipe, out: Path, devices: int, accelerator: str, progress: bool,
+def resolve_device(accelerator: str) -> str:
+    """"cuda" or "cpu" for an --accelerator choice (auto: CUDA when visible)."""
+    return "cuda" if accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available()) else "cpu"
+
+
+def make_trainer(recipe: Recipe, out: Path, devices: int, device: str, precision: Precision, progress: bool,
                  attempt: int = 1) -> L.Trainer:
-    cuda = accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available())
+    cuda = device == "cuda"
     if cuda:
         torch.set_float32_matmul_precision("high")
     else:
@@ -228,7 +297,7 @@ def make_trainer(recipe: Recipe, out: Path, devices: int, accelerator: str, prog
         accelerator="cuda" if cuda else "cpu",
         devices=devices,
         strategy="ddp" if devices > 1 else "auto",
-        precision="bf16-mixed" if cuda else "32-true",
+        precision=precision.lightning,
         max_epochs=recipe.epochs,
         limit_train_batches=recipe.limit_train_batches or 1.0,
         limit_val_batches=recipe.limit_test_batches or 1.0,
@@ -260,8 +329,14 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     refused. Divergence is recorded (status `diverged`) and raised as `Diverged`.
     """
     out = Path(out_dir)
-    record = read_record(out)
+    try:
+        record = read_record(out)
+    except DamagedRecord as err:
+        raise DamagedRecord(err.path, f"{err.reason}; move it aside to train the run again from its checkpoint "
+                                      f"(`ghost-ablate doctor {out.parent.parent} --fix` does that), or restore "
+                                      f"it from a copy") from None
     prior_wall = (record or {}).get("wall_time_s", 0.0)
+    prior_notes = (record or {}).get("checkpoint_notes") or []
     if record is not None:
         if record.get("config") != config.to_dict():
             raise ConfigError(f"{out} holds run {record.get('run_id')} of another configuration; "
@@ -276,28 +351,35 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     module = ImageClassifier(config.model, config.ratio, config.dw_size, config.width, NUM_CLASSES,
                              config.to_dict()["recipe"])
     cost = measure(module.model, get_spec(config.model).input_size)  # before any compile
+    device = resolve_device(accelerator)
+    precision = resolve_precision(recipe.precision, device)
+    module.channels_last = precision.channels_last
     attempt = (record or {}).get("attempts", 0) + 1
-    trainer = make_trainer(recipe, out, devices, accelerator, sys.stdout.isatty() if progress is None else progress,
-                           attempt)
+    trainer = make_trainer(recipe, out, devices, device, precision,
+                           sys.stdout.isatty() if progress is None else progress, attempt)
     for cb in callbacks or []:
         trainer.callbacks.append(cb)
-    ckpt = out / CHECKPOINT
+    module.run_config = config.to_dict()
+    identity = {"run_config": module.run_config, "hyper_parameters": dict(module.hparams)}
+    ckpt, notes = resumable_checkpoint(out, identity, move_aside=is_rank_zero())
     record = {
         "run_id": config.run_id, "config": config.to_dict(), "status": "running",
         "params": cost.params, "flops": cost.flops,
-        "data": {"dir": str(Path(data_dir).resolve()), "train_size": len(data.train_set[1]),
+        "data": {"dir": str(data_dir), "train_size": len(data.train_set[1]),
                  "test_size": len(data.test_set[1])},
         "devices": devices, "effective_batch_size": per_device * devices, "effective_lr": recipe.lr,
         "started_at": (record or {}).get("started_at", _now()), "attempts": attempt,
-        **environment(),
+        "precision": precision.to_record(), **environment(),
     }
+    if prior_notes or notes:
+        record["checkpoint_notes"] = [*prior_notes, *notes]
     writes_record = trainer.is_global_zero  # rank 0 only under DDP
     if writes_record:
         write_record(out, record)
     clock = time.perf_counter()
     status, error = "failed", None
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt if ckpt.exists() else None)
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt)
         status = "interrupted" if trainer.interrupted else "finished"
     except Diverged as err:
         status, error = "diverged", str(err)
@@ -310,7 +392,8 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
         status, error = "failed", f"{type(err).__name__}: {err}"
         raise
     finally:
-        record.update(summarize_history(module.history), status=status, error=error,
+        record.update(summarize_history(module.history), test_confusion=module.confusion, status=status,
+                      error=error,
                       wall_time_s=prior_wall + time.perf_counter() - clock,
                       finished_at=_now())
         if writes_record:

@@ -53,3 +53,19 @@ def real_subset() -> Path:
     if not (REAL_SUBSET / FOLDER / TRAIN_FILES[0]).exists():
         pytest.skip(f"real CIFAR-10 subset not found at {REAL_SUBSET} (present in CI)")
     return REAL_SUBSET
+
+
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory: pytest.TempPathFactory):
+    """The whole test session uses a cache folder of its own, never the user's."""
+    import os
+
+    from ghost_ablate.cache import ENV
+
+    old = os.environ.get(ENV)
+    os.environ[ENV] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop(ENV, None)
+    else:
+        os.environ[ENV] = old

@@ -41,3 +41,37 @@ def test_count_bad_arguments_one_line_exit_2(argv, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "error" in err
+
+
+def test_costs_are_cached_on_disk_per_code_version(tmp_path, monkeypatch):
+    from ghost_ablate import cache, costs
+
+    monkeypatch.setenv(cache.ENV, str(tmp_path))
+    costs.config_cost.cache_clear()
+    cold = costs.config_cost("resnet56", None, None, None)
+    assert (tmp_path / "costs.json").exists()
+
+    def no_counting(*args):
+        raise AssertionError("counted again although cached")
+
+    costs.config_cost.cache_clear()
+    monkeypatch.setattr(costs, "measure", no_counting)
+    assert costs.config_cost("resnet56", None, None, None) == cold  # served from the file
+    costs.config_cost.cache_clear()
+    monkeypatch.setattr(cache, "code_fingerprint", lambda: "0.0.0+other")  # a new version of the code
+    with pytest.raises(AssertionError, match="counted again"):
+        costs.config_cost("resnet56", None, None, None)
+    costs.config_cost.cache_clear()
+
+
+def test_cold_count_shows_progress(tmp_path, monkeypatch, capsys):
+    from ghost_ablate import cache, costs
+
+    monkeypatch.setenv(cache.ENV, str(tmp_path))
+    monkeypatch.setattr(costs, "paper_configs", lambda: [("resnet56", None, None, None), ("vgg16", None, None, None)])
+    costs.config_cost.cache_clear()
+    records = costs.paper_cost_records(progress=True)
+    assert [r["model"] for r in records] == ["resnet56", "vgg16"]
+    err = capsys.readouterr().err
+    assert "counting params and FLOPs" in err and "2/2" in err
+    costs.config_cost.cache_clear()

@@ -73,6 +73,18 @@ def test_bench_writes_csv_and_keeps_other_devices(tmp_path):
     assert len(pd.read_csv(out, comment="#")) == 3
 
 
+def test_bench_measures_the_training_precision_with_fp32_beside_it():
+    import dataclasses
+
+    from ghost_ablate.bench import measure_model
+
+    row = measure_model(("resnet56", None, None, None), dataclasses.replace(TINY, precision="bf16"))
+    assert (row["precision"], row["memory_format"]) == ("bf16", "channels_last")
+    assert row["train_img_s"] > 0 and row["train_img_s_fp32"] > 0 and row["latency_bs1_ms_fp32"] > 0
+    plain = measure_model(("resnet56", None, None, None), dataclasses.replace(TINY, precision="32"))
+    assert plain["precision"] == "32" and "train_img_s_fp32" not in plain
+
+
 def test_pipeline_comparison_runs_both_loops():
     frame = pipeline_comparison(["resnet56"], "cpu", n_train=128, batch_size=32, epochs=1, num_workers=0,
                                 log=lambda s: None)

@@ -1,0 +1,84 @@
+"""Run records -> the paper's tables (CSV + markdown), statistics over seeds and plots.
+
+Everything is rebuilt from `results/runs/*/result.json` (and `results/bench.csv` where it
+exists); the paper's numbers come from `paper.py`. One module per kind of output:
+`tables` (DataFrames), `stats` (seed statistics), `plots`, `markdown`; this module
+writes them into the report folder.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .. import paper
+from ..records import write_atomic
+from .labels import full_label
+from .markdown import _fmt, _md, header_markdown, markdown_table, provenance, seeds_markdown
+from .plots import plot_ablations, plot_accuracy_vs_cost, plot_confusion, plot_curves, plot_latency
+from .tables import (CSV_NAMES, ReportError, aggregate, best_runs_by_family, imagenet_costs, load_runs, paper_table,
+                     per_class_accuracy, speedup_table)
+
+__all__ = ["ReportError", "build_report", "load_runs"]
+
+
+def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | None = None) -> list[Path]:
+    """Write every CSV table, the markdown report and the plots; return the files written."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "ghost-ablate"
+    results_dir, out = Path(results_dir), Path(out_dir)
+    runs = load_runs(results_dir, profile)
+    out.mkdir(parents=True, exist_ok=True)
+    agg = aggregate(runs)
+    written: list[Path] = []
+    sections = [header_markdown(provenance(runs))]
+    plots = [("Accuracy vs FLOPs", plot_accuracy_vs_cost(agg, out, "flops")),
+             ("Accuracy vs parameters", plot_accuracy_vs_cost(agg, out, "params")),
+             ("Ablations of s and d", plot_ablations(agg, out)),
+             ("Test accuracy and training loss per epoch", plot_curves(agg, out))]
+    for table, filename in CSV_NAMES.items():
+        frame = paper_table(table, agg)
+        write_atomic(out / filename, frame.to_csv(index=False))
+        written.append(out / filename)
+        sections += [f"## {paper.TABLES[table]}", "", markdown_table(frame), f"\nCSV: [{filename}]({filename})", ""]
+    sections += [seeds_markdown(agg), ""]
+    extra = [k for k in agg if k not in {r.key for r in paper.rows(buildable=True)}]
+    if extra:
+        rows = [{"Model": full_label(*k), "Params (M)": _fmt(agg[k]["params"] / 1e6, 3),
+                 "FLOPs (M)": _fmt(agg[k]["flops"] / 1e6, 1),
+                 "Top-1 (%) final": _fmt(agg[k]["top1_mean"], 2), "n": agg[k]["n"]} for k in extra]
+        sections += ["## Runs outside the paper's tables", "", _md(pd.DataFrame(rows)), ""]
+    best = best_runs_by_family(runs)
+    if best:
+        classes = per_class_accuracy(best)
+        write_atomic(out / "per_class_accuracy.csv", classes.to_csv(index=False))
+        written.append(out / "per_class_accuracy.csv")
+        sections += ["## Per-class test accuracy (%) of each family's best run", "", _md(classes),
+                     "\nCSV: [per_class_accuracy.csv](per_class_accuracy.csv)", ""]
+        plots += [(f"Confusion matrix: best {family} run", plot_confusion(r, family, out))
+                  for family, r in best.items()]
+    costs = imagenet_costs()
+    write_atomic(out / "imagenet_costs.csv", costs.to_csv(index=False))
+    written.append(out / "imagenet_costs.csv")
+    sections += ["## ImageNet models: parameters and FLOPs (224x224, not trained here)", "",
+                 _md(costs.drop(columns=["table"])), "\nCSV: [imagenet_costs.csv](imagenet_costs.csv)", ""]
+    bench_path = results_dir / "bench.csv"
+    if bench_path.exists():
+        bench = pd.read_csv(bench_path, comment="#")
+        speed = speedup_table(bench)
+        write_atomic(out / "speedup.csv", speed.to_csv(index=False))
+        written.append(out / "speedup.csv")
+        plots.append(("FLOPs vs measured latency", plot_latency(bench, out)))
+        sections += ["## FLOPs ratio vs measured speed-up (from results/bench.csv)", "",
+                     "Ratios are baseline / Ghost for FLOPs and latency, Ghost / baseline for throughput; "
+                     "memory is Ghost / baseline peak of a training step.", "", _md(speed), ""]
+    sections += ["## Plots", ""]
+    for title, paths in plots:
+        png = paths[0].name
+        sections += [f"### {title}", "", f"![{title}]({png}) ([SVG]({paths[1].name}))", ""]
+        written += paths
+    write_atomic(out / "README.md", "\n".join(sections))
+    written.append(out / "README.md")
+    return written

@@ -1,0 +1,38 @@
+"""How models are named and coloured in tables and plots."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..records import missing
+
+NAMES = {"vgg16": "VGG-16", "ghost_vgg16": "Ghost-VGG-16", "ghost_vgg16_keep_first": "Ghost-VGG-16 (plain 1st)",
+         "resnet56": "ResNet-56", "ghost_resnet56": "Ghost-ResNet-56", "cifar_ghostnet": "GhostNet (CIFAR)",
+         "ghostnet": "GhostNet", "ghostnetv2": "GhostNetV2", "resnet50": "ResNet-50", "ghost_resnet50": "Ghost-ResNet-50"}
+
+
+def short_label(model: str, ratio: Any, dw_size: Any, width: Any = None) -> str:
+    """What tells a point apart within its network family: s/d, the width, or the baseline's name."""
+    if model in ("cifar_ghostnet", "ghostnet", "ghostnetv2"):
+        return f"{NAMES[model]} {(None if missing(width) else width) or 1:g}x"
+    if missing(ratio):
+        return NAMES.get(model, model)
+    return f"s={int(ratio)} d={int(dw_size)}"
+
+
+def full_label(model: str, ratio: Any, dw_size: Any, width: Any = None) -> str:
+    label = short_label(model, ratio, dw_size, width)
+    return label if label.startswith(NAMES.get(model, model)) else f"{NAMES.get(model, model)} {label}"
+
+
+def _family(model: str) -> str:
+    for family, members in FAMILIES.items():
+        if model in members:
+            return family
+    return "other"
+
+
+FAMILIES = {"VGG-16": ("vgg16", "ghost_vgg16", "ghost_vgg16_keep_first"), "ResNet-56": ("resnet56", "ghost_resnet56"),
+            "GhostNet": ("cifar_ghostnet", "ghostnet"), "GhostNetV2": ("ghostnetv2",),
+            "ResNet-50": ("resnet50", "ghost_resnet50")}
+COLORS = {"VGG-16": "tab:blue", "ResNet-56": "tab:orange", "GhostNet": "tab:green", "GhostNetV2": "tab:purple",
+          "ResNet-50": "tab:red", "other": "tab:gray"}

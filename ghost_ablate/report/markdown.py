@@ -1,0 +1,107 @@
+"""Markdown: the paper's tables laid out like the paper's, and the provenance header."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import PurePath
+from typing import Any
+
+import pandas as pd
+
+from .. import paper
+from ..config import load_profile
+from .stats import ALPHA, POWER, pooled_std, seeds_needed
+from .tables import FULL_TRAIN_SIZE, _none
+
+
+def _md(frame: pd.DataFrame) -> str:
+    return frame.to_markdown(index=False, missingval="", disable_numparse=True)  # keep our formatting
+
+
+def _fmt(v: Any, digits: int) -> str:
+    v = _none(v)
+    return "" if v is None else f"{v:.{digits}f}"
+
+
+def markdown_table(table: pd.DataFrame) -> str:
+    """One paper table laid out like the paper's, our numbers beside the published ones."""
+    rows = []
+    for _, r in table.iterrows():
+        if r["status"] == "paper only":
+            ours = "(not built)"
+        elif _none(r["top1_mean"]) is None:
+            ours = "not run"
+        else:
+            std = "" if _none(r["top1_std"]) is None else f" ± {r['top1_std']:.2f}"
+            ours = f"{r['top1_mean']:.2f}{std} (n={r['n_seeds']})"
+        ci = _none(r["top1_ci95"])
+        p = _none(r["p_vs_reference"])
+        rows.append({"Model": r["label"], "s": "" if _none(r["s"]) is None else int(r["s"]),
+                     "d": "" if _none(r["d"]) is None else int(r["d"]),
+                     "Params (M)": _fmt(r["params_m"], 3), "FLOPs (M)": _fmt(r["flops_m"], 1),
+                     "Top-1 (%) mean ± std": ours,
+                     "95% CI": "" if ci is None else f"{r['top1_mean'] - ci:.2f}–{r['top1_mean'] + ci:.2f}",
+                     "Top-1 (%) best epoch": _fmt(r["top1_best_mean"], 2),
+                     "vs": _none(r["reference"]) or "",
+                     "Welch p": "" if p is None else f"{p:.3f}", "verdict": r["vs_reference"] or "",
+                     "Paper params (M)": _fmt(r["paper_params_m"], 2), "Paper FLOPs (M)": _fmt(r["paper_flops_m"], 0),
+                     "Paper top-1 (%)": _fmt(r["paper_top1"], 1), "Δ top-1 (pp)": _fmt(r["top1_diff"], 2)})
+    return _md(pd.DataFrame(rows))
+
+
+def provenance(runs: pd.DataFrame) -> dict[str, Any]:
+    finished = runs[runs["status"] == "finished"]
+    source = finished if len(finished) else runs
+    return {
+        "profiles": sorted(source["profile"].dropna().unique()),
+        "epochs": sorted(int(e) for e in source["epochs"].dropna().unique()),
+        "train_sizes": sorted(int(n) for n in source["train_size"].dropna().unique()),
+        "test_sizes": sorted(int(n) for n in source["test_size"].dropna().unique()),
+        # the folder's name only: a report names no absolute path of the machine that made it
+        "data_names": sorted({PurePath(d).name for d in source["data_dir"].dropna().unique()}),
+        "precisions": sorted(source["precision"].dropna().unique()),
+        "seeds": sorted(int(s) for s in source["seed"].dropna().unique()),
+        "devices": sorted(source["device"].dropna().unique()),
+        "runs": len(runs), "finished": len(finished), "damaged": runs.attrs.get("damaged", []),
+    }
+
+
+def header_markdown(p: dict[str, Any]) -> str:
+    paper_epochs = load_profile("paper").epochs
+    lines = ["# ghost-ablate report", "",
+             f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {p['finished']} finished of "
+             f"{p['runs']} recorded runs.", "",
+             "| how the numbers were made | |", "|---|---|",
+             f"| profile | {', '.join(p['profiles'])} |",
+             f"| epochs | {', '.join(map(str, p['epochs']))} (paper: {paper_epochs}) |",
+             f"| data set | CIFAR-10, {', '.join(f'{n:,}' for n in p['train_sizes'])} training / "
+             f"{', '.join(f'{n:,}' for n in p['test_sizes'])} test images (full: 50,000 / 10,000) |",
+             f"| data folder | {', '.join(f'`{d}`' for d in p['data_names'])} |",
+             f"| seeds | {', '.join(map(str, p['seeds']))} |",
+             f"| device | {'; '.join(p['devices'])} |",
+             f"| precision | {', '.join(p['precisions']) or 'not recorded (before precision was a recipe field)'} |",
+             ""]
+    short = [why for ok, why in ((all(n >= FULL_TRAIN_SIZE for n in p["train_sizes"]), "a subset of the data"),
+                                 (all(e >= paper_epochs for e in p["epochs"]), "fewer epochs than the paper"))
+             if not ok]
+    if p.get("damaged"):
+        lines += [f"> **{len(p['damaged'])} damaged record(s) left out:** {'; '.join(p['damaged'])}. "
+                  f"`ghost-ablate doctor` lists them; a sweep sets them aside and trains those runs again.", ""]
+    if short:
+        lines += [f"> **Not a reproduction.** These runs used {' and '.join(short)}; their accuracies say "
+                  f"nothing about the paper's claims. Parameter and FLOP counts do not depend on training.", ""]
+    return "\n".join(lines)
+
+
+def seeds_markdown(agg: dict[tuple, dict[str, Any]], gaps: tuple[float, ...] = (paper.TYPICAL_GAP_PP, 1.0)) -> str:
+    """What the observed seed-to-seed spread can resolve, in words."""
+    groups = [e["final"] for e in agg.values() if len(e["final"]) > 1]
+    std = pooled_std(groups)
+    if std is None:
+        return "## How many seeds?\n\nNo row has two finished seeds yet, so the seed-to-seed spread is unknown."
+    needs = [(gap, seeds_needed(std, gap)) for gap in gaps]
+    said = "; ".join(f"{gap:g} points: {n} seeds per row" for gap, n in needs)
+    return (f"## How many seeds?\n\nThe final top-1 varies between seeds by {std:.2f} points (standard deviation "
+            f"pooled over {len(groups)} rows). A two-sided Welch test at level {ALPHA} detects a difference with "
+            f"{POWER:.0%} power at about these numbers of seeds: {said}. The paper's ablation gaps are about "
+            f"{paper.TYPICAL_GAP_PP} points (Tables 1 and 2). A row flagged \"within noise\" (p >= {ALPHA}) is not "
+            f"shown to differ from its reference; with few seeds that is the expected outcome even for a real gap.")

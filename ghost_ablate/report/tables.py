@@ -1,0 +1,201 @@
+"""Run records -> the paper's tables as DataFrames (pure functions: DataFrames and dicts in,
+DataFrames out), so they are tested without any training."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .. import paper
+from ..costs import cost_record
+from ..data import CLASSES
+from ..errors import UserError
+from ..models import MODELS
+from ..records import config_key as key_of
+from ..records import DamagedRecord, flatten_record, missing, read_records
+from .labels import _family, full_label
+from .stats import noise_verdict, seed_stats, welch_p
+
+KEY = ("model", "ratio", "dw_size", "width")
+CSV_NAMES = {"table1_dw_size": "table1_dw_size.csv", "table2_ratio": "table2_ratio.csv",
+             "table3_cifar10": "table3_cifar10.csv"}
+TABLE_COLUMNS = ["table", "label", "model", "s", "d", "width", "params_m", "flops_m", "top1_mean", "top1_std",
+                 "n_seeds", "top1_best_mean", "paper_params_m", "paper_flops_m", "paper_top1",
+                 "params_diff_pct", "flops_diff_pct", "top1_diff", "status",
+                 "top1_ci95", "reference", "p_vs_reference", "vs_reference"]
+PLOT_FORMATS = ("png", "svg")
+FULL_TRAIN_SIZE = 50_000
+
+
+class ReportError(UserError):
+    """Nothing (or nothing usable) to report; the message says what to run."""
+
+
+def _none(v: Any) -> Any:
+    return None if missing(v) else v
+
+
+def load_runs(results_dir: str | Path, profile: str | None = None) -> pd.DataFrame:
+    """One row per run record of one profile; ReportError if there are none."""
+    runs_dir = Path(results_dir) / "runs"
+    damaged: list[DamagedRecord] = []
+    records = read_records(runs_dir, damaged)
+    left_out = [f"{err.path.parent.name}/{err.path.name} ({err.reason})" for err in damaged]
+    if not records:
+        raise ReportError(f"no run records under {runs_dir}; run `make sweep-cifar` first")
+    runs = pd.DataFrame([flatten_record(r) for r in records])
+    for col in ("params", "flops", "final_test_acc", "best_test_acc", "device", "train_size", "test_size",
+                "data_dir", "precision", "history", "test_confusion"):  # older or partial records lack some
+        if col not in runs:
+            runs[col] = None
+    runs["history"] = runs["history"].map(lambda h: h if isinstance(h, list) else [])
+    profiles = sorted(runs["profile"].dropna().unique())
+    if profile is None and len(profiles) > 1:
+        raise ReportError(f"{runs_dir} holds runs of several profiles ({', '.join(profiles)}); "
+                          f"choose one with --profile")
+    if profile is not None and profile not in profiles:
+        raise ReportError(f"no runs of profile {profile!r} under {runs_dir}; found: {', '.join(profiles)}")
+    if profile is not None:
+        runs = runs[runs["profile"] == profile].reset_index(drop=True)
+    runs.attrs["damaged"] = left_out  # unreadable records, named in the report's header
+    return runs
+
+
+def aggregate(runs: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
+    """Per configuration: mean/std of final and best top-1 (%) over finished seeds, costs, failures."""
+    out: dict[tuple, dict[str, Any]] = {}
+    for _, r in runs.iterrows():
+        k = key_of(r["model"], r["ratio"], r["dw_size"], r["width"])
+        entry = out.setdefault(k, {"final": [], "best": [], "failed": 0, "params": r["params"],
+                                   "flops": r["flops"], "histories": []})
+        if r["status"] == "finished" and _none(r["final_test_acc"]) is not None:
+            entry["final"].append(100 * r["final_test_acc"])
+            entry["best"].append(100 * r["best_test_acc"])
+            entry["histories"].append(r["history"])
+        elif r["status"] in ("failed", "diverged"):
+            entry["failed"] += 1
+    for entry in out.values():
+        final = seed_stats(entry["final"])
+        entry.update(n=final.n, top1_mean=final.mean, top1_std=final.std, top1_ci95=final.ci95,
+                     top1_best_mean=seed_stats(entry["best"]).mean)
+    return out
+
+
+def _round(v: Any, digits: int) -> Any:
+    v = _none(v)
+    return None if v is None else round(float(v), digits)
+
+
+def _pct(ours: Any, ref: Any) -> Any:
+    ours, ref = _none(ours), _none(ref)
+    return None if ours is None or ref is None or ref == 0 else round(100 * (ours - ref) / ref, 2)
+
+
+BASELINES = {name: spec.baseline for name, spec in MODELS.items()}
+
+
+def paper_table(table: str, agg: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
+    """The paper's table with our numbers beside its own, one row per paper row."""
+    rows = []
+    for row in paper.rows(table):
+        ours = agg.get(row.key) if row.model else None
+        if row.model is None:
+            params = flops = None
+            status = "paper only"
+        else:
+            if ours and ours["params"] is not None:
+                params, flops = ours["params"], ours["flops"]
+            else:
+                cost = cost_record(*row.key)
+                params, flops = cost["params"], cost["flops"]
+            n = ours["n"] if ours else 0
+            status = "run" if n else "not run"
+            if ours and ours["failed"]:
+                status += f" ({ours['failed']} failed)"
+        top1 = ours["top1_mean"] if ours else None
+        ref = paper.reference_row(row, BASELINES)
+        ref_runs = agg.get(ref.key) if ref is not None and ref.key != row.key else None
+        p_ref = welch_p(ours["final"], ref_runs["final"]) if ours and ref_runs else None
+        rows.append({
+            "table": table, "label": row.label, "model": row.model, "s": row.ratio, "d": row.dw_size,
+            "width": row.width,
+            "params_m": _round(None if params is None else params / 1e6, 3),
+            "flops_m": _round(None if flops is None else flops / 1e6, 2),
+            "top1_mean": _round(top1, 2), "top1_std": _round(ours["top1_std"] if ours else None, 2),
+            "n_seeds": ours["n"] if ours else 0,
+            "top1_best_mean": _round(ours["top1_best_mean"] if ours else None, 2),
+            "paper_params_m": row.params_m, "paper_flops_m": row.flops_m, "paper_top1": row.top1,
+            "params_diff_pct": _pct(None if params is None else params / 1e6, row.params_m),
+            "flops_diff_pct": _pct(None if flops is None else flops / 1e6, row.flops_m),
+            "top1_diff": None if _none(top1) is None or row.top1 is None else round(top1 - row.top1, 2),
+            "status": status,
+            "top1_ci95": _round(ours["top1_ci95"] if ours else None, 2),
+            "reference": ref.label if ref is not None and ref.key != row.key else None,
+            "p_vs_reference": _round(p_ref, 4), "vs_reference": noise_verdict(p_ref),
+        })
+    frame = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    for col in ("s", "d", "n_seeds"):
+        frame[col] = frame[col].astype("Int64")
+    return frame
+
+
+def imagenet_costs() -> pd.DataFrame:
+    """Our params/FLOPs of the ImageNet models beside the paper's (no training involved)."""
+    rows = []
+    for row in paper.rows(buildable=True):
+        if row.table not in paper.IMAGENET_TABLES:
+            continue
+        cost = cost_record(*row.key)
+        rows.append({"table": row.table, "label": row.label, "model": row.model, "s": row.ratio,
+                     "d": row.dw_size, "width": row.width, "params_m": round(cost["params"] / 1e6, 3),
+                     "flops_m": round(cost["flops"] / 1e6, 1), "paper_params_m": row.params_m,
+                     "paper_flops_m": row.flops_m, "paper_top1": row.top1,
+                     "params_diff_pct": _pct(cost["params"] / 1e6, row.params_m),
+                     "flops_diff_pct": _pct(cost["flops"] / 1e6, row.flops_m)})
+    frame = pd.DataFrame(rows)
+    frame["s"], frame["d"] = frame["s"].astype("Int64"), frame["d"].astype("Int64")
+    return frame
+
+
+def speedup_table(bench: pd.DataFrame) -> pd.DataFrame:
+    """Per Ghost model: FLOPs ratio to its baseline beside the measured speed-ups and memory ratio."""
+    rows = []
+    for device, on_device in bench.groupby("device_kind"):
+        by_model = {m: g.iloc[0] for m, g in on_device.groupby("model")}
+        for _, r in on_device.iterrows():
+            base_name = MODELS[r["model"]].baseline if r["model"] in MODELS else None
+            if base_name is None or base_name not in by_model:
+                continue
+            b = by_model[base_name]
+            rows.append({
+                "device": device, "model": r["model"], "s": r["ratio"], "d": r["dw_size"], "baseline": base_name,
+                "flops_ratio": round(b["flops"] / r["flops"], 2),
+                "latency_speedup_bs1": round(b["latency_bs1_ms"] / r["latency_bs1_ms"], 2),
+                "throughput_speedup": round(r["eval_img_s"] / b["eval_img_s"], 2),
+                "train_speedup": round(r["train_img_s"] / b["train_img_s"], 2),
+                "peak_memory_ratio": round(r["train_peak_mem_mb"] / b["train_peak_mem_mb"], 2),
+            })
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame["s"], frame["d"] = frame["s"].astype("Int64"), frame["d"].astype("Int64")
+    return frame
+
+
+def best_runs_by_family(runs: pd.DataFrame) -> dict[str, pd.Series]:
+    """Per network family, its finished run with the highest final top-1 that kept a confusion matrix."""
+    usable = runs[(runs["status"] == "finished") & runs["test_confusion"].map(lambda c: isinstance(c, list))]
+    best: dict[str, pd.Series] = {}
+    for _, r in usable.sort_values(["final_test_acc", "run_id"], ascending=[False, True]).iterrows():
+        best.setdefault(_family(r["model"]), r)
+    return dict(sorted(best.items()))
+
+
+def per_class_accuracy(best: dict[str, pd.Series]) -> pd.DataFrame:
+    """Per CIFAR-10 class, the accuracy (%) of each family's best run: confusion diagonal / row sum."""
+    table = pd.DataFrame({"class": list(CLASSES)})
+    for family, r in best.items():
+        matrix = r["test_confusion"]
+        label = f"{full_label(r['model'], r['ratio'], r['dw_size'], r['width'])} (seed {int(r['seed'])})"
+        table[label] = [round(100 * row[i] / sum(row), 1) if sum(row) else None for i, row in enumerate(matrix)]
+    return table
