@@ -139,32 +139,58 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 # ---- sweep -------------------------------------------------------------------------
 
+YES_ENV = "GHOST_ABLATE_YES"
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     import logging
+    import os
     from pathlib import Path
 
-    from .data import prepare
-    from .sweep import dry_run_table, load_experiment, parse_seeds, parse_shard, plan_runs, run_sweep
+    from .data import prepare, split_sizes
+    from .estimate import FULL_CIFAR, format_hours, plan_hours
+    from .sweep import (dry_run_table, estimate_runs, load_experiment, parse_seeds, parse_shard, plan_runs,
+                        run_sweep, table_hours)
+    from .training import is_rank_zero, resolve_device
 
     experiment = load_experiment(args.experiment)
     seeds, shard = parse_seeds(args.seeds), parse_shard(args.shard)
     runs = plan_runs(experiment, seeds, args.profile, recipe_overrides(args), shard)
     results = Path(args.results_dir)
+    device = resolve_device(args.accelerator)
+    sizes = split_sizes(args.data_dir)
+    estimate = not args.no_estimate and is_rank_zero()
+    estimates = estimate_runs(runs, results / "runs", device, sizes or FULL_CIFAR) if estimate else None
     if args.dry_run:
         import pandas as pd
 
-        table = dry_run_table(runs, results / "runs")
+        table = dry_run_table(runs, results / "runs", estimates)
         with pd.option_context("display.max_rows", None, "display.width", 200):
             print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
         counts = table["status"].value_counts().to_dict() if len(table) else {}
         print(f"{len(runs)} runs (shard {args.shard}): " + ", ".join(f"{v} {k}" for k, v in sorted(counts.items())))
+        if estimates is not None:
+            everything = plan_runs(experiment, seeds, args.profile, recipe_overrides(args))
+            all_estimates = estimate_runs(everything, results / "runs", device, sizes or FULL_CIFAR)
+            data = (f"{sizes[0]:,} / {sizes[1]:,} images in {args.data_dir}" if sizes else
+                    f"{args.data_dir} not found: full CIFAR-10 sizes assumed")
+            print(f"time left on {device} ({data}): this shard {format_hours(plan_hours(estimates))}; whole plan "
+                  f"{format_hours(plan_hours(all_estimates))}, {format_hours(plan_hours(all_estimates, shard[1]))} "
+                  f"per shard with {shard[1]} shard(s)")
+            for name, hours in table_hours(experiment, everything, all_estimates).items():
+                print(f"  {name}: {format_hours(hours)}")
         return 0
+    if estimates is not None and device == "cpu" and not (args.yes or os.environ.get(YES_ENV)):
+        left = plan_hours(estimates)
+        if left > args.max_hours:
+            raise UserError(f"this plan needs about {left:.0f} hours on this CPU ({len(runs)} runs, shard "
+                            f"{args.shard}), over the {args.max_hours:g} h guard; choose a shorter --profile "
+                            f"(e.g. quick or subset), a GPU, --shard I/N over several machines, or --yes "
+                            f"({YES_ENV}=1) to go on")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     prepare(args.data_dir, download=not args.no_download)  # before any run folder is made
     outcome = run_sweep(runs, args.data_dir, results, devices=args.devices, accelerator=args.accelerator,
-                        download=not args.no_download, retry_failed=args.retry_failed)
-    from .training import is_rank_zero
-
+                        download=not args.no_download, retry_failed=args.retry_failed, estimates=estimates)
     if not is_rank_zero():  # a DDP helper process re-launched by Lightning
         return 0
     print(f"sweep {args.experiment} shard {args.shard}: {len(outcome.done)} done, {len(outcome.skipped)} skipped "
@@ -308,6 +334,11 @@ def build_parser() -> OneLineParser:
     p.add_argument("--shard", default="0/1", help="I/N: this process runs every N-th run from I")
     p.add_argument("--dry-run", action="store_true", help="list the runs with costs and status; train nothing")
     p.add_argument("--retry-failed", action="store_true", help="run diverged runs again")
+    p.add_argument("--no-estimate", action="store_true",
+                   help="skip the time estimate (calibration), the ETA lines and the CPU guard")
+    p.add_argument("--max-hours", type=float, default=24.0,
+                   help="on a CPU, refuse a plan estimated to take longer (default 24)")
+    p.add_argument("--yes", action="store_true", help=f"go on past the --max-hours guard (or set {YES_ENV}=1)")
     p.add_argument("--devices", type=int, default=1, help="GPUs per run (DDP when > 1)")
     p.add_argument("--accelerator", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--no-download", action="store_true")

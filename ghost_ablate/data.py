@@ -103,6 +103,14 @@ def prepare(data_dir: str | Path, download: bool = True) -> Path:
     return folder
 
 
+def split_sizes(data_dir: str | Path) -> tuple[int, int] | None:
+    """(training, test) image counts of the extracted data set in `data_dir`, None if it is not there."""
+    folder = find_folder(Path(data_dir))
+    if folder is None:
+        return None
+    return len(load_split(folder, train=True)[1]), len(load_split(folder, train=False)[1])
+
+
 def load_split(folder: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     parts = [read_batch(folder / name) for name in (TRAIN_FILES if train else TEST_FILES)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])

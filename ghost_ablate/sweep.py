@@ -14,11 +14,13 @@ from __future__ import annotations
 import itertools
 import logging
 import signal
+import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import pandas as pd
 import yaml
 from filelock import FileLock, Timeout
@@ -26,6 +28,7 @@ from filelock import FileLock, Timeout
 from . import paper
 from .config import ConfigError, RunConfig, load_profile
 from .errors import UserError
+from .estimate import RunEstimate, format_hours
 from .records import (RESULT_FILE, DamagedRecord, StorageError, flatten_record, read_record, read_records, set_aside,
                       storage_error, write_atomic)
 
@@ -43,6 +46,7 @@ class Experiment:
     profile: str
     configs: tuple[dict[str, Any], ...]  # distinct {model, ratio, dw_size, width}, in declared order
     description: str = ""
+    tables: tuple[str, ...] = ()  # the paper tables it declares
 
 
 def _fail(path: Path, where: str, message: str) -> ConfigError:
@@ -111,7 +115,8 @@ def load_experiment(path: str | Path) -> Experiment:
         configs.setdefault(key, dict(zip(RUN_KEYS, key)))
     if not configs:
         raise _fail(path, "runs", "the experiment declares no runs")
-    return Experiment(path, str(doc["profile"]), tuple(configs.values()), str(doc.get("description", "")))
+    return Experiment(path, str(doc["profile"]), tuple(configs.values()), str(doc.get("description", "")),
+                      tuple(tables))
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -169,15 +174,55 @@ def run_state(run_dir: Path) -> str:
     return "partial"
 
 
-def dry_run_table(runs: list[RunConfig], runs_dir: Path) -> pd.DataFrame:
+def epochs_done(run_dir: Path) -> int:
+    """Finished epochs of a run by its record (0 without a readable one)."""
+    try:
+        record = read_record(run_dir) or {}
+    except DamagedRecord:
+        return 0
+    done = record.get("epochs_done", 0)
+    return done if isinstance(done, int) else 0
+
+
+def estimate_runs(runs: list[RunConfig], runs_dir: Path, device: str, data_sizes: tuple[int, int],
+                  progress: bool | None = None) -> list[RunEstimate]:
+    """Per run: calibrated epoch seconds and the epochs it has left (none once done)."""
+    import sys
+
+    from tqdm import tqdm
+
+    from .estimate import calibrate, estimate_run
+
+    show = sys.stderr.isatty() if progress is None else progress
+    estimates = []
+    for rc in tqdm(runs, desc="calibrating", unit="run", disable=not show, leave=False):
+        cal, _ = calibrate(rc, device)
+        done = rc.recipe.epochs if run_state(runs_dir / rc.run_id) == "done" else epochs_done(runs_dir / rc.run_id)
+        estimates.append(estimate_run(rc, cal, done, data_sizes))
+    return estimates
+
+
+def table_hours(experiment: Experiment, runs: list[RunConfig], estimates: list[RunEstimate]) -> dict[str, float]:
+    """Hours left per paper table of the experiment (a run shared by tables counts in each)."""
+    totals = {}
+    for table in experiment.tables:
+        keys = {r.key for r in paper.rows(table, buildable=True)}
+        totals[table] = sum(e.hours_left for rc, e in zip(runs, estimates)
+                            if (rc.model, rc.ratio, rc.dw_size, rc.width) in keys)
+    return totals
+
+
+def dry_run_table(runs: list[RunConfig], runs_dir: Path, estimates: list[RunEstimate] | None = None) -> pd.DataFrame:
     from .costs import config_cost
 
     rows = []
-    for rc in runs:
+    for i, rc in enumerate(runs):
         cost = config_cost(rc.model, rc.ratio, rc.dw_size, rc.width)
         rows.append({"run_id": rc.run_id, "model": rc.model, "s": rc.ratio, "d": rc.dw_size, "width": rc.width,
                      "seed": rc.seed, "epochs": rc.recipe.epochs, "params (M)": cost.params / 1e6,
                      "FLOPs (M)": cost.flops / 1e6, "status": run_state(runs_dir / rc.run_id)})
+        if estimates is not None:
+            rows[-1].update({"epoch (s)": estimates[i].epoch_s, "hours left": estimates[i].hours_left})
     table = pd.DataFrame(rows)
     for col in ("s", "d"):
         if col in table:
@@ -218,9 +263,38 @@ class SweepOutcome:
     busy: list[str]  # held by another process right now
 
 
+class EtaLogger(L.Callback):
+    """One log line per finished epoch: the run's progress, and the run's and the sweep's ETA.
+
+    The ETA starts from the calibrated estimates and is refined by the epoch times measured
+    so far: later runs' estimates are scaled by measured / calibrated of this run.
+    """
+
+    def __init__(self, label: str, estimate: RunEstimate | None, later: list[RunEstimate]) -> None:
+        self.label, self.estimate, self.later = label, estimate, later
+        self.epochs_at_start, self.clock = 0, time.perf_counter()
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.epochs_at_start = trainer.current_epoch  # > 0 when resuming
+        self.clock = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if trainer.is_global_zero:
+            log.info(self.line(trainer.current_epoch + 1, trainer.max_epochs, time.perf_counter()))
+
+    def line(self, epoch: int, epochs: int, now: float) -> str:
+        ran = max(epoch - self.epochs_at_start, 1)
+        per_epoch = (now - self.clock) / ran
+        run_left = per_epoch * (epochs - epoch) / 3600
+        scale = per_epoch / self.estimate.epoch_s if self.estimate and self.estimate.epoch_s > 0 else 1.0
+        sweep_left = run_left + scale * sum(e.hours_left for e in self.later)
+        return (f"{self.label}: epoch {epoch}/{epochs} ({per_epoch:.0f} s/epoch); run done in "
+                f"{format_hours(run_left)}, sweep in {format_hours(sweep_left)}")
+
+
 def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Path, *, devices: int = 1,
               accelerator: str = "auto", download: bool = True, retry_failed: bool = False,
-              progress: bool | None = None) -> SweepOutcome:
+              progress: bool | None = None, estimates: list[RunEstimate] | None = None) -> SweepOutcome:
     """Run each planned run unless done; record failures and go on.
 
     A damaged record is set aside and its run trained again (from its checkpoint where one
@@ -263,8 +337,10 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
                 log.warning("[%d/%d] %s: damaged record moved to %s; training the run again",
                             i, len(runs), rc.run_id, aside.name)
             log.info("[%d/%d] %s: %s", i, len(runs), rc.run_id, "resuming" if state == "partial" else "starting")
+            eta = EtaLogger(f"[{i}/{len(runs)}] {rc.run_id}", estimates[i - 1] if estimates else None,
+                            estimates[i:] if estimates else [])
             record = train_run(rc, data_dir, run_dir, devices=devices, accelerator=accelerator,
-                               download=download, progress=progress)
+                               download=download, progress=progress, callbacks=[eta])
             (outcome.done if record["status"] == "finished" else outcome.failed).append(rc.run_id)
         except Diverged as err:
             outcome.failed.append(rc.run_id)

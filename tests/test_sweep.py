@@ -96,7 +96,7 @@ def test_cli_bad_input_exits_2_and_starts_nothing(tmp_path, capsys):
 
 
 def test_dry_run_lists_costs_and_status(tmp_path, capsys):
-    assert main(["sweep", str(ABLATION), "--dry-run", "--results-dir", str(tmp_path)]) == 0
+    assert main(["sweep", str(ABLATION), "--dry-run", "--no-estimate", "--results-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "11 runs (shard 0/1): 11 new" in out and "157.004" in out
 

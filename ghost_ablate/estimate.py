@@ -1,0 +1,148 @@
+"""What a plan of runs will cost in time, before paying it.
+
+`calibrate` times a few training steps and one evaluation pass of a model configuration on
+synthetic data of the right shape, on this device, in the precision and memory format
+training resolves to. Results are cached per (device, precision, model config, batch
+sizes, threads) and code version in the user's cache folder, so a second dry-run is
+instant. `plan_hours` turns calibrations into per-run epoch times and hours left:
+
+    hours left = sum over unfinished runs of (epochs left x epoch seconds) / 3600 / shards
+    epoch seconds = train batches x step seconds + test images / eval images per second
+
+where train batches = ceil(train images / batch size) (or the recipe's limit). On a GPU
+fill in your own step time the same way (`ghost-ablate calibrate` prints it).
+"""
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .cache import JsonCache
+from .config import RunConfig
+from .models import MODELS, build_model
+from .precision import resolve_precision
+
+FULL_CIFAR = (50_000, 10_000)  # train, test images when the data folder is not at hand
+TRAIN_STEPS = 4  # timed steps after one warm-up step
+EVAL_BATCHES = 2
+
+
+@dataclass(frozen=True)
+class Calibration:
+    step_s: float  # one training step at the recipe's batch size
+    eval_img_s: float  # evaluation images per second at the recipe's eval batch size
+
+    def epoch_seconds(self, train_batches: int, test_images: int) -> float:
+        return train_batches * self.step_s + test_images / self.eval_img_s
+
+
+def device_name(device: str) -> str:
+    if device == "cuda":
+        return torch.cuda.get_device_name()
+    return f"{platform.machine()} {torch.get_num_threads()} threads"
+
+
+def measure_calibration(rc: RunConfig, device: str) -> Calibration:
+    """Time TRAIN_STEPS training steps and EVAL_BATCHES eval batches of `rc`'s model here."""
+    precision = resolve_precision(rc.recipe.precision, device)
+    torch.manual_seed(0)
+    spec = MODELS[rc.model]
+    model = build_model(rc.model, rc.ratio, rc.dw_size, rc.width).to(device).to(memory_format=precision.memory_format)
+    size, bs, ebs = spec.input_size, rc.recipe.batch_size, rc.recipe.eval_batch_size
+    x = torch.randn(bs, 3, size, size, device=device).contiguous(memory_format=precision.memory_format)
+    y = torch.randint(0, spec.num_classes, (bs,), device=device)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=rc.recipe.weight_decay)
+
+    def sync() -> None:
+        if device == "cuda":
+            torch.cuda.synchronize()
+
+    def step() -> None:
+        with precision.autocast(device):
+            loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    model.train()
+    step()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(TRAIN_STEPS):
+        step()
+    sync()
+    step_s = (time.perf_counter() - t0) / TRAIN_STEPS
+    model.eval()
+    xe = torch.randn(ebs, 3, size, size, device=device).contiguous(memory_format=precision.memory_format)
+    with torch.inference_mode(), precision.autocast(device):
+        model(xe)
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(EVAL_BATCHES):
+            model(xe)
+        sync()
+    eval_img_s = EVAL_BATCHES * ebs / (time.perf_counter() - t0)
+    return Calibration(step_s, eval_img_s)
+
+
+def calibration_key(rc: RunConfig, device: str) -> list[Any]:
+    precision = resolve_precision(rc.recipe.precision, device)
+    return ["calibration", device_name(device), precision.resolved, rc.model, rc.ratio, rc.dw_size, rc.width,
+            rc.recipe.batch_size, rc.recipe.eval_batch_size]
+
+
+def calibrate(rc: RunConfig, device: str, cache: JsonCache | None = None) -> tuple[Calibration, bool]:
+    """The calibration of `rc`'s model and batch sizes on `device`, and whether it came from the cache."""
+    cache = cache or JsonCache("calibration")
+    key = cache.key(*calibration_key(rc, device))
+    hit = cache.get(key)
+    if isinstance(hit, dict):
+        return Calibration(**hit), True
+    cal = measure_calibration(rc, device)
+    cache.put(key, {"step_s": cal.step_s, "eval_img_s": cal.eval_img_s})
+    return cal, False
+
+
+def train_batches(rc: RunConfig, train_images: int) -> int:
+    n = math.ceil(train_images / rc.recipe.batch_size)
+    return min(n, rc.recipe.limit_train_batches) if rc.recipe.limit_train_batches else n
+
+
+def test_images(rc: RunConfig, test_size: int) -> int:
+    limit = rc.recipe.limit_test_batches
+    return min(test_size, limit * rc.recipe.eval_batch_size) if limit else test_size
+
+
+@dataclass(frozen=True)
+class RunEstimate:
+    run_id: str
+    epoch_s: float
+    epochs_left: int
+
+    @property
+    def hours_left(self) -> float:
+        return self.epoch_s * self.epochs_left / 3600
+
+
+def estimate_run(rc: RunConfig, cal: Calibration, epochs_done: int, data_sizes: tuple[int, int]) -> RunEstimate:
+    epoch_s = cal.epoch_seconds(train_batches(rc, data_sizes[0]), test_images(rc, data_sizes[1]))
+    return RunEstimate(rc.run_id, epoch_s, max(rc.recipe.epochs - epochs_done, 0))
+
+
+def plan_hours(estimates: list[RunEstimate], shards: int = 1) -> float:
+    """Hours left for the whole plan, per shard: the N shards of a plan run side by side."""
+    return sum(e.hours_left for e in estimates) / max(shards, 1)
+
+
+def format_hours(hours: float) -> str:
+    if hours < 1 / 60:
+        return f"{hours * 3600:.0f} s"
+    if hours < 1:
+        return f"{hours * 60:.0f} min"
+    return f"{hours:.1f} h"

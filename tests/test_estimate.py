@@ -1,0 +1,113 @@
+"""Time estimates before a sweep: calibration, plan arithmetic, the CPU guard and the ETA."""
+import pytest
+
+from ghost_ablate import cache, estimate
+from ghost_ablate.cli import main
+from ghost_ablate.config import RunConfig
+from ghost_ablate.estimate import Calibration, RunEstimate, calibrate, plan_hours
+from ghost_ablate.records import write_record
+from ghost_ablate.sweep import EtaLogger, estimate_runs, load_experiment, plan_runs
+
+FAST = ["--batch-size", "8", "--eval-batch-size", "16", "--limit-train-batches", "2", "--limit-test-batches", "1"]
+HAND = Calibration(step_s=0.5, eval_img_s=100.0)
+
+
+def small_experiment(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("profile: smoke\nruns:\n  - {model: ghost_resnet56, ratio: [2, 3]}\n  - {model: resnet56}\n")
+    return exp
+
+
+def test_plan_estimate_is_epochs_times_calibrated_epoch_minus_done_over_shards(tmp_path, monkeypatch):
+    monkeypatch.setattr(estimate, "calibrate", lambda rc, device: (HAND, True))
+    runs = plan_runs(load_experiment(small_experiment(tmp_path)), [0, 1], "smoke",
+                     {"epochs": 3, "batch_size": 100, "limit_train_batches": None, "limit_test_batches": None})
+    assert len(runs) == 6
+    runs_dir = tmp_path / "runs"
+    # 1000 training images at batch 100: 10 steps x 0.5 s, plus 200 test images at 100/s: 7 s an epoch
+    write_record(runs_dir / runs[0].run_id, {"run_id": runs[0].run_id, "config": runs[0].to_dict(),
+                                             "status": "finished", "epochs_done": 3})
+    write_record(runs_dir / runs[1].run_id, {"run_id": runs[1].run_id, "config": runs[1].to_dict(),
+                                             "status": "running", "epochs_done": 1})
+    estimates = estimate_runs(runs, runs_dir, "cpu", (1000, 200), progress=False)
+    assert [e.epoch_s for e in estimates] == [7.0] * 6
+    assert [e.epochs_left for e in estimates] == [0, 2, 3, 3, 3, 3]
+    seconds_left = 7.0 * (6 * 3 - 3 - 1)
+    assert plan_hours(estimates) == pytest.approx(seconds_left / 3600)
+    assert plan_hours(estimates, shards=4) == pytest.approx(seconds_left / 3600 / 4)
+
+
+def test_recipe_limits_enter_the_epoch_time():
+    rc = RunConfig.create("resnet56", profile="smoke")  # 3 train batches, 2 test batches of 64
+    est = estimate.estimate_run(rc, HAND, 0, (50_000, 10_000))
+    assert est.epoch_s == pytest.approx(3 * 0.5 + 128 / 100.0) and est.epochs_left == 1
+
+
+def test_calibration_is_cached_and_measured_again_for_a_new_version(tmp_path, monkeypatch):
+    calls = []
+
+    def fake(rc, device):
+        calls.append(rc.model)
+        return Calibration(0.25, 400.0)
+
+    monkeypatch.setattr(estimate, "measure_calibration", fake)
+    store = tmp_path / "cache"
+    rc = RunConfig.create("resnet56", profile="smoke")
+    assert calibrate(rc, "cpu", cache.JsonCache("calibration", store)) == (Calibration(0.25, 400.0), False)
+    assert calibrate(rc, "cpu", cache.JsonCache("calibration", store)) == (Calibration(0.25, 400.0), True)
+    assert calls == ["resnet56"]
+    other = RunConfig.create("resnet56", profile="smoke", batch_size=16)  # another batch size: its own entry
+    calibrate(other, "cpu", cache.JsonCache("calibration", store))
+    monkeypatch.setattr(cache, "code_fingerprint", lambda: "9.9.9+new")
+    assert calibrate(rc, "cpu", cache.JsonCache("calibration", store))[1] is False
+    assert calls == ["resnet56"] * 3
+
+
+def test_real_calibration_measures_something():
+    cal = estimate.measure_calibration(RunConfig.create("resnet56", profile="smoke", batch_size=4,
+                                                        eval_batch_size=8), "cpu")
+    assert cal.step_s > 0 and cal.eval_img_s > 0
+
+
+def test_guard_stops_a_long_cpu_plan_before_anything_runs(tiny_cifar, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(estimate, "calibrate", lambda rc, device: (Calibration(36_000.0, 1.0), True))
+    monkeypatch.delenv("GHOST_ABLATE_YES", raising=False)
+    results = tmp_path / "results"
+    argv = ["sweep", str(small_experiment(tmp_path)), "--data-dir", str(tiny_cifar), "--results-dir", str(results),
+            "--accelerator", "cpu", *FAST]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "24 h guard" in err and "--yes" in err and "--shard" in err
+    assert not results.exists()  # nothing started
+    assert main(argv + ["--max-hours", "1e9"]) == 0
+    monkeypatch.setenv("GHOST_ABLATE_YES", "1")
+    assert main(argv + ["--seeds", "1"]) == 0
+
+
+def test_yes_flag_goes_past_the_guard(tiny_cifar, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(estimate, "calibrate", lambda rc, device: (Calibration(36_000.0, 1.0), True))
+    monkeypatch.delenv("GHOST_ABLATE_YES", raising=False)
+    assert main(["sweep", str(small_experiment(tmp_path)), "--data-dir", str(tiny_cifar), "--results-dir",
+                 str(tmp_path / "r"), "--accelerator", "cpu", "--yes", *FAST]) == 0
+    assert "3 done" in capsys.readouterr().out
+
+
+def test_dry_run_prints_times_per_run_table_and_shard(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(estimate, "calibrate", lambda rc, device: (HAND, True))
+    exp = tmp_path / "paper.yaml"
+    exp.write_text("profile: smoke\npaper_tables: [table1_dw_size, table2_ratio]\n")
+    assert main(["sweep", str(exp), "--dry-run", "--results-dir", str(tmp_path), "--shard", "0/2",
+                 "--data-dir", str(tmp_path / "none")]) == 0
+    out = capsys.readouterr().out
+    # smoke: 3 train batches x 0.5 s + 128 test images / 100/s = 2.78 s per epoch, 1 epoch
+    assert "epoch (s)" in out and "2.780" in out and "full CIFAR-10 sizes assumed" in out
+    assert "whole plan 22 s" in out and "11 s per shard with 2 shard(s)" in out  # 8 distinct runs
+    assert "table1_dw_size: 11 s" in out and "table2_ratio: 14 s" in out
+
+
+def test_eta_line_refines_later_runs_by_measured_speed():
+    eta = EtaLogger("[1/3] r", RunEstimate("r", 10.0, 6), [RunEstimate("a", 10.0, 6), RunEstimate("b", 10.0, 0)])
+    eta.clock, eta.epochs_at_start = 100.0, 0
+    # 2 epochs took 40 s: 20 s each, twice the calibration; 4 epochs left here (80 s), the later run 2 x 60 s
+    line = eta.line(2, 6, 140.0)
+    assert line == "[1/3] r: epoch 2/6 (20 s/epoch); run done in 1 min, sweep in 3 min"
