@@ -1,4 +1,4 @@
-"""`ghost-ablate` command line: count, train, sweep, report, bench, export, doctor.
+"""`ghost-ablate` command line: count, train, sweep, report, bench, export, doctor, featuremaps, redundancy.
 
 User mistakes end in one line on stderr and exit status 2, never a traceback.
 """
@@ -211,6 +211,64 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- featuremaps and redundancy -------------------------------------------------------
+
+def _networks(args: argparse.Namespace) -> list:
+    from .features import load_trained
+
+    if args.weights:
+        return [load_trained(weights=args.weights, model=args.model, ratio=args.ratio, dw_size=args.dw_size,
+                             width=args.width)]
+    if not args.sources:
+        raise UserError("name run folders or checkpoints, or give --weights FILE --model NAME")
+    if args.model:
+        raise UserError("--model goes with --weights; a run folder or checkpoint names its own model")
+    return [load_trained(source) for source in args.sources]
+
+
+def cmd_featuremaps(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .features import resolve_layer, test_images
+    from .report.evidence import plot_feature_maps
+    from .report.plots import headless
+
+    networks = _networks(args)
+    for net in networks:  # check every layer before anything is written
+        resolve_layer(net.model, args.layer)
+    image = test_images(args.data_dir, 1, args.image)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    headless()
+    written = []
+    for net in networks:
+        stem = f"feature_maps_{net.label.lower().replace(' ', '_').replace('=', '').replace('-', '')}"
+        written += plot_feature_maps(net, args.layer, image, out, stem)
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def cmd_redundancy(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .features import test_images
+    from .records import write_atomic
+    from .report.evidence import redundancy_outputs
+    from .report.plots import headless
+
+    networks = _networks(args)
+    images = test_images(args.data_dir, args.images)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    headless()
+    paths, md = redundancy_outputs(networks, images, out, threshold=args.threshold)
+    sources = "; ".join(f"{n.label} ({Path(n.source).parent.name or n.source})" for n in networks)
+    write_atomic(out / "redundancy.md", f"# Feature-map redundancy\n\nNetworks: {sources}. Images: the first "
+                                        f"{len(images)} test images of `{Path(args.data_dir).name}`.\n\n{md}")
+    print(f"wrote {', '.join(str(p) for p in [*paths, out / 'redundancy.md'])}")
+    return 0
+
+
 # ---- doctor ------------------------------------------------------------------------
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -300,7 +358,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"count": cmd_count, "train": cmd_train,
                                                             "sweep": cmd_sweep, "report": cmd_report,
                                                             "bench": cmd_bench, "export": cmd_export,
-                                                            "doctor": cmd_doctor}
+                                                            "doctor": cmd_doctor, "featuremaps": cmd_featuremaps,
+                                                            "redundancy": cmd_redundancy}
 
 
 def build_parser() -> OneLineParser:
@@ -369,6 +428,21 @@ def build_parser() -> OneLineParser:
     p.add_argument("--epochs", type=int, default=4,
                    help="--pipeline: epochs (the median of all but the first is reported)")
     p.add_argument("--workers", type=int, default=2, help="--pipeline: DataLoader workers of the plain loop")
+
+    for name, about in (("featuremaps", "draw a trained network's feature maps, intrinsic and ghost apart"),
+                        ("redundancy", "how many feature maps another map reconstructs, layer by layer")):
+        p = sub.add_parser(name, help=about)
+        p.add_argument("sources", nargs="*", help="run folders (with last.ckpt) or Lightning checkpoints")
+        p.add_argument("--weights", help="a plain state_dict file (keys as our models name them); needs --model")
+        add_model_args(p, required=False)
+        p.add_argument("--data-dir", default="data/cifar10", help="CIFAR-10 folder the test images come from")
+        p.add_argument("--out", default="reports", help="folder for the figures and tables")
+    sub.choices["featuremaps"].add_argument("--layer", default="2",
+                                            help="conv unit by position (default 2: the second) or module name")
+    sub.choices["featuremaps"].add_argument("--image", type=int, default=0, help="index of the test image")
+    sub.choices["redundancy"].add_argument("--images", type=int, default=32, help="test images to measure on")
+    sub.choices["redundancy"].add_argument("--threshold", type=float, default=0.1,
+                                           help="normalised MSE under which a map counts as a ghost")
 
     p = sub.add_parser("doctor", help="list damaged, stale and orphaned runs; --fix moves broken files aside")
     p.add_argument("results_dir", nargs="?", default="results", help="a results folder (default: results)")

@@ -15,7 +15,7 @@ from .. import paper
 from ..records import write_atomic
 from .labels import full_label
 from .markdown import _fmt, _md, header_markdown, markdown_table, provenance, seeds_markdown
-from .plots import plot_ablations, plot_accuracy_vs_cost, plot_confusion, plot_curves, plot_latency
+from .plots import headless, plot_ablations, plot_accuracy_vs_cost, plot_confusion, plot_curves, plot_latency
 from .tables import (CSV_NAMES, ReportError, aggregate, best_runs_by_family, imagenet_costs, load_runs, paper_table,
                      per_class_accuracy, speedup_table)
 
@@ -24,10 +24,7 @@ __all__ = ["ReportError", "build_report", "load_runs"]
 
 def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | None = None) -> list[Path]:
     """Write every CSV table, the markdown report and the plots; return the files written."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    matplotlib.rcParams["svg.hashsalt"] = "ghost-ablate"
+    headless()
     results_dir, out = Path(results_dir), Path(out_dir)
     runs = load_runs(results_dir, profile)
     out.mkdir(parents=True, exist_ok=True)

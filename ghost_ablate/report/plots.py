@@ -11,6 +11,14 @@ from .labels import COLORS, _family, full_label, short_label
 from .tables import PLOT_FORMATS
 
 
+def headless() -> None:
+    """Draw without a display, and make SVG ids repeatable (an unchanged report changes no file)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams["svg.hashsalt"] = "ghost-ablate"
+
+
 def _plain_log_ticks(axis) -> None:  # noqa: ANN001 - a matplotlib Axis
     """Label a log axis 20, 50, 100 rather than 2x10^1; minor labels only on short ranges."""
     from matplotlib.ticker import FormatStrFormatter, NullFormatter

@@ -1,0 +1,121 @@
+"""Figures and tables of the paper's evidence beyond its tables (see `features.py`): the
+feature maps of one conv unit, the ghost share per layer, and the toy experiment."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..features import (GHOST_THRESHOLD, KERNELS, MapFit, Trained, capture, ghost_sources, redundancy_table,
+                        resolve_layer, top_pairs)
+from ..records import write_atomic
+from .plots import _save
+
+MAX_PANELS = 32  # maps drawn per figure: enough to see the pattern, few enough to read
+
+
+def plot_feature_maps(trained: Trained, layer: str | int, image: Any, out: Path, stem: str) -> list[Path]:
+    """The maps of one conv unit for one image. For a Ghost module, ghost maps are drawn beside
+    the intrinsic map each one is made from, and the two kinds are marked apart."""
+    import matplotlib.pyplot as plt
+
+    name = resolve_layer(trained.model, layer)
+    maps = capture(trained.model, [name], image)[name][0]
+    sources = ghost_sources(dict(trained.model.named_modules())[name])
+    if sources is None:
+        pairs = [(c, None) for c in range(min(len(maps), MAX_PANELS))]
+        cols = 8
+    else:
+        intrinsic = sum(1 for c, s in enumerate(sources) if c == s)
+        ghosts = [(sources[c], c) for c in range(intrinsic, len(sources))]
+        pairs = ghosts[: MAX_PANELS // 2]
+        cols = 8  # four (intrinsic, ghost) pairs per row
+    shown = [c for pair in pairs for c in pair if c is not None]
+    vmax = float(maps[shown].abs().max()) or 1.0
+    vmin = 0.0 if float(maps[shown].min()) >= 0 else -vmax
+    rows = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.75 * rows + 0.9), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    image_ax = None
+    for ax, c in zip(axes.flat, shown):
+        image_ax = ax.imshow(maps[c].numpy(), cmap="viridis", vmin=vmin, vmax=vmax)
+        if sources is None:
+            ax.set_title(f"map {c}", fontsize=7)
+        elif c == sources[c]:
+            ax.set_title(f"intrinsic {c}", fontsize=7, color="tab:blue")
+        else:
+            ax.set_title(f"ghost {c} (of {sources[c]})", fontsize=7, color="tab:red")
+            for spine in ax.spines.values():
+                spine.set_edgecolor("tab:red")
+    kind = ("plain conv unit" if sources is None else
+            f"Ghost module: intrinsic maps (blue) beside the ghost maps made from them (red); "
+            f"{len(sources)} maps, {intrinsic} intrinsic")
+    fig.suptitle(f"{trained.label}, layer {name}: {kind}\nfirst {len(shown)} of {len(maps)} maps, one test image, "
+                 f"shared colour scale", fontsize=9)
+    fig.colorbar(image_ax, ax=axes.ravel().tolist(), shrink=0.6, label="activation")
+    return _save(fig, out, stem)
+
+
+def plot_ghost_share(rows: pd.DataFrame, out: Path, d: int = 3, threshold: float = GHOST_THRESHOLD) -> list[Path]:
+    """Ghost share per conv unit, one line per network."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
+    for network, part in rows.groupby("network", sort=False):
+        axes[0].plot(part["unit"], 100 * part[f"ghost_share_d{d}"], "o-", label=network)
+        axes[1].plot(part["unit"], part[f"nmse_d{d}"], "o-", label=network)
+    axes[0].set_ylabel(f"maps reconstructed by another map (%)\n(normalised MSE <= {threshold:g}, d={d})")
+    axes[1].set_ylabel(f"mean normalised MSE (d={d})")
+    for ax in axes:
+        ax.set_xlabel("conv unit (forward order)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_title("Ghost share per layer")
+    axes[1].set_title("How well the most similar map reconstructs each map")
+    return _save(fig, out, "ghost_share")
+
+
+def toy_table(fits: list[MapFit], network: str, layer: str, n: int = 4) -> pd.DataFrame:
+    """The paper's toy experiment in its layout: for the most similar pairs of a layer, the
+    error of the best d x d depthwise map from one map of the pair to the other, per d."""
+    rows = [{"network": network, "layer": layer, "pair": f"{f.partner} -> {f.channel}",
+             "cosine similarity": round(f.similarity, 3),
+             **{f"d={d}": f"{f.nmse[d]:.2e}" for d in f.nmse}} for f in top_pairs(fits, n)]
+    return pd.DataFrame(rows)
+
+
+def redundancy_outputs(networks: list[Trained], images: Any, out: Path, toy_unit: int = 2,
+                       threshold: float = GHOST_THRESHOLD) -> tuple[list[Path], str]:
+    """CSV, markdown and plot of the redundancy of each network, and the toy-experiment table
+    of unit `toy_unit`; returns the files and the markdown."""
+    from .markdown import _md
+
+    all_rows, toys = [], []
+    for trained in networks:
+        rows, fits = redundancy_table(trained, images, threshold=threshold)
+        all_rows += rows
+        unit = rows[min(toy_unit, len(rows)) - 1]["layer"]
+        toys.append(toy_table(fits[unit], trained.label, unit))
+    table = pd.DataFrame(all_rows)
+    toy = pd.concat(toys, ignore_index=True)
+    write_atomic(out / "redundancy.csv", table.to_csv(index=False, float_format="%.4g"))
+    write_atomic(out / "toy_experiment.csv", toy.to_csv(index=False))
+    paths = [out / "redundancy.csv", out / "toy_experiment.csv", *plot_ghost_share(table, out, threshold=threshold)]
+    shown = table[["network", "unit", "layer", "channels", "dead", *(f"ghost_share_d{d}" for d in KERNELS),
+                   "nmse_d3"]].copy()
+    for col in [c for c in shown if c.startswith("ghost_share")]:
+        shown[col] = shown[col].map(lambda v: "" if v is None or v != v else f"{100 * v:.0f}%")
+    shown["nmse_d3"] = shown["nmse_d3"].map(lambda v: "" if v is None or v != v else f"{v:.3f}")
+    md = "\n".join([
+        f"Each map's most similar other map in the same unit (cosine similarity over {len(images)} test images) "
+        f"is fitted to it with the best d x d depthwise filter and a bias (closed-form least squares). Ghost "
+        f"share: the live maps reconstructed with normalised MSE (residual / variance) <= {threshold:g}; dead "
+        f"maps (zero on every image) are counted apart.", "",
+        _md(shown), "\nCSV: [redundancy.csv](redundancy.csv)", "",
+        "### Toy experiment (the paper's Table 1 layout): normalised MSE of the most similar pairs, by d", "",
+        _md(toy), "\nCSV: [toy_experiment.csv](toy_experiment.csv)", "",
+        "![ghost share per layer](ghost_share.png) ([SVG](ghost_share.svg))", ""])
+    return paths, md
