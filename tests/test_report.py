@@ -94,6 +94,7 @@ def test_markdown_rows_and_header(built):
     assert rows["VGG-16"][4] == "93.50 (n=1)" and rows["VGG-16"][5] == ""
     assert rows["l1-VGG-16"] == ["", "", "", "", "(not built)", "", "", "", "", "", "5.40", "206", "93.4", ""]
     assert "## How many seeds?" in md and "pooled over 1 rows" in md
+    assert "Needs finished runs of VGG-16 and Ghost-VGG-16" in md  # no checkpoints: says what to run
     assert "| profile | quick |" in md and "50,000 training / 10,000 test" in md and "| seeds | 0, 1, 2 |" in md
     assert "Not a reproduction" in md and "fewer epochs than the paper" in md and "subset" not in md
     assert "![Accuracy vs FLOPs](accuracy_vs_flops.png)" in md
@@ -137,3 +138,26 @@ def test_several_profiles_need_a_choice(results, tmp_path):
     assert len(load_runs(results, "smoke")) == 1
     header = (lambda out: (build_report(results, out, "smoke"), (out / "README.md").read_text())[1])(tmp_path / "s")
     assert "| profile | smoke |" in header
+
+
+def test_report_includes_feature_map_evidence_from_checkpoints(tiny_cifar, tmp_path):
+    from ghost_ablate.config import RunConfig
+    from ghost_ablate.training import train_run
+
+    results = tmp_path / "results"
+    for model, knobs in (("vgg16", {}), ("ghost_vgg16", {"ratio": 2, "dw_size": 3})):
+        rc = RunConfig.create(model, profile="smoke", batch_size=8, eval_batch_size=16, **knobs)
+        train_run(rc, tiny_cifar, results / "runs" / rc.run_id, progress=False)
+    out = tmp_path / "reports"
+    build_report(results, out)
+    md = (out / "README.md").read_text()
+    assert "## The paper's evidence" in md and "![Ghost-VGG-16 s=2 d=3, 2nd conv unit](feature_maps_ghost_vgg16.png)" in md
+    assert (out / "feature_maps_vgg16.png").exists() and (out / "ghost_share.png").exists()
+    table = pd.read_csv(out / "redundancy.csv")
+    assert set(table["network"]) == {"VGG-16", "Ghost-VGG-16 s=2 d=3"} and len(table) == 26
+    # without the checkpoints the earlier section is kept as it was: the report regenerates the same
+    for ckpt in (results / "runs").glob("*/*.ckpt"):
+        ckpt.unlink()
+    build_report(results, out)
+    again = (out / "README.md").read_text()
+    assert again.split("\n", 3)[3] == md.split("\n", 3)[3]  # all but the timestamp line

@@ -13,6 +13,7 @@ import pandas as pd
 
 from .. import paper
 from ..records import write_atomic
+from .evidence import evidence_section
 from .labels import full_label
 from .markdown import _fmt, _md, header_markdown, markdown_table, provenance, seeds_markdown
 from .plots import headless, plot_ablations, plot_accuracy_vs_cost, plot_confusion, plot_curves, plot_latency
@@ -56,6 +57,9 @@ def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | No
                      "\nCSV: [per_class_accuracy.csv](per_class_accuracy.csv)", ""]
         plots += [(f"Confusion matrix: best {family} run", plot_confusion(r, family, out))
                   for family, r in best.items()]
+    evidence_files, evidence_md = evidence_section(runs, results_dir, out)
+    written += evidence_files
+    sections += [evidence_md]
     costs = imagenet_costs()
     write_atomic(out / "imagenet_costs.csv", costs.to_csv(index=False))
     written.append(out / "imagenet_costs.csv")

@@ -119,3 +119,49 @@ def redundancy_outputs(networks: list[Trained], images: Any, out: Path, toy_unit
         _md(toy), "\nCSV: [toy_experiment.csv](toy_experiment.csv)", "",
         "![ghost share per layer](ghost_share.png) ([SVG](ghost_share.svg))", ""])
     return paths, md
+
+
+EVIDENCE_MD = "evidence.md"
+PAIR = (("vgg16", None, None, None), ("ghost_vgg16", 2, 3, None))  # the paper's feature-map figure: layer 2
+
+
+def evidence_section(runs: pd.DataFrame, results_dir: Path, out: Path) -> tuple[list[Path], str]:
+    """The report's evidence section: computed from the checkpoints of finished VGG-16 and
+    Ghost-VGG-16 (s=2, d=3) runs where they are on this machine; else the section an earlier
+    report computed (checkpoints are never committed); else what to run."""
+    from ..features import FeatureError, load_trained, test_images
+    from ..records import config_key
+
+    chosen = []
+    for key in PAIR:
+        match = runs[(runs["status"] == "finished")
+                     & runs.apply(lambda r: config_key(r["model"], r["ratio"], r["dw_size"], r["width"]) == key,
+                                  axis=1)].sort_values(["seed", "run_id"])
+        found = [r for _, r in match.iterrows() if (results_dir / "runs" / r["run_id"] / "last.ckpt").is_file()]
+        chosen.append(found[0] if found else None)
+    title = "## The paper's evidence: ghost feature maps and their redundancy"
+    if all(r is not None for r in chosen):
+        try:
+            networks = [load_trained(results_dir / "runs" / r["run_id"]) for r in chosen]
+            data_dir = chosen[0]["data_dir"]
+            image, images = test_images(data_dir, 1), test_images(data_dir, 32)
+        except FeatureError as err:
+            return [], f"{title}\n\nNot computed: {err}\n"
+        paths = []
+        figures = []
+        for net, r in zip(networks, chosen):
+            stem = f"feature_maps_{r['model']}"
+            paths += plot_feature_maps(net, 2, image, out, stem)
+            figures.append(f"![{net.label}, 2nd conv unit]({stem}.png)")
+        more, md = redundancy_outputs(networks, images, out)
+        runs_used = ", ".join(f"`{r['run_id']}`" for r in chosen)
+        text = "\n".join([title, "", f"From the checkpoints of {runs_used}, on the test images of "
+                           f"`{Path(data_dir).name}`. The 2nd conv unit of each network for test image 0 (the "
+                           f"paper's feature-map figure):", "", *figures, "", md])
+        write_atomic(out / EVIDENCE_MD, text)
+        return [*paths, *more, out / EVIDENCE_MD], text
+    if (out / EVIDENCE_MD).is_file():
+        return [], (out / EVIDENCE_MD).read_text()
+    return [], (f"{title}\n\nNeeds finished runs of VGG-16 and Ghost-VGG-16 (s=2, d=3) with their checkpoints "
+                f"on this machine: run `make demo` (or `make sweep-cifar`) and then `make report`, or point "
+                f"`ghost-ablate featuremaps` and `ghost-ablate redundancy` at any trained run.\n")
