@@ -46,8 +46,8 @@ dry-run:
 report:
 	$(CLI) report --results-dir $(RESULTS) --out $(REPORTS) $(if $(PROFILE),--profile $(PROFILE))
 
-# The paper grid on the real 5,085-image CIFAR-10 subset, 2 seeds, then the report: about
-# two hours on a 2-core CPU. Seed 0 of every row first, so an interrupted demo still fills
+# The paper grid on the real 5,085-image CIFAR-10 subset, 2 seeds, then the report: 4-5
+# hours on a 2-core CPU. Seed 0 of every row first, so an interrupted demo still fills
 # every table; run it again to resume. Needs ../shared/data/cifar10-subset (or DEMO_DATA=...).
 DEMO_DATA  ?= ../shared/data/cifar10-subset
 DEMO_SEEDS ?= 0 0,1

@@ -158,6 +158,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     runs = plan_runs(experiment, seeds, args.profile, recipe_overrides(args), shard)
     results = Path(args.results_dir)
     device = resolve_device(args.accelerator)
+    if not args.dry_run:  # a missing data set is a one-line error before any calibration
+        prepare(args.data_dir, download=not args.no_download)
     sizes = split_sizes(args.data_dir)
     estimate = not args.no_estimate and is_rank_zero()
     estimates = estimate_runs(runs, results / "runs", device, sizes or FULL_CIFAR) if estimate else None
@@ -188,7 +190,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                             f"(e.g. quick or subset), a GPU, --shard I/N over several machines, or --yes "
                             f"({YES_ENV}=1) to go on")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    prepare(args.data_dir, download=not args.no_download)  # before any run folder is made
     outcome = run_sweep(runs, args.data_dir, results, devices=args.devices, accelerator=args.accelerator,
                         download=not args.no_download, retry_failed=args.retry_failed, estimates=estimates)
     if not is_rank_zero():  # a DDP helper process re-launched by Lightning

@@ -19,6 +19,7 @@ from ghost_ablate.cli import main
 from ghost_ablate.records import read_records
 
 FAST = ["--batch-size", "8", "--eval-batch-size", "16", "--limit-train-batches", "3", "--limit-test-batches", "1"]
+QUIET = ["--no-estimate"]  # the sweeps here test faults, not time estimates
 EXPERIMENT = "profile: smoke\nruns:\n  - {model: resnet56}\n"
 
 
@@ -26,7 +27,7 @@ def sweep(tmp_path: Path, data: Path, *extra: str, seeds: str = "0") -> int:
     exp = tmp_path / "exp.yaml"
     exp.write_text(EXPERIMENT)
     return main(["sweep", str(exp), "--data-dir", str(data), "--results-dir", str(tmp_path / "results"),
-                 "--seeds", seeds, "--epochs", "2", *FAST, *extra])
+                 "--seeds", seeds, "--epochs", "2", *FAST, *QUIET, *extra])
 
 
 def run_dir(tmp_path: Path, seed: int = 0) -> Path:
@@ -250,7 +251,7 @@ def test_sigkill_loop_then_finish_equals_an_uninterrupted_sweep(tiny_cifar, tmp_
 
     def cmd(results):
         return [sys.executable, "-m", "ghost_ablate.cli", "sweep", str(exp), "--data-dir", str(tiny_cifar),
-                "--results-dir", str(results), "--epochs", "3", *FAST]
+                "--results-dir", str(results), "--epochs", "3", *FAST, *QUIET]
 
     rng = random.Random(1234)
     killed = tmp_path / "killed"

@@ -111,7 +111,7 @@ def write_small_experiment(path: Path) -> Path:
 
 def sweep_cmd(exp: Path, data: Path, results: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "ghost_ablate.cli", "sweep", str(exp), "--data-dir", str(data),
-            "--results-dir", str(results), "--seeds", "0", *FAST, *extra]
+            "--results-dir", str(results), "--seeds", "0", "--no-estimate", *FAST, *extra]
 
 
 def _finished(results: Path) -> list[dict]:
