@@ -6,12 +6,18 @@ training step. Each model runs in a fresh process, so that on the CPU the growth
 the process's peak RSS during the training step belongs to that model alone; on CUDA
 the figure is `torch.cuda.max_memory_allocated`.
 
+`bench_variants`: the cheap-op variants of the Ghost module side by side, each also in its
+deploy form (RepGhost branches fused, BatchNorm folded): training speed and memory, and
+batch-1 latency, throughput and the peak memory of an eval batch, as built and deployed.
+Each form's eval memory is measured in a process of its own, first thing.
+
 `pipeline_comparison`: images/s of the project's training path (Lightning, uint8
 tensors, batch-wise augmentation) against a plain PyTorch loop over torchvision's
 DataLoader with per-sample PIL transforms, same model, batch and data.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import platform
@@ -32,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from .costs import measure
-from .models import MODELS, build_model
+from .models import MODELS, build_model, fuse_rep
 from .precision import Precision, resolve_precision
 from .records import config_key, write_atomic
 
@@ -83,11 +89,31 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def _measure_path(model: torch.nn.Module, name: str, s: BenchSettings, precision: Precision) -> dict[str, Any]:
-    """Training speed and peak memory, batch-1 latency (also BN folded) and eval throughput of
-    `model` in one precision and memory format, as training runs it."""
-    from .deploy import fold_bn
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
+
+def _cpu_peak_growth_mb(fn: Callable[[], Any]) -> tuple[float, str]:
+    """How far the resident set rises above its current size while `fn` runs. Linux lets a
+    process reset its peak (VmHWM) through /proc/self/clear_refs; elsewhere the growth of
+    the lifetime peak is all there is, and reads 0 when `fn` stays under an earlier peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        start = _status_mb("VmRSS")
+        fn()
+        return _status_mb("VmHWM") - start, "cpu peak RSS above the start (VmHWM reset)"
+    except OSError:
+        before = _peak_rss_mb()
+        fn()
+        return _peak_rss_mb() - before, "cpu peak RSS growth"
+
+
+def _measure_path(model: torch.nn.Module, name: str, s: BenchSettings, precision: Precision) -> dict[str, Any]:
+    """Training speed and peak memory, batch-1 latency (also in deploy form: BN folded, RepGhost
+    branches fused) and eval throughput of `model` in one precision and memory format, as
+    training runs it."""
     size = MODELS[name].input_size
     fmt = precision.memory_format
     model = model.to(memory_format=fmt)
@@ -125,7 +151,7 @@ def _measure_path(model: torch.nn.Module, name: str, s: BenchSettings, precision
     with torch.inference_mode(), autocast():
         latency = _median_ms(lambda: model(x1), s.device, s.warmup, s.repeats)
         throughput = _rate(lambda: model(xb), s.device, s.batch_size, 1, s.throughput_batches)
-        folded = fold_bn(model)
+        folded = deploy_form(model)
         latency_folded = _median_ms(lambda: folded(x1), s.device, s.warmup, s.repeats)
     return {"latency_bs1_ms": latency, "latency_bs1_bn_folded_ms": latency_folded,
             "eval_img_s": throughput, "eval_batch_size": s.batch_size,
@@ -137,13 +163,14 @@ def measure_model(key: tuple, s: BenchSettings) -> dict[str, Any]:
     and in fp32 beside it where that differs; meant to run in a fresh process."""
     torch.set_num_threads(s.threads)
     torch.manual_seed(0)
-    name, ratio, dw_size, width = key
-    model = build_model(name, ratio, dw_size, width)
+    name, ratio, dw_size, width, knobs = _unpack(key)
+    model = build_model(name, ratio, dw_size, width, **knobs)
     cost = measure(model, MODELS[name].input_size)
     if s.device == "cuda":
         torch.backends.cudnn.benchmark = True
     precision = resolve_precision(s.precision, s.device)
-    row = {"model": name, "ratio": ratio, "dw_size": dw_size, "width": width, "input_size": MODELS[name].input_size,
+    row = {"model": name, "ratio": ratio, "dw_size": dw_size, "width": width,
+           **({"knobs": _knob_text(knobs)} if knobs else {}), "input_size": MODELS[name].input_size,
            "params": cost.params, "flops": cost.flops, "precision": precision.resolved,
            "memory_format": precision.to_record()["memory_format"],
            **_measure_path(model.to(s.device), name, s, precision)}
@@ -151,6 +178,100 @@ def measure_model(key: tuple, s: BenchSettings) -> dict[str, Any]:
         fp32 = _measure_path(model, name, s, resolve_precision("32", s.device))
         row.update({f"{k}_fp32": fp32[k] for k in ("latency_bs1_ms", "eval_img_s", "train_img_s")})
     return row
+
+
+def _unpack(key: tuple) -> tuple[str, Any, Any, Any, dict[str, Any]]:
+    """(model, s, d, width[, other knobs]) -> the five parts, other knobs as a dict."""
+    name, ratio, dw_size, width, *rest = key
+    return name, ratio, dw_size, width, dict(rest[0]) if rest else {}
+
+
+def _knob_text(knobs: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in knobs.items())
+
+
+def deploy_form(model: torch.nn.Module) -> torch.nn.Module:
+    """What would ship: a copy with RepGhost branches fused and BatchNorm folded (eval mode)."""
+    from .deploy import fold_bn
+
+    return fold_bn(fuse_rep(copy.deepcopy(model).eval()))
+
+
+def measure_inference(key: tuple, s: BenchSettings, deploy: bool) -> dict[str, Any]:
+    """Peak memory of one eval batch (measured first), batch-1 latency and eval throughput of a
+    configuration as built or in its deploy form, in fp32; meant to run in a fresh process."""
+    torch.set_num_threads(s.threads)
+    torch.manual_seed(0)
+    name, ratio, dw_size, width, knobs = _unpack(key)
+    model = build_model(name, ratio, dw_size, width, **knobs).eval()
+    model = (deploy_form(model) if deploy else model).to(s.device)
+    size = MODELS[name].input_size
+    x1 = torch.randn(1, 3, size, size, device=s.device)
+    xb = torch.randn(s.batch_size, 3, size, size, device=s.device)
+    with torch.inference_mode():
+        if s.device == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+            start = torch.cuda.memory_allocated()
+            model(xb)
+            _sync(s.device)
+            peak_mb = (torch.cuda.max_memory_allocated() - start) / 2**20
+        else:
+            peak_mb, _ = _cpu_peak_growth_mb(lambda: model(xb))
+        latency = _median_ms(lambda: model(x1), s.device, s.warmup, s.repeats)
+        throughput = _rate(lambda: model(xb), s.device, s.batch_size, 1, s.throughput_batches)
+    form = "deploy" if deploy else "eval"
+    return {f"{form}_latency_bs1_ms": latency, f"{form}_img_s": throughput, f"{form}_peak_mem_mb": peak_mb,
+            f"{form}_params": sum(p.numel() for p in model.parameters())}
+
+
+VARIANT_COLUMNS = ("model", "ratio", "dw_size", "cheap_op", "params", "flops", "train_img_s", "train_peak_mem_mb",
+                   "eval_latency_bs1_ms", "eval_img_s", "eval_peak_mem_mb", "deploy_latency_bs1_ms", "deploy_img_s",
+                   "deploy_peak_mem_mb", "deploy_params")
+
+
+def variant_keys(models: list[str], ratio: int = 2, dw_size: int = 3) -> list[tuple]:
+    """Each Ghost model with every cheap op (others at their defaults), after its plain baseline."""
+    from .models import KNOBS
+
+    keys: list[tuple] = []
+    for name in models:
+        spec = MODELS[name]
+        if "cheap_op" not in spec.knobs:
+            keys.append((name, None, None, None, ()))
+            continue
+        if spec.baseline and (spec.baseline, None, None, None, ()) not in keys:
+            keys.append((spec.baseline, None, None, None, ()))
+        for op in KNOBS["cheap_op"].choices:
+            keys.append((name, ratio, None if op == "copy" else dw_size, None,
+                         () if op == "dw" else (("cheap_op", op),)))
+    return keys
+
+
+def bench_variants(keys: list[tuple], s: BenchSettings, out: Path | None = None,
+                   log: Callable[[str], None] = print) -> pd.DataFrame:
+    """Training, eval and deploy measurements per configuration, each in a fresh process, fp32."""
+    s = dataclasses.replace(s, precision="32")
+    env = bench_environment(s)
+    rows = []
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"), max_tasks_per_child=1) as pool:
+        for key in keys:
+            row = pool.submit(measure_model, key, s).result()
+            for deploy in (False, True):
+                row.update(pool.submit(measure_inference, key, s, deploy).result())
+            row["cheap_op"] = _unpack(key)[4].get("cheap_op", "dw" if "cheap_op" in MODELS[key[0]].knobs else "-")
+            log(f"{row['model']:16s} {row['cheap_op']:5s}: train {row['train_img_s']:.0f} img/s "
+                f"{row['train_peak_mem_mb']:.0f} MB; eval bs1 {row['eval_latency_bs1_ms']:.2f} ms, "
+                f"deploy bs1 {row['deploy_latency_bs1_ms']:.2f} ms, eval batch {row['eval_peak_mem_mb']:.0f} MB, "
+                f"deploy batch {row['deploy_peak_mem_mb']:.0f} MB")
+            rows.append({**{c: row.get(c) for c in VARIANT_COLUMNS}, **env})
+    frame = pd.DataFrame(rows)
+    for col in ("ratio", "dw_size"):
+        frame[col] = pd.to_numeric(frame[col]).astype("Int64")
+    if out is not None:
+        header = (f"# ghost-ablate bench --variants, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC, "
+                  f"{env['device_kind']}: {env['device']}, {env['threads']} threads, torch {env['torch']}, fp32\n")
+        write_atomic(out, header + frame.to_csv(index=False, float_format="%.4g"))
+    return frame
 
 
 def bench_environment(s: BenchSettings) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""`ghost-ablate` command line: count, train, sweep, report, bench, export, doctor, featuremaps, redundancy.
+"""`ghost-ablate` command line: count, knobs, train, sweep, report, bench, export, doctor, featuremaps, redundancy.
 
 User mistakes end in one line on stderr and exit status 2, never a traceback.
 """
@@ -48,29 +48,44 @@ def add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
     p.add_argument("--ratio", type=_ratio, help="Ghost ratio s (integer >= 1)")
     p.add_argument("--dw-size", type=_dw_size, help="cheap-op kernel d (odd integer)")
     p.add_argument("--width", type=_width, help="width multiplier (GhostNet family)")
+    p.add_argument("--set", dest="knobs", action="append", default=[], metavar="KNOB=VALUE",
+                   help="any other knob the model declares, e.g. --set cheap_op=rep (repeatable; "
+                        "`ghost-ablate knobs` lists them)")
+
+
+def model_knobs(args: argparse.Namespace) -> dict[str, str]:
+    """The --set KNOB=VALUE assignments (checked against the model's declarations when it is built)."""
+    from .models import LEGACY, parse_assignments
+
+    knobs = parse_assignments(args.knobs)
+    for name in LEGACY:
+        if name in knobs:
+            raise UserError(f"--set {name}=...: use --{name.replace('_', '-')} for {name}")
+    return knobs
 
 
 # ---- count -------------------------------------------------------------------------
 
 def cmd_count(args: argparse.Namespace) -> int:
     from .costs import breakdown, cost_record, paper_cost_records
-    from .models import MODELS, build_model, resolve_args
+    from .models import MODELS, build_model
 
     if args.model is None:
-        if any(v is not None for v in (args.ratio, args.dw_size, args.width)) or args.breakdown:
-            raise UserError("--ratio, --dw-size, --width and --breakdown need --model")
+        if any(v is not None for v in (args.ratio, args.dw_size, args.width)) or args.knobs or args.breakdown:
+            raise UserError("--ratio, --dw-size, --width, --set and --breakdown need --model")
         records = paper_cost_records()
     else:
-        records = [cost_record(args.model, args.ratio, args.dw_size, args.width)]
+        records = [cost_record(args.model, args.ratio, args.dw_size, args.width, model_knobs(args))]
     if args.format == "json":
-        keys = ("model", "ratio", "dw_size", "width", "input_size", "params", "flops", "paper_params", "paper_flops")
+        keys = ("model", "ratio", "dw_size", "width", "knobs", "input_size", "params", "flops", "paper_params",
+                "paper_flops")
         print(json.dumps([{k: r[k] for k in keys} for r in records], indent=2))
         return 0
     print(format_count_table(records))
     if args.breakdown:
-        spec_args = resolve_args(args.model, args.ratio, args.dw_size, args.width)
+        model = build_model(args.model, args.ratio, args.dw_size, args.width, **model_knobs(args))
         print()
-        print(breakdown(build_model(args.model, **spec_args), MODELS[args.model].input_size, args.depth))
+        print(breakdown(model, MODELS[args.model].input_size, args.depth))
     return 0
 
 
@@ -89,6 +104,8 @@ def format_count_table(records: list[dict]) -> str:
         "s": df["ratio"].map(lambda v: "-" if pd.isna(v) else int(v)),
         "d": df["dw_size"].map(lambda v: "-" if pd.isna(v) else int(v)),
         "width": df["width"].map(lambda v: "-" if pd.isna(v) else f"{v:g}"),
+        **({"knobs": df["knobs"].map(lambda k: " ".join(f"{n}={v}" for n, v in k.items()) or "-")}
+           if "knobs" in df and df["knobs"].map(bool).any() else {}),
         "input": df["input_size"],
         "params (M)": df["params"].map(lambda v: millions(v, 3)),
         "paper": df["paper_params"].map(lambda v: millions(v, 2)),
@@ -98,6 +115,29 @@ def format_count_table(records: list[dict]) -> str:
         "diff ": df["flops_diff"].map(pct),
     })
     return table.to_string(index=False)
+
+
+def cmd_knobs(args: argparse.Namespace) -> int:
+    """Every model's declared knobs: type, default, valid values, meaning."""
+    import pandas as pd
+
+    from .models import MODELS, get_spec
+
+    names = [get_spec(args.model).name] if args.model else sorted(MODELS)
+    rows = [{"model": name, "knob": k.name, "type": k.type.__name__, "default": k.default,
+             "valid": k.describe_valid(), "meaning": k.meaning}
+            for name in names for k in get_spec(name).declared()]
+    if args.format == "json":
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print(f"{args.model} takes no knobs")
+        return 0
+    frame = pd.DataFrame(rows).astype(str)
+    widths = {c: max(len(c), *frame[c].str.len()) for c in frame.columns}
+    for line in [dict(zip(frame.columns, frame.columns)), *frame.to_dict("records")]:
+        print("  ".join(str(line[c]).ljust(widths[c]) for c in frame.columns).rstrip())
+    return 0
 
 
 # ---- train -------------------------------------------------------------------------
@@ -121,7 +161,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import Diverged, is_rank_zero, train_run
 
     config = RunConfig.create(args.model, args.ratio, args.dw_size, args.width, args.profile, args.seed,
-                              **recipe_overrides(args))
+                              knobs=model_knobs(args), **recipe_overrides(args))
     out = args.out or f"{args.results_dir}/runs/{config.run_id}"
     try:
         record = train_run(config, args.data_dir, out, devices=args.devices, accelerator=args.accelerator,
@@ -207,7 +247,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from .report import build_report
 
-    written = build_report(args.results_dir, args.out, args.profile)
+    from pathlib import Path
+
+    from .sweep import load_experiment
+
+    for path in args.experiment or []:
+        load_experiment(path)  # a bad file is one line before anything is written
+    written = build_report(args.results_dir, args.out, args.profile,
+                           [Path(p) for p in args.experiment] if args.experiment else None)
     print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(p.name for p in written))
     return 0
 
@@ -219,7 +266,7 @@ def _networks(args: argparse.Namespace) -> list:
 
     if args.weights:
         return [load_trained(weights=args.weights, model=args.model, ratio=args.ratio, dw_size=args.dw_size,
-                             width=args.width)]
+                             width=args.width, knobs=model_knobs(args))]
     if not args.sources:
         raise UserError("name run folders or checkpoints, or give --weights FILE --model NAME")
     if args.model:
@@ -299,7 +346,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .bench import bench_models, pipeline_comparison, settings_from
+    from .bench import bench_models, bench_variants, pipeline_comparison, settings_from, variant_keys
     from .costs import paper_configs
     from .models import MODELS
 
@@ -318,13 +365,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
         write_atomic(out, frame.to_csv(index=False))
         print(f"wrote {out}")
         return 0
-    keys = [k for k in paper_configs() if not args.models or k[0] in args.models]
-    if args.cifar_only:
-        keys = [k for k in keys if MODELS[k[0]].input_size == 32]
     settings = settings_from(device=args.device, repeats=args.repeats, warmup=args.warmup,
                              batch_size=args.batch_size, train_batch_size=args.train_batch_size,
                              train_steps=args.train_steps, throughput_batches=args.throughput_batches,
                              threads=args.threads, precision=args.precision)
+    if args.variants:
+        keys = variant_keys(args.models or ["ghost_vgg16", "ghost_resnet56"])
+        out = Path(args.out or "results/bench_variants.csv")
+        bench_variants(keys, settings, out)
+        print(f"wrote {out} ({len(keys)} configurations on {args.device}, {settings.threads} threads)")
+        return 0
+    keys = [k for k in paper_configs() if not args.models or k[0] in args.models]
+    if args.cifar_only:
+        keys = [k for k in keys if MODELS[k[0]].input_size == 32]
     out = Path(args.out or "results/bench.csv")
     bench_models(keys, settings, out)
     print(f"wrote {out} ({len(keys)} models on {args.device}, {settings.threads} threads)")
@@ -335,12 +388,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .deploy import check_onnx, export_onnx, fold_bn
-    from .models import MODELS, build_model, resolve_args
+    from .models import MODELS, build_model, fuse_rep
 
-    knobs = resolve_args(args.model, args.ratio, args.dw_size, args.width)
-    model = build_model(args.model, **knobs).eval()
+    model = build_model(args.model, args.ratio, args.dw_size, args.width, **model_knobs(args)).eval()
     if args.fold_bn:
-        model = fold_bn(model)
+        model = fold_bn(fuse_rep(model))
     size = MODELS[args.model].input_size
     out = Path(args.out or f"{args.model}.onnx")
     export_onnx(model, out, size, args.opset)
@@ -356,7 +408,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # ---- entry point -------------------------------------------------------------------
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"count": cmd_count, "train": cmd_train,
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"count": cmd_count, "knobs": cmd_knobs,
+                                                            "train": cmd_train,
                                                             "sweep": cmd_sweep, "report": cmd_report,
                                                             "bench": cmd_bench, "export": cmd_export,
                                                             "doctor": cmd_doctor, "featuremaps": cmd_featuremaps,
@@ -372,6 +425,10 @@ def build_parser() -> OneLineParser:
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--breakdown", action="store_true", help="per-module table (needs --model)")
     p.add_argument("--depth", type=int, default=3, help="breakdown depth")
+
+    p = sub.add_parser("knobs", help="the knobs each model declares: type, default, valid values, meaning")
+    p.add_argument("--model", help="one registry name (default: every model)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
 
     p = sub.add_parser("train", help="train one model on CIFAR-10 into a folder (resumable)")
     add_model_args(p, required=True)
@@ -408,11 +465,14 @@ def build_parser() -> OneLineParser:
     p.add_argument("--results-dir", default="results")
     p.add_argument("--out", default="reports")
     p.add_argument("--profile", help="which profile's runs (needed when results hold several)")
+    p.add_argument("--experiment", action="append", metavar="FILE",
+                   help="give this experiment file a table and plot of its own (repeatable; default: each "
+                        "file of experiments/ once a run outside the paper's tables has finished)")
 
     p = sub.add_parser("bench", help="measured latency, throughput, training speed and memory per model")
     p.add_argument("--models", nargs="+", help="registry names (default: every paper row)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--out", help="CSV (default results/bench.csv, or results/bench_pipeline.csv)")
+    p.add_argument("--out", help="CSV (default results/bench.csv, bench_variants.csv or bench_pipeline.csv)")
     p.add_argument("--cifar-only", action="store_true", help="skip the 224x224 ImageNet models")
     p.add_argument("--repeats", type=int, default=20, help="timed batch-1 forwards (median reported)")
     p.add_argument("--warmup", type=int, default=3)
@@ -423,6 +483,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="as a recipe's precision; fp32 is measured beside it where it differs")
+    p.add_argument("--variants", action="store_true",
+                   help="every cheap op of the Ghost models (default ghost_vgg16 ghost_resnet56) and their "
+                        "baselines, as built and in deploy form (results/bench_variants.csv)")
     p.add_argument("--pipeline", action="store_true",
                    help="compare the training path with a plain DataLoader loop instead")
     p.add_argument("--train-images", type=int, default=5120, help="--pipeline: synthetic training images")

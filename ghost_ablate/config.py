@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError
-from .models import resolve_args
+from .models import KNOBS, extras, resolve_knobs
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "experiments" / "profiles"
 SCHEDULES = ("step", "cosine")
@@ -139,7 +139,12 @@ def load_profile(name: str) -> Recipe:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines one training run, and so its identity."""
+    """Everything that defines one training run, and so its identity.
+
+    `knobs` holds the model's declared knobs other than ratio, dw_size and width that differ
+    from their defaults (`models.extras`), so a config is the same whether a default was
+    written out or not, and runs from before a knob existed keep their ids.
+    """
 
     model: str
     ratio: int | None
@@ -149,17 +154,37 @@ class RunConfig:
     recipe: Recipe = field(default_factory=Recipe)
     seed: int = 0
     dataset: str = "cifar10"
+    knobs: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def create(cls, model: str, ratio: int | None = None, dw_size: int | None = None,
                width: float | None = None, profile: str = "standard", seed: int = 0,
-               **overrides: Any) -> RunConfig:
-        """Validate model knobs, load the profile and apply recipe overrides."""
-        args = resolve_args(model, ratio, dw_size, width)
+               knobs: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
+        """Validate model knobs (`knobs` may name ratio, dw_size and width too), load the profile
+        and apply recipe overrides."""
+        given = {"ratio": ratio, "dw_size": dw_size, "width": width}
+        others = dict(knobs or {})
+        for name in list(given):
+            if name in others:
+                value = others.pop(name)
+                if given[name] is not None and value is not None and value != given[name]:
+                    raise ConfigError(f"{name} given twice ({given[name]!r} and {value!r})")
+                given[name] = given[name] if value is None else value
+        args = resolve_knobs(model, **given, **others)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
         return cls(model, args["ratio"], args["dw_size"], args["width"], profile,
-                   make_recipe(load_profile(profile), **overrides), seed)
+                   make_recipe(load_profile(profile), **overrides), seed, knobs=extras(args))
+
+    @property
+    def key(self) -> tuple:
+        """(model, s, d, width, other knobs): the model configuration, without recipe or seed."""
+        return (self.model, self.ratio, self.dw_size, self.width, self.knobs)
+
+    @property
+    def model_args(self) -> dict[str, Any]:
+        """Keyword arguments of `build_model` for this configuration."""
+        return {"ratio": self.ratio, "dw_size": self.dw_size, "width": self.width, **dict(self.knobs)}
 
     def to_dict(self) -> dict[str, Any]:
         """The identity of the run (hashed into its id, stored in its record)."""
@@ -168,6 +193,10 @@ class RunConfig:
         for name, default in ID_NEUTRAL_DEFAULTS.items():
             if d["recipe"][name] == default:
                 del d["recipe"][name]
+        if self.knobs:
+            d["knobs"] = dict(self.knobs)
+        else:
+            del d["knobs"]
         return d
 
     @property
@@ -179,5 +208,6 @@ class RunConfig:
             parts += [f"s{self.ratio}", f"d{self.dw_size}"]
         if self.width is not None:
             parts.append(f"w{self.width:g}")
+        parts += [KNOBS[name].id_part(value) for name, value in self.knobs]
         parts += [self.profile, f"seed{self.seed}", digest]
         return "-".join(parts)

@@ -7,6 +7,11 @@ upsampling are treated as free. fvcore counts one "flop" per MAC for conv and li
 layers (the convention we need) but also counts BatchNorm, pooling and upsampling by
 default; those handles are replaced here by ones returning 0 (setting a handle to
 None does not remove fvcore's default for batch_norm).
+
+Cheap-op variants follow the same convention: `copy` costs nothing; `rep` counts its
+depthwise conv (the identity branch is a BN, free, and fuses into the conv); `dfc`
+counts the attention's three convs at half resolution, while its pooling, sigmoid,
+up-sampling and product are free, as GhostNetV2 counts them.
 """
 from __future__ import annotations
 
@@ -14,12 +19,13 @@ import functools
 import sys
 import warnings
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from .cache import JsonCache
-from .models import MODELS, build_model, resolve_args
+from .models import MODELS, build_model, extras, resolve_knobs
 from .paper import PaperRow, distinct_models, lookup
 
 with warnings.catch_warnings():  # fvcore's import touches deprecated torch.jit APIs
@@ -95,30 +101,35 @@ def relative_diff(ours: float, paper: float | None) -> float | None:
 
 
 @functools.lru_cache(maxsize=None)
-def config_cost(model: str, ratio: int | None, dw_size: int | None, width: float | None) -> Cost:
-    """Cost of a resolved configuration: counted once per code version and kept in the user's
-    cache folder (see `cache.py`), and once per process in memory (Cost is immutable)."""
+def config_cost(model: str, ratio: int | None, dw_size: int | None, width: float | None,
+                knobs: tuple[tuple[str, Any], ...] = ()) -> Cost:
+    """Cost of a resolved configuration (`knobs`: the other knobs, as `RunConfig.knobs`): counted
+    once per code version and kept in the user's cache folder (see `cache.py`), and once per
+    process in memory (Cost is immutable)."""
     disk = JsonCache("costs")
-    key = disk.key(model, ratio, dw_size, width)
+    key = disk.key(model, ratio, dw_size, width, *([list(map(list, knobs))] if knobs else []))
     hit = disk.get(key)
     if isinstance(hit, dict) and set(hit) == {"params", "flops"}:
         return Cost(**hit)
-    cost = measure(build_model(model, ratio, dw_size, width), MODELS[model].input_size)
+    cost = measure(build_model(model, ratio, dw_size, width, **dict(knobs)), MODELS[model].input_size)
     disk.put(key, asdict(cost))
     return cost
 
 
 def cost_record(model: str, ratio: int | None = None, dw_size: int | None = None,
-                width: float | None = None) -> dict:
-    """Our params/FLOPs for one configuration beside the paper's (the `count` row)."""
-    args = resolve_args(model, ratio, dw_size, width)
+                width: float | None = None, knobs: dict[str, Any] | None = None) -> dict:
+    """Our params/FLOPs for one configuration beside the paper's (the `count` row); `knobs`
+    sets any other declared knob. The paper's figures only where no other knob is set."""
+    resolved = resolve_knobs(model, ratio, dw_size, width, **(knobs or {}))
+    args = {k: resolved[k] for k in ("ratio", "dw_size", "width")}
+    other = extras(resolved)
     size = MODELS[model].input_size
-    cost = config_cost(model, args["ratio"], args["dw_size"], args["width"])
-    ref: PaperRow | None = lookup(model, args["ratio"], args["dw_size"], args["width"])
+    cost = config_cost(model, args["ratio"], args["dw_size"], args["width"], other)
+    ref: PaperRow | None = None if other else lookup(model, args["ratio"], args["dw_size"], args["width"])
     paper_params = round(ref.params_m * 1e6) if ref and ref.params_m is not None else None
     paper_flops = round(ref.flops_m * 1e6) if ref and ref.flops_m is not None else None
     return {
-        "model": model, **args, "input_size": size,
+        "model": model, **args, "knobs": dict(other), "input_size": size,
         "params": cost.params, "flops": cost.flops,
         "paper_params": paper_params, "paper_flops": paper_flops,
         "params_diff": relative_diff(cost.params, paper_params),

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError
-from .models import build_model
+from .models import build_model, extras
 from .models.ghost import GhostModule, following_bn, is_plain_conv
 
 KERNELS = (1, 3, 5, 7)
@@ -77,7 +77,8 @@ def _torch_load(path: Path) -> Any:
 
 
 def load_trained(source: str | Path | None = None, weights: str | Path | None = None, model: str | None = None,
-                 ratio: int | None = None, dw_size: int | None = None, width: float | None = None) -> Trained:
+                 ratio: int | None = None, dw_size: int | None = None, width: float | None = None,
+                 knobs: dict[str, Any] | None = None) -> Trained:
     """A trained network from a run folder, a Lightning checkpoint, or a state_dict with its model name."""
     from .report.labels import full_label
 
@@ -87,11 +88,11 @@ def load_trained(source: str | Path | None = None, weights: str | Path | None = 
         path = Path(weights)
         if not path.is_file():
             raise FeatureError(f"{path}: no such weights file")
-        knobs = {"ratio": ratio, "dw_size": dw_size, "width": width}
-        net = build_model(model, **knobs)
+        values = {"ratio": ratio, "dw_size": dw_size, "width": width, **(knobs or {})}
+        net = build_model(model, **values)
         state = _torch_load(path)
         _load_state(net, state.get("state_dict", state) if isinstance(state, dict) else state, str(path))
-        return Trained(net.eval(), model, knobs, full_label(model, ratio, dw_size, width), str(path))
+        return Trained(net.eval(), model, values, full_label(model, ratio, dw_size, width, extras(values)), str(path))
     if source is None:
         raise FeatureError("name a run folder or a checkpoint, or give --weights FILE --model NAME")
     path = Path(source)
@@ -108,10 +109,11 @@ def load_trained(source: str | Path | None = None, weights: str | Path | None = 
     if not hp or "model" not in hp:
         raise FeatureError(f"{path}: not a ghost-ablate Lightning checkpoint (no hyper_parameters); for a plain "
                            f"state_dict use --weights FILE --model NAME")
-    knobs = {k: hp.get(k) for k in ("ratio", "dw_size", "width")}
-    net = build_model(hp["model"], **knobs, num_classes=hp.get("num_classes"))
+    values = {**{k: hp.get(k) for k in ("ratio", "dw_size", "width")}, **(hp.get("knobs") or {})}
+    net = build_model(hp["model"], **values, num_classes=hp.get("num_classes"))
     _load_state(net, ckpt.get("state_dict"), str(path))
-    return Trained(net.eval(), hp["model"], knobs, full_label(hp["model"], *knobs.values()), str(path))
+    label = full_label(hp["model"], values["ratio"], values["dw_size"], values["width"], extras(values))
+    return Trained(net.eval(), hp["model"], values, label, str(path))
 
 
 # ---- conv units and hooks ---------------------------------------------------------------------
@@ -178,6 +180,8 @@ def ghost_sources(module: nn.Module) -> list[int] | None:
     if not isinstance(module, GhostModule):
         return None
     intrinsic = module.primary_conv[0].out_channels
+    if module.cheap.cheap_op == "rep":  # no intrinsic map is output: each gives `ratio` rep maps
+        return [c // module.ratio for c in range(module.out_ch)]
     per = max(module.ratio - 1, 1)
     return [c if c < intrinsic else (c - intrinsic) // per for c in range(module.out_ch)]
 

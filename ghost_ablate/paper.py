@@ -27,8 +27,13 @@ class PaperRow:
 
     @property
     def key(self) -> tuple[str | None, int | None, int | None, float | None]:
-        """The identity a run or a count is matched on."""
+        """The identity a count is matched on: (model, s, d, width)."""
         return (self.model, self.ratio, self.dw_size, self.width)
+
+    @property
+    def run_key(self) -> tuple:
+        """The identity a run is matched on (`RunConfig.key`): the paper's rows set no other knob."""
+        return (*self.key, ())
 
 
 TABLES: dict[str, str] = {

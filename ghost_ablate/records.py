@@ -137,9 +137,14 @@ def read_records(runs_dir: Path, damaged: list[DamagedRecord] | None = None) -> 
 def flatten_record(rec: dict[str, Any]) -> dict[str, Any]:
     """One table row of a record: its top-level fields plus model knobs, profile, seed,
     epochs and data-set figures lifted out of the nested config and data entries."""
+    from .models import LEGACY, knob_values
+
     cfg, data = rec.get("config", {}), rec.get("data", {})
+    knobs = knob_values(cfg.get("model"), cfg)
     return {**{k: v for k, v in rec.items() if k not in ("config", "data")},
-            **{k: cfg.get(k) for k in ("model", "ratio", "dw_size", "width", "profile", "seed")},
+            "model": cfg.get("model"), **{k: cfg.get(k) for k in LEGACY},
+            **{k: v for k, v in knobs.items() if k not in LEGACY},
+            "knobs": cfg.get("knobs") or {}, **{k: cfg.get(k) for k in ("profile", "seed")},
             "epochs": cfg.get("recipe", {}).get("epochs"), "train_size": data.get("train_size"),
             "test_size": data.get("test_size"), "data_dir": data.get("dir"),
             "precision": (rec.get("precision") or {}).get("resolved")}
@@ -150,9 +155,18 @@ def missing(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or type(v).__name__ == "NAType"
 
 
-def config_key(model: str, ratio: Any, dw_size: Any, width: Any) -> tuple:
-    """(model, s, d, width) with blanks as None and numbers normalised, however a table stored them."""
+def config_key(model: str, ratio: Any, dw_size: Any, width: Any, knobs: Any = None) -> tuple:
+    """(model, s, d, width, other knobs) with blanks as None and numbers normalised, however a table
+    stored them; `knobs` is a record's `knobs` mapping (non-default knobs), normalised to `RunConfig.knobs`."""
+    from .models import extras
+
     def num(v: Any, kind: type) -> Any:
         return None if missing(v) else kind(v)
 
-    return (model, num(ratio, int), num(dw_size, int), num(width, float))
+    other = extras(dict(knobs)) if isinstance(knobs, (dict, tuple, list)) and knobs else ()
+    return (model, num(ratio, int), num(dw_size, int), num(width, float), other)
+
+
+def row_key(row: Any) -> tuple:
+    """`config_key` of a flattened record (a summary or report row)."""
+    return config_key(row["model"], row["ratio"], row["dw_size"], row["width"], row.get("knobs"))

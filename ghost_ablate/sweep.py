@@ -29,12 +29,14 @@ from . import paper
 from .config import ConfigError, RunConfig, load_profile
 from .errors import UserError
 from .estimate import RunEstimate, format_hours
+from .models import KNOBS, LEGACY, knob_values, varying
 from .records import (RESULT_FILE, DamagedRecord, StorageError, flatten_record, read_record, read_records, set_aside,
                       storage_error, write_atomic)
 
 EXPERIMENT_KEYS = ("description", "profile", "paper_tables", "runs")
-RUN_KEYS = ("model", "ratio", "dw_size", "width")
-SUMMARY_COLUMNS = ("run_id", "model", "ratio", "dw_size", "width", "profile", "seed", "status", "epochs_done",
+RUN_KEYS = ("model", *KNOBS)  # any declared knob can be a field, and a list, of a runs entry
+OTHER_KNOBS = tuple(k for k in KNOBS if k not in LEGACY)
+SUMMARY_COLUMNS = ("run_id", "model", *LEGACY, *OTHER_KNOBS, "profile", "seed", "status", "epochs_done",
                    "epochs", "params", "flops", "final_test_acc", "best_test_acc", "best_epoch",
                    "train_images_per_s", "wall_time_s", "device", "precision", "error")
 log = logging.getLogger(__name__)
@@ -44,7 +46,7 @@ log = logging.getLogger(__name__)
 class Experiment:
     path: Path
     profile: str
-    configs: tuple[dict[str, Any], ...]  # distinct {model, ratio, dw_size, width}, in declared order
+    configs: tuple[dict[str, Any], ...]  # distinct {model, ratio, dw_size, width, knobs}, in declared order
     description: str = ""
     tables: tuple[str, ...] = ()  # the paper tables it declares
 
@@ -92,7 +94,7 @@ def load_experiment(path: str | Path) -> Experiment:
                                                       "dw_size": row.dw_size, "width": row.width}))
     runs = doc.get("runs") or []
     if not isinstance(runs, list):
-        raise _fail(path, "runs", "must be a list of {model, ratio, dw_size, width} entries")
+        raise _fail(path, "runs", "must be a list of {model, KNOB: value or [values], ...} entries")
     for i, entry in enumerate(runs):
         if not isinstance(entry, dict) or "model" not in entry:
             raise _fail(path, f"runs[{i}]", "each entry is a mapping with at least a model")
@@ -106,13 +108,14 @@ def load_experiment(path: str | Path) -> Experiment:
         try:
             # resolve through RunConfig so that bad models and knobs fail here, before anything runs
             rc = RunConfig.create(combo["model"], combo.get("ratio"), combo.get("dw_size"), combo.get("width"),
-                                  str(doc["profile"]))
+                                  str(doc["profile"]), knobs={k: v for k, v in combo.items()
+                                                              if k not in ("model", *LEGACY)})
         except ConfigError as err:
             raise _fail(path, where, str(err)) from None
         except ValueError as err:
             raise _fail(path, f"{where}.model" if "model" in str(err) else where, str(err)) from None
-        key = (rc.model, rc.ratio, rc.dw_size, rc.width)
-        configs.setdefault(key, dict(zip(RUN_KEYS, key)))
+        configs.setdefault(rc.key, {"model": rc.model, "ratio": rc.ratio, "dw_size": rc.dw_size,
+                                    "width": rc.width, "knobs": dict(rc.knobs)})
     if not configs:
         raise _fail(path, "runs", "the experiment declares no runs")
     return Experiment(path, str(doc["profile"]), tuple(configs.values()), str(doc.get("description", "")),
@@ -152,7 +155,7 @@ def plan_runs(experiment: Experiment, seeds: list[int], profile: str | None = No
     for cfg in experiment.configs:
         for seed in seeds:
             rc = RunConfig.create(cfg["model"], cfg["ratio"], cfg["dw_size"], cfg["width"], chosen, seed,
-                                  **(overrides or {}))
+                                  knobs=cfg.get("knobs"), **(overrides or {}))
             planned.setdefault(rc.run_id, rc)
     index, count = shard
     return [rc for i, rc in enumerate(planned.values()) if i % count == index]
@@ -206,9 +209,8 @@ def table_hours(experiment: Experiment, runs: list[RunConfig], estimates: list[R
     """Hours left per paper table of the experiment (a run shared by tables counts in each)."""
     totals = {}
     for table in experiment.tables:
-        keys = {r.key for r in paper.rows(table, buildable=True)}
-        totals[table] = sum(e.hours_left for rc, e in zip(runs, estimates)
-                            if (rc.model, rc.ratio, rc.dw_size, rc.width) in keys)
+        keys = {r.run_key for r in paper.rows(table, buildable=True)}
+        totals[table] = sum(e.hours_left for rc, e in zip(runs, estimates) if rc.key in keys)
     return totals
 
 
@@ -216,17 +218,21 @@ def dry_run_table(runs: list[RunConfig], runs_dir: Path, estimates: list[RunEsti
     from .costs import config_cost
 
     rows = []
+    values = [knob_values(rc.model, rc.to_dict()) for rc in runs]
+    shown = [k for k in varying(values) if k not in LEGACY]  # other knobs, where the plan varies them
     for i, rc in enumerate(runs):
-        cost = config_cost(rc.model, rc.ratio, rc.dw_size, rc.width)
+        cost = config_cost(*rc.key)
         rows.append({"run_id": rc.run_id, "model": rc.model, "s": rc.ratio, "d": rc.dw_size, "width": rc.width,
-                     "seed": rc.seed, "epochs": rc.recipe.epochs, "params (M)": cost.params / 1e6,
+                     **{k: values[i][k] for k in shown}, "seed": rc.seed, "epochs": rc.recipe.epochs, "params (M)": cost.params / 1e6,
                      "FLOPs (M)": cost.flops / 1e6, "status": run_state(runs_dir / rc.run_id)})
         if estimates is not None:
             rows[-1].update({"epoch (s)": estimates[i].epoch_s, "hours left": estimates[i].hours_left})
     table = pd.DataFrame(rows)
-    for col in ("s", "d"):
+    for col in ("s", "d", *(k for k in shown if KNOBS[k].type is int)):
         if col in table:
             table[col] = table[col].astype("Int64")  # integers with blanks, not floats
+    for col in (k for k in shown if KNOBS[k].type is str):
+        table[col] = table[col].fillna("")
     if "width" in table:
         table["width"] = table["width"].map(lambda w: "" if w is None or w != w else f"{w:g}")
     return table
@@ -240,7 +246,8 @@ def summary_frame(runs_dir: Path) -> pd.DataFrame:
     rows += [{"run_id": err.path.parent.name, "status": "damaged", "error": str(err)} for err in damaged]
     rows.sort(key=lambda r: r["run_id"])
     frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
-    for col in ("ratio", "dw_size", "seed", "epochs_done", "epochs", "params", "flops", "best_epoch"):
+    ints = [k for k in OTHER_KNOBS if KNOBS[k].type is int]
+    for col in ("ratio", "dw_size", *ints, "seed", "epochs_done", "epochs", "params", "flops", "best_epoch"):
         frame[col] = frame[col].astype("Int64")
     return frame
 

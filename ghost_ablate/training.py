@@ -115,11 +115,11 @@ class ImageClassifier(L.LightningModule):
 
     def __init__(self, model: str, ratio: int | None = None, dw_size: int | None = None,
                  width: float | None = None, num_classes: int = NUM_CLASSES,
-                 recipe: dict[str, Any] | None = None) -> None:
+                 recipe: dict[str, Any] | None = None, knobs: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.recipe: Recipe = make_recipe(**(recipe or {}))
-        self.model = build_model(model, ratio, dw_size, width, num_classes)
+        self.model = build_model(model, ratio, dw_size, width, num_classes, **(knobs or {}))
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc1 = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
@@ -349,7 +349,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = ImageClassifier(config.model, config.ratio, config.dw_size, config.width, NUM_CLASSES,
-                             config.to_dict()["recipe"])
+                             config.to_dict()["recipe"], dict(config.knobs) or None)
     cost = measure(module.model, get_spec(config.model).input_size)  # before any compile
     device = resolve_device(accelerator)
     precision = resolve_precision(recipe.precision, device)

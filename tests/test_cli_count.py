@@ -8,9 +8,9 @@ from ghost_ablate.cli import main
 def test_count_json_for_one_model(capsys):
     assert main(["count", "--model", "ghost_vgg16", "--ratio", "4", "--format", "json"]) == 0
     (rec,) = json.loads(capsys.readouterr().out)
-    assert set(rec) == {"model", "ratio", "dw_size", "width", "input_size", "params", "flops",
+    assert set(rec) == {"model", "ratio", "dw_size", "width", "knobs", "input_size", "params", "flops",
                         "paper_params", "paper_flops"}
-    assert (rec["ratio"], rec["dw_size"], rec["width"], rec["input_size"]) == (4, 3, None, 32)
+    assert (rec["ratio"], rec["dw_size"], rec["width"], rec["knobs"], rec["input_size"]) == (4, 3, None, {}, 32)
     assert isinstance(rec["params"], int) and rec["paper_flops"] == 80_000_000
 
 

@@ -55,8 +55,8 @@ def test_run_id_depends_on_the_resolved_config():
 
 @pytest.mark.parametrize("text,match", [
     ("profile: smoke\nruns:\n  - {model: resnet99}\n", r"runs\[0\].*unknown model 'resnet99'; valid: .*resnet56"),
-    ("profile: smoke\nruns:\n  - {model: ghost_vgg16, ratio: 2.5}\n", r"runs\[0\].*ratio s must be an integer"),
-    ("profile: smoke\nruns:\n  - {model: ghost_vgg16, dw_size: 4}\n", r"runs\[0\].*dw_size d must be an odd"),
+    ("profile: smoke\nruns:\n  - {model: ghost_vgg16, ratio: 2.5}\n", r"runs\[0\].*ratio must be an integer >= 1, got 2.5"),
+    ("profile: smoke\nruns:\n  - {model: ghost_vgg16, dw_size: 4}\n", r"runs\[0\].*dw_size must be an odd integer"),
     ("profile: smoke\nruns:\n  - {model: ghost_vgg16, kernel: 3}\n", r"runs\[0\]\.kernel: unknown field; valid: model"),
     ("profile: fast\nruns:\n  - {model: vgg16}\n", r"profile: unknown profile 'fast'; valid: paper"),
     ("profile: smoke\nseeds: [1]\nruns:\n  - {model: vgg16}\n", r"seeds: unknown field; valid: description"),

@@ -8,11 +8,13 @@ Published costs (GhostNet paper, Table 3), 32x32 input:
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ghost import ghostify
+from .ghost import CheapOp, ghostify
 
 VGG16_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512)
 
@@ -102,13 +104,15 @@ def vgg16(num_classes: int = 10) -> VGG16:
     return VGG16(num_classes)
 
 
-def ghost_vgg16(ratio: int = 2, dw_size: int = 3, num_classes: int = 10, keep_first: bool = False) -> VGG16:
+def ghost_vgg16(ratio: int = 2, dw_size: int = 3, num_classes: int = 10, keep_first: bool = False,
+                **cheap: Any) -> VGG16:
     """Ghost-VGG-16: all 13 conv-BN-ReLU units become Ghost modules (paper: 7.7M / 158M at s=2).
 
     `keep_first=True` leaves the first conv (3 -> 64) plain, as the authors later said
-    they did; the paper's published costs match replacing it.
+    they did; the paper's published costs match replacing it. `cheap` holds the cheap-op knobs.
     """
-    return ghostify(vgg16(num_classes), ratio, dw_size, skip=("features.0",) if keep_first else ())
+    return ghostify(vgg16(num_classes), ratio, dw_size, skip=("features.0",) if keep_first else (),
+                    cheap=CheapOp.of(cheap))
 
 
 def resnet56(num_classes: int = 10) -> CifarResNet:
@@ -116,10 +120,10 @@ def resnet56(num_classes: int = 10) -> CifarResNet:
     return CifarResNet(9, num_classes)
 
 
-def ghost_resnet56(ratio: int = 2, dw_size: int = 3, num_classes: int = 10) -> CifarResNet:
+def ghost_resnet56(ratio: int = 2, dw_size: int = 3, num_classes: int = 10, **cheap: Any) -> CifarResNet:
     """Ghost-ResNet-56: every 3x3 conv of the blocks a Ghost module; the stem stays plain.
 
     Paper: 0.43M / 63M / 92.7% at s=2. Our faithful build counts about 0.438M / 65M at
     d=3: the cheap depthwise ops and the BN of the ghost maps are not free (README).
     """
-    return ghostify(resnet56(num_classes), ratio, dw_size, skip=("conv1",))
+    return ghostify(resnet56(num_classes), ratio, dw_size, skip=("conv1",), cheap=CheapOp.of(cheap))

@@ -6,14 +6,28 @@ m = ceil(n / s) intrinsic maps and a cheap d x d depthwise operation that derive
 s - 1 "ghost" maps from each of them. The two are concatenated and cut to n maps.
 Compared with the plain convolution this saves a factor of about s in parameters
 and FLOPs (Eq. 4-5 of the paper).
+
+The cheap operation is a knob (`CheapOp`):
+  dw    the paper's depthwise d x d conv + BN (+ReLU), the default;
+  dfc   dw, with the output multiplied by GhostNetV2's DFC attention computed from the
+        module's input (Tang et al., NeurIPS 2022, Sec. 4);
+  copy  each ghost map is a copy of its intrinsic map: no parameters, no FLOPs (a control);
+  rep   RepGhost-style (Chen et al., 2022): a depthwise conv + BN summed with an identity
+        + BN branch; `fuse_rep` folds both into one depthwise conv for deployment, and the
+        concat is gone (every output map comes from the depthwise conv).
 """
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+
+from .knobs import CHEAP_KNOBS
 
 
 def check_ghost_args(ratio: int, dw_size: int) -> None:
@@ -29,12 +43,90 @@ def _activation(relu: bool) -> nn.Module:
     return nn.ReLU(inplace=True) if relu else nn.Sequential()
 
 
-class GhostModule(nn.Module):
-    """Primary conv to ceil(out_ch/s) maps, depthwise d x d cheap op for the rest, concat, slice.
+@dataclass(frozen=True)
+class CheapOp:
+    """Which cheap operation a Ghost module uses, and DFC attention's settings (knobs.py)."""
 
-    Attribute names (`primary_conv`, `cheap_operation`) follow the released GhostNet
-    checkpoints. With s = 1 there is no cheap operation and the module is a plain
-    conv-BN(-ReLU).
+    cheap_op: str = "dw"
+    dfc_kernel: int = 5
+    dfc_down: str = "avg"
+    dfc_up: str = "nearest"
+    dfc_sigmoid: str = "before"
+
+    @classmethod
+    def of(cls, knobs: Mapping[str, Any]) -> CheapOp:
+        """The cheap-op knobs among `knobs` (others ignored)."""
+        return cls(**{k: knobs[k] for k in CHEAP_KNOBS if k in knobs})
+
+
+DW = CheapOp()
+assert tuple(f.name for f in fields(CheapOp)) == CHEAP_KNOBS
+
+
+class GhostCopies(nn.Module):
+    """The `copy` cheap op: each intrinsic map repeated `copies` times, in the order a
+    depthwise conv with `groups=intrinsic` would emit its outputs. No parameters."""
+
+    def __init__(self, copies: int) -> None:
+        super().__init__()
+        self.copies = copies
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.repeat_interleave(self.copies, dim=1)
+
+
+class RepDepthwise(nn.Module):
+    """RepGhost-style cheap op: BN(depthwise d x d (x)) + BN(identity(x)) (+ReLU), each input
+    map giving `per_map` outputs. `fuse()` turns it into one depthwise conv with bias,
+    equal in eval mode to float tolerance."""
+
+    def __init__(self, channels: int, per_map: int, dw_size: int, relu: bool) -> None:
+        super().__init__()
+        out = channels * per_map
+        self.per_map = per_map
+        self.conv = nn.Conv2d(channels, out, dw_size, 1, dw_size // 2, groups=channels, bias=False)
+        self.bn = nn.BatchNorm2d(out)
+        self.fusion_bn = nn.BatchNorm2d(out)
+        self.act = _activation(relu)
+        self.fused: nn.Conv2d | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused is not None:
+            return self.act(self.fused(x))
+        identity = x.repeat_interleave(self.per_map, dim=1) if self.per_map > 1 else x
+        return self.act(self.bn(self.conv(x)) + self.fusion_bn(identity))
+
+    @torch.no_grad()
+    def fuse(self) -> None:
+        """Fold both branches and their BNs into `self.fused` (uses the BNs' running statistics)."""
+        scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
+        id_scale = self.fusion_bn.weight / torch.sqrt(self.fusion_bn.running_var + self.fusion_bn.eps)
+        weight = self.conv.weight * scale.view(-1, 1, 1, 1)
+        centre = self.conv.kernel_size[0] // 2
+        weight[:, 0, centre, centre] += id_scale
+        bias = (self.bn.bias - self.bn.running_mean * scale) + (self.fusion_bn.bias - self.fusion_bn.running_mean
+                                                                 * id_scale)
+        fused = nn.Conv2d(self.conv.in_channels, self.conv.out_channels, self.conv.kernel_size, 1,
+                          self.conv.padding, groups=self.conv.groups, bias=True).to(weight.device)
+        fused.weight.copy_(weight)
+        fused.bias.copy_(bias)
+        self.fused = fused
+        del self.conv, self.bn, self.fusion_bn
+
+
+class GhostModule(nn.Module):
+    """Primary conv to ceil(out_ch/s) maps, a cheap op for the rest, concat, slice.
+
+    Attribute names (`primary_conv`, `cheap_operation`, `short_conv`) follow the released
+    GhostNet and GhostNetV2 checkpoints. With s = 1 there is no cheap operation (nor
+    attention) and the module is a plain conv-BN(-ReLU).
+
+    DFC attention (`cheap.cheap_op == "dfc"`): 2x down-sampling of the input (avg or max),
+    a 1x1 conv with the primary conv's stride + BN, depthwise 1 x k + BN, depthwise k x 1 +
+    BN, a sigmoid before or after up-sampling (nearest or bilinear) to the output size; the
+    module's output is multiplied by it. GhostNetV2's dense conv has the primary conv's
+    kernel, which is 1x1 in every GhostNetV2 module; 1x1 is kept for any primary kernel,
+    since copying a 3x3 primary would make the attention cost more than the module.
     """
 
     def __init__(
@@ -48,6 +140,7 @@ class GhostModule(nn.Module):
         relu: bool = True,
         padding: int | tuple[int, int] | None = None,
         dilation: int | tuple[int, int] = 1,
+        cheap: CheapOp = DW,
     ) -> None:
         super().__init__()
         check_ghost_args(ratio, dw_size)
@@ -57,27 +150,66 @@ class GhostModule(nn.Module):
             padding = tuple(k // 2 for k in kernel_size) if isinstance(kernel_size, tuple) else kernel_size // 2
         self.out_ch = out_ch
         self.ratio = ratio
+        self.cheap = cheap
         intrinsic = math.ceil(out_ch / ratio)
         self.primary_conv = nn.Sequential(
             nn.Conv2d(in_ch, intrinsic, kernel_size, stride, padding, dilation=dilation, bias=False),
             nn.BatchNorm2d(intrinsic),
             _activation(relu),
         )
-        self.cheap_operation: nn.Sequential | None = None
-        if ratio > 1:
-            ghosts = intrinsic * (ratio - 1)
+        self.cheap_operation: nn.Module | None = None
+        if ratio == 1:
+            return
+        ghosts = intrinsic * (ratio - 1)
+        if cheap.cheap_op == "copy":
+            self.cheap_operation = GhostCopies(ratio - 1)
+        elif cheap.cheap_op == "rep":
+            self.cheap_operation = RepDepthwise(intrinsic, ratio, dw_size, relu)
+        else:
             self.cheap_operation = nn.Sequential(
                 nn.Conv2d(intrinsic, ghosts, dw_size, 1, dw_size // 2, groups=intrinsic, bias=False),
                 nn.BatchNorm2d(ghosts),
                 _activation(relu),
+            )
+        if cheap.cheap_op == "dfc":
+            k = cheap.dfc_kernel
+            self.short_conv = nn.Sequential(
+                nn.Conv2d(in_ch, out_ch, 1, stride, 0, bias=False),
+                nn.BatchNorm2d(out_ch),
+                nn.Conv2d(out_ch, out_ch, (1, k), 1, (0, k // 2), groups=out_ch, bias=False),
+                nn.BatchNorm2d(out_ch),
+                nn.Conv2d(out_ch, out_ch, (k, 1), 1, (k // 2, 0), groups=out_ch, bias=False),
+                nn.BatchNorm2d(out_ch),
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         intrinsic = self.primary_conv(x)
         if self.cheap_operation is None:
             return intrinsic
-        out = torch.cat([intrinsic, self.cheap_operation(intrinsic)], dim=1)
-        return out if out.shape[1] == self.out_ch else out[:, : self.out_ch]
+        if self.cheap.cheap_op == "rep":  # no concat: every output map comes from the cheap op
+            out = self.cheap_operation(intrinsic)
+        else:
+            out = torch.cat([intrinsic, self.cheap_operation(intrinsic)], dim=1)
+        out = out if out.shape[1] == self.out_ch else out[:, : self.out_ch]
+        return out * self.attention(x, out.shape[-2:]) if self.cheap.cheap_op == "dfc" else out
+
+    def attention(self, x: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        """DFC attention of input `x`, up-sampled to `size`."""
+        pool = F.avg_pool2d if self.cheap.dfc_down == "avg" else F.max_pool2d
+        a = self.short_conv(pool(x, 2, 2))
+        mode = self.cheap.dfc_up
+        up = (lambda t: F.interpolate(t, size=size, mode=mode)) if mode == "nearest" else \
+            (lambda t: F.interpolate(t, size=size, mode=mode, align_corners=False))
+        return up(torch.sigmoid(a)) if self.cheap.dfc_sigmoid == "before" else torch.sigmoid(up(a))
+
+
+def fuse_rep(model: nn.Module) -> nn.Module:
+    """Fold every RepGhost-style cheap op of `model` (in place, eval mode) into its deploy form."""
+    model.eval()
+    for module in model.modules():
+        if isinstance(module, RepDepthwise) and module.fused is None:
+            module.fuse()
+    return model
 
 
 def is_plain_conv(module: nn.Module) -> bool:
@@ -114,7 +246,8 @@ def following_bn(siblings: list[tuple[str, nn.Module]], name: str, channels: int
     return None
 
 
-def ghostify(model: nn.Module, ratio: int, dw_size: int = 3, skip: Iterable[str] = ()) -> nn.Module:
+def ghostify(model: nn.Module, ratio: int, dw_size: int = 3, skip: Iterable[str] = (),
+             cheap: CheapOp = DW) -> nn.Module:
     """Replace every plain Conv2d of `model` (in place) by a GhostModule; return the model.
 
     The Ghost module keeps the conv's kernel, stride, padding and dilation. It carries its
@@ -122,7 +255,8 @@ def ghostify(model: nn.Module, ratio: int, dw_size: int = 3, skip: Iterable[str]
     by Identity) rather than applied twice; inside an nn.Sequential a ReLU right after that
     is absorbed too, and the module applies ReLU to both branches as in GhostNet. Outside
     a Sequential a ReLU may be shared or applied functionally, so it is left in place and
-    the module is linear (relu=False). `skip` lists qualified names of convs to keep plain.
+    the module is linear (relu=False). `skip` lists qualified names of convs to keep plain;
+    `cheap` picks the cheap operation of every Ghost module.
     """
     check_ghost_args(ratio, dw_size)
     skip = set(skip)
@@ -152,6 +286,7 @@ def ghostify(model: nn.Module, ratio: int, dw_size: int = 3, skip: Iterable[str]
             relu=relu_name is not None,
             padding=conv.padding,
             dilation=conv.dilation,
+            cheap=cheap,
         )
         setattr(parent, name, ghost)
         for absorbed in (bn_name, relu_name):

@@ -11,11 +11,13 @@ Published ImageNet results, 224x224 (GhostNet Table 7; GhostNetV2 Table 2):
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .ghost import GhostModule
+from .ghost import DW, CheapOp, GhostModule
 
 # One row per Ghost bottleneck: depthwise kernel k, expansion (hidden) width, output
 # width, SE ratio, stride. Rows grouped in a stage share an nn.Sequential (`blocks.i`).
@@ -54,33 +56,12 @@ class SqueezeExcite(nn.Module):
         return x * F.hardsigmoid(gate)
 
 
-class DFCGhostModule(GhostModule):
-    """GhostNetV2's Ghost module with decoupled fully-connected (DFC) attention.
-
-    The attention branch runs at half resolution: 2x2 average pool, the primary conv's
-    shape as a dense conv + BN, depthwise 1x5 + BN, depthwise 5x1 + BN, sigmoid, then
-    nearest upsampling; it multiplies the Ghost module's output.
-    """
-
-    def __init__(self, in_ch: int, out_ch: int, ratio: int = 2, dw_size: int = 3, relu: bool = True) -> None:
-        super().__init__(in_ch, out_ch, 1, ratio, dw_size, 1, relu)
-        self.short_conv = nn.Sequential(
-            nn.Conv2d(in_ch, out_ch, 1, 1, 0, bias=False),
-            nn.BatchNorm2d(out_ch),
-            nn.Conv2d(out_ch, out_ch, (1, 5), 1, (0, 2), groups=out_ch, bias=False),
-            nn.BatchNorm2d(out_ch),
-            nn.Conv2d(out_ch, out_ch, (5, 1), 1, (2, 0), groups=out_ch, bias=False),
-            nn.BatchNorm2d(out_ch),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        attention = torch.sigmoid(self.short_conv(F.avg_pool2d(x, 2, 2)))
-        out = super().forward(x)
-        return out * F.interpolate(attention, size=out.shape[-2:], mode="nearest")
-
-
 class GhostBottleneck(nn.Module):
-    """Ghost bottleneck (paper Fig. 3): Ghost expand, [stride-2 depthwise], [SE], Ghost project."""
+    """Ghost bottleneck (paper Fig. 3): Ghost expand, [stride-2 depthwise], [SE], Ghost project.
+
+    `expand_op` and `project_op` are the cheap operations of the two Ghost modules; GhostNetV2
+    gives the expansion module DFC attention (`CheapOp("dfc")`).
+    """
 
     def __init__(
         self,
@@ -92,18 +73,18 @@ class GhostBottleneck(nn.Module):
         se_ratio: float = 0.0,
         ratio: int = 2,
         dw_size: int = 3,
-        dfc: bool = False,
+        expand_op: CheapOp = DW,
+        project_op: CheapOp = DW,
     ) -> None:
         super().__init__()
         self.stride = stride
-        expand = DFCGhostModule if dfc else GhostModule
-        self.ghost1 = expand(in_ch, mid_ch, ratio=ratio, dw_size=dw_size, relu=True)
+        self.ghost1 = GhostModule(in_ch, mid_ch, ratio=ratio, dw_size=dw_size, relu=True, cheap=expand_op)
         if stride > 1:
             pad = (dw_kernel - 1) // 2
             self.conv_dw = nn.Conv2d(mid_ch, mid_ch, dw_kernel, stride, pad, groups=mid_ch, bias=False)
             self.bn_dw = nn.BatchNorm2d(mid_ch)
         self.se = SqueezeExcite(mid_ch, se_ratio) if se_ratio > 0 else None
-        self.ghost2 = GhostModule(mid_ch, out_ch, ratio=ratio, dw_size=dw_size, relu=False)
+        self.ghost2 = GhostModule(mid_ch, out_ch, ratio=ratio, dw_size=dw_size, relu=False, cheap=project_op)
         if in_ch == out_ch and stride == 1:
             self.shortcut = nn.Sequential()
         else:
@@ -136,9 +117,11 @@ class ConvBnAct(nn.Module):
 
 
 class GhostNet(nn.Module):
-    """GhostNet v1, or v2 with `dfc_from_block=2` (DFC attention from the 3rd bottleneck on).
+    """GhostNet v1, or v2 with `cheap=CheapOp("dfc")`, `dfc_from_block=2`.
 
-    `stem_stride=1` adapts the network to 32x32 inputs (CIFAR): the five stride-2 stages
+    `cheap` is the cheap operation of every Ghost module, except that DFC attention (as in
+    GhostNetV2) goes only to the expansion modules of bottlenecks `dfc_from_block` on, the
+    others keeping the depthwise op. `stem_stride=1` adapts the network to 32x32 inputs (CIFAR): the five stride-2 stages
     then leave a 2x2 map instead of 1x1 before the global pool.
     """
 
@@ -149,7 +132,8 @@ class GhostNet(nn.Module):
         dropout: float = 0.2,
         ratio: int = 2,
         dw_size: int = 3,
-        dfc_from_block: int | None = None,
+        cheap: CheapOp = DW,
+        dfc_from_block: int = 2,
         stem_stride: int = 2,
     ) -> None:
         super().__init__()
@@ -163,8 +147,12 @@ class GhostNet(nn.Module):
             blocks = []
             for k, hidden, out, se_ratio, stride in stage:
                 out_ch, mid_ch = make_divisible(out * width, 4), make_divisible(hidden * width, 4)
-                dfc = dfc_from_block is not None and block_id >= dfc_from_block
-                blocks.append(GhostBottleneck(in_ch, mid_ch, out_ch, k, stride, se_ratio, ratio, dw_size, dfc))
+                if cheap.cheap_op == "dfc":
+                    expand_op, project_op = (cheap if block_id >= dfc_from_block else DW), DW
+                else:
+                    expand_op = project_op = cheap
+                blocks.append(GhostBottleneck(in_ch, mid_ch, out_ch, k, stride, se_ratio, ratio, dw_size,
+                                              expand_op, project_op))
                 in_ch, block_id = out_ch, block_id + 1
             stages.append(nn.Sequential(*blocks))
         head_ch = make_divisible(GHOSTNET_STAGES[-1][-1][1] * width, 4)
@@ -184,16 +172,20 @@ class GhostNet(nn.Module):
         return self.classifier(x)
 
 
-def ghostnet(width: float = 1.0, num_classes: int = 1000, ratio: int = 2, dw_size: int = 3) -> GhostNet:
+def ghostnet(width: float = 1.0, num_classes: int = 1000, ratio: int = 2, dw_size: int = 3,
+             dfc_from_block: int = 2, **cheap: Any) -> GhostNet:
     """GhostNet v1: 0.5x 2,587,292 / 1.0x 5,182,508 / 1.3x 7,358,820 params (1000 classes)."""
-    return GhostNet(width, num_classes, ratio=ratio, dw_size=dw_size)
+    return GhostNet(width, num_classes, ratio=ratio, dw_size=dw_size, cheap=CheapOp.of(cheap),
+                    dfc_from_block=dfc_from_block)
 
 
 def ghostnetv2(width: float = 1.0, num_classes: int = 1000, ratio: int = 2, dw_size: int = 3) -> GhostNet:
     """GhostNetV2: 1.0x 6,156,908 / 1.3x 8,960,404 / 1.6x 12,392,698 params (1000 classes)."""
-    return GhostNet(width, num_classes, ratio=ratio, dw_size=dw_size, dfc_from_block=2)
+    return GhostNet(width, num_classes, ratio=ratio, dw_size=dw_size, cheap=CheapOp("dfc"), dfc_from_block=2)
 
 
-def cifar_ghostnet(width: float = 1.0, num_classes: int = 10, ratio: int = 2, dw_size: int = 3) -> GhostNet:
+def cifar_ghostnet(width: float = 1.0, num_classes: int = 10, ratio: int = 2, dw_size: int = 3,
+                   dfc_from_block: int = 2, **cheap: Any) -> GhostNet:
     """GhostNet v1 for 32x32 inputs: stem stride 1, otherwise unchanged (an extra row, not in the paper)."""
-    return GhostNet(width, num_classes, ratio=ratio, dw_size=dw_size, stem_stride=1)
+    return GhostNet(width, num_classes, ratio=ratio, dw_size=dw_size, cheap=CheapOp.of(cheap),
+                    dfc_from_block=dfc_from_block, stem_stride=1)

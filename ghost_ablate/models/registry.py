@@ -1,18 +1,20 @@
 """One table from model names to builders, with the knobs each one takes.
 
-Every builder is called as `build(ratio=..., dw_size=..., width=..., num_classes=...)`
-through `build_model`, which validates the arguments and names the valid choices.
+Every builder is called as `build(num_classes=..., **knobs)` through `build_model`, with
+exactly the knobs its spec declares (knobs.py), validated and with defaults filled;
+errors name the valid choices.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
 from . import cifar, resnet
 from .ghostnet import cifar_ghostnet, ghostnet, ghostnetv2
-from .ghost import check_ghost_args
+from .knobs import CHEAP_KNOBS, KNOBS, LEGACY, Knob, extras, unknown_knob
 
 
 @dataclass(frozen=True)
@@ -21,7 +23,7 @@ class ModelSpec:
     builder: Callable[..., nn.Module]
     input_size: int  # square input side the model is designed for
     num_classes: int  # default: CIFAR-10 or ImageNet
-    knobs: frozenset[str] = frozenset()  # subset of {"ratio", "dw_size", "width"}
+    knobs: tuple[str, ...] = ()  # names of the declared knobs (knobs.KNOBS) it takes, in order
     widths: tuple[float, ...] = (1.0,)  # the paper's published widths (any width > 0 builds)
     description: str = ""
     baseline: str | None = None  # the plain network a Ghost model is compared against
@@ -30,34 +32,39 @@ class ModelSpec:
     def is_ghost(self) -> bool:
         return "ratio" in self.knobs
 
+    def declared(self) -> list[Knob]:
+        return [KNOBS[k] for k in self.knobs]
+
 
 MODELS: dict[str, ModelSpec] = {}
-DEFAULTS = {"ratio": 2, "dw_size": 3, "width": 1.0}
+DEFAULTS = {name: KNOBS[name].default for name in LEGACY}
 
 
 def register(spec: ModelSpec) -> None:
+    unknown = [k for k in spec.knobs if k not in KNOBS]
+    if unknown:
+        raise unknown_knob(unknown[0], KNOBS)
     MODELS[spec.name] = spec
 
 
-_GHOST = frozenset({"ratio", "dw_size"})
-_GHOST_WIDTH = frozenset({"ratio", "dw_size", "width"})
+_GHOST = ("ratio", "dw_size", *CHEAP_KNOBS)
+_GHOSTNET = ("ratio", "dw_size", "width", *CHEAP_KNOBS, "dfc_from_block")
 for _spec in (
     ModelSpec("vgg16", lambda num_classes: cifar.vgg16(num_classes), 32, 10, description="VGG-16 (CIFAR)"),
-    ModelSpec("ghost_vgg16", lambda ratio, dw_size, num_classes: cifar.ghost_vgg16(ratio, dw_size, num_classes),
-              32, 10, _GHOST, description="Ghost-VGG-16, all 13 convs Ghost", baseline="vgg16"),
-    ModelSpec("ghost_vgg16_keep_first",
-              lambda ratio, dw_size, num_classes: cifar.ghost_vgg16(ratio, dw_size, num_classes, keep_first=True),
-              32, 10, _GHOST, description="Ghost-VGG-16, first conv plain", baseline="vgg16"),
+    ModelSpec("ghost_vgg16", cifar.ghost_vgg16, 32, 10, _GHOST, description="Ghost-VGG-16, all 13 convs Ghost",
+              baseline="vgg16"),
+    ModelSpec("ghost_vgg16_keep_first", lambda **kw: cifar.ghost_vgg16(keep_first=True, **kw), 32, 10, _GHOST,
+              description="Ghost-VGG-16, first conv plain", baseline="vgg16"),
     ModelSpec("resnet56", lambda num_classes: cifar.resnet56(num_classes), 32, 10, description="ResNet-56 (CIFAR)"),
-    ModelSpec("ghost_resnet56", lambda ratio, dw_size, num_classes: cifar.ghost_resnet56(ratio, dw_size, num_classes),
-              32, 10, _GHOST, description="Ghost-ResNet-56", baseline="resnet56"),
-    ModelSpec("cifar_ghostnet", cifar_ghostnet, 32, 10, _GHOST_WIDTH,
+    ModelSpec("ghost_resnet56", cifar.ghost_resnet56, 32, 10, _GHOST, description="Ghost-ResNet-56",
+              baseline="resnet56"),
+    ModelSpec("cifar_ghostnet", cifar_ghostnet, 32, 10, _GHOSTNET,
               description="GhostNet v1 adapted to 32x32 (stem stride 1)"),
-    ModelSpec("ghostnet", ghostnet, 224, 1000, _GHOST_WIDTH, (0.5, 1.0, 1.3), "GhostNet v1"),
-    ModelSpec("ghostnetv2", ghostnetv2, 224, 1000, _GHOST_WIDTH, (1.0, 1.3, 1.6), "GhostNetV2"),
+    ModelSpec("ghostnet", ghostnet, 224, 1000, _GHOSTNET, (0.5, 1.0, 1.3), "GhostNet v1"),
+    ModelSpec("ghostnetv2", ghostnetv2, 224, 1000, ("ratio", "dw_size", "width"), (1.0, 1.3, 1.6), "GhostNetV2"),
     ModelSpec("resnet50", lambda num_classes: resnet.resnet50(num_classes), 224, 1000, description="ResNet-50"),
-    ModelSpec("ghost_resnet50", lambda ratio, dw_size, num_classes: resnet.ghost_resnet50(ratio, dw_size, num_classes),
-              224, 1000, _GHOST, description="Ghost-ResNet-50", baseline="resnet50"),
+    ModelSpec("ghost_resnet50", resnet.ghost_resnet50, 224, 1000, _GHOST, description="Ghost-ResNet-50",
+              baseline="resnet50"),
 ):
     register(_spec)
 
@@ -68,38 +75,78 @@ def get_spec(name: str) -> ModelSpec:
     return MODELS[name]
 
 
-def resolve_args(name: str, ratio: int | None = None, dw_size: int | None = None,
-                 width: float | None = None) -> dict[str, int | float | None]:
-    """Validate the knobs for `name`; return {ratio, dw_size, width} with defaults filled, None where n/a."""
+def _no_op(knob: Knob, value: Any) -> bool:
+    """A value that changes nothing on a model without the knob: s=1, width 1, a later knob's default."""
+    if value is None or (knob.name in ("ratio", "width") and value == 1):
+        return True
+    return knob.name not in LEGACY and value == knob.default
+
+
+def resolve_knobs(name: str, ratio: Any = None, dw_size: Any = None, width: Any = None,
+                  **knobs: Any) -> dict[str, Any]:
+    """Validate the knobs for model `name`; return ratio, dw_size and width (None where the model
+    has none) and every other knob it declares, defaults filled. ValueError names what is valid."""
     spec = get_spec(name)
-    given = {"ratio": ratio, "dw_size": dw_size, "width": width}
-    out: dict[str, int | float | None] = {}
+    given = {"ratio": ratio, "dw_size": dw_size, "width": width, **knobs}
+    for knob in given:
+        if knob not in KNOBS:
+            raise unknown_knob(knob, spec.knobs or KNOBS)
+    out: dict[str, Any] = {k: None for k in LEGACY}
     for knob, value in given.items():
-        if knob not in spec.knobs:
-            no_op = (knob == "ratio" and value == 1) or (knob == "width" and value == 1)
-            if value is not None and not no_op:
-                takes = ", ".join(sorted(spec.knobs)) or "none of ratio, dw_size, width"
-                raise ValueError(f"model {name!r} has no {knob} to set (it takes {takes})")
-            out[knob] = None
-        else:
-            out[knob] = DEFAULTS[knob] if value is None else value
-    if out["ratio"] is not None:
-        check_ghost_args(out["ratio"], out["dw_size"])
-    if out["width"] is not None:
-        w = out["width"]
-        if isinstance(w, bool) or not isinstance(w, (int, float)) or w <= 0:
-            raise ValueError(f"width must be a number > 0 (published: {spec.widths}), got {w!r}")
-        out["width"] = float(w)
+        if knob in spec.knobs:
+            continue
+        if not _no_op(KNOBS[knob], value):
+            takes = ", ".join(spec.knobs) or "no knobs"
+            raise ValueError(f"model {name!r} has no {knob} to set (it takes {takes})")
+    for k in spec.declared():
+        value = given.get(k.name)
+        out[k.name] = k.default if value is None else k.coerce(value)
+        if k.name == "width" and value is not None and out["width"] <= 0:
+            raise ValueError(f"width must be a number > 0 (published: {spec.widths}), got {value!r}")
+    for k in spec.declared():  # a knob set away from its default where it has no effect is a mistake
+        if k.applies_when and k.applies_when[0] in out and out[k.applies_when[0]] not in k.applies_when[1]:
+            other, values = k.applies_when
+            if given.get(k.name) is not None and out[k.name] != k.default:
+                raise ValueError(f"{k.name} applies only with {other} in {', '.join(values)} "
+                                 f"(here {other}={out[other]})")
     return out
 
 
-def build_model(name: str, ratio: int | None = None, dw_size: int | None = None,
-                width: float | None = None, num_classes: int | None = None) -> nn.Module:
+def resolve_args(name: str, ratio: Any = None, dw_size: Any = None, width: Any = None) -> dict[str, Any]:
+    """`resolve_knobs` restricted to ratio, dw_size and width (the fields a run config keeps apart)."""
+    resolved = resolve_knobs(name, ratio, dw_size, width)
+    return {k: resolved[k] for k in LEGACY}
+
+
+def knob_values(name: str, stored: Mapping[str, Any]) -> dict[str, Any]:
+    """Every knob's value for a stored config (legacy fields plus a `knobs` mapping, as records
+    keep them): declared defaults filled; None for knobs the model lacks (or an unknown model)
+    and for knobs without effect in this config (the DFC knobs of a `dw` model)."""
+    extra = dict(stored.get("knobs") or {})
+    spec = MODELS.get(name)
+    values = {}
+    for k in KNOBS.values():
+        value = stored.get(k.name) if k.name in LEGACY else extra.get(k.name)
+        if value is None and spec is not None and k.name in spec.knobs:
+            value = k.default
+        values[k.name] = value
+    for k in KNOBS.values():
+        if k.applies_when and values.get(k.applies_when[0]) is not None \
+                and values[k.applies_when[0]] not in k.applies_when[1]:
+            values[k.name] = None
+    return values
+
+
+def build_model(name: str, ratio: Any = None, dw_size: Any = None, width: Any = None,
+                num_classes: int | None = None, **knobs: Any) -> nn.Module:
     """Build a registered model; ValueError naming the valid choices on bad arguments."""
     spec = get_spec(name)
-    args = resolve_args(name, ratio, dw_size, width)
+    resolved = resolve_knobs(name, ratio, dw_size, width, **knobs)
     classes = spec.num_classes if num_classes is None else num_classes
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
         raise ValueError(f"num_classes must be an integer >= 1, got {classes!r}")
-    kwargs = {k: v for k, v in args.items() if k in spec.knobs}
-    return spec.builder(num_classes=classes, **kwargs)
+    return spec.builder(num_classes=classes, **{k: resolved[k] for k in spec.knobs})
+
+
+__all__ = ["ModelSpec", "MODELS", "DEFAULTS", "register", "get_spec", "resolve_knobs", "resolve_args",
+           "knob_values", "build_model", "extras"]

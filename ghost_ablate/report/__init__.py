@@ -2,7 +2,8 @@
 
 Everything is rebuilt from `results/runs/*/result.json` (and `results/bench.csv` where it
 exists); the paper's numbers come from `paper.py`. One module per kind of output:
-`tables` (DataFrames), `stats` (seed statistics), `plots`, `markdown`; this module
+`tables` (DataFrames), `stats` (seed statistics), `plots`, `markdown`, `experiments` (a
+table for any experiment file), `evidence` (feature maps); this module
 writes them into the report folder.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pandas as pd
 from .. import paper
 from ..records import write_atomic
 from .evidence import evidence_section
+from .experiments import experiment_sections
 from .labels import full_label
 from .markdown import _fmt, _md, header_markdown, markdown_table, provenance, seeds_markdown
 from .plots import headless, plot_ablations, plot_accuracy_vs_cost, plot_confusion, plot_curves, plot_latency
@@ -23,8 +25,11 @@ from .tables import (CSV_NAMES, ReportError, aggregate, best_runs_by_family, ima
 __all__ = ["ReportError", "build_report", "load_runs"]
 
 
-def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | None = None) -> list[Path]:
-    """Write every CSV table, the markdown report and the plots; return the files written."""
+def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | None = None,
+                 experiments: list[Path] | None = None) -> list[Path]:
+    """Write every CSV table, the markdown report and the plots; return the files written.
+    `experiments`: the experiment files to give a table of their own (default: see
+    `experiment_sections`)."""
     headless()
     results_dir, out = Path(results_dir), Path(out_dir)
     runs = load_runs(results_dir, profile)
@@ -42,12 +47,15 @@ def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | No
         written.append(out / filename)
         sections += [f"## {paper.TABLES[table]}", "", markdown_table(frame), f"\nCSV: [{filename}]({filename})", ""]
     sections += [seeds_markdown(agg), ""]
-    extra = [k for k in agg if k not in {r.key for r in paper.rows(buildable=True)}]
+    extra = [k for k in agg if k not in {r.run_key for r in paper.rows(buildable=True)}]
     if extra:
         rows = [{"Model": full_label(*k), "Params (M)": _fmt(agg[k]["params"] / 1e6, 3),
                  "FLOPs (M)": _fmt(agg[k]["flops"] / 1e6, 1),
                  "Top-1 (%) final": _fmt(agg[k]["top1_mean"], 2), "n": agg[k]["n"]} for k in extra]
         sections += ["## Runs outside the paper's tables", "", _md(pd.DataFrame(rows)), ""]
+    files, more = experiment_sections(agg, out, experiments)
+    written += files
+    sections += more
     best = best_runs_by_family(runs)
     if best:
         classes = per_class_accuracy(best)

@@ -122,7 +122,7 @@ def redundancy_outputs(networks: list[Trained], images: Any, out: Path, toy_unit
 
 
 EVIDENCE_MD = "evidence.md"
-PAIR = (("vgg16", None, None, None), ("ghost_vgg16", 2, 3, None))  # the paper's feature-map figure: layer 2
+PAIR = (("vgg16", None, None, None, ()), ("ghost_vgg16", 2, 3, None, ()))  # the paper's feature-map figure: layer 2
 
 
 def evidence_section(runs: pd.DataFrame, results_dir: Path, out: Path) -> tuple[list[Path], str]:
@@ -130,13 +130,12 @@ def evidence_section(runs: pd.DataFrame, results_dir: Path, out: Path) -> tuple[
     Ghost-VGG-16 (s=2, d=3) runs where they are on this machine; else the section an earlier
     report computed (checkpoints are never committed); else what to run."""
     from ..features import FeatureError, load_trained, test_images
-    from ..records import config_key
+    from ..records import row_key
 
     chosen = []
     for key in PAIR:
         match = runs[(runs["status"] == "finished")
-                     & runs.apply(lambda r: config_key(r["model"], r["ratio"], r["dw_size"], r["width"]) == key,
-                                  axis=1)].sort_values(["seed", "run_id"])
+                     & runs.apply(lambda r: row_key(r) == key, axis=1)].sort_values(["seed", "run_id"])
         found = [r for _, r in match.iterrows() if (results_dir / "runs" / r["run_id"] / "last.ckpt").is_file()]
         chosen.append(found[0] if found else None)
     title = "## The paper's evidence: ghost feature maps and their redundancy"

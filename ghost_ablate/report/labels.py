@@ -10,17 +10,24 @@ NAMES = {"vgg16": "VGG-16", "ghost_vgg16": "Ghost-VGG-16", "ghost_vgg16_keep_fir
          "ghostnet": "GhostNet", "ghostnetv2": "GhostNetV2", "resnet50": "ResNet-50", "ghost_resnet50": "Ghost-ResNet-50"}
 
 
-def short_label(model: str, ratio: Any, dw_size: Any, width: Any = None) -> str:
-    """What tells a point apart within its network family: s/d, the width, or the baseline's name."""
+def knob_label(knobs: Any) -> str:
+    """' rep', ' dfc k=7': the knobs beyond s, d and width that differ from their defaults."""
+    parts = [str(v) if name == "cheap_op" else f"{name.removeprefix('dfc_')}={v}" for name, v in (knobs or ())]
+    return "".join(f" {p}" for p in parts)
+
+
+def short_label(model: str, ratio: Any, dw_size: Any, width: Any = None, knobs: Any = ()) -> str:
+    """What tells a point apart within its network family: s/d, the width, or the baseline's name,
+    then any other knob set away from its default."""
     if model in ("cifar_ghostnet", "ghostnet", "ghostnetv2"):
-        return f"{NAMES[model]} {(None if missing(width) else width) or 1:g}x"
+        return f"{NAMES[model]} {(None if missing(width) else width) or 1:g}x{knob_label(knobs)}"
     if missing(ratio):
         return NAMES.get(model, model)
-    return f"s={int(ratio)} d={int(dw_size)}"
+    return f"s={int(ratio)} d={int(dw_size)}{knob_label(knobs)}"
 
 
-def full_label(model: str, ratio: Any, dw_size: Any, width: Any = None) -> str:
-    label = short_label(model, ratio, dw_size, width)
+def full_label(model: str, ratio: Any, dw_size: Any, width: Any = None, knobs: Any = ()) -> str:
+    label = short_label(model, ratio, dw_size, width, knobs)
     return label if label.startswith(NAMES.get(model, model)) else f"{NAMES.get(model, model)} {label}"
 
 

@@ -7,6 +7,7 @@ from typing import Any
 import pandas as pd
 
 from .. import paper
+from ..records import row_key
 from .labels import COLORS, _family, full_label, short_label
 from .tables import PLOT_FORMATS
 
@@ -90,7 +91,7 @@ def plot_ablations(agg: dict[tuple, dict[str, Any]], out: Path) -> list[Path]:
         rows = [r for r in paper.rows(table, buildable=True) if getattr(r, axis) is not None]
         xs = [getattr(r, axis) for r in rows]
         ax.plot(xs, [r.top1 for r in rows], "o--", mfc="none", color="tab:gray", label="paper")
-        ours = [(getattr(r, axis), agg.get(r.key)) for r in rows]
+        ours = [(getattr(r, axis), agg.get(r.run_key)) for r in rows]
         ours = [(x, e) for x, e in ours if e and e["top1_mean"] is not None]
         if ours:
             ax.errorbar([x for x, _ in ours], [e["top1_mean"] for _, e in ours],
@@ -150,7 +151,7 @@ def plot_confusion(run: pd.Series, family: str, out: Path) -> list[Path]:
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     acc = 100 * run["final_test_acc"]
-    name = full_label(run["model"], run["ratio"], run["dw_size"], run["width"])
+    name = full_label(*row_key(run))
     ax.set_title(f"{name}, seed {int(run['seed'])}: {acc:.2f}% top-1 ({int(matrix.sum())} test images)", fontsize=9)
     fig.colorbar(image, ax=ax, label="share of the true class")
     slug = family.lower().replace("-", "").replace(" ", "_")
@@ -172,7 +173,7 @@ def plot_latency(bench: pd.DataFrame, out: Path) -> list[Path]:
             color = COLORS[_family(r["model"])]
             x, y = r["flops"] / 1e6, r["latency_bs1_ms"]
             ax.plot(x, y, "o", color=color)
-            texts.append(ax.text(x, y, full_label(r["model"], r["ratio"], r["dw_size"], r["width"]), fontsize=7,
+            texts.append(ax.text(x, y, full_label(*row_key(r)), fontsize=7,
                                  color=color))
         ax.set_xscale("log")
         ax.set_yscale("log")

@@ -12,7 +12,7 @@ from ..costs import cost_record
 from ..data import CLASSES
 from ..errors import UserError
 from ..models import MODELS
-from ..records import config_key as key_of
+from ..records import row_key
 from ..records import DamagedRecord, flatten_record, missing, read_records
 from .labels import _family, full_label
 from .stats import noise_verdict, seed_stats, welch_p
@@ -66,7 +66,7 @@ def aggregate(runs: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
     """Per configuration: mean/std of final and best top-1 (%) over finished seeds, costs, failures."""
     out: dict[tuple, dict[str, Any]] = {}
     for _, r in runs.iterrows():
-        k = key_of(r["model"], r["ratio"], r["dw_size"], r["width"])
+        k = row_key(r)
         entry = out.setdefault(k, {"final": [], "best": [], "failed": 0, "params": r["params"],
                                    "flops": r["flops"], "histories": []})
         if r["status"] == "finished" and _none(r["final_test_acc"]) is not None:
@@ -99,7 +99,7 @@ def paper_table(table: str, agg: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
     """The paper's table with our numbers beside its own, one row per paper row."""
     rows = []
     for row in paper.rows(table):
-        ours = agg.get(row.key) if row.model else None
+        ours = agg.get(row.run_key) if row.model else None
         if row.model is None:
             params = flops = None
             status = "paper only"
@@ -115,7 +115,7 @@ def paper_table(table: str, agg: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
                 status += f" ({ours['failed']} failed)"
         top1 = ours["top1_mean"] if ours else None
         ref = paper.reference_row(row, BASELINES)
-        ref_runs = agg.get(ref.key) if ref is not None and ref.key != row.key else None
+        ref_runs = agg.get(ref.run_key) if ref is not None and ref.key != row.key else None
         p_ref = welch_p(ours["final"], ref_runs["final"]) if ours and ref_runs else None
         rows.append({
             "table": table, "label": row.label, "model": row.model, "s": row.ratio, "d": row.dw_size,
@@ -196,6 +196,6 @@ def per_class_accuracy(best: dict[str, pd.Series]) -> pd.DataFrame:
     table = pd.DataFrame({"class": list(CLASSES)})
     for family, r in best.items():
         matrix = r["test_confusion"]
-        label = f"{full_label(r['model'], r['ratio'], r['dw_size'], r['width'])} (seed {int(r['seed'])})"
+        label = f"{full_label(*row_key(r))} (seed {int(r['seed'])})"
         table[label] = [round(100 * row[i] / sum(row), 1) if sum(row) else None for i, row in enumerate(matrix)]
     return table

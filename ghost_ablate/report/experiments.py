@@ -1,0 +1,142 @@
+"""A table and an accuracy-vs-FLOPs plot for any experiment file, with no per-experiment code.
+
+The rows are the experiment's configurations (its grid, as the sweep expands it); the
+columns that tell them apart are the knobs the grid varies (`models.varying`). Each
+model's first configuration in the file is its reference: the other rows of that model
+get Welch's t-test against it, as the paper tables do against theirs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .. import paper
+from ..costs import config_cost
+from ..models import KNOBS, knob_values, varying
+from ..records import write_atomic
+from ..sweep import Experiment, load_experiment
+from .labels import COLORS, NAMES, _family
+from .markdown import _fmt, _md
+from .stats import noise_verdict, welch_p
+
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
+
+
+def config_key(cfg: dict[str, Any]) -> tuple:
+    """An experiment configuration's `RunConfig.key` (its knobs are already the non-default ones)."""
+    return (cfg["model"], cfg["ratio"], cfg["dw_size"], cfg["width"], tuple(cfg["knobs"].items()))
+
+
+def knob_columns(experiment: Experiment) -> list[str]:
+    """The knobs the experiment's grid varies, in declaration order."""
+    return varying(knob_values(c["model"], c) for c in experiment.configs)
+
+
+def experiment_table(experiment: Experiment, agg: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
+    """One row per configuration: model, the varying knobs, costs, top-1 over seeds, and the
+    test against the model's reference row."""
+    columns = knob_columns(experiment)
+    rows, reference = [], {}
+    for cfg in experiment.configs:
+        key = config_key(cfg)
+        ours = agg.get(key)
+        reference.setdefault(cfg["model"], key)
+        ref_key = reference[cfg["model"]]
+        ref = agg.get(ref_key) if ref_key != key else None
+        p = welch_p(ours["final"], ref["final"]) if ours and ref else None
+        cost = config_cost(*key)
+        values = knob_values(cfg["model"], cfg)
+        rows.append({"model": cfg["model"], **{c: values[c] for c in columns},
+                     "params_m": round(cost.params / 1e6, 3), "flops_m": round(cost.flops / 1e6, 2),
+                     "top1_mean": _round(ours and ours["top1_mean"]), "top1_std": _round(ours and ours["top1_std"]),
+                     "top1_ci95": _round(ours and ours["top1_ci95"]), "n_seeds": ours["n"] if ours else 0,
+                     "reference": "yes" if ref_key == key else "", "p_vs_reference": _round(p, 4),
+                     "vs_reference": noise_verdict(p)})
+    frame = pd.DataFrame(rows)
+    first = {m: i for i, m in reversed(list(enumerate(frame["model"])))}
+    frame = frame.iloc[sorted(range(len(frame)), key=lambda i: (first[frame["model"][i]], i))]
+    for col in columns:
+        if KNOBS[col].type is int:
+            frame[col] = frame[col].astype("Int64")
+    return frame.reset_index(drop=True)
+
+
+def _round(v: Any, digits: int = 2) -> Any:
+    return None if v is None or v != v else round(float(v), digits)
+
+
+def experiment_markdown(experiment: Experiment, frame: pd.DataFrame) -> str:
+    shown = frame.copy()
+    shown["model"] = shown["model"].map(lambda m: NAMES.get(m, m))
+    shown["top1 (%)"] = [f"{_fmt(m, 2)} ± {_fmt(c, 2)}" if n > 1 else _fmt(m, 2)
+                         for m, c, n in zip(frame["top1_mean"], frame["top1_ci95"], frame["n_seeds"])]
+    shown["p vs ref"] = frame["p_vs_reference"].map(lambda v: _fmt(v, 3))
+    keep = ["model", *[c for c in frame.columns if c not in _NUMERIC and c != "model"], "params_m", "flops_m",
+            "top1 (%)", "n_seeds", "p vs ref", "vs_reference"]
+    shown = shown[keep].rename(columns={"params_m": "Params (M)", "flops_m": "FLOPs (M)", "n_seeds": "n",
+                                        "vs_reference": "vs ref"})
+    return _md(shown.astype(object).where(shown.notna(), ""))
+
+
+_NUMERIC = ("params_m", "flops_m", "top1_mean", "top1_std", "top1_ci95", "n_seeds", "reference", "p_vs_reference",
+            "vs_reference")
+
+
+def plot_experiment(experiment: Experiment, frame: pd.DataFrame, out: Path, stem: str) -> list[Path]:
+    """Top-1 (mean, 95% CI) against FLOPs, one colour per model family, points named by their knobs."""
+    import matplotlib.pyplot as plt
+    from adjustText import adjust_text
+
+    from .plots import _plain_log_ticks, _save
+
+    columns = [c for c in frame.columns if c not in _NUMERIC and c != "model"]
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    texts = []
+    for _, r in frame[frame["n_seeds"] > 0].iterrows():
+        color = COLORS[_family(r["model"])]
+        ax.errorbar(r["flops_m"], r["top1_mean"], yerr=r["top1_ci95"] or 0, fmt="o", color=color, capsize=3)
+        label = " ".join(f"{c}={r[c]}" for c in columns if r[c] is not None and r[c] == r[c]) or r["model"]
+        texts.append(ax.text(r["flops_m"], r["top1_mean"], label, fontsize=7, color=color))
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs (M, multiply-accumulates)")
+    ax.set_ylabel("top-1 test accuracy (%)")
+    ax.set_title(experiment.description or experiment.path.stem, fontsize=10)
+    ax.grid(alpha=0.3)
+    _plain_log_ticks(ax.xaxis)
+    if texts:
+        adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
+    return _save(fig, out, stem)
+
+
+def default_experiments() -> list[Path]:
+    """The experiment files of `experiments/` that declare no paper tables (those have their own)."""
+    return [p for p in sorted(EXPERIMENTS_DIR.glob("*.yaml")) if not load_experiment(p).tables]
+
+
+def experiment_sections(agg: dict[tuple, dict[str, Any]], out: Path,
+                        paths: list[Path] | None = None) -> tuple[list[Path], list[str]]:
+    """CSV, plot and markdown for every file named in `paths`, or by default for each file of
+    `experiments/` (without paper tables) once one of its runs outside the paper's tables has
+    finished: a grid that merely shares the paper's rows is left to the paper tables."""
+    named = paths is not None
+    in_paper = {r.run_key for r in paper.rows(buildable=True)}
+    written, sections = [], []
+    for path in (paths if named else default_experiments()):
+        experiment = load_experiment(path)
+        keys = {config_key(c) for c in experiment.configs} - in_paper
+        if not named and not any(agg.get(k, {}).get("n") for k in keys):
+            continue
+        frame = experiment_table(experiment, agg)
+        stem = f"experiment_{Path(path).stem}"
+        write_atomic(out / f"{stem}.csv", frame.to_csv(index=False))
+        plot = plot_experiment(experiment, frame, out, f"{stem}_accuracy_vs_flops")
+        written += [out / f"{stem}.csv", *plot]
+        varied = ", ".join(knob_columns(experiment)) or "the model"
+        sections += [f"## Experiment {Path(path).name}: {experiment.description}", "",
+                     f"Columns: the knobs this grid varies ({varied}). Each model's first row is its reference "
+                     f"for the p-value (Welch's t-test over seeds).", "", experiment_markdown(experiment, frame),
+                     f"\nCSV: [{stem}.csv]({stem}.csv)", "", f"![{experiment.description}]({plot[0].name})", ""]
+    return written, sections
+
