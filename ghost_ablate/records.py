@@ -10,6 +10,8 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -40,6 +42,18 @@ def storage_error(path: Path, err: OSError) -> StorageError | None:
         return None
     return StorageError(f"cannot write {path}: {err.strerror or err} "
                         f"(free space, or make the results folder writable, then run the same command again)")
+
+
+@contextmanager
+def storage_guard(path: Path, cleanup: Path | None = None) -> Iterator[None]:
+    """Turn a full-disk or read-only OSError raised inside into the one-line StorageError for
+    `path` (other OS errors pass unchanged); `cleanup` is a temp file removed on any OSError."""
+    try:
+        yield
+    except OSError as err:
+        if cleanup is not None:
+            cleanup.unlink(missing_ok=True)
+        raise (storage_error(path, err) or err) from None
 
 
 def set_aside(path: Path, why: str = "damaged") -> Path:
@@ -77,10 +91,8 @@ def write_json_atomic(path: Path, obj: Any) -> None:
 def write_record(run_dir: Path, record: dict[str, Any]) -> None:
     """Write the run's record atomically; a full disk or read-only folder raises StorageError."""
     path = Path(run_dir) / RESULT_FILE
-    try:
+    with storage_guard(path):
         write_json_atomic(path, record)
-    except OSError as err:
-        raise (storage_error(path, err) or err) from None
 
 
 def record_problem(record: Any) -> str | None:

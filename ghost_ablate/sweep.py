@@ -31,7 +31,7 @@ from .errors import UserError
 from .estimate import RunEstimate, format_hours
 from .models import KNOBS, LEGACY, knob_values, varying
 from .records import (RESULT_FILE, DamagedRecord, StorageError, flatten_record, read_record, read_records, set_aside,
-                      storage_error, write_atomic)
+                      storage_error, storage_guard, write_atomic)
 
 EXPERIMENT_KEYS = ("description", "profile", "paper_tables", "runs")
 RUN_KEYS = ("model", *KNOBS)  # any declared knob can be a field, and a list, of a runs entry
@@ -255,10 +255,8 @@ def summary_frame(runs_dir: Path) -> pd.DataFrame:
 def write_summary(results_dir: Path) -> Path:
     """Rebuild results/summary.csv from the run records (atomically: shards may race)."""
     path = Path(results_dir) / "summary.csv"
-    try:
+    with storage_guard(path):
         write_atomic(path, summary_frame(Path(results_dir) / "runs").to_csv(index=False))
-    except OSError as err:
-        raise (storage_error(path, err) or err) from None
     return path
 
 

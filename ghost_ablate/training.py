@@ -28,7 +28,7 @@ from .costs import measure
 from .data import NUM_CLASSES, CIFAR10DataModule
 from .models import build_model, get_spec
 from .precision import Precision, resolve_precision
-from .records import DamagedRecord, read_record, set_aside, storage_error, write_record
+from .records import DamagedRecord, read_record, set_aside, storage_guard, write_record
 
 CHECKPOINT = "last.ckpt"
 PREVIOUS_CHECKPOINT = "previous.ckpt"  # the checkpoint before last.ckpt, kept in case last.ckpt is damaged
@@ -59,14 +59,11 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         path = Path(path)
         tmp = path.with_name(f".{path.name}.tmp")
-        try:
+        with storage_guard(path, cleanup=tmp):
             super().save_checkpoint(checkpoint, tmp, storage_options)
             if path.exists():
                 os.replace(path, path.with_name(PREVIOUS_CHECKPOINT))
             os.replace(tmp, path)
-        except OSError as err:
-            tmp.unlink(missing_ok=True)
-            raise (storage_error(path, err) or err) from None
 
 
 def checkpoint_problem(path: Path, expected: dict[str, Any]) -> str | None:

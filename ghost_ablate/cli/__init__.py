@@ -1,0 +1,153 @@
+"""`ghost-ablate` command line: count, knobs, train, sweep, report, bench, export, doctor, featuremaps, redundancy.
+
+User mistakes end in one line on stderr and exit status 2, never a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from ..config import PRECISIONS
+from ..errors import UserError
+from .args import add_model_args, add_recipe_args
+from .models import cmd_count, cmd_export, cmd_knobs
+from .outputs import cmd_bench, cmd_featuremaps, cmd_redundancy, cmd_report
+from .runs import YES_ENV, cmd_doctor, cmd_sweep, cmd_train
+
+EXIT_USAGE = 2
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but an error is a single line (no usage dump) and exit 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+# ---- entry point -------------------------------------------------------------------
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"count": cmd_count, "knobs": cmd_knobs,
+                                                            "train": cmd_train,
+                                                            "sweep": cmd_sweep, "report": cmd_report,
+                                                            "bench": cmd_bench, "export": cmd_export,
+                                                            "doctor": cmd_doctor, "featuremaps": cmd_featuremaps,
+                                                            "redundancy": cmd_redundancy}
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="ghost-ablate", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+
+    p = sub.add_parser("count", help="params and FLOPs (paper convention) beside the paper's")
+    add_model_args(p, required=False)
+    p.add_argument("--format", choices=("table", "json"), default="table")
+    p.add_argument("--breakdown", action="store_true", help="per-module table (needs --model)")
+    p.add_argument("--depth", type=int, default=3, help="breakdown depth")
+
+    p = sub.add_parser("knobs", help="the knobs each model declares: type, default, valid values, meaning")
+    p.add_argument("--model", help="one registry name (default: every model)")
+    p.add_argument("--format", choices=("table", "json"), default="table")
+
+    p = sub.add_parser("train", help="train one model on CIFAR-10 into a folder (resumable)")
+    add_model_args(p, required=True)
+    p.add_argument("--profile", default="standard", help="experiments/profiles/NAME.yaml or a YAML path")
+    p.add_argument("--data-dir", default="data/cifar10", help="holds cifar-10-batches-py (or the archive)")
+    p.add_argument("--out", help="run folder (default: RESULTS_DIR/runs/<run id>)")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--devices", type=int, default=1, help="GPUs for one run (DDP when > 1)")
+    p.add_argument("--accelerator", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--no-download", action="store_true", help="never try to download CIFAR-10")
+    add_recipe_args(p)
+
+    p = sub.add_parser("sweep", help="run an experiment grid: resumable, shardable, several seeds")
+    p.add_argument("experiment", help="experiment YAML, e.g. experiments/cifar10_ablation.yaml")
+    p.add_argument("--profile", help="override the experiment's profile")
+    p.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2")
+    p.add_argument("--data-dir", default="data/cifar10")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--shard", default="0/1", help="I/N: this process runs every N-th run from I")
+    p.add_argument("--dry-run", action="store_true", help="list the runs with costs and status; train nothing")
+    p.add_argument("--retry-failed", action="store_true", help="run diverged runs again")
+    p.add_argument("--no-estimate", action="store_true",
+                   help="skip the time estimate (calibration), the ETA lines and the CPU guard")
+    p.add_argument("--max-hours", type=float, default=24.0,
+                   help="on a CPU, refuse a plan estimated to take longer (default 24)")
+    p.add_argument("--yes", action="store_true", help=f"go on past the --max-hours guard (or set {YES_ENV}=1)")
+    p.add_argument("--devices", type=int, default=1, help="GPUs per run (DDP when > 1)")
+    p.add_argument("--accelerator", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--no-download", action="store_true")
+    add_recipe_args(p)
+
+    p = sub.add_parser("report", help="paper tables (CSV, markdown) and plots from the run records")
+    p.add_argument("--results-dir", default="results")
+    p.add_argument("--out", default="reports")
+    p.add_argument("--profile", help="which profile's runs (needed when results hold several)")
+    p.add_argument("--experiment", action="append", metavar="FILE",
+                   help="give this experiment file a table and plot of its own (repeatable; default: each "
+                        "file of experiments/ once a run outside the paper's tables has finished)")
+
+    p = sub.add_parser("bench", help="measured latency, throughput, training speed and memory per model")
+    p.add_argument("--models", nargs="+", help="registry names (default: every paper row)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    p.add_argument("--out", help="CSV (default results/bench.csv, bench_variants.csv or bench_pipeline.csv)")
+    p.add_argument("--cifar-only", action="store_true", help="skip the 224x224 ImageNet models")
+    p.add_argument("--repeats", type=int, default=20, help="timed batch-1 forwards (median reported)")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=128, help="eval throughput batch")
+    p.add_argument("--throughput-batches", type=int, default=3)
+    p.add_argument("--train-batch-size", type=int, help="training batch (default 64; 128 with --pipeline)")
+    p.add_argument("--train-steps", type=int, default=3)
+    p.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="as a recipe's precision; fp32 is measured beside it where it differs")
+    p.add_argument("--variants", action="store_true",
+                   help="every cheap op of the Ghost models (default ghost_vgg16 ghost_resnet56) and their "
+                        "baselines, as built and in deploy form (results/bench_variants.csv)")
+    p.add_argument("--pipeline", action="store_true",
+                   help="compare the training path with a plain DataLoader loop instead")
+    p.add_argument("--train-images", type=int, default=5120, help="--pipeline: synthetic training images")
+    p.add_argument("--epochs", type=int, default=4,
+                   help="--pipeline: epochs (the median of all but the first is reported)")
+    p.add_argument("--workers", type=int, default=2, help="--pipeline: DataLoader workers of the plain loop")
+
+    for name, about in (("featuremaps", "draw a trained network's feature maps, intrinsic and ghost apart"),
+                        ("redundancy", "how many feature maps another map reconstructs, layer by layer")):
+        p = sub.add_parser(name, help=about)
+        p.add_argument("sources", nargs="*", help="run folders (with last.ckpt) or Lightning checkpoints")
+        p.add_argument("--weights", help="a plain state_dict file (keys as our models name them); needs --model")
+        add_model_args(p, required=False)
+        p.add_argument("--data-dir", default="data/cifar10", help="CIFAR-10 folder the test images come from")
+        p.add_argument("--out", default="reports", help="folder for the figures and tables")
+    sub.choices["featuremaps"].add_argument("--layer", default="2",
+                                            help="conv unit by position (default 2: the second) or module name")
+    sub.choices["featuremaps"].add_argument("--image", type=int, default=0, help="index of the test image")
+    sub.choices["redundancy"].add_argument("--images", type=int, default=32, help="test images to measure on")
+    sub.choices["redundancy"].add_argument("--threshold", type=float, default=0.1,
+                                           help="normalised MSE under which a map counts as a ghost")
+
+    p = sub.add_parser("doctor", help="list damaged, stale and orphaned runs; --fix moves broken files aside")
+    p.add_argument("results_dir", nargs="?", default="results", help="a results folder (default: results)")
+    p.add_argument("--fix", action="store_true", help="move damaged and orphaned files aside (never deletes)")
+
+    p = sub.add_parser("export", help="ONNX export of a registry model, checked with onnxruntime")
+    add_model_args(p, required=True)
+    p.add_argument("--out", help="file (default MODEL.onnx)")
+    p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs first")
+    p.add_argument("--opset", type=int, default=17)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (UserError, ValueError) as err:
+        print(f"ghost-ablate {args.command}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

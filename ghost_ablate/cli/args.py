@@ -1,0 +1,64 @@
+"""Arguments several commands share: the model and its knobs, and recipe overrides."""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UserError
+
+
+def _ratio(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"ratio must be an integer >= 1, got {text!r}") from None
+
+
+def _dw_size(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"dw-size must be an odd integer >= 1, got {text!r}") from None
+
+
+def _width(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"width must be a number > 0, got {text!r}") from None
+
+
+def add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
+    p.add_argument("--model", required=required, help="registry name (see `ghost-ablate count`)")
+    p.add_argument("--ratio", type=_ratio, help="Ghost ratio s (integer >= 1)")
+    p.add_argument("--dw-size", type=_dw_size, help="cheap-op kernel d (odd integer)")
+    p.add_argument("--width", type=_width, help="width multiplier (GhostNet family)")
+    p.add_argument("--set", dest="knobs", action="append", default=[], metavar="KNOB=VALUE",
+                   help="any other knob the model declares, e.g. --set cheap_op=rep (repeatable; "
+                        "`ghost-ablate knobs` lists them)")
+
+
+def model_knobs(args: argparse.Namespace) -> dict[str, str]:
+    """The --set KNOB=VALUE assignments (checked against the model's declarations when it is built)."""
+    from ..models import LEGACY, parse_assignments
+
+    knobs = parse_assignments(args.knobs)
+    for name in LEGACY:
+        if name in knobs:
+            raise UserError(f"--set {name}=...: use --{name.replace('_', '-')} for {name}")
+    return knobs
+
+
+def add_recipe_args(p: argparse.ArgumentParser) -> None:
+    """One --flag per Recipe field, so every profile field can be overridden."""
+    from ..config import RECIPE_FIELDS
+
+    group = p.add_argument_group("recipe overrides (default: the profile's value)")
+    for name, f in RECIPE_FIELDS.items():
+        group.add_argument(f"--{name.replace('_', '-')}", dest=f"recipe_{name}", metavar=f.type.upper()
+                           .replace(" | NONE", "").replace("TUPLE[INT, ...]", "E1,E2,..."))
+
+
+def recipe_overrides(args: argparse.Namespace) -> dict:
+    return {k[len("recipe_"):]: v for k, v in vars(args).items() if k.startswith("recipe_") and v is not None}
+
+

@@ -1,0 +1,125 @@
+"""Commands that measure or draw: report, featuremaps, redundancy, bench."""
+from __future__ import annotations
+
+import argparse
+
+from ..errors import UserError
+from .args import model_knobs
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from ..report import build_report
+
+    from pathlib import Path
+
+    from ..sweep import load_experiment
+
+    for path in args.experiment or []:
+        load_experiment(path)  # a bad file is one line before anything is written
+    written = build_report(args.results_dir, args.out, args.profile,
+                           [Path(p) for p in args.experiment] if args.experiment else None)
+    print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(p.name for p in written))
+    return 0
+
+
+# ---- featuremaps and redundancy -------------------------------------------------------
+
+def _networks(args: argparse.Namespace) -> list:
+    from ..features import load_trained
+
+    if args.weights:
+        return [load_trained(weights=args.weights, model=args.model, ratio=args.ratio, dw_size=args.dw_size,
+                             width=args.width, knobs=model_knobs(args))]
+    if not args.sources:
+        raise UserError("name run folders or checkpoints, or give --weights FILE --model NAME")
+    if args.model:
+        raise UserError("--model goes with --weights; a run folder or checkpoint names its own model")
+    return [load_trained(source) for source in args.sources]
+
+
+def cmd_featuremaps(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..features import resolve_layer, test_images
+    from ..report.evidence import plot_feature_maps
+    from ..report.plots import headless
+
+    networks = _networks(args)
+    for net in networks:  # check every layer before anything is written
+        resolve_layer(net.model, args.layer)
+    image = test_images(args.data_dir, 1, args.image)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    headless()
+    written = []
+    for net in networks:
+        stem = f"feature_maps_{net.label.lower().replace(' ', '_').replace('=', '').replace('-', '')}"
+        written += plot_feature_maps(net, args.layer, image, out, stem)
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def cmd_redundancy(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from ..features import test_images
+    from ..records import write_atomic
+    from ..report.evidence import redundancy_outputs
+    from ..report.plots import headless
+
+    networks = _networks(args)
+    images = test_images(args.data_dir, args.images)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    headless()
+    paths, md = redundancy_outputs(networks, images, out, threshold=args.threshold)
+    sources = "; ".join(f"{n.label} ({Path(n.source).parent.name or n.source})" for n in networks)
+    write_atomic(out / "redundancy.md", f"# Feature-map redundancy\n\nNetworks: {sources}. Images: the first "
+                                        f"{len(images)} test images of `{Path(args.data_dir).name}`.\n\n{md}")
+    print(f"wrote {', '.join(str(p) for p in [*paths, out / 'redundancy.md'])}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from ..bench import bench_models, bench_variants, pipeline_comparison, settings_from, variant_keys
+    from ..costs import paper_configs
+    from ..models import MODELS
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible here; use --device cpu")
+    for name in args.models or []:
+        if name not in MODELS:
+            raise UserError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
+    if args.pipeline:
+        models = args.models or ["resnet56", "vgg16"]
+        frame = pipeline_comparison(models, args.device, args.train_images, args.train_batch_size or 128,
+                                    args.epochs, args.workers)
+        out = Path(args.out or "results/bench_pipeline.csv")
+        from ..records import write_atomic
+
+        write_atomic(out, frame.to_csv(index=False))
+        print(f"wrote {out}")
+        return 0
+    settings = settings_from(device=args.device, repeats=args.repeats, warmup=args.warmup,
+                             batch_size=args.batch_size, train_batch_size=args.train_batch_size,
+                             train_steps=args.train_steps, throughput_batches=args.throughput_batches,
+                             threads=args.threads, precision=args.precision)
+    if args.variants:
+        keys = variant_keys(args.models or ["ghost_vgg16", "ghost_resnet56"])
+        out = Path(args.out or "results/bench_variants.csv")
+        bench_variants(keys, settings, out)
+        print(f"wrote {out} ({len(keys)} configurations on {args.device}, {settings.threads} threads)")
+        return 0
+    keys = [k for k in paper_configs() if not args.models or k[0] in args.models]
+    if args.cifar_only:
+        keys = [k for k in keys if MODELS[k[0]].input_size == 32]
+    out = Path(args.out or "results/bench.csv")
+    bench_models(keys, settings, out)
+    print(f"wrote {out} ({len(keys)} models on {args.device}, {settings.threads} threads)")
+    return 0
+
+
