@@ -53,7 +53,7 @@ def measure_calibration(rc: RunConfig, device: str) -> Calibration:
     precision = resolve_precision(rc.recipe.precision, device)
     torch.manual_seed(0)
     spec = MODELS[rc.model]
-    model = build_model(rc.model, rc.ratio, rc.dw_size, rc.width).to(device).to(memory_format=precision.memory_format)
+    model = build_model(rc.model, **rc.model_args).to(device).to(memory_format=precision.memory_format)
     size, bs, ebs = spec.input_size, rc.recipe.batch_size, rc.recipe.eval_batch_size
     x = torch.randn(bs, 3, size, size, device=device).contiguous(memory_format=precision.memory_format)
     y = torch.randint(0, spec.num_classes, (bs,), device=device)
@@ -94,7 +94,7 @@ def measure_calibration(rc: RunConfig, device: str) -> Calibration:
 def calibration_key(rc: RunConfig, device: str) -> list[Any]:
     precision = resolve_precision(rc.recipe.precision, device)
     return ["calibration", device_name(device), precision.resolved, rc.model, rc.ratio, rc.dw_size, rc.width,
-            rc.recipe.batch_size, rc.recipe.eval_batch_size]
+            rc.recipe.batch_size, rc.recipe.eval_batch_size, *([list(map(list, rc.knobs))] if rc.knobs else [])]
 
 
 def calibrate(rc: RunConfig, device: str, cache: JsonCache | None = None) -> tuple[Calibration, bool]:

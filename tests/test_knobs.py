@@ -267,3 +267,14 @@ def test_report_of_a_smoke_like_experiment_writes_its_table(tmp_path):
     assert "experiment_cifar10_cross.csv" not in names  # no run of it outside the paper's rows
     text = (tmp_path / "out" / "README.md").read_text()
     assert "## Experiment cifar10_cheap_ops.yaml" in text and "| rep " in text.replace("  ", " ")
+
+
+def test_calibration_builds_and_keys_the_configured_cheap_op():
+    from ghost_ablate.estimate import calibration_key
+
+    dw = RunConfig.create("ghost_resnet56", profile="smoke")
+    dfc = RunConfig.create("ghost_resnet56", profile="smoke", knobs={"cheap_op": "dfc"})
+    assert calibration_key(dw, "cpu") != calibration_key(dfc, "cpu")
+    assert len(calibration_key(dw, "cpu")) == 9  # keys cached before knobs existed stay valid
+    net = build_model(dfc.model, **dfc.model_args)
+    assert any(getattr(m, "cheap", None) == CheapOp("dfc") for m in net.modules())
