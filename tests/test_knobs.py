@@ -254,7 +254,8 @@ def test_bench_variants_cover_every_cheap_op_after_the_baseline():
 
 
 def test_report_of_a_smoke_like_experiment_writes_its_table(tmp_path):
-    for model, knobs in (("vgg16", {}), ("ghost_vgg16", {"cheap_op": "rep"})):
+    for model, knobs in (("vgg16", {}), ("ghost_vgg16", {"cheap_op": "rep"}),
+                         ("ghost_vgg16", {"cheap_op": "dfc", "dfc_kernel": 7})):
         rc = RunConfig.create(model, profile="smoke", knobs=knobs)
         path = tmp_path / "runs" / rc.run_id / "result.json"
         path.parent.mkdir(parents=True)
@@ -265,6 +266,8 @@ def test_report_of_a_smoke_like_experiment_writes_its_table(tmp_path):
     names = {p.name for p in written}
     assert {"experiment_cifar10_cheap_ops.csv", "experiment_cifar10_cheap_ops_accuracy_vs_flops.png"} <= names
     assert "experiment_cifar10_cross.csv" not in names  # no run of it outside the paper's rows
+    dfc = pd.read_csv(tmp_path / "out" / "experiment_cifar10_dfc.csv")
+    assert dfc.loc[dfc["dfc_kernel"] == 7, "n_seeds"].tolist() == [1, 0]  # Ghost-VGG-16 run, GhostNet not
     text = (tmp_path / "out" / "README.md").read_text()
     assert "## Experiment cifar10_cheap_ops.yaml" in text and "| rep " in text.replace("  ", " ")
 

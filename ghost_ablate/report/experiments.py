@@ -14,8 +14,8 @@ import pandas as pd
 
 from .. import paper
 from ..costs import config_cost
-from ..models import KNOBS, knob_values, varying
-from ..records import write_atomic
+from ..models import KNOBS, MODELS, knob_values, varying
+from ..records import missing, write_atomic
 from ..sweep import Experiment, load_experiment
 from .labels import COLORS, NAMES, _family
 from .markdown import _fmt, _md
@@ -92,13 +92,20 @@ def plot_experiment(experiment: Experiment, frame: pd.DataFrame, out: Path, stem
     from .plots import _plain_log_ticks, _save
 
     columns = [c for c in frame.columns if c not in _NUMERIC and c != "model"]
+    reference = {r["model"]: r for _, r in frame[frame["reference"] == "yes"].iterrows()}
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    texts = []
+    texts, models = [], []
     for _, r in frame[frame["n_seeds"] > 0].iterrows():
-        color = COLORS[_family(r["model"])]
-        ax.errorbar(r["flops_m"], r["top1_mean"], yerr=r["top1_ci95"] or 0, fmt="o", color=color, capsize=3)
-        label = " ".join(f"{c}={r[c]}" for c in columns if r[c] is not None and r[c] == r[c]) or r["model"]
+        color, marker = COLORS[_family(r["model"])], _marker(r["model"])
+        ax.errorbar(r["flops_m"], r["top1_mean"], yerr=0 if missing(r["top1_ci95"]) else r["top1_ci95"],
+                    fmt=marker, color=color, capsize=3)
+        ref = reference[r["model"]]
+        changed = [f"{c}={r[c]}" for c in columns if not missing(r[c]) and (missing(ref[c]) or r[c] != ref[c])]
+        label = " ".join(changed) or ("reference" if MODELS[r["model"]].knobs else NAMES.get(r["model"], r["model"]))
         texts.append(ax.text(r["flops_m"], r["top1_mean"], label, fontsize=7, color=color))
+        models += [r["model"]] if r["model"] not in models else []
+    ax.legend(handles=[plt.Line2D([], [], marker=_marker(m), ls="", color=COLORS[_family(m)], label=NAMES.get(m, m))
+                       for m in models], fontsize=8, loc="best")
     ax.set_xscale("log")
     ax.set_xlabel("FLOPs (M, multiply-accumulates)")
     ax.set_ylabel("top-1 test accuracy (%)")
@@ -108,6 +115,11 @@ def plot_experiment(experiment: Experiment, frame: pd.DataFrame, out: Path, stem
     if texts:
         adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
     return _save(fig, out, stem)
+
+
+def _marker(model: str) -> str:
+    """Squares for networks without knobs (the plain baselines), circles for the rest."""
+    return "o" if MODELS[model].knobs else "s"
 
 
 def default_experiments() -> list[Path]:
