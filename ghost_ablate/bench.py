@@ -94,7 +94,7 @@ def _status_mb(field: str) -> float:
         return next(int(line.split()[1]) for line in f if line.startswith(field + ":")) / 1024
 
 
-def _cpu_peak_growth_mb(fn: Callable[[], Any]) -> tuple[float, str]:
+def _cpu_peak_growth_mb(fn: Callable[[], Any]) -> float:
     """How far the resident set rises above its current size while `fn` runs. Linux lets a
     process reset its peak (VmHWM) through /proc/self/clear_refs; elsewhere the growth of
     the lifetime peak is all there is, and reads 0 when `fn` stays under an earlier peak."""
@@ -103,11 +103,11 @@ def _cpu_peak_growth_mb(fn: Callable[[], Any]) -> tuple[float, str]:
             f.write("5")
         start = _status_mb("VmRSS")
         fn()
-        return _status_mb("VmHWM") - start, "cpu peak RSS above the start (VmHWM reset)"
+        return _status_mb("VmHWM") - start
     except OSError:
         before = _peak_rss_mb()
         fn()
-        return _peak_rss_mb() - before, "cpu peak RSS growth"
+        return _peak_rss_mb() - before
 
 
 def _measure_path(model: torch.nn.Module, name: str, s: BenchSettings, precision: Precision) -> dict[str, Any]:
@@ -216,7 +216,7 @@ def measure_inference(key: tuple, s: BenchSettings, deploy: bool) -> dict[str, A
             _sync(s.device)
             peak_mb = (torch.cuda.max_memory_allocated() - start) / 2**20
         else:
-            peak_mb, _ = _cpu_peak_growth_mb(lambda: model(xb))
+            peak_mb = _cpu_peak_growth_mb(lambda: model(xb))
         latency = _median_ms(lambda: model(x1), s.device, s.warmup, s.repeats)
         throughput = _rate(lambda: model(xb), s.device, s.batch_size, 1, s.throughput_batches)
     form = "deploy" if deploy else "eval"

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from torch import nn
 
 from ghost_ablate.data import FOLDER, TEST_FILES, TRAIN_FILES
 
@@ -39,6 +41,18 @@ def make_cifar_folder(root: Path, per_batch: int = 8, n_test: int = 10, seed: in
                                       b"frog", b"horse", b"ship", b"truck"], b"num_cases_per_batch": per_batch,
                      b"num_vis": 3072}, f, protocol=2)
     return folder
+
+
+def randomize_bn(model: nn.Module) -> nn.Module:
+    """Non-trivial running statistics and affine parameters, so folding has something to fold."""
+    g = torch.Generator().manual_seed(0)
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
+    return model.eval()
 
 
 @pytest.fixture

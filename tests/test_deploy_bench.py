@@ -1,24 +1,13 @@
 import pandas as pd
 import pytest
 import torch
-from torch import nn
 
 from ghost_ablate.bench import BenchSettings, bench_models, pipeline_comparison
 from ghost_ablate.cli import main
 from ghost_ablate.deploy import check_onnx, count_bn, export_onnx, fold_bn
 from ghost_ablate.models import MODELS, build_model
 
-
-def randomize_bn(model: nn.Module) -> nn.Module:
-    """Non-trivial running statistics and affine parameters, so folding has something to fold."""
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.1)
-    return model.eval()
+from conftest import randomize_bn
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))

@@ -19,19 +19,10 @@ from ghost_ablate.report.experiments import experiment_table
 from ghost_ablate.report.tables import aggregate, load_runs
 from ghost_ablate.sweep import load_experiment, plan_runs, run_state, run_sweep, summary_frame
 
+from conftest import randomize_bn
+
 REPO = Path(__file__).resolve().parents[1]
 OPS = KNOBS["cheap_op"].choices
-
-
-def _randomise_bn(model: nn.Module) -> None:
-    """BatchNorm statistics and affine terms away from their identity initialisation."""
-    g = torch.Generator().manual_seed(0)
-    for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            m.running_mean.copy_(torch.randn(m.num_features, generator=g) * 0.3)
-            m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            m.weight.data.copy_(torch.randn(m.num_features, generator=g))
-            m.bias.data.copy_(torch.randn(m.num_features, generator=g) * 0.2)
 
 
 @pytest.mark.parametrize("op", OPS)
@@ -75,8 +66,7 @@ def test_copy_has_no_cheap_op_parameters_and_copies_the_intrinsic_maps():
 def test_rep_fused_deploy_form_equals_the_training_form(ratio, dw_size, relu):
     torch.manual_seed(0)
     module = GhostModule(6, 10, 3, ratio=ratio, dw_size=dw_size, relu=relu, cheap=CheapOp("rep"))
-    _randomise_bn(module)
-    module.eval()
+    randomize_bn(module)
     x = torch.randn(3, 6, 8, 8)
     with torch.no_grad():
         expected = module(x)
@@ -90,8 +80,7 @@ def test_rep_fused_deploy_form_equals_the_training_form(ratio, dw_size, relu):
 def test_rep_deploy_form_of_a_whole_network_matches():
     torch.manual_seed(0)
     net = build_model("ghost_resnet56", cheap_op="rep")
-    _randomise_bn(net)
-    net.eval()
+    randomize_bn(net)
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(deploy_form(net)(x), net(x), rtol=1e-4, atol=1e-4)

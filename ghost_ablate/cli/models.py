@@ -75,10 +75,7 @@ def cmd_knobs(args: argparse.Namespace) -> int:
     if not rows:
         print(f"{args.model} takes no knobs")
         return 0
-    frame = pd.DataFrame(rows).astype(str)
-    widths = {c: max(len(c), *frame[c].str.len()) for c in frame.columns}
-    for line in [dict(zip(frame.columns, frame.columns)), *frame.to_dict("records")]:
-        print("  ".join(str(line[c]).ljust(widths[c]) for c in frame.columns).rstrip())
+    print(pd.DataFrame(rows).astype(str).to_markdown(index=False, tablefmt="plain", disable_numparse=True))
     return 0
 
 

@@ -18,6 +18,7 @@ The cheap operation is a knob (`CheapOp`):
 """
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
@@ -26,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .knobs import CHEAP_KNOBS
 
@@ -98,18 +100,17 @@ class RepDepthwise(nn.Module):
 
     @torch.no_grad()
     def fuse(self) -> None:
-        """Fold both branches and their BNs into `self.fused` (uses the BNs' running statistics)."""
-        scale = self.bn.weight / torch.sqrt(self.bn.running_var + self.bn.eps)
-        id_scale = self.fusion_bn.weight / torch.sqrt(self.fusion_bn.running_var + self.fusion_bn.eps)
-        weight = self.conv.weight * scale.view(-1, 1, 1, 1)
+        """Fold both branches and their BNs into `self.fused` (eval mode: the BNs' running
+        statistics). The identity is a depthwise conv whose kernel is 1 at the centre, so
+        torch's own conv-BN fusion folds each branch, and the two sums add up."""
+        identity = copy.deepcopy(self.conv)
+        identity.weight.zero_()
         centre = self.conv.kernel_size[0] // 2
-        weight[:, 0, centre, centre] += id_scale
-        bias = (self.bn.bias - self.bn.running_mean * scale) + (self.fusion_bn.bias - self.fusion_bn.running_mean
-                                                                 * id_scale)
-        fused = nn.Conv2d(self.conv.in_channels, self.conv.out_channels, self.conv.kernel_size, 1,
-                          self.conv.padding, groups=self.conv.groups, bias=True).to(weight.device)
-        fused.weight.copy_(weight)
-        fused.bias.copy_(bias)
+        identity.weight[:, 0, centre, centre] = 1.0
+        fused = fuse_conv_bn_eval(self.conv, self.bn)
+        shortcut = fuse_conv_bn_eval(identity, self.fusion_bn)
+        fused.weight += shortcut.weight
+        fused.bias += shortcut.bias
         self.fused = fused
         del self.conv, self.bn, self.fusion_bn
 
@@ -197,9 +198,9 @@ class GhostModule(nn.Module):
         """DFC attention of input `x`, up-sampled to `size`."""
         pool = F.avg_pool2d if self.cheap.dfc_down == "avg" else F.max_pool2d
         a = self.short_conv(pool(x, 2, 2))
-        mode = self.cheap.dfc_up
-        up = (lambda t: F.interpolate(t, size=size, mode=mode)) if mode == "nearest" else \
-            (lambda t: F.interpolate(t, size=size, mode=mode, align_corners=False))
+        def up(t: torch.Tensor) -> torch.Tensor:  # bilinear: align_corners False, torch's default
+            return F.interpolate(t, size=size, mode=self.cheap.dfc_up)
+
         return up(torch.sigmoid(a)) if self.cheap.dfc_sigmoid == "before" else torch.sigmoid(up(a))
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from . import cifar, resnet
 from .ghostnet import cifar_ghostnet, ghostnet, ghostnetv2
-from .knobs import CHEAP_KNOBS, KNOBS, LEGACY, Knob, extras, unknown_knob
+from .knobs import CHEAP_KNOBS, KNOBS, LEGACY, Knob, unknown_knob
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,6 @@ class ModelSpec:
 
 
 MODELS: dict[str, ModelSpec] = {}
-DEFAULTS = {name: KNOBS[name].default for name in LEGACY}
 
 
 def register(spec: ModelSpec) -> None:
@@ -101,8 +100,6 @@ def resolve_knobs(name: str, ratio: Any = None, dw_size: Any = None, width: Any 
     for k in spec.declared():
         value = given.get(k.name)
         out[k.name] = k.default if value is None else k.coerce(value)
-        if k.name == "width" and value is not None and out["width"] <= 0:
-            raise ValueError(f"width must be a number > 0 (published: {spec.widths}), got {value!r}")
     for k in spec.declared():  # a knob set away from its default where it has no effect is a mistake
         if k.applies_when and k.applies_when[0] in out and out[k.applies_when[0]] not in k.applies_when[1]:
             other, values = k.applies_when
@@ -146,7 +143,3 @@ def build_model(name: str, ratio: Any = None, dw_size: Any = None, width: Any = 
     if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
         raise ValueError(f"num_classes must be an integer >= 1, got {classes!r}")
     return spec.builder(num_classes=classes, **{k: resolved[k] for k in spec.knobs})
-
-
-__all__ = ["ModelSpec", "MODELS", "DEFAULTS", "register", "get_spec", "resolve_knobs", "resolve_args",
-           "knob_values", "build_model", "extras"]

@@ -15,18 +15,24 @@ import pandas as pd
 from .. import paper
 from ..costs import config_cost
 from ..models import KNOBS, MODELS, knob_values, varying
-from ..records import missing, write_atomic
+from ..records import config_key, missing, write_atomic
 from ..sweep import Experiment, load_experiment
 from .labels import COLORS, NAMES, _family
 from .markdown import _fmt, _md
 from .stats import noise_verdict, welch_p
+from .tables import _round
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
 
-def config_key(cfg: dict[str, Any]) -> tuple:
-    """An experiment configuration's `RunConfig.key` (its knobs are already the non-default ones)."""
-    return (cfg["model"], cfg["ratio"], cfg["dw_size"], cfg["width"], tuple(cfg["knobs"].items()))
+def _key(cfg: dict[str, Any]) -> tuple:
+    """An experiment configuration's `RunConfig.key`, as the report's aggregate is keyed."""
+    return config_key(cfg["model"], cfg["ratio"], cfg["dw_size"], cfg["width"], cfg["knobs"])
+
+
+def _knob_columns(frame: pd.DataFrame) -> list[str]:
+    """The knob columns of an experiment table."""
+    return [c for c in frame.columns if c in KNOBS]
 
 
 def knob_columns(experiment: Experiment) -> list[str]:
@@ -40,7 +46,7 @@ def experiment_table(experiment: Experiment, agg: dict[tuple, dict[str, Any]]) -
     columns = knob_columns(experiment)
     rows, reference = [], {}
     for cfg in experiment.configs:
-        key = config_key(cfg)
+        key = _key(cfg)
         ours = agg.get(key)
         reference.setdefault(cfg["model"], key)
         ref_key = reference[cfg["model"]]
@@ -50,8 +56,9 @@ def experiment_table(experiment: Experiment, agg: dict[tuple, dict[str, Any]]) -
         values = knob_values(cfg["model"], cfg)
         rows.append({"model": cfg["model"], **{c: values[c] for c in columns},
                      "params_m": round(cost.params / 1e6, 3), "flops_m": round(cost.flops / 1e6, 2),
-                     "top1_mean": _round(ours and ours["top1_mean"]), "top1_std": _round(ours and ours["top1_std"]),
-                     "top1_ci95": _round(ours and ours["top1_ci95"]), "n_seeds": ours["n"] if ours else 0,
+                     "top1_mean": _round(ours and ours["top1_mean"], 2),
+                     "top1_std": _round(ours and ours["top1_std"], 2),
+                     "top1_ci95": _round(ours and ours["top1_ci95"], 2), "n_seeds": ours["n"] if ours else 0,
                      "reference": "yes" if ref_key == key else "", "p_vs_reference": _round(p, 4),
                      "vs_reference": noise_verdict(p)})
     frame = pd.DataFrame(rows)
@@ -63,25 +70,16 @@ def experiment_table(experiment: Experiment, agg: dict[tuple, dict[str, Any]]) -
     return frame.reset_index(drop=True)
 
 
-def _round(v: Any, digits: int = 2) -> Any:
-    return None if v is None or v != v else round(float(v), digits)
-
-
-def experiment_markdown(experiment: Experiment, frame: pd.DataFrame) -> str:
+def experiment_markdown(frame: pd.DataFrame) -> str:
     shown = frame.copy()
     shown["model"] = shown["model"].map(lambda m: NAMES.get(m, m))
     shown["top1 (%)"] = [f"{_fmt(m, 2)} ± {_fmt(c, 2)}" if n > 1 else _fmt(m, 2)
                          for m, c, n in zip(frame["top1_mean"], frame["top1_ci95"], frame["n_seeds"])]
     shown["p vs ref"] = frame["p_vs_reference"].map(lambda v: _fmt(v, 3))
-    keep = ["model", *[c for c in frame.columns if c not in _NUMERIC and c != "model"], "params_m", "flops_m",
-            "top1 (%)", "n_seeds", "p vs ref", "vs_reference"]
+    keep = ["model", *_knob_columns(frame), "params_m", "flops_m", "top1 (%)", "n_seeds", "p vs ref", "vs_reference"]
     shown = shown[keep].rename(columns={"params_m": "Params (M)", "flops_m": "FLOPs (M)", "n_seeds": "n",
                                         "vs_reference": "vs ref"})
     return _md(shown.astype(object).where(shown.notna(), ""))
-
-
-_NUMERIC = ("params_m", "flops_m", "top1_mean", "top1_std", "top1_ci95", "n_seeds", "reference", "p_vs_reference",
-            "vs_reference")
 
 
 def plot_experiment(experiment: Experiment, frame: pd.DataFrame, out: Path, stem: str) -> list[Path]:
@@ -91,7 +89,7 @@ def plot_experiment(experiment: Experiment, frame: pd.DataFrame, out: Path, stem
 
     from .plots import _plain_log_ticks, _save
 
-    columns = [c for c in frame.columns if c not in _NUMERIC and c != "model"]
+    columns = _knob_columns(frame)
     reference = {r["model"]: r for _, r in frame[frame["reference"] == "yes"].iterrows()}
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     texts, models = [], []
@@ -122,9 +120,10 @@ def _marker(model: str) -> str:
     return "o" if MODELS[model].knobs else "s"
 
 
-def default_experiments() -> list[Path]:
+def default_experiments() -> list[Experiment]:
     """The experiment files of `experiments/` that declare no paper tables (those have their own)."""
-    return [p for p in sorted(EXPERIMENTS_DIR.glob("*.yaml")) if not load_experiment(p).tables]
+    loaded = [load_experiment(p) for p in sorted(EXPERIMENTS_DIR.glob("*.yaml"))]
+    return [e for e in loaded if not e.tables]
 
 
 def experiment_sections(agg: dict[tuple, dict[str, Any]], out: Path,
@@ -135,20 +134,19 @@ def experiment_sections(agg: dict[tuple, dict[str, Any]], out: Path,
     named = paths is not None
     in_paper = {r.run_key for r in paper.rows(buildable=True)}
     written, sections = [], []
-    for path in (paths if named else default_experiments()):
-        experiment = load_experiment(path)
-        keys = {config_key(c) for c in experiment.configs} - in_paper
+    for experiment in ([load_experiment(p) for p in paths] if named else default_experiments()):
+        keys = {_key(c) for c in experiment.configs} - in_paper
         if not named and not any(agg.get(k, {}).get("n") for k in keys):
             continue
         frame = experiment_table(experiment, agg)
-        stem = f"experiment_{Path(path).stem}"
+        stem = f"experiment_{experiment.path.stem}"
         write_atomic(out / f"{stem}.csv", frame.to_csv(index=False))
         plot = plot_experiment(experiment, frame, out, f"{stem}_accuracy_vs_flops")
         written += [out / f"{stem}.csv", *plot]
-        varied = ", ".join(knob_columns(experiment)) or "the model"
-        sections += [f"## Experiment {Path(path).name}: {experiment.description}", "",
+        varied = ", ".join(_knob_columns(frame)) or "the model"
+        sections += [f"## Experiment {experiment.path.name}: {experiment.description}", "",
                      f"Columns: the knobs this grid varies ({varied}). Each model's first row is its reference "
-                     f"for the p-value (Welch's t-test over seeds).", "", experiment_markdown(experiment, frame),
+                     f"for the p-value (Welch's t-test over seeds).", "", experiment_markdown(frame),
                      f"\nCSV: [{stem}.csv]({stem}.csv)", "", f"![{experiment.description}]({plot[0].name})", ""]
     return written, sections
 
