@@ -1,4 +1,3 @@
-from pathlib import Path
 from urllib.error import URLError
 
 import numpy as np

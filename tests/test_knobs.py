@@ -242,15 +242,19 @@ def test_bench_variants_cover_every_cheap_op_after_the_baseline():
     assert [dict(k[4]).get("cheap_op", "dw") for k in keys[1:]] == list(OPS)
 
 
-def test_report_of_a_smoke_like_experiment_writes_its_table(tmp_path):
-    for model, knobs in (("vgg16", {}), ("ghost_vgg16", {"cheap_op": "rep"}),
-                         ("ghost_vgg16", {"cheap_op": "dfc", "dfc_kernel": 7})):
+def _finished_smoke_runs(results: Path, *runs: tuple[str, dict]) -> None:
+    for model, knobs in runs:
         rc = RunConfig.create(model, profile="smoke", knobs=knobs)
-        path = tmp_path / "runs" / rc.run_id / "result.json"
+        path = results / "runs" / rc.run_id / "result.json"
         path.parent.mkdir(parents=True)
         path.write_text(json.dumps({"run_id": rc.run_id, "status": "finished", "config": rc.to_dict(),
                                     "final_test_acc": 0.4, "best_test_acc": 0.4, "history": [],
                                     "params": 1, "flops": 1, "data": {}}))
+
+
+def test_report_of_a_smoke_like_experiment_writes_its_table(tmp_path):
+    _finished_smoke_runs(tmp_path, ("vgg16", {}), ("ghost_vgg16", {"cheap_op": "rep"}),
+                         ("ghost_vgg16", {"cheap_op": "dfc", "dfc_kernel": 7}))
     written = build_report(tmp_path, tmp_path / "out", "smoke")
     names = {p.name for p in written}
     assert {"experiment_cifar10_cheap_ops.csv", "experiment_cifar10_cheap_ops_accuracy_vs_flops.png"} <= names
@@ -259,6 +263,17 @@ def test_report_of_a_smoke_like_experiment_writes_its_table(tmp_path):
     assert dfc.loc[dfc["dfc_kernel"] == 7, "n_seeds"].tolist() == [1, 0]  # Ghost-VGG-16 run, GhostNet not
     text = (tmp_path / "out" / "README.md").read_text()
     assert "## Experiment cifar10_cheap_ops.yaml" in text and "| rep " in text.replace("  ", " ")
+
+
+def test_paper_grid_runs_alone_write_no_experiment_table(tmp_path):
+    # the CIFAR GhostNet is an extra run of the paper's experiment file and the dw reference
+    # of cifar10_dfc.yaml: the paper report already shows it, so no one-row DFC table appears
+    _finished_smoke_runs(tmp_path, ("vgg16", {}), ("cifar_ghostnet", {}))
+    written = build_report(tmp_path, tmp_path / "out", "smoke")
+    assert not [p.name for p in written if p.name.startswith("experiment_")]
+    (row,) = [line for line in (tmp_path / "out" / "README.md").read_text().splitlines()
+              if line.startswith("| GhostNet (CIFAR)")]
+    assert "| 40.00 (n=1) " in row  # under "Runs outside the paper's tables", in the tables' format
 
 
 def test_calibration_builds_and_keys_the_configured_cheap_op():

@@ -17,7 +17,7 @@ from ..records import write_atomic
 from .evidence import evidence_section
 from .experiments import experiment_sections
 from .labels import full_label
-from .markdown import _fmt, _md, header_markdown, markdown_table, provenance, seeds_markdown
+from .markdown import _fmt, _md, header_markdown, markdown_table, provenance, seeds_markdown, top1_cells
 from .plots import headless, plot_ablations, plot_accuracy_vs_cost, plot_confusion, plot_curves, plot_latency
 from .tables import (CSV_NAMES, ReportError, aggregate, best_runs_by_family, imagenet_costs, load_runs, paper_table,
                      per_class_accuracy, speedup_table)
@@ -51,7 +51,8 @@ def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | No
     if extra:
         rows = [{"Model": full_label(*k), "Params (M)": _fmt(agg[k]["params"] / 1e6, 3),
                  "FLOPs (M)": _fmt(agg[k]["flops"] / 1e6, 1),
-                 "Top-1 (%) final": _fmt(agg[k]["top1_mean"], 2), "n": agg[k]["n"]} for k in extra]
+                 **top1_cells(agg[k]["top1_mean"], agg[k]["top1_std"], agg[k]["top1_ci95"], agg[k]["n"])}
+                for k in extra]
         sections += ["## Runs outside the paper's tables", "", _md(pd.DataFrame(rows)), ""]
     files, more = experiment_sections(agg, out, experiments)
     written += files

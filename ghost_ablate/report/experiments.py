@@ -73,10 +73,11 @@ def experiment_table(experiment: Experiment, agg: dict[tuple, dict[str, Any]]) -
 def experiment_markdown(frame: pd.DataFrame) -> str:
     shown = frame.copy()
     shown["model"] = shown["model"].map(lambda m: NAMES.get(m, m))
-    shown["top1 (%)"] = [f"{_fmt(m, 2)} ± {_fmt(c, 2)}" if n > 1 else _fmt(m, 2)
+    top1 = "top1 (%) mean ± 95% CI"
+    shown[top1] = [f"{_fmt(m, 2)} ± {_fmt(c, 2)}" if n > 1 else _fmt(m, 2)
                          for m, c, n in zip(frame["top1_mean"], frame["top1_ci95"], frame["n_seeds"])]
     shown["p vs ref"] = frame["p_vs_reference"].map(lambda v: _fmt(v, 3))
-    keep = ["model", *_knob_columns(frame), "params_m", "flops_m", "top1 (%)", "n_seeds", "p vs ref", "vs_reference"]
+    keep = ["model", *_knob_columns(frame), "params_m", "flops_m", top1, "n_seeds", "p vs ref", "vs_reference"]
     shown = shown[keep].rename(columns={"params_m": "Params (M)", "flops_m": "FLOPs (M)", "n_seeds": "n",
                                         "vs_reference": "vs ref"})
     return _md(shown.astype(object).where(shown.notna(), ""))
@@ -120,22 +121,26 @@ def _marker(model: str) -> str:
     return "o" if MODELS[model].knobs else "s"
 
 
-def default_experiments() -> list[Experiment]:
-    """The experiment files of `experiments/` that declare no paper tables (those have their own)."""
+def default_experiments() -> tuple[list[Experiment], set[tuple]]:
+    """The experiment files of `experiments/` that declare no paper tables, and the
+    configurations the paper-table files already report (their tables and "runs outside the
+    paper's tables" section)."""
     loaded = [load_experiment(p) for p in sorted(EXPERIMENTS_DIR.glob("*.yaml"))]
-    return [e for e in loaded if not e.tables]
+    covered = {r.run_key for r in paper.rows(buildable=True)}
+    covered |= {_key(c) for e in loaded if e.tables for c in e.configs}
+    return [e for e in loaded if not e.tables], covered
 
 
 def experiment_sections(agg: dict[tuple, dict[str, Any]], out: Path,
                         paths: list[Path] | None = None) -> tuple[list[Path], list[str]]:
     """CSV, plot and markdown for every file named in `paths`, or by default for each file of
-    `experiments/` (without paper tables) once one of its runs outside the paper's tables has
-    finished: a grid that merely shares the paper's rows is left to the paper tables."""
+    `experiments/` (without paper tables) once one of its runs not reported with the paper's
+    grid has finished: a file whose only finished runs are the paper grid's is left out."""
     named = paths is not None
-    in_paper = {r.run_key for r in paper.rows(buildable=True)}
+    experiments, covered = default_experiments() if not named else ([load_experiment(p) for p in paths], set())
     written, sections = [], []
-    for experiment in ([load_experiment(p) for p in paths] if named else default_experiments()):
-        keys = {_key(c) for c in experiment.configs} - in_paper
+    for experiment in experiments:
+        keys = {_key(c) for c in experiment.configs} - covered
         if not named and not any(agg.get(k, {}).get("n") for k in keys):
             continue
         frame = experiment_table(experiment, agg)

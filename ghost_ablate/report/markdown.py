@@ -22,24 +22,27 @@ def _fmt(v: Any, digits: int) -> str:
     return "" if v is None else f"{v:.{digits}f}"
 
 
+def top1_cells(mean: Any, std: Any, ci95: Any, n: int) -> dict[str, str]:
+    """The top-1 columns every table shares: "mean ± std (n=..)" and the 95% interval."""
+    if _none(mean) is None:
+        return {"Top-1 (%) mean ± std": "not run", "95% CI": ""}
+    std, ci95 = _none(std), _none(ci95)
+    return {"Top-1 (%) mean ± std": f"{mean:.2f}{'' if std is None else f' ± {std:.2f}'} (n={n})",
+            "95% CI": "" if ci95 is None else f"{mean - ci95:.2f}–{mean + ci95:.2f}"}
+
+
 def markdown_table(table: pd.DataFrame) -> str:
     """One paper table laid out like the paper's, our numbers beside the published ones."""
     rows = []
     for _, r in table.iterrows():
+        top1 = top1_cells(r["top1_mean"], r["top1_std"], r["top1_ci95"], r["n_seeds"])
         if r["status"] == "paper only":
-            ours = "(not built)"
-        elif _none(r["top1_mean"]) is None:
-            ours = "not run"
-        else:
-            std = "" if _none(r["top1_std"]) is None else f" ± {r['top1_std']:.2f}"
-            ours = f"{r['top1_mean']:.2f}{std} (n={r['n_seeds']})"
-        ci = _none(r["top1_ci95"])
+            top1["Top-1 (%) mean ± std"] = "(not built)"
         p = _none(r["p_vs_reference"])
         rows.append({"Model": r["label"], "s": "" if _none(r["s"]) is None else int(r["s"]),
                      "d": "" if _none(r["d"]) is None else int(r["d"]),
                      "Params (M)": _fmt(r["params_m"], 3), "FLOPs (M)": _fmt(r["flops_m"], 1),
-                     "Top-1 (%) mean ± std": ours,
-                     "95% CI": "" if ci is None else f"{r['top1_mean'] - ci:.2f}–{r['top1_mean'] + ci:.2f}",
+                     **top1,
                      "Top-1 (%) best epoch": _fmt(r["top1_best_mean"], 2),
                      "vs": _none(r["reference"]) or "",
                      "Welch p": "" if p is None else f"{p:.3f}", "verdict": r["vs_reference"] or "",
