@@ -53,6 +53,12 @@ class JsonCache:
     def key(*parts: Any) -> str:
         return json.dumps([code_fingerprint(), *parts])
 
+    @staticmethod
+    def knob_parts(knobs: tuple[tuple[str, Any], ...]) -> list[Any]:
+        """The key parts for a config's non-default knobs (`RunConfig.knobs`): none when all are
+        defaults, so the keys of configs from before knobs existed stay as they were."""
+        return [list(map(list, knobs))] if knobs else []
+
     def _load(self) -> dict[str, Any]:
         if self._entries is None:
             self._entries = {}

@@ -107,7 +107,7 @@ def config_cost(model: str, ratio: int | None, dw_size: int | None, width: float
     once per code version and kept in the user's cache folder (see `cache.py`), and once per
     process in memory (Cost is immutable)."""
     disk = JsonCache("costs")
-    key = disk.key(model, ratio, dw_size, width, *([list(map(list, knobs))] if knobs else []))
+    key = disk.key(model, ratio, dw_size, width, *disk.knob_parts(knobs))
     hit = disk.get(key)
     if isinstance(hit, dict) and set(hit) == {"params", "flops"}:
         return Cost(**hit)

@@ -94,7 +94,7 @@ def measure_calibration(rc: RunConfig, device: str) -> Calibration:
 def calibration_key(rc: RunConfig, device: str) -> list[Any]:
     precision = resolve_precision(rc.recipe.precision, device)
     return ["calibration", device_name(device), precision.resolved, rc.model, rc.ratio, rc.dw_size, rc.width,
-            rc.recipe.batch_size, rc.recipe.eval_batch_size, *([list(map(list, rc.knobs))] if rc.knobs else [])]
+            rc.recipe.batch_size, rc.recipe.eval_batch_size, *JsonCache.knob_parts(rc.knobs)]
 
 
 def calibrate(rc: RunConfig, device: str, cache: JsonCache | None = None) -> tuple[Calibration, bool]:
