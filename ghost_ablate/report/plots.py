@@ -128,7 +128,10 @@ def plot_curves(agg: dict[tuple, dict[str, Any]], out: Path) -> list[Path]:
         ax.grid(alpha=0.3)
     axes[0].set_title("Test accuracy per epoch (mean over seeds)")
     axes[1].set_title("Training loss per epoch (mean over seeds)")
-    axes[0].legend(fontsize=7, ncol=2)
+    if axes[0].lines:
+        axes[0].legend(fontsize=7, ncol=2)
+    else:  # records without per-epoch history (interrupted before an epoch ended, or very old)
+        axes[0].text(0.5, 0.5, "no per-epoch history recorded", ha="center", transform=axes[0].transAxes)
     return _save(fig, out, "test_accuracy_per_epoch")
 
 
