@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from .costs import measure
-from .models import MODELS, build_model, fuse_rep
+from .models import KNOBS, MODELS, build_model, format_assignments, fuse_rep
 from .precision import Precision, resolve_precision
 from .records import config_key, write_atomic
 
@@ -170,7 +170,7 @@ def measure_model(key: tuple, s: BenchSettings) -> dict[str, Any]:
         torch.backends.cudnn.benchmark = True
     precision = resolve_precision(s.precision, s.device)
     row = {"model": name, "ratio": ratio, "dw_size": dw_size, "width": width,
-           **({"knobs": _knob_text(knobs)} if knobs else {}), "input_size": MODELS[name].input_size,
+           **({"knobs": format_assignments(knobs)} if knobs else {}), "input_size": MODELS[name].input_size,
            "params": cost.params, "flops": cost.flops, "precision": precision.resolved,
            "memory_format": precision.to_record()["memory_format"],
            **_measure_path(model.to(s.device), name, s, precision)}
@@ -184,10 +184,6 @@ def _unpack(key: tuple) -> tuple[str, Any, Any, Any, dict[str, Any]]:
     """(model, s, d, width[, other knobs]) -> the five parts, other knobs as a dict."""
     name, ratio, dw_size, width, *rest = key
     return name, ratio, dw_size, width, dict(rest[0]) if rest else {}
-
-
-def _knob_text(knobs: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in knobs.items())
 
 
 def deploy_form(model: torch.nn.Module) -> torch.nn.Module:
@@ -231,8 +227,6 @@ VARIANT_COLUMNS = ("model", "ratio", "dw_size", "cheap_op", "params", "flops", "
 
 def variant_keys(models: list[str], ratio: int = 2, dw_size: int = 3) -> list[tuple]:
     """Each Ghost model with every cheap op (others at their defaults), after its plain baseline."""
-    from .models import KNOBS
-
     keys: list[tuple] = []
     for name in models:
         spec = MODELS[name]

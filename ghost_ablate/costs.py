@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .cache import JsonCache
-from .models import MODELS, build_model, extras, resolve_knobs
+from .models import LEGACY, MODELS, build_model, extras, resolve_knobs
 from .paper import PaperRow, distinct_models, lookup
 
 with warnings.catch_warnings():  # fvcore's import touches deprecated torch.jit APIs
@@ -121,7 +121,7 @@ def cost_record(model: str, ratio: int | None = None, dw_size: int | None = None
     """Our params/FLOPs for one configuration beside the paper's (the `count` row); `knobs`
     sets any other declared knob. The paper's figures only where no other knob is set."""
     resolved = resolve_knobs(model, ratio, dw_size, width, **(knobs or {}))
-    args = {k: resolved[k] for k in ("ratio", "dw_size", "width")}
+    args = {k: resolved[k] for k in LEGACY}
     other = extras(resolved)
     size = MODELS[model].input_size
     cost = config_cost(model, args["ratio"], args["dw_size"], args["width"], other)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError
-from .models import build_model, extras
+from .models import LEGACY, build_model, extras
 from .models.ghost import GhostModule, following_bn, is_plain_conv
 
 KERNELS = (1, 3, 5, 7)
@@ -109,7 +109,7 @@ def load_trained(source: str | Path | None = None, weights: str | Path | None = 
     if not hp or "model" not in hp:
         raise FeatureError(f"{path}: not a ghost-ablate Lightning checkpoint (no hyper_parameters); for a plain "
                            f"state_dict use --weights FILE --model NAME")
-    values = {**{k: hp.get(k) for k in ("ratio", "dw_size", "width")}, **(hp.get("knobs") or {})}
+    values = {**{k: hp.get(k) for k in LEGACY}, **(hp.get("knobs") or {})}
     net = build_model(hp["model"], **values, num_classes=hp.get("num_classes"))
     _load_state(net, ckpt.get("state_dict"), str(path))
     label = full_label(hp["model"], values["ratio"], values["dw_size"], values["width"], extras(values))

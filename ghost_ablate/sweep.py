@@ -223,8 +223,9 @@ def dry_run_table(runs: list[RunConfig], runs_dir: Path, estimates: list[RunEsti
     for i, rc in enumerate(runs):
         cost = config_cost(*rc.key)
         rows.append({"run_id": rc.run_id, "model": rc.model, "s": rc.ratio, "d": rc.dw_size, "width": rc.width,
-                     **{k: values[i][k] for k in shown}, "seed": rc.seed, "epochs": rc.recipe.epochs, "params (M)": cost.params / 1e6,
-                     "FLOPs (M)": cost.flops / 1e6, "status": run_state(runs_dir / rc.run_id)})
+                     **{k: values[i][k] for k in shown}, "seed": rc.seed, "epochs": rc.recipe.epochs,
+                     "params (M)": cost.params / 1e6, "FLOPs (M)": cost.flops / 1e6,
+                     "status": run_state(runs_dir / rc.run_id)})
         if estimates is not None:
             rows[-1].update({"epoch (s)": estimates[i].epoch_s, "hours left": estimates[i].hours_left})
     table = pd.DataFrame(rows)

@@ -27,12 +27,11 @@ class OneLineParser(argparse.ArgumentParser):
 
 # ---- entry point -------------------------------------------------------------------
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"count": cmd_count, "knobs": cmd_knobs,
-                                                            "train": cmd_train,
-                                                            "sweep": cmd_sweep, "report": cmd_report,
-                                                            "bench": cmd_bench, "export": cmd_export,
-                                                            "doctor": cmd_doctor, "featuremaps": cmd_featuremaps,
-                                                            "redundancy": cmd_redundancy}
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "count": cmd_count, "knobs": cmd_knobs, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
+    "bench": cmd_bench, "export": cmd_export, "doctor": cmd_doctor, "featuremaps": cmd_featuremaps,
+    "redundancy": cmd_redundancy,
+}
 
 
 def build_parser() -> OneLineParser:

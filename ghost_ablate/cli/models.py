@@ -17,7 +17,8 @@ def cmd_count(args: argparse.Namespace) -> int:
             raise UserError("--ratio, --dw-size, --width, --set and --breakdown need --model")
         records = paper_cost_records()
     else:
-        records = [cost_record(args.model, args.ratio, args.dw_size, args.width, model_knobs(args))]
+        knobs = model_knobs(args)
+        records = [cost_record(args.model, args.ratio, args.dw_size, args.width, knobs)]
     if args.format == "json":
         keys = ("model", "ratio", "dw_size", "width", "knobs", "input_size", "params", "flops", "paper_params",
                 "paper_flops")
@@ -25,7 +26,7 @@ def cmd_count(args: argparse.Namespace) -> int:
         return 0
     print(format_count_table(records))
     if args.breakdown:
-        model = build_model(args.model, args.ratio, args.dw_size, args.width, **model_knobs(args))
+        model = build_model(args.model, args.ratio, args.dw_size, args.width, **knobs)
         print()
         print(breakdown(model, MODELS[args.model].input_size, args.depth))
     return 0
@@ -33,6 +34,8 @@ def cmd_count(args: argparse.Namespace) -> int:
 
 def format_count_table(records: list[dict]) -> str:
     import pandas as pd
+
+    from ..models import format_assignments
 
     def millions(v: float | None, digits: int) -> str:
         return "-" if v is None or pd.isna(v) else f"{v / 1e6:.{digits}f}"
@@ -46,7 +49,7 @@ def format_count_table(records: list[dict]) -> str:
         "s": df["ratio"].map(lambda v: "-" if pd.isna(v) else int(v)),
         "d": df["dw_size"].map(lambda v: "-" if pd.isna(v) else int(v)),
         "width": df["width"].map(lambda v: "-" if pd.isna(v) else f"{v:g}"),
-        **({"knobs": df["knobs"].map(lambda k: " ".join(f"{n}={v}" for n, v in k.items()) or "-")}
+        **({"knobs": df["knobs"].map(lambda k: format_assignments(k) or "-")}
            if "knobs" in df and df["knobs"].map(bool).any() else {}),
         "input": df["input_size"],
         "params (M)": df["params"].map(lambda v: millions(v, 3)),

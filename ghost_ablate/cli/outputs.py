@@ -8,10 +8,9 @@ from .args import model_knobs
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..report import build_report
-
     from pathlib import Path
 
+    from ..report import build_report
     from ..sweep import load_experiment
 
     for path in args.experiment or []:
@@ -88,6 +87,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from ..bench import bench_models, bench_variants, pipeline_comparison, settings_from, variant_keys
     from ..costs import paper_configs
     from ..models import MODELS
+    from ..records import write_atomic
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible here; use --device cpu")
@@ -99,8 +99,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
         frame = pipeline_comparison(models, args.device, args.train_images, args.train_batch_size or 128,
                                     args.epochs, args.workers)
         out = Path(args.out or "results/bench_pipeline.csv")
-        from ..records import write_atomic
-
         write_atomic(out, frame.to_csv(index=False))
         print(f"wrote {out}")
         return 0

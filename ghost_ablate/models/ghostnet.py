@@ -121,8 +121,8 @@ class GhostNet(nn.Module):
 
     `cheap` is the cheap operation of every Ghost module, except that DFC attention (as in
     GhostNetV2) goes only to the expansion modules of bottlenecks `dfc_from_block` on, the
-    others keeping the depthwise op. `stem_stride=1` adapts the network to 32x32 inputs (CIFAR): the five stride-2 stages
-    then leave a 2x2 map instead of 1x1 before the global pool.
+    others keeping the depthwise op. `stem_stride=1` adapts the network to 32x32 inputs
+    (CIFAR): the five stride-2 stages then leave a 2x2 map instead of 1x1 before the global pool.
     """
 
     def __init__(

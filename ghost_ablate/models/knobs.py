@@ -53,6 +53,14 @@ class Knob:
             raise bad
         return value
 
+    def inert(self, values: Mapping[str, Any]) -> bool:
+        """Whether this knob has no effect given the other knobs' `values` (DFC knobs when
+        cheap_op is not dfc); False when the knob it depends on is absent."""
+        if self.applies_when is None:
+            return False
+        other, effective = self.applies_when
+        return values.get(other) is not None and values[other] not in effective
+
     def id_part(self, value: Any) -> str:
         return f"{self.tag}{value:g}" if isinstance(value, float) else f"{self.tag}{value}"
 
@@ -108,6 +116,11 @@ def parse_assignments(items: Iterable[str]) -> dict[str, str]:
             raise ValueError(f"--set {item!r}: expected KNOB=VALUE, e.g. --set cheap_op=rep")
         out[name.strip()] = value.strip()
     return out
+
+
+def format_assignments(knobs: Mapping[str, Any]) -> str:
+    """{'cheap_op': 'rep', 'dfc_kernel': 7} -> 'cheap_op=rep dfc_kernel=7' (what --set takes)."""
+    return " ".join(f"{name}={value}" for name, value in knobs.items())
 
 
 def varying(rows: Iterable[Mapping[str, Any]]) -> list[str]:

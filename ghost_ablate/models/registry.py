@@ -101,11 +101,10 @@ def resolve_knobs(name: str, ratio: Any = None, dw_size: Any = None, width: Any 
         value = given.get(k.name)
         out[k.name] = k.default if value is None else k.coerce(value)
     for k in spec.declared():  # a knob set away from its default where it has no effect is a mistake
-        if k.applies_when and k.applies_when[0] in out and out[k.applies_when[0]] not in k.applies_when[1]:
-            other, values = k.applies_when
-            if given.get(k.name) is not None and out[k.name] != k.default:
-                raise ValueError(f"{k.name} applies only with {other} in {', '.join(values)} "
-                                 f"(here {other}={out[other]})")
+        if k.inert(out) and given.get(k.name) is not None and out[k.name] != k.default:
+            other, effective = k.applies_when
+            raise ValueError(f"{k.name} applies only with {other} in {', '.join(effective)} "
+                             f"(here {other}={out[other]})")
     return out
 
 
@@ -127,11 +126,7 @@ def knob_values(name: str, stored: Mapping[str, Any]) -> dict[str, Any]:
         if value is None and spec is not None and k.name in spec.knobs:
             value = k.default
         values[k.name] = value
-    for k in KNOBS.values():
-        if k.applies_when and values.get(k.applies_when[0]) is not None \
-                and values[k.applies_when[0]] not in k.applies_when[1]:
-            values[k.name] = None
-    return values
+    return {knob: None if KNOBS[knob].inert(values) else value for knob, value in values.items()}
 
 
 def build_model(name: str, ratio: Any = None, dw_size: Any = None, width: Any = None,

@@ -47,7 +47,8 @@ def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | No
         written.append(out / filename)
         sections += [f"## {paper.TABLES[table]}", "", markdown_table(frame), f"\nCSV: [{filename}]({filename})", ""]
     sections += [seeds_markdown(agg), ""]
-    extra = [k for k in agg if k not in {r.run_key for r in paper.rows(buildable=True)}]
+    in_paper = {r.run_key for r in paper.rows(buildable=True)}
+    extra = [k for k in agg if k not in in_paper]
     if extra:
         rows = [{"Model": full_label(*k), "Params (M)": _fmt(agg[k]["params"] / 1e6, 3),
                  "FLOPs (M)": _fmt(agg[k]["flops"] / 1e6, 1),

@@ -176,8 +176,7 @@ def plot_latency(bench: pd.DataFrame, out: Path) -> list[Path]:
             color = COLORS[_family(r["model"])]
             x, y = r["flops"] / 1e6, r["latency_bs1_ms"]
             ax.plot(x, y, "o", color=color)
-            texts.append(ax.text(x, y, full_label(*row_key(r)), fontsize=7,
-                                 color=color))
+            texts.append(ax.text(x, y, full_label(*row_key(r)), fontsize=7, color=color))
         ax.set_xscale("log")
         ax.set_yscale("log")
         _plain_log_ticks(ax.xaxis)

@@ -12,8 +12,7 @@ from ..costs import cost_record
 from ..data import CLASSES
 from ..errors import UserError
 from ..models import MODELS
-from ..records import row_key
-from ..records import DamagedRecord, flatten_record, missing, read_records
+from ..records import DamagedRecord, flatten_record, missing, read_records, row_key
 from .labels import _family, full_label
 from .stats import noise_verdict, seed_stats, welch_p
 
