@@ -43,8 +43,10 @@ dry-run:
 	$(CLI) sweep $(EXPERIMENT) $(SWEEP_ARGS) --dry-run
 
 # Tables (CSV + markdown) and plots from results/ into reports/.
+# The evidence section's test images come from DATA_DIR when it holds the runs' data.
 report:
-	$(CLI) report --results-dir $(RESULTS) --out $(REPORTS) $(if $(PROFILE),--profile $(PROFILE))
+	$(CLI) report --results-dir $(RESULTS) --out $(REPORTS) $(if $(PROFILE),--profile $(PROFILE)) \
+	  $(if $(wildcard $(DATA_DIR)),--data-dir $(DATA_DIR)) $(if $(DATA),--data $(DATA))
 
 # The paper grid on the real 5,085-image CIFAR-10 subset, 2 seeds, then the report: 4-5
 # hours on a 2-core CPU. Seed 0 of every row first, so an interrupted demo still fills
@@ -56,7 +58,7 @@ demo:
 	  $(CLI) sweep $(EXPERIMENT) --profile subset --seeds $$seeds --data-dir $(DEMO_DATA) --results-dir $(RESULTS) \
 	    --no-download || exit $$?; \
 	done
-	$(CLI) report --results-dir $(RESULTS) --out $(REPORTS) --profile subset
+	$(CLI) report --results-dir $(RESULTS) --out $(REPORTS) --profile subset --data-dir $(DEMO_DATA)
 
 # Latency, throughput, training speed and memory of every paper row (CPU unless DEVICE=cuda).
 DEVICE ?= cpu

@@ -140,9 +140,7 @@ def _measure_path(model: torch.nn.Module, name: str, s: BenchSettings, precision
         _sync(s.device)
         peak_mb, method = torch.cuda.max_memory_allocated() / 2**20, "cuda max_memory_allocated"
     else:
-        before = _peak_rss_mb()
-        train_step()
-        peak_mb, method = _peak_rss_mb() - before, "cpu peak RSS growth during first training step"
+        peak_mb, method = _cpu_peak_growth_mb(train_step), "cpu peak RSS rise during first training step"
     train_img_s = _rate(train_step, s.device, s.train_batch_size, 1, s.train_steps)
 
     model.eval()

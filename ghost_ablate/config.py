@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from .errors import UserError
+from .records import plain_name
 from .models import KNOBS, extras, resolve_knobs
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "experiments" / "profiles"
@@ -120,11 +121,36 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 
 
+def profile_path(name: str) -> Path:
+    """experiments/profiles/NAME.yaml for a profile name, or the file itself for a YAML path. A
+    name is letters, digits, '_', '.', '-', so it can never point outside the profiles folder."""
+    if name.endswith((".yaml", ".yml")):
+        path = Path(name)
+    elif plain_name(name, 64):
+        path = PROFILES_DIR / f"{name}.yaml"
+    else:
+        raise ConfigError(f"bad profile {name!r}: a name (letters, digits, '_', '.', '-') from "
+                          f"{', '.join(available_profiles())}, or a path ending in .yaml")
+    if not path.is_file():
+        raise ConfigError(f"unknown profile {name!r}; valid: {', '.join(available_profiles())} or a .yaml path")
+    return path
+
+
+def profile_name(name: str) -> str:
+    """What a profile is called in run ids and records: its name, or a YAML path's file stem (its
+    fields are hashed into the id in any case). A stem that is no valid name is refused."""
+    if not name.endswith((".yaml", ".yml")):
+        return name
+    stem = Path(name).stem
+    if not plain_name(stem, 64):
+        raise ConfigError(f"profile file {name!r}: its file name must be letters, digits, '_', '.', '-' "
+                          f"(it names the runs); rename the file")
+    return stem
+
+
 def load_profile(name: str) -> Recipe:
     """A profile by name (experiments/profiles/NAME.yaml) or by path to a YAML file."""
-    path = Path(name) if name.endswith((".yaml", ".yml")) else PROFILES_DIR / f"{name}.yaml"
-    if not path.is_file():
-        raise ConfigError(f"unknown profile {name!r}; valid: {', '.join(available_profiles())}")
+    path = profile_path(name)
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
@@ -155,13 +181,14 @@ class RunConfig:
     seed: int = 0
     dataset: str = "cifar10"
     knobs: tuple[tuple[str, Any], ...] = ()
+    data: str | None = None  # `data.fingerprint` of the data set; None only where it is not at hand
 
     @classmethod
     def create(cls, model: str, ratio: int | None = None, dw_size: int | None = None,
                width: float | None = None, profile: str = "standard", seed: int = 0,
-               knobs: dict[str, Any] | None = None, **overrides: Any) -> RunConfig:
+               knobs: dict[str, Any] | None = None, data: str | None = None, **overrides: Any) -> RunConfig:
         """Validate model knobs (`knobs` may name ratio, dw_size and width too), load the profile
-        and apply recipe overrides."""
+        and apply recipe overrides. `data`: the data set's fingerprint (`data.fingerprint`)."""
         given = {"ratio": ratio, "dw_size": dw_size, "width": width}
         others = dict(knobs or {})
         for name in list(given):
@@ -173,8 +200,25 @@ class RunConfig:
         args = resolve_knobs(model, **given, **others)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
-        return cls(model, args["ratio"], args["dw_size"], args["width"], profile,
-                   make_recipe(load_profile(profile), **overrides), seed, knobs=extras(args))
+        return cls(model, args["ratio"], args["dw_size"], args["width"], profile_name(profile),
+                   make_recipe(load_profile(profile), **overrides), seed, knobs=extras(args), data=data)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        """The config a record's `config` (`to_dict`) describes; ConfigError if it is not one."""
+        try:
+            recipe = make_recipe(**d["recipe"])
+            knobs = extras(resolve_knobs(d["model"], d.get("ratio"), d.get("dw_size"), d.get("width"),
+                                         **(d.get("knobs") or {})))
+            rc = cls(d["model"], d.get("ratio"), d.get("dw_size"), d.get("width"), profile_name(d["profile"]),
+                     recipe, d["seed"], d.get("dataset", "cifar10"), knobs, d.get("data"))
+        except (KeyError, TypeError, ValueError) as err:
+            raise ConfigError(f"not a run config ({type(err).__name__}: {err})") from None
+        return rc
+
+    def with_data(self, data: str | None) -> RunConfig:
+        """The same run on the data set with fingerprint `data`."""
+        return dataclasses.replace(self, data=data)
 
     @property
     def key(self) -> tuple:
@@ -197,6 +241,8 @@ class RunConfig:
             d["knobs"] = dict(self.knobs)
         else:
             del d["knobs"]
+        if self.data is None:  # only configs made without their data (a dry-run with no data here)
+            del d["data"]
         return d
 
     @property

@@ -16,7 +16,6 @@ up-sampling and product are free, as GhostNetV2 counts them.
 from __future__ import annotations
 
 import functools
-import sys
 import warnings
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -109,20 +108,37 @@ def config_cost(model: str, ratio: int | None, dw_size: int | None, width: float
     disk = JsonCache("costs")
     key = disk.key(model, ratio, dw_size, width, *disk.knob_parts(knobs))
     hit = disk.get(key)
-    if isinstance(hit, dict) and set(hit) == {"params", "flops"}:
+    if _is_cost(hit):
         return Cost(**hit)
     cost = measure(build_model(model, ratio, dw_size, width, **dict(knobs)), MODELS[model].input_size)
     disk.put(key, asdict(cost))
     return cost
 
 
+def _is_cost(entry: Any) -> bool:
+    return isinstance(entry, dict) and set(entry) == {"params", "flops"}
+
+
+def _resolved(model: str, ratio: int | None, dw_size: int | None, width: float | None,
+              knobs: dict[str, Any] | None) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...]]:
+    """(ratio, dw_size, width with defaults filled in, the other non-default knobs) of a configuration."""
+    resolved = resolve_knobs(model, ratio, dw_size, width, **(knobs or {}))
+    return {k: resolved[k] for k in LEGACY}, extras(resolved)
+
+
+def is_counted(model: str, ratio: int | None = None, dw_size: int | None = None, width: float | None = None,
+               knobs: dict[str, Any] | None = None) -> bool:
+    """Whether `config_cost` of this configuration would come from a cache (no counting)."""
+    args, other = _resolved(model, ratio, dw_size, width, knobs)
+    disk = JsonCache("costs")
+    return _is_cost(disk.get(disk.key(model, *args.values(), *disk.knob_parts(other))))
+
+
 def cost_record(model: str, ratio: int | None = None, dw_size: int | None = None,
                 width: float | None = None, knobs: dict[str, Any] | None = None) -> dict:
     """Our params/FLOPs for one configuration beside the paper's (the `count` row); `knobs`
     sets any other declared knob. The paper's figures only where no other knob is set."""
-    resolved = resolve_knobs(model, ratio, dw_size, width, **(knobs or {}))
-    args = {k: resolved[k] for k in LEGACY}
-    other = extras(resolved)
+    args, other = _resolved(model, ratio, dw_size, width, knobs)
     size = MODELS[model].input_size
     cost = config_cost(model, args["ratio"], args["dw_size"], args["width"], other)
     ref: PaperRow | None = None if other else lookup(model, args["ratio"], args["dw_size"], args["width"])
@@ -145,11 +161,11 @@ def paper_configs() -> list[tuple]:
 
 
 def paper_cost_records(progress: bool | None = None) -> list[dict]:
-    """One `cost_record` per paper configuration (`paper_configs`); a progress bar on stderr
-    while counting (default: when stderr is a terminal)."""
-    from tqdm import tqdm
+    """One `cost_record` per paper configuration (`paper_configs`), with progress on stderr
+    (`progress.track`; False: none). Cached costs need none: progress is shown only for counting."""
+    from .progress import track
 
     configs = paper_configs()
-    show = sys.stderr.isatty() if progress is None else progress
-    return [cost_record(*c) for c in tqdm(configs, desc="counting params and FLOPs", unit="model",
-                                          disable=not show, leave=False)]
+    show = progress if progress is not None else not all(is_counted(*c) for c in configs)
+    return [cost_record(*c) for c in track(configs, "counting params and FLOPs", "model", show=show,
+                                           label=lambda c: c[0])]

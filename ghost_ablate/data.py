@@ -8,10 +8,12 @@ has no per-sample Python and no PIL. Randomness comes from a generator seeded by
 """
 from __future__ import annotations
 
+import hashlib
 import pickle
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -19,6 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
+
+try:  # numpy >= 2 (older pickles name numpy.core, which find_class maps to the same helpers)
+    from numpy._core import multiarray as _multiarray
+except ImportError:  # numpy 1.x
+    from numpy.core import multiarray as _multiarray
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
@@ -37,13 +44,45 @@ class DataError(UserError):
     """The data set is missing or broken; the message says which file and what to do."""
 
 
+def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
+    """`_codecs.encode` as Python 3 pickles bytes at protocol 2, admitting only that use."""
+    if not isinstance(text, str) or encoding.replace("-", "").lower() != "latin1":
+        raise pickle.UnpicklingError(f"_codecs.encode({type(text).__name__}, {encoding!r}) is not bytes data")
+    return text.encode("latin1")
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """Admits only what an official CIFAR-10 batch holds: dicts, lists, bytes/str, numbers and
+    numpy arrays (their reconstruction helpers). Any other global (`os.system`, a class of
+    someone's) is refused before it is looked up, so a crafted file runs no code."""
+
+    ALLOWED: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_encode,
+        **{(module, name): getattr(_multiarray, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+           for name in ("_reconstruct", "scalar")}}
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return self.ALLOWED[module, name]
+        except KeyError:
+            raise UnsafeBatch(f"{module}.{name}") from None
+
+
+class UnsafeBatch(pickle.UnpicklingError):
+    """A batch file names a global outside BatchUnpickler.ALLOWED."""
+
+
 def read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
-    """One official batch file -> (N x 3 x 32 x 32 uint8 images, N int64 labels), validated."""
+    """One official batch file -> (N x 3 x 32 x 32 uint8 images, N int64 labels), validated.
+    Read with `BatchUnpickler`: nothing in the file can run code."""
     try:
         with open(path, "rb") as f:
-            raw = pickle.load(f, encoding="bytes")
+            raw = BatchUnpickler(f, encoding="bytes").load()
     except FileNotFoundError:
         raise DataError(f"{path}: file missing from the CIFAR-10 folder") from None
+    except UnsafeBatch as err:
+        raise DataError(f"{path}: holds objects that are not CIFAR-10 data ({err}); refused without running "
+                        f"it. Replace it with the official file") from None
     except Exception as err:  # truncated pickles raise EOFError, UnpicklingError, ValueError...
         raise DataError(f"{path}: truncated or corrupt CIFAR-10 batch file ({type(err).__name__})") from None
     if not isinstance(raw, dict):
@@ -109,6 +148,38 @@ def split_sizes(data_dir: str | Path) -> tuple[int, int] | None:
     if folder is None:
         return None
     return len(load_split(folder, train=True)[1]), len(load_split(folder, train=False)[1])
+
+
+def fingerprint(data_dir: str | Path) -> str:
+    """A short hash of the data set's contents (the names and bytes of its batch files, not their
+    path): part of every run's identity, so a run is only ever "done" for the data it saw.
+
+    Hashing full CIFAR-10 (178 MB) takes well under a second; the result is cached per folder,
+    file sizes and modification times, so it is computed once."""
+    from .cache import JsonCache
+
+    folder = find_folder(Path(data_dir))
+    if folder is None:
+        raise DataError(f"CIFAR-10 is not in {data_dir}; nothing to fingerprint")
+    files = [folder / name for name in TRAIN_FILES + TEST_FILES]
+    try:
+        stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    except FileNotFoundError as err:
+        raise DataError(f"{err.filename}: file missing from the CIFAR-10 folder") from None
+    cache = JsonCache("data")
+    key = cache.key("fingerprint", str(folder.resolve()), stats)
+    hit = cache.get(key)
+    if isinstance(hit, str):
+        return hit
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0")
+        with open(f, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    value = digest.hexdigest()[:16]
+    cache.put(key, value)
+    return value
 
 
 def load_split(folder: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:

@@ -31,6 +31,9 @@ from .precision import resolve_precision
 FULL_CIFAR = (50_000, 10_000)  # train, test images when the data folder is not at hand
 TRAIN_STEPS = 4  # timed steps after one warm-up step
 EVAL_BATCHES = 2
+NOISY = 1.5  # a round whose slowest step exceeds its median step by this factor is measured again
+ROUNDS = 3
+OUTLIER = 3.0  # a config this many times slower per FLOP than the median of its model's configs is re-measured
 
 
 @dataclass(frozen=True)
@@ -48,8 +51,16 @@ def device_name(device: str) -> str:
     return f"{platform.machine()} {torch.get_num_threads()} threads"
 
 
+def steady(times: list[float]) -> bool:
+    """Whether repeated step times agree: the slowest within NOISY x the median."""
+    times = sorted(times)
+    return times[-1] <= NOISY * times[len(times) // 2]
+
+
 def measure_calibration(rc: RunConfig, device: str) -> Calibration:
-    """Time TRAIN_STEPS training steps and EVAL_BATCHES eval batches of `rc`'s model here."""
+    """Time TRAIN_STEPS training steps (each on its own; the round is repeated, up to ROUNDS
+    times, while they disagree by more than NOISY x, as they do when another process
+    competes for the cores) and EVAL_BATCHES eval batches of `rc`'s model here."""
     precision = resolve_precision(rc.recipe.precision, device)
     torch.manual_seed(0)
     spec = MODELS[rc.model]
@@ -73,11 +84,18 @@ def measure_calibration(rc: RunConfig, device: str) -> Calibration:
     model.train()
     step()
     sync()
-    t0 = time.perf_counter()
-    for _ in range(TRAIN_STEPS):
-        step()
-    sync()
-    step_s = (time.perf_counter() - t0) / TRAIN_STEPS
+    rounds = []
+    for _ in range(ROUNDS):
+        times = []
+        for _ in range(TRAIN_STEPS):
+            t0 = time.perf_counter()
+            step()
+            sync()
+            times.append(time.perf_counter() - t0)
+        rounds.append(sorted(times)[len(times) // 2])
+        if steady(times):
+            break
+    step_s = min(rounds)  # the least disturbed round
     model.eval()
     xe = torch.randn(ebs, 3, size, size, device=device).contiguous(memory_format=precision.memory_format)
     with torch.inference_mode(), precision.autocast(device):
@@ -97,16 +115,37 @@ def calibration_key(rc: RunConfig, device: str) -> list[Any]:
             rc.recipe.batch_size, rc.recipe.eval_batch_size, *JsonCache.knob_parts(rc.knobs)]
 
 
-def calibrate(rc: RunConfig, device: str, cache: JsonCache | None = None) -> tuple[Calibration, bool]:
-    """The calibration of `rc`'s model and batch sizes on `device`, and whether it came from the cache."""
+def calibrate(rc: RunConfig, device: str, cache: JsonCache | None = None, *, force: bool = False,
+              measure: bool = True) -> tuple[Calibration | None, bool]:
+    """The calibration of `rc`'s model and batch sizes on `device`, and whether it came from the
+    cache. `force` measures again and replaces the cached one; `measure=False` only looks in the
+    cache (None where nothing is cached)."""
     cache = cache or JsonCache("calibration")
     key = cache.key(*calibration_key(rc, device))
     hit = cache.get(key)
-    if isinstance(hit, dict):
+    if isinstance(hit, dict) and not force:
         return Calibration(**hit), True
+    if not measure:
+        return None, False
     cal = measure_calibration(rc, device)
     cache.put(key, {"step_s": cal.step_s, "eval_img_s": cal.eval_img_s})
     return cal, False
+
+
+def outliers(configs: list[tuple[RunConfig, Calibration, int]]) -> list[RunConfig]:
+    """The configs whose step time per FLOP is over OUTLIER x the median of the other configs of
+    the same model (at least two others): a calibration that a busy machine inflated, like an
+    s=4 measured at ten times its s=5 neighbour. Models differ too much per FLOP to compare across."""
+    by_model: dict[str, list[tuple[RunConfig, float]]] = {}
+    for rc, cal, flops in configs:
+        by_model.setdefault(rc.model, []).append((rc, cal.step_s / max(flops, 1)))
+    found = []
+    for members in by_model.values():
+        for rc, cost in members:
+            others = sorted(c for r, c in members if r is not rc)
+            if len(others) >= 2 and cost > OUTLIER * others[len(others) // 2]:
+                found.append(rc)
+    return found
 
 
 def train_batches(rc: RunConfig, train_images: int) -> int:

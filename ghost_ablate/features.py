@@ -70,10 +70,14 @@ def _load_state(model: nn.Module, state: Any, where: str) -> None:
 
 
 def _torch_load(path: Path) -> Any:
+    """The file's contents through `checkpoints.safe_load` (tensors and plain values only); any
+    failure is one FeatureError line."""
+    from .checkpoints import safe_load
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise FeatureError(f"{path}: cannot be loaded ({type(err).__name__})") from None
+        return safe_load(path)
+    except UserError as err:
+        raise FeatureError(str(err)) from None
 
 
 def load_trained(source: str | Path | None = None, weights: str | Path | None = None, model: str | None = None,

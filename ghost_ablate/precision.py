@@ -102,11 +102,15 @@ def cuda_has_bf16() -> bool:
 
 
 def resolve_precision(requested: str, device: str, *,
-                      cpu_bf16: Callable[[], bool] = cpu_has_native_bf16,
-                      gpu_bf16: Callable[[], bool] = cuda_has_bf16,
-                      cpu_speedup: Callable[[], float] = cpu_bf16_speedup) -> Precision:
-    """Resolve a recipe's precision for `device` ("cpu" or "cuda"); the detections are
-    parameters so that tests can simulate any machine."""
+                      cpu_bf16: Callable[[], bool] | None = None,
+                      gpu_bf16: Callable[[], bool] | None = None,
+                      cpu_speedup: Callable[[], float] | None = None) -> Precision:
+    """Resolve a recipe's precision for `device` ("cpu" or "cuda"). The detections default to
+    this module's probes, looked up at call time, and are parameters so that tests can
+    simulate any machine."""
+    cpu_bf16 = cpu_bf16 or cpu_has_native_bf16
+    gpu_bf16 = gpu_bf16 or cuda_has_bf16
+    cpu_speedup = cpu_speedup or cpu_bf16_speedup
     cuda = device == "cuda"
     native = gpu_bf16() if cuda else cpu_bf16()
     where = "this GPU" if cuda else "this CPU"
@@ -125,4 +129,10 @@ def resolve_precision(requested: str, device: str, *,
         resolved = "bf16" if speedup >= MIN_SPEEDUP else "32"
         reason = (f"auto: this CPU has native bf16 and a conv step measured {speedup:.2f}x the speed of fp32 "
                   f"({'>=' if resolved == 'bf16' else '<'} {MIN_SPEEDUP}x)")
-    return Precision(requested, resolved, reason, channels_last=cuda or resolved == "bf16")
+    return precision_on(device, requested, resolved, reason)
+
+
+def precision_on(device: str, requested: str, resolved: str, reason: str) -> Precision:
+    """A Precision with the memory format that goes with it on `device`: channels_last on CUDA,
+    and on the CPU in bf16, where oneDNN's blocked kernels want it."""
+    return Precision(requested, resolved, reason, channels_last=device == "cuda" or resolved == "bf16")

@@ -9,6 +9,7 @@ import errno
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from .errors import UserError
 
 RESULT_FILE = "result.json"
 REQUIRED_FIELDS = {"run_id": str, "config": dict, "status": str}
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # A failed write for one of these reasons would fail the same way for every later run.
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM}
 
@@ -95,8 +97,14 @@ def write_record(run_dir: Path, record: dict[str, Any]) -> None:
         write_json_atomic(path, record)
 
 
+def plain_name(text: str, longest: int = 200) -> bool:
+    """Letters, digits, '_', '.', '-' (no '..', no separator): safe as one folder name, never a path."""
+    return len(text) <= longest and bool(NAME.fullmatch(text)) and ".." not in text
+
+
 def record_problem(record: Any) -> str | None:
-    """Why a parsed record is unusable (missing or mistyped required fields), or None."""
+    """Why a parsed record is unusable (missing or mistyped required fields, a run id that is no
+    plain name and so could point a reader outside the results folder), or None."""
     if not isinstance(record, dict):
         return "not a JSON object"
     for name, kind in REQUIRED_FIELDS.items():
@@ -104,6 +112,8 @@ def record_problem(record: Any) -> str | None:
             return f"field {name!r} missing"
         if not isinstance(record[name], kind):
             return f"field {name!r} is {type(record[name]).__name__}, expected {kind.__name__}"
+    if not plain_name(record["run_id"]):
+        return f"run_id {record['run_id'][:80]!r} is not a run id (letters, digits, '_', '.', '-')"
     return None
 
 
@@ -158,7 +168,7 @@ def flatten_record(rec: dict[str, Any]) -> dict[str, Any]:
             **{k: v for k, v in knobs.items() if k not in LEGACY},
             "knobs": cfg.get("knobs") or {}, **{k: cfg.get(k) for k in ("profile", "seed")},
             "epochs": cfg.get("recipe", {}).get("epochs"), "train_size": data.get("train_size"),
-            "test_size": data.get("test_size"), "data_dir": data.get("dir"),
+            "test_size": data.get("test_size"), "data_dir": data.get("dir"), "data_fingerprint": cfg.get("data"),
             "precision": (rec.get("precision") or {}).get("resolved")}
 
 

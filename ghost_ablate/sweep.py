@@ -12,6 +12,7 @@ GPUs, SLURM array tasks, or a restarted job) share one results folder safely.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import signal
 import time
@@ -144,8 +145,10 @@ def parse_seeds(spec: str) -> list[int]:
 
 
 def plan_runs(experiment: Experiment, seeds: list[int], profile: str | None = None,
-              overrides: dict[str, Any] | None = None, shard: tuple[int, int] = (0, 1)) -> list[RunConfig]:
-    """The experiment's runs for these seeds, deduplicated by run id, then this shard's share.
+              overrides: dict[str, Any] | None = None, shard: tuple[int, int] = (0, 1),
+              data: str | None = None) -> list[RunConfig]:
+    """The experiment's runs for these seeds on the data set with fingerprint `data`
+    (`data.fingerprint`), deduplicated by run id, then this shard's share.
 
     Runs are ordered by configuration then seed, and shard I of N takes every N-th run from
     position I, so N processes with the same arguments cover the grid without overlap.
@@ -155,7 +158,7 @@ def plan_runs(experiment: Experiment, seeds: list[int], profile: str | None = No
     for cfg in experiment.configs:
         for seed in seeds:
             rc = RunConfig.create(cfg["model"], cfg["ratio"], cfg["dw_size"], cfg["width"], chosen, seed,
-                                  knobs=cfg.get("knobs"), **(overrides or {}))
+                                  knobs=cfg.get("knobs"), data=data, **(overrides or {}))
             planned.setdefault(rc.run_id, rc)
     index, count = shard
     return [rc for i, rc in enumerate(planned.values()) if i % count == index]
@@ -188,18 +191,30 @@ def epochs_done(run_dir: Path) -> int:
 
 
 def estimate_runs(runs: list[RunConfig], runs_dir: Path, device: str, data_sizes: tuple[int, int],
-                  progress: bool | None = None) -> list[RunEstimate]:
-    """Per run: calibrated epoch seconds and the epochs it has left (none once done)."""
-    import sys
+                  progress: bool | None = None, recalibrate: bool = False) -> list[RunEstimate]:
+    """Per run: calibrated epoch seconds and the epochs it has left (none once done).
 
-    from tqdm import tqdm
+    Each distinct configuration is calibrated once (`recalibrate`: measured again, not taken
+    from the cache), with progress shown when anything is measured; a calibration far off its
+    model's other configurations (`estimate.outliers`) is measured once more."""
+    from .costs import config_cost
+    from .estimate import calibrate, calibration_key, estimate_run, outliers
+    from .progress import track
 
-    from .estimate import calibrate, estimate_run
-
-    show = sys.stderr.isatty() if progress is None else progress
+    distinct = list({json.dumps(calibration_key(rc, device), default=str): rc for rc in runs}.items())
+    pending = recalibrate or any(calibrate(rc, device, measure=False)[0] is None for _, rc in distinct)
+    cals = {key: calibrate(rc, device, force=recalibrate)[0] for key, rc in
+            track(distinct, "calibrating", "config", show=pending if progress is None else progress,
+                  label=lambda item: item[1].run_id)}
+    suspects = outliers([(rc, cals[key], config_cost(*rc.key).flops) for key, rc in distinct])
+    for key, rc in distinct:
+        if rc in suspects:
+            log.warning("calibration of %s is far off its neighbours (%.2f s per step); measuring it again",
+                        rc.run_id, cals[key].step_s)
+            cals[key] = calibrate(rc, device, force=True)[0]
     estimates = []
-    for rc in tqdm(runs, desc="calibrating", unit="run", disable=not show, leave=False):
-        cal, _ = calibrate(rc, device)
+    for rc in runs:
+        cal = cals[json.dumps(calibration_key(rc, device), default=str)]
         done = rc.recipe.epochs if run_state(runs_dir / rc.run_id) == "done" else epochs_done(runs_dir / rc.run_id)
         estimates.append(estimate_run(rc, cal, done, data_sizes))
     return estimates
@@ -294,8 +309,10 @@ class EtaLogger(L.Callback):
         run_left = per_epoch * (epochs - epoch) / 3600
         scale = per_epoch / self.estimate.epoch_s if self.estimate and self.estimate.epoch_s > 0 else 1.0
         sweep_left = run_left + scale * sum(e.hours_left for e in self.later)
-        return (f"{self.label}: epoch {epoch}/{epochs} ({per_epoch:.0f} s/epoch); run done in "
-                f"{format_hours(run_left)}, sweep in {format_hours(sweep_left)}")
+        run = (f"run finished in {format_hours((now - self.clock) / 3600)}" if epoch >= epochs else
+               f"run done in {format_hours(run_left)}")
+        return (f"{self.label}: epoch {epoch}/{epochs} ({per_epoch:.0f} s/epoch); {run}, "
+                f"sweep in {format_hours(sweep_left)}")
 
 
 def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Path, *, devices: int = 1,

@@ -24,10 +24,11 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from . import __version__
 from .config import ConfigError, Recipe, RunConfig, make_recipe
+from .checkpoints import DamagedCheckpoint, safe_load
 from .costs import measure
-from .data import NUM_CLASSES, CIFAR10DataModule
+from .data import NUM_CLASSES, CIFAR10DataModule, fingerprint
 from .models import build_model, get_spec
-from .precision import Precision, resolve_precision
+from .precision import Precision, precision_on, resolve_precision
 from .records import DamagedRecord, read_record, set_aside, storage_guard, write_record
 
 CHECKPOINT = "last.ckpt"
@@ -35,8 +36,11 @@ PREVIOUS_CHECKPOINT = "previous.ckpt"  # the checkpoint before last.ckpt, kept i
 log = logging.getLogger(__name__)
 for _noise in (r".*treespec, LeafSpec.*", r".*exists and is not empty.*", r".*smaller than the logging interval.*"):
     warnings.filterwarnings("ignore", message=_noise)
-# Lightning advertises a cloud logger before every fit; in a sweep that is one line per run.
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda r: "litlogger" not in r.getMessage())
+# Lightning advertises a cloud logger before every fit (in a sweep, one line per run), and
+# announces a Ctrl-C, which the command line reports in its own one line.
+QUIET = ("litlogger", "Detected KeyboardInterrupt")
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda r: not any(text in r.getMessage() for text in QUIET))
 FINITE_CHECK_EVERY = 50  # steps between host syncs that check the loss is finite
 
 
@@ -54,7 +58,8 @@ class Diverged(RuntimeError):
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Write checkpoints to a temp file and rename, so a kill never leaves a truncated last.ckpt;
     the checkpoint it replaces becomes previous.ckpt. A full disk or read-only folder raises
-    StorageError and leaves both earlier checkpoints as they were."""
+    StorageError and leaves both earlier checkpoints as they were. Reading is always
+    `weights_only=True`: tensors and plain types, never code."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         path = Path(path)
@@ -65,16 +70,21 @@ class AtomicCheckpointIO(TorchCheckpointIO):
                 os.replace(path, path.with_name(PREVIOUS_CHECKPOINT))
             os.replace(tmp, path)
 
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+                        ) -> dict[str, Any]:
+        return safe_load(Path(path))
+
 
 def checkpoint_problem(path: Path, expected: dict[str, Any]) -> str | None:
-    """Why the checkpoint at `path` cannot resume this run (unreadable, or of another
+    """Why the checkpoint at `path` cannot resume this run (damaged, unsafe, or of another
     configuration), or None if it can. `expected` holds the run's config (`run_config`,
-    seed included) and the module's `hyper_parameters`; checkpoints older than the stored
-    run config are checked on their hyper-parameters alone."""
+    seed and data included) and the module's `hyper_parameters`; checkpoints older than the
+    stored run config are checked on their hyper-parameters alone. Errors of the environment
+    raise CheckpointUnreadable instead: they say nothing about the file."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # truncated zips, unpickling errors, ...: any failure means unusable
-        return f"cannot be loaded ({type(err).__name__})"
+        ckpt = safe_load(path)
+    except DamagedCheckpoint as err:
+        return str(err).removeprefix(f"{path}: ")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         return "not a Lightning checkpoint"
     for key, want in expected.items():
@@ -278,6 +288,19 @@ def resolve_device(accelerator: str) -> str:
     return "cuda" if accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available()) else "cpu"
 
 
+def keep_precision(here: Precision, record: dict[str, Any] | None, device: str) -> Precision:
+    """The precision a resumed run goes on in: the one its record says it started with. `auto`
+    resolves per machine, so a run started in fp32 on one CPU would otherwise go on in bf16 on
+    another; an explicit request that differs from the record cannot happen (it is in the id)."""
+    before = ((record or {}).get("precision") or {}).get("resolved")
+    if before is None or before == here.resolved:
+        return here
+    reason = (f"auto: kept {before}, which the run started in (on {record.get('device', 'another machine')}); "
+              f"here auto would pick {here.resolved}")
+    log.warning("warning: %s", reason)
+    return precision_on(device, here.requested, before, reason)
+
+
 def make_trainer(recipe: Recipe, out: Path, devices: int, device: str, precision: Precision, progress: bool,
                  attempt: int = 1) -> L.Trainer:
     cuda = device == "cuda"
@@ -326,6 +349,15 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     refused. Divergence is recorded (status `diverged`) and raised as `Diverged`.
     """
     out = Path(out_dir)
+    recipe = config.recipe
+    per_device = max(recipe.batch_size // devices, 1)
+    data = CIFAR10DataModule(data_dir, per_device, recipe.eval_batch_size, config.seed, download).load()
+    seen = fingerprint(data_dir)
+    if config.data is None:
+        config = config.with_data(seen)
+    elif config.data != seen:
+        raise ConfigError(f"{data_dir} holds another data set (fingerprint {seen}) than run {config.run_id} was "
+                          f"planned for ({config.data}); plan the run with this data (same command, without --out)")
     try:
         record = read_record(out)
     except DamagedRecord as err:
@@ -336,20 +368,17 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     prior_notes = (record or {}).get("checkpoint_notes") or []
     if record is not None:
         if record.get("config") != config.to_dict():
-            raise ConfigError(f"{out} holds run {record.get('run_id')} of another configuration; "
-                              f"use another --out")
+            other = "data" if {**record.get("config", {}), "data": seen} == config.to_dict() else "configuration"
+            raise ConfigError(f"{out} holds run {record.get('run_id')} of another {other}; use another --out")
         if record.get("status") == "finished":
             return record
-    recipe = config.recipe
-    per_device = max(recipe.batch_size // devices, 1)
-    data = CIFAR10DataModule(data_dir, per_device, recipe.eval_batch_size, config.seed, download).load()
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = ImageClassifier(config.model, config.ratio, config.dw_size, config.width, NUM_CLASSES,
                              config.to_dict()["recipe"], dict(config.knobs) or None)
     cost = measure(module.model, get_spec(config.model).input_size)  # before any compile
     device = resolve_device(accelerator)
-    precision = resolve_precision(recipe.precision, device)
+    precision = keep_precision(resolve_precision(recipe.precision, device), record, device)
     module.channels_last = precision.channels_last
     attempt = (record or {}).get("attempts", 0) + 1
     trainer = make_trainer(recipe, out, devices, device, precision,
@@ -362,7 +391,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     record = {
         "run_id": config.run_id, "config": config.to_dict(), "status": "running",
         "params": cost.params, "flops": cost.flops,
-        "data": {"dir": str(data_dir), "train_size": len(data.train_set[1]),
+        "data": {"dir": str(data_dir), "fingerprint": seen, "train_size": len(data.train_set[1]),
                  "test_size": len(data.test_set[1])},
         "devices": devices, "effective_batch_size": per_device * devices, "effective_lr": recipe.lr,
         "started_at": (record or {}).get("started_at", _now()), "attempts": attempt,
@@ -376,14 +405,16 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     clock = time.perf_counter()
     status, error = "failed", None
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
         status = "interrupted" if trainer.interrupted else "finished"
     except Diverged as err:
         status, error = "diverged", str(err)
         record["diverged_epoch"] = err.epoch
         raise
-    except (KeyboardInterrupt, SystemExit):
+    except (KeyboardInterrupt, SystemExit) as err:
         status, error = "interrupted", "interrupted by the user or a signal"
+        if isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt):  # Lightning's exit(1)
+            raise KeyboardInterrupt from None
         raise
     except Exception as err:
         status, error = "failed", f"{type(err).__name__}: {err}"

@@ -12,6 +12,7 @@ from torch import nn
 from ghost_ablate.data import FOLDER, TEST_FILES, TRAIN_FILES
 
 REAL_SUBSET = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset"
+SUBSET_DATA = "0ed6d2672e412419"  # data.fingerprint of REAL_SUBSET, named by every committed demo record
 
 
 def write_batch(path: Path, data: np.ndarray, labels: list[int], label: bytes) -> None:
@@ -83,3 +84,31 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory):
         os.environ.pop(ENV, None)
     else:
         os.environ[ENV] = old
+
+
+@pytest.fixture(autouse=True)
+def fixed_precision_probe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`auto` precision resolves the same on every machine the suite runs on: as on a CPU without
+    native bf16 (fp32). Which precision a real probe picks differs between CPUs (a Xeon without
+    AMX: fp32; an AMD EPYC with fast bf16: bf16), so no test may depend on it; tests of the
+    probe itself pass their own detections to `resolve_precision`."""
+    from ghost_ablate import precision
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
+    monkeypatch.setattr(precision, "cuda_has_bf16", lambda: False)
+
+
+def add_trainer_callback(monkeypatch: pytest.MonkeyPatch, callback) -> object:  # noqa: ANN001
+    """Every trainer `train_run` makes from now on also runs `callback` (to inject a fault mid-run);
+    returns the real `make_trainer`, to set back."""
+    from ghost_ablate import training
+
+    real = training.make_trainer
+
+    def with_callback(*args, **kwargs):
+        trainer = real(*args, **kwargs)
+        trainer.callbacks.append(callback)
+        return trainer
+
+    monkeypatch.setattr(training, "make_trainer", with_callback)
+    return real

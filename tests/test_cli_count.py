@@ -64,14 +64,46 @@ def test_costs_are_cached_on_disk_per_code_version(tmp_path, monkeypatch):
     costs.config_cost.cache_clear()
 
 
-def test_cold_count_shows_progress(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("seconds", [0.0, 1.0])
+@pytest.mark.parametrize("terminal", [False, True])
+def test_cold_count_shows_progress_to_its_total(tmp_path, monkeypatch, seconds, terminal):
+    """However long counting takes: a bar on a terminal that reaches 2/2 before it is cleared, one
+    line per model elsewhere. The counting is mocked, and so is its clock."""
+    import io
+
     from ghost_ablate import cache, costs
 
     monkeypatch.setenv(cache.ENV, str(tmp_path))
     monkeypatch.setattr(costs, "paper_configs", lambda: [("resnet56", None, None, None), ("vgg16", None, None, None)])
-    costs.config_cost.cache_clear()
-    records = costs.paper_cost_records(progress=True)
+    clock = [0.0]
+
+    def counted(model, *args):
+        clock[0] += seconds
+        return {"model": model}
+
+    monkeypatch.setattr(costs, "cost_record", counted)
+    monkeypatch.setattr("tqdm.std.time", lambda: clock[0])
+    stream = io.StringIO()
+    monkeypatch.setattr("sys.stderr", stream)
+    monkeypatch.setattr(stream, "isatty", lambda: terminal, raising=False)
+    records = costs.paper_cost_records()
     assert [r["model"] for r in records] == ["resnet56", "vgg16"]
-    err = capsys.readouterr().err
-    assert "counting params and FLOPs" in err and "2/2" in err
+    err = stream.getvalue()
+    if terminal:
+        assert "counting params and FLOPs" in err and "2/2" in err and "\n" not in err
+    else:
+        assert err.splitlines() == ["counting params and FLOPs: 1/2 resnet56", "counting params and FLOPs: 2/2 vgg16"]
+
+
+def test_cached_count_is_quiet(tmp_path, monkeypatch, capsys):
+    from ghost_ablate import cache, costs
+
+    monkeypatch.setenv(cache.ENV, str(tmp_path))
+    monkeypatch.setattr(costs, "paper_configs", lambda: [("resnet56", None, None, None)])
+    costs.config_cost.cache_clear()
+    assert costs.paper_cost_records()[0]["params"] == 853_018
+    assert "1/1 resnet56" in capsys.readouterr().err
+    costs.config_cost.cache_clear()
+    assert costs.paper_cost_records()[0]["params"] == 853_018
+    assert capsys.readouterr().err == ""  # served from the cache: nothing to wait for, nothing shown
     costs.config_cost.cache_clear()

@@ -22,6 +22,38 @@ def test_costs_match_paper(row):
     assert rec["flops"] == pytest.approx(row.flops_m * 1e6, rel=0.04)
 
 
+# Every distinct Table 1-3 row, exactly (params, conv + linear MACs): a tolerance could not tell
+# Table 1's rows apart (they span 4.2% in FLOPs).
+TABLES_1_TO_3 = {
+    ("ghost_vgg16", 2, 1, None): (7_634_602, 157_003_776),
+    ("ghost_vgg16", 2, 3, None): (7_651_498, 158_109_696),
+    ("ghost_vgg16", 2, 5, None): (7_685_290, 160_321_536),
+    ("ghost_vgg16", 2, 7, None): (7_735_978, 163_639_296),
+    ("vgg16", None, None, None): (14_987_722, 313_463_808),
+    ("ghost_vgg16", 3, 3, None): (5_219_500, 107_240_040),
+    ("ghost_vgg16", 4, 3, None): (3_983_386, 80_432_640),
+    ("ghost_vgg16", 5, 3, None): (3_270_721, 65_665_296),
+    ("resnet56", None, None, None): (853_018, 125_485_696),
+    ("ghost_resnet56", 2, 3, None): (438_154, 65_286_784),
+}
+
+
+def test_tables_1_to_3_are_pinned_exactly():
+    rows = {r.key for r in paper.rows(buildable=True) if r.table in paper.CIFAR_TABLES}
+    assert rows == set(TABLES_1_TO_3)
+    for key, expected in TABLES_1_TO_3.items():
+        rec = cost_record(*key)
+        assert (rec["params"], rec["flops"]) == expected, key
+
+
+def test_table1_flops_grow_with_the_cheap_kernel_area():
+    # Ghost-VGG-16 s=2: 138,240 cheap-op outputs per image over all 13 modules, each d*d MACs, so
+    # going from d=1 to d adds (d*d - 1) x 138,240 MACs; a model that ignored d would add nothing
+    base = TABLES_1_TO_3[("ghost_vgg16", 2, 1, None)][1]
+    for d in (3, 5, 7):
+        assert cost_record("ghost_vgg16", 2, d)["flops"] - base == (d * d - 1) * 138_240
+
+
 def test_ghost_resnet56_exact_costs():
     # 1.9% / 3.7% above the paper's 0.43M / 63M: the cheap ops and ghost BNs are not free.
     rec = cost_record("ghost_resnet56", 2, 3)

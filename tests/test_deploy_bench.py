@@ -56,7 +56,7 @@ def test_bench_writes_csv_and_keeps_other_devices(tmp_path):
     cpu = frame[frame["device_kind"] == "cpu"]
     assert list(cpu["model"]) == ["resnet56", "ghost_resnet56"] and (frame["device_kind"] == "cuda").sum() == 1
     assert (cpu["latency_bs1_ms"] > 0).all() and (cpu["train_img_s"] > 0).all()
-    assert (cpu["train_peak_mem_mb"] >= 0).all() and cpu["mem_method"].str.contains("RSS").all()
+    assert (cpu["train_peak_mem_mb"] > 0).all() and cpu["mem_method"].str.contains("RSS").all()
     assert cpu.set_index("model").loc["ghost_resnet56", "flops"] == 65_286_784
     bench_models([("resnet56", None, None, None)], TINY, out, log=lambda s: None)  # re-run replaces its row
     assert len(pd.read_csv(out, comment="#")) == 3
@@ -74,15 +74,41 @@ def test_bench_measures_the_training_precision_with_fp32_beside_it():
     assert plain["precision"] == "32" and "train_img_s_fp32" not in plain
 
 
-def test_pipeline_comparison_runs_both_loops():
+def test_cpu_memory_rise_measures_what_a_step_allocates():
+    from ghost_ablate.bench import _cpu_peak_growth_mb
+
+    held = []
+    rise = _cpu_peak_growth_mb(lambda: held.append(torch.ones(64 * 2**20 // 4)))  # 64 MiB, every page written
+    assert 60 <= rise <= 100, rise
+    assert _cpu_peak_growth_mb(lambda: None) < 8
+
+
+def test_pipeline_comparison_runs_both_loops(monkeypatch):
+    from ghost_ablate import bench
+
     frame = pipeline_comparison(["resnet56"], "cpu", n_train=128, batch_size=32, epochs=1, num_workers=0,
                                 log=lambda s: None)
     row = frame.iloc[0]
-    assert row["plain_img_s"] > 0 and row["ours_img_s"] > 0
-    assert row["speedup"] == pytest.approx(row["ours_img_s"] / row["plain_img_s"])
+    assert row["plain_img_s"] > 0 and row["ours_img_s"] > 0 and row["ours_precision"] == "32"
+    # the ratios, from rates fixed by hand: ours 300 (bf16) and 240 (fp32) images/s against 120
+    monkeypatch.setattr(bench, "plain_loop_rate", lambda *a, **k: 120.0)
+    monkeypatch.setattr(bench, "ours_rate", lambda *a, precision="auto", **k: (240.0, "32") if precision == "32"
+                        else (300.0, "bf16"))
+    fixed = pipeline_comparison(["vgg16"], "cpu", n_train=128, log=lambda s: None).iloc[0]
+    assert (fixed["speedup"], fixed["speedup_fp32"], fixed["ours_precision"]) == (2.5, 2.0, "bf16")
 
 
-@pytest.mark.parametrize("argv", [["bench", "--models", "nope"], ["bench", "--device", "cuda"]])
+def test_bench_a_model_outside_the_paper_rows(tmp_path, capsys):
+    out = tmp_path / "b.csv"
+    assert main(["bench", "--models", "cifar_ghostnet", "--repeats", "1", "--warmup", "0", "--batch-size", "4",
+                 "--throughput-batches", "1", "--train-batch-size", "4", "--train-steps", "1", "--out", str(out)]) == 0
+    row = pd.read_csv(out, comment="#").iloc[0]
+    assert (row["model"], row["ratio"], row["dw_size"], row["width"], row["flops"]) == ("cifar_ghostnet", 2, 3, 1.0,
+                                                                                      13_935_872)
+
+
+@pytest.mark.parametrize("argv", [["bench", "--models", "nope"], ["bench", "--device", "cuda"],
+                                  ["bench", "--models", "resnet50", "--cifar-only"]])
 def test_bench_bad_input(argv, capsys):
     if argv[-1] == "cuda" and torch.cuda.is_available():
         pytest.skip("a CUDA device is present")

@@ -19,7 +19,7 @@ def small_experiment(tmp_path):
 
 
 def test_plan_estimate_is_epochs_times_calibrated_epoch_minus_done_over_shards(tmp_path, monkeypatch):
-    monkeypatch.setattr(estimate, "calibrate", lambda rc, device: (HAND, True))
+    monkeypatch.setattr(estimate, "calibrate", lambda rc, device, **kw: (HAND, True))
     runs = plan_runs(load_experiment(small_experiment(tmp_path)), [0, 1], "smoke",
                      {"epochs": 3, "batch_size": 100, "limit_train_batches": None, "limit_test_batches": None})
     assert len(runs) == 6
@@ -70,7 +70,7 @@ def test_real_calibration_measures_something():
 
 
 def test_guard_stops_a_long_cpu_plan_before_anything_runs(tiny_cifar, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(estimate, "calibrate", lambda rc, device: (Calibration(36_000.0, 1.0), True))
+    monkeypatch.setattr(estimate, "calibrate", lambda rc, device, **kw: (Calibration(36_000.0, 1.0), True))
     monkeypatch.delenv("GHOST_ABLATE_YES", raising=False)
     results = tmp_path / "results"
     argv = ["sweep", str(small_experiment(tmp_path)), "--data-dir", str(tiny_cifar), "--results-dir", str(results),
@@ -85,7 +85,7 @@ def test_guard_stops_a_long_cpu_plan_before_anything_runs(tiny_cifar, tmp_path, 
 
 
 def test_yes_flag_goes_past_the_guard(tiny_cifar, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(estimate, "calibrate", lambda rc, device: (Calibration(36_000.0, 1.0), True))
+    monkeypatch.setattr(estimate, "calibrate", lambda rc, device, **kw: (Calibration(36_000.0, 1.0), True))
     monkeypatch.delenv("GHOST_ABLATE_YES", raising=False)
     assert main(["sweep", str(small_experiment(tmp_path)), "--data-dir", str(tiny_cifar), "--results-dir",
                  str(tmp_path / "r"), "--accelerator", "cpu", "--yes", *FAST]) == 0
@@ -93,7 +93,7 @@ def test_yes_flag_goes_past_the_guard(tiny_cifar, tmp_path, monkeypatch, capsys)
 
 
 def test_dry_run_prints_times_per_run_table_and_shard(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(estimate, "calibrate", lambda rc, device: (HAND, True))
+    monkeypatch.setattr(estimate, "calibrate", lambda rc, device, **kw: (HAND, True))
     exp = tmp_path / "paper.yaml"
     exp.write_text("profile: smoke\npaper_tables: [table1_dw_size, table2_ratio]\n")
     assert main(["sweep", str(exp), "--dry-run", "--results-dir", str(tmp_path), "--shard", "0/2",

@@ -18,6 +18,8 @@ import pytest
 from ghost_ablate.cli import main
 from ghost_ablate.records import read_records
 
+from conftest import add_trainer_callback
+
 FAST = ["--batch-size", "8", "--eval-batch-size", "16", "--limit-train-batches", "3", "--limit-test-batches", "1"]
 QUIET = ["--no-estimate"]  # the sweeps here test faults, not time estimates
 EXPERIMENT = "profile: smoke\nruns:\n  - {model: resnet56}\n"
@@ -198,14 +200,7 @@ def test_sigterm_mid_epoch_saves_records_interrupted_and_resumes(tiny_cifar, tmp
                 self.sent = True
                 os.kill(os.getpid(), signal.SIGTERM)
 
-    real = training.make_trainer
-
-    def with_signal(*args, **kwargs):
-        trainer = real(*args, **kwargs)
-        trainer.callbacks.append(TermAtEpoch1())
-        return trainer
-
-    monkeypatch.setattr(training, "make_trainer", with_signal)
+    real = add_trainer_callback(monkeypatch, TermAtEpoch1())
     with pytest.raises(SystemExit) as stop:
         sweep(tmp_path, tiny_cifar)
     assert stop.value.code == 128 + signal.SIGTERM
@@ -249,17 +244,27 @@ def test_sigkill_loop_then_finish_equals_an_uninterrupted_sweep(tiny_cifar, tmp_
     exp.write_text("profile: smoke\nruns:\n  - {model: ghost_resnet56, ratio: 2, dw_size: [1, 3]}\n"
                    "  - {model: resnet56}\n")
 
-    def cmd(results):
+    def cmd(results):  # fp32 named: the subprocesses' `auto` would ask the real probe of this CPU
         return [sys.executable, "-m", "ghost_ablate.cli", "sweep", str(exp), "--data-dir", str(tiny_cifar),
-                "--results-dir", str(results), "--epochs", "3", *FAST, *QUIET]
+                "--results-dir", str(results), "--epochs", "3", "--precision", "32", *FAST, *QUIET]
+
+    def attempts(results):
+        return sum(r.get("attempts", 0) for r in read_records(results / "runs"))
 
     rng = random.Random(1234)
     killed = tmp_path / "killed"
+    kills = 0
     for _ in range(10):
+        started = attempts(killed)
         proc = subprocess.Popen(cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
-        time.sleep(rng.uniform(2.0, 9.0))
-        os.killpg(proc.pid, signal.SIGKILL)
+        deadline = time.time() + 120
+        while proc.poll() is None and attempts(killed) == started and time.time() < deadline:
+            time.sleep(0.05)  # until this process has begun (or resumed) training a run
+        time.sleep(rng.uniform(0.0, 2.0))  # then anywhere in its epochs
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            kills += 1
         proc.wait()
     last = subprocess.run(cmd(killed), capture_output=True, text=True)
     assert last.returncode == 0, last.stderr[-2000:]
@@ -267,6 +272,7 @@ def test_sigkill_loop_then_finish_equals_an_uninterrupted_sweep(tiny_cifar, tmp_
     assert clean.returncode == 0, clean.stderr[-2000:]
     records = read_records(killed / "runs")
     assert len(records) == 3 and all(r["status"] == "finished" for r in records)
+    assert kills >= 2 and sum(r["attempts"] for r in records) > len(records)  # kills landed inside runs
     assert all([h["epoch"] for h in r["history"]] == [0, 1, 2] for r in records)  # every epoch exactly once
     a = pd.read_csv(killed / "summary.csv")[ESSENCE]
     b = pd.read_csv(tmp_path / "clean" / "summary.csv")[ESSENCE]

@@ -108,6 +108,15 @@ def test_commands_write_figures_and_tables(tiny_cifar, tmp_path):
     table = pd.read_csv(out / "redundancy.csv")
     assert len(table) == 13 and set(table["network"]) == {"Ghost-VGG-16 s=2 d=3"}
     share = table["ghost_share_d3"]
-    assert share.dropna().between(0, 1).all()
     assert (table.loc[share.isna(), "dead"] == table.loc[share.isna(), "channels"]).all()  # no live map: no share
+    # a known answer: with the `copy` cheap op every ghost map is an exact copy of its intrinsic map,
+    # so every live map has a partner that reconstructs it exactly, at every d
+    copies = tmp_path / "copy.pt"
+    torch.save(build_model("ghost_vgg16", 2, 3, cheap_op="copy").state_dict(), copies)
+    assert main(["redundancy", "--weights", str(copies), "--model", "ghost_vgg16", "--ratio", "2", "--dw-size", "3",
+                 "--set", "cheap_op=copy", "--data-dir", str(tiny_cifar), "--out", str(tmp_path / "copy"),
+                 "--images", "4"]) == 0
+    exact = pd.read_csv(tmp_path / "copy" / "redundancy.csv")
+    live = exact[exact["dead"] < exact["channels"]]
+    assert len(live) >= 10 and (live["ghost_share_d1"] == 1.0).all() and (live["ghost_share_d3"] == 1.0).all()
     assert "Toy experiment" in (out / "redundancy.md").read_text()

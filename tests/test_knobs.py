@@ -19,7 +19,7 @@ from ghost_ablate.report.experiments import experiment_table
 from ghost_ablate.report.tables import aggregate, load_runs
 from ghost_ablate.sweep import load_experiment, plan_runs, run_state, run_sweep, summary_frame
 
-from conftest import randomize_bn
+from conftest import SUBSET_DATA, randomize_bn
 
 REPO = Path(__file__).resolve().parents[1]
 OPS = KNOBS["cheap_op"].choices
@@ -162,13 +162,13 @@ def test_run_ids_of_earlier_versions_are_unchanged():
 
 
 def test_a_record_of_the_earlier_version_is_found_skipped_and_reported(tmp_path):
-    old = "ghost_vgg16-s2-d3-subset-seed0-60c186c143"
+    old = "ghost_vgg16-s2-d3-subset-seed0-2231259e39"  # the committed demo record (its data migrated)
     source = REPO / "results" / "runs" / old / "result.json"
     assert "knobs" not in json.loads(source.read_text())["config"]
     (tmp_path / "runs" / old).mkdir(parents=True)
     shutil.copy(source, tmp_path / "runs" / old / "result.json")
     exp = load_experiment(REPO / "experiments" / "cifar10_cheap_ops.yaml")
-    runs = [rc for rc in plan_runs(exp, [0], "subset") if rc.model == "ghost_vgg16"]
+    runs = [rc for rc in plan_runs(exp, [0], "subset", data=SUBSET_DATA) if rc.model == "ghost_vgg16"]
     assert runs[0].run_id == old and run_state(tmp_path / "runs" / old) == "done"
     outcome = run_sweep(runs[:1], tmp_path / "no-data", tmp_path, download=False)
     assert outcome.skipped == [old] and not outcome.done and not outcome.failed

@@ -7,6 +7,8 @@ from ghost_ablate.cli import main
 from ghost_ablate.records import write_json_atomic
 from ghost_ablate.report import ReportError, build_report, load_runs
 
+from conftest import make_cifar_folder
+
 RECIPE = {"epochs": 3}
 
 
@@ -143,12 +145,25 @@ def test_report_includes_feature_map_evidence_from_checkpoints(tiny_cifar, tmp_p
     from ghost_ablate.config import RunConfig
     from ghost_ablate.training import train_run
 
+    from ghost_ablate.data import fingerprint
+
     results = tmp_path / "results"
     for model, knobs in (("vgg16", {}), ("ghost_vgg16", {"ratio": 2, "dw_size": 3})):
-        rc = RunConfig.create(model, profile="smoke", batch_size=8, eval_batch_size=16, **knobs)
+        rc = RunConfig.create(model, profile="smoke", batch_size=8, eval_batch_size=16,
+                              data=fingerprint(tiny_cifar), **knobs)
         train_run(rc, tiny_cifar, results / "runs" / rc.run_id, progress=False)
     out = tmp_path / "reports"
-    build_report(results, out)
+    # test images only from a folder that holds the runs' data: never from the path a record names
+    other = tmp_path / "other"
+    make_cifar_folder(other, seed=1)
+    build_report(results, tmp_path / "elsewhere", data=fingerprint(tiny_cifar), data_dir=None)
+    assert "Not computed (no --data-dir given" in (tmp_path / "elsewhere" / "README.md").read_text()
+    build_report(results, tmp_path / "elsewhere", data_dir=other)
+    assert f"Not computed: {other} holds data {fingerprint(other)}, the runs were trained on " in (
+        tmp_path / "elsewhere" / "README.md").read_text()
+    with pytest.raises(ReportError, match="no runs on data"):
+        build_report(results, tmp_path / "elsewhere", data=fingerprint(other))
+    build_report(results, out, data_dir=tiny_cifar)
     md = (out / "README.md").read_text()
     assert "## The paper's evidence" in md and "![Ghost-VGG-16 s=2 d=3, 2nd conv unit](feature_maps_ghost_vgg16.png)" in md
     assert (out / "feature_maps_vgg16.png").exists() and (out / "ghost_share.png").exists()
@@ -157,6 +172,6 @@ def test_report_includes_feature_map_evidence_from_checkpoints(tiny_cifar, tmp_p
     # without the checkpoints the earlier section is kept as it was: the report regenerates the same
     for ckpt in (results / "runs").glob("*/*.ckpt"):
         ckpt.unlink()
-    build_report(results, out)
+    build_report(results, out, data_dir=tiny_cifar)
     again = (out / "README.md").read_text()
     assert again.split("\n", 3)[3] == md.split("\n", 3)[3]  # all but the timestamp line

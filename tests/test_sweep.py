@@ -12,6 +12,8 @@ from ghost_ablate import paper
 from ghost_ablate.cli import main
 from ghost_ablate.config import ConfigError
 from ghost_ablate.records import read_records
+
+from conftest import add_trainer_callback
 from ghost_ablate.sweep import load_experiment, parse_seeds, parse_shard, plan_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -110,7 +112,7 @@ def write_small_experiment(path: Path) -> Path:
 
 def sweep_cmd(exp: Path, data: Path, results: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "ghost_ablate.cli", "sweep", str(exp), "--data-dir", str(data),
-            "--results-dir", str(results), "--seeds", "0", "--no-estimate", *FAST, *extra]
+            "--results-dir", str(results), "--seeds", "0", "--no-estimate", "--precision", "32", *FAST, *extra]
 
 
 def _finished(results: Path) -> list[dict]:
@@ -161,18 +163,24 @@ def test_two_concurrent_shards_equal_one_process(tiny_cifar, tmp_path):
 
 
 def test_failed_run_is_recorded_and_sweep_goes_on(tiny_cifar, tmp_path, monkeypatch, capsys):
-    from ghost_ablate import training
+    import lightning as L
 
-    real = training.train_run
+    class OutOfMemory(L.Callback):  # fails resnet56 in its second training step, after its record exists
+        def on_train_batch_start(self, trainer, module, batch, batch_idx):
+            if module.hparams["model"] == "resnet56" and batch_idx == 1:
+                raise RuntimeError("out of memory (simulated)")
 
-    def flaky(config, *args, **kwargs):
-        if config.model == "resnet56":
-            raise RuntimeError("out of memory (simulated)")
-        return real(config, *args, **kwargs)
-
-    monkeypatch.setattr(training, "train_run", flaky)
+    add_trainer_callback(monkeypatch, OutOfMemory())
     exp = write_small_experiment(tmp_path / "exp.yaml")
-    code = main(["sweep", str(exp), "--data-dir", str(tiny_cifar), "--results-dir", str(tmp_path / "r"), *FAST])
+    results = tmp_path / "r"
+    code = main(["sweep", str(exp), "--data-dir", str(tiny_cifar), "--results-dir", str(results), *FAST])
     assert code == 1
     out = capsys.readouterr().out
     assert "4 done" in out and "1 failed" in out and "resnet56" in out
+    records = read_records(results / "runs")
+    (failed,) = [r for r in records if r["config"]["model"] == "resnet56"]
+    assert failed["status"] == "failed" and failed["error"] == "RuntimeError: out of memory (simulated)"
+    assert failed["epochs_done"] == 0 and failed["attempts"] == 1 and "finished_at" in failed
+    assert sum(r["status"] == "finished" for r in records) == 4
+    summary = pd.read_csv(results / "summary.csv")
+    assert summary.set_index("run_id").loc[failed["run_id"], "status"] == "failed"

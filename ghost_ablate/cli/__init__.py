@@ -71,6 +71,8 @@ def build_parser() -> OneLineParser:
     p.add_argument("--retry-failed", action="store_true", help="run diverged runs again")
     p.add_argument("--no-estimate", action="store_true",
                    help="skip the time estimate (calibration), the ETA lines and the CPU guard")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="measure every configuration's step time again instead of using the cached calibration")
     p.add_argument("--max-hours", type=float, default=24.0,
                    help="on a CPU, refuse a plan estimated to take longer (default 24)")
     p.add_argument("--yes", action="store_true", help=f"go on past the --max-hours guard (or set {YES_ENV}=1)")
@@ -83,6 +85,12 @@ def build_parser() -> OneLineParser:
     p.add_argument("--results-dir", default="results")
     p.add_argument("--out", default="reports")
     p.add_argument("--profile", help="which profile's runs (needed when results hold several)")
+    p.add_argument("--data-dir", help="the data the runs were trained on: selects their runs (by fingerprint) "
+                                      "and gives the evidence section its test images (default: none)")
+    p.add_argument("--data", metavar="FINGERPRINT",
+                   help="which data set's runs, by fingerprint (needed when results hold several)")
+    p.add_argument("--no-evidence", action="store_true",
+                   help="do not compute the feature-map and redundancy section (the previous one is kept)")
     p.add_argument("--experiment", action="append", metavar="FILE",
                    help="give this experiment file a table and plot of its own (repeatable; default: each "
                         "file of experiments/ once a run outside the paper's tables has finished)")
@@ -128,7 +136,11 @@ def build_parser() -> OneLineParser:
 
     p = sub.add_parser("doctor", help="list damaged, stale and orphaned runs; --fix moves broken files aside")
     p.add_argument("results_dir", nargs="?", default="results", help="a results folder (default: results)")
-    p.add_argument("--fix", action="store_true", help="move damaged and orphaned files aside (never deletes)")
+    p.add_argument("--fix", action="store_true",
+                   help="move damaged, unsafe and orphaned files aside, each under its run's lock (never deletes)")
+    p.add_argument("--assign-data", metavar="DATA_DIR",
+                   help="migrate records from before runs named their data: stamp DATA_DIR's fingerprint on "
+                        "those whose image counts match it, and rename their folders to the new run ids")
 
     p = sub.add_parser("export", help="ONNX export of a registry model, checked with onnxruntime")
     add_model_args(p, required=True)
@@ -136,6 +148,15 @@ def build_parser() -> OneLineParser:
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs first")
     p.add_argument("--opset", type=int, default=17)
     return parser
+
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a Ctrl-C
+AFTER_INTERRUPT = {
+    "train": "its finished epochs are in its last checkpoint; run the same command to resume",
+    "sweep": "finished runs are recorded and the interrupted one keeps its last checkpoint; run the same "
+             "command to resume",
+    "report": "the report folder holds the previous report, untouched",
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UserError, ValueError) as err:
         print(f"ghost-ablate {args.command}: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"ghost-ablate {args.command}: interrupted; "
+              f"{AFTER_INTERRUPT.get(args.command, 'nothing was left half-written')}", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

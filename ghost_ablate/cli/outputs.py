@@ -16,7 +16,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     for path in args.experiment or []:
         load_experiment(path)  # a bad file is one line before anything is written
     written = build_report(args.results_dir, args.out, args.profile,
-                           [Path(p) for p in args.experiment] if args.experiment else None)
+                           [Path(p) for p in args.experiment] if args.experiment else None,
+                           data_dir=args.data_dir, data=args.data, evidence=not args.no_evidence)
     print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(p.name for p in written))
     return 0
 
@@ -86,7 +87,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from ..bench import bench_models, bench_variants, pipeline_comparison, settings_from, variant_keys
     from ..costs import paper_configs
-    from ..models import MODELS
+    from ..models import MODELS, resolve_knobs
     from ..records import write_atomic
 
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -113,8 +114,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"wrote {out} ({len(keys)} configurations on {args.device}, {settings.threads} threads)")
         return 0
     keys = [k for k in paper_configs() if not args.models or k[0] in args.models]
+    for name in args.models or []:  # a model outside the paper's rows: its default configuration
+        if not any(k[0] == name for k in keys):
+            default = resolve_knobs(name)
+            keys.append((name, default["ratio"], default["dw_size"], default["width"]))
     if args.cifar_only:
         keys = [k for k in keys if MODELS[k[0]].input_size == 32]
+    if not keys:
+        raise UserError("--cifar-only leaves none of the models named; drop one of the two")
     out = Path(args.out or "results/bench.csv")
     bench_models(keys, settings, out)
     print(f"wrote {out} ({len(keys)} models on {args.device}, {settings.threads} threads)")

@@ -8,6 +8,9 @@ writes them into the report folder.
 """
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -26,14 +29,41 @@ __all__ = ["ReportError", "build_report", "load_runs"]
 
 
 def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | None = None,
-                 experiments: list[Path] | None = None) -> list[Path]:
+                 experiments: list[Path] | None = None, data_dir: str | Path | None = None,
+                 data: str | None = None, evidence: bool = True) -> list[Path]:
     """Write every CSV table, the markdown report and the plots; return the files written.
     `experiments`: the experiment files to give a table of their own (default: see
-    `experiment_sections`)."""
+    `experiment_sections`). `data`: which data set's runs, by fingerprint (needed when the
+    results hold several); `data_dir`: a data folder, whose runs are chosen among several and
+    whose test images the evidence section uses if they are its runs' data; `evidence=False`
+    keeps the previous evidence section instead of computing it.
+
+    Everything is written into a staging folder beside `out_dir` first and moved in when
+    complete, README.md last, so an interrupted report leaves the previous one in place."""
     headless()
     results_dir, out = Path(results_dir), Path(out_dir)
-    runs = load_runs(results_dir, profile)
+    prefer = None
+    if data_dir is not None and data is None:
+        from ..data import fingerprint, find_folder
+
+        prefer = fingerprint(data_dir) if find_folder(Path(data_dir)) else None
+    runs = load_runs(results_dir, profile, data, prefer)
     out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    try:
+        written = _write_report(runs, results_dir, staging, out, experiments,
+                                Path(data_dir) if data_dir else None, evidence)
+        for path in sorted(written, key=lambda p: p.name == "README.md"):  # README.md last
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return [out / p.name for p in written]
+
+
+def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Path, experiments: list[Path] | None,
+                  data_dir: Path | None, evidence: bool) -> list[Path]:
+    """Every file of the report into `out` (a staging folder); `previous` is the report folder,
+    read for the evidence section an earlier report computed."""
     agg = aggregate(runs)
     written: list[Path] = []
     sections = [header_markdown(provenance(runs))]
@@ -52,7 +82,8 @@ def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | No
     if extra:
         rows = [{"Model": full_label(*k), "Params (M)": _fmt(agg[k]["params"] / 1e6, 3),
                  "FLOPs (M)": _fmt(agg[k]["flops"] / 1e6, 1),
-                 **top1_cells(agg[k]["top1_mean"], agg[k]["top1_std"], agg[k]["top1_ci95"], agg[k]["n"])}
+                 **top1_cells(agg[k]["top1_mean"], agg[k]["top1_std"], agg[k]["top1_ci95"], agg[k]["n"],
+                             agg[k]["mixed"])}
                 for k in extra]
         sections += ["## Runs outside the paper's tables", "", _md(pd.DataFrame(rows)), ""]
     files, more = experiment_sections(agg, out, experiments)
@@ -67,7 +98,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | No
                      "\nCSV: [per_class_accuracy.csv](per_class_accuracy.csv)", ""]
         plots += [(f"Confusion matrix: best {family} run", plot_confusion(r, family, out))
                   for family, r in best.items()]
-    evidence_files, evidence_md = evidence_section(runs, results_dir, out)
+    evidence_files, evidence_md = evidence_section(runs, results_dir, out, previous, data_dir, compute=evidence)
     written += evidence_files
     sections += [evidence_md]
     costs = imagenet_costs()

@@ -125,26 +125,41 @@ EVIDENCE_MD = "evidence.md"
 PAIR = (("vgg16", None, None, None, ()), ("ghost_vgg16", 2, 3, None, ()))  # the paper's feature-map figure: layer 2
 
 
-def evidence_section(runs: pd.DataFrame, results_dir: Path, out: Path) -> tuple[list[Path], str]:
+def evidence_section(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Path | None = None,
+                     data_dir: Path | None = None, compute: bool = True) -> tuple[list[Path], str]:
     """The report's evidence section: computed from the checkpoints of finished VGG-16 and
-    Ghost-VGG-16 (s=2, d=3) runs where they are on this machine; else the section an earlier
-    report computed (checkpoints are never committed); else what to run."""
+    Ghost-VGG-16 (s=2, d=3) runs where they are on this machine, with test images from
+    `data_dir` when it holds the data those runs were trained on (by fingerprint: a path in a
+    record is never followed); else the section an earlier report wrote into `previous`
+    (checkpoints are never committed); else what to run. Files go into `out`."""
+    from ..data import DataError, fingerprint
     from ..features import FeatureError, load_trained, test_images
     from ..records import row_key
 
+    previous = previous or out
+    title = "## The paper's evidence: ghost feature maps and their redundancy"
     chosen = []
     for key in PAIR:
         match = runs[(runs["status"] == "finished")
                      & runs.apply(lambda r: row_key(r) == key, axis=1)].sort_values(["seed", "run_id"])
         found = [r for _, r in match.iterrows() if (results_dir / "runs" / r["run_id"] / "last.ckpt").is_file()]
         chosen.append(found[0] if found else None)
-    title = "## The paper's evidence: ghost feature maps and their redundancy"
-    if all(r is not None for r in chosen):
+    reason = None
+    if not compute:
+        reason = "skipped (--no-evidence)"
+    elif any(r is None for r in chosen):
+        reason = "no checkpoints of finished VGG-16 and Ghost-VGG-16 (s=2, d=3) runs here"
+    elif data_dir is None:
+        reason = "no --data-dir given for the test images"
+    if reason is None:
         try:
+            wanted = {r["data_fingerprint"] for r in chosen}
+            seen = fingerprint(data_dir)
+            if wanted != {seen}:
+                raise DataError(f"{data_dir} holds data {seen}, the runs were trained on {', '.join(map(str, wanted))}")
             networks = [load_trained(results_dir / "runs" / r["run_id"]) for r in chosen]
-            data_dir = chosen[0]["data_dir"]
             image, images = test_images(data_dir, 1), test_images(data_dir, 32)
-        except FeatureError as err:
+        except (FeatureError, DataError) as err:
             return [], f"{title}\n\nNot computed: {err}\n"
         paths = []
         figures = []
@@ -159,8 +174,9 @@ def evidence_section(runs: pd.DataFrame, results_dir: Path, out: Path) -> tuple[
                            f"paper's feature-map figure):", "", *figures, "", md])
         write_atomic(out / EVIDENCE_MD, text)
         return [*paths, *more, out / EVIDENCE_MD], text
-    if (out / EVIDENCE_MD).is_file():
-        return [], (out / EVIDENCE_MD).read_text()
-    return [], (f"{title}\n\nNeeds finished runs of VGG-16 and Ghost-VGG-16 (s=2, d=3) with their checkpoints "
-                f"on this machine: run `make demo` (or `make sweep-cifar`) and then `make report`, or point "
-                f"`ghost-ablate featuremaps` and `ghost-ablate redundancy` at any trained run.\n")
+    if (previous / EVIDENCE_MD).is_file():
+        return [], (previous / EVIDENCE_MD).read_text()
+    return [], (f"{title}\n\nNot computed ({reason}). Needs finished runs of VGG-16 and Ghost-VGG-16 (s=2, d=3) "
+                f"with their checkpoints on this machine and `--data-dir` with their data: run `make demo` (or "
+                f"`make sweep-cifar`) and then `make report`, or point `ghost-ablate featuremaps` and "
+                f"`ghost-ablate redundancy` at any trained run.\n")

@@ -22,12 +22,14 @@ def _fmt(v: Any, digits: int) -> str:
     return "" if v is None else f"{v:.{digits}f}"
 
 
-def top1_cells(mean: Any, std: Any, ci95: Any, n: int) -> dict[str, str]:
-    """The top-1 columns every table shares: "mean ± std (n=..)" and the 95% interval."""
+def top1_cells(mean: Any, std: Any, ci95: Any, n: int, mixed: str = "") -> dict[str, str]:
+    """The top-1 columns every table shares: "mean ± std (n=..)" (and what its seeds do not share,
+    `tables.mixed_note`) and the 95% interval."""
     if _none(mean) is None:
         return {"Top-1 (%) mean ± std": "not run", "95% CI": ""}
     std, ci95 = _none(std), _none(ci95)
-    return {"Top-1 (%) mean ± std": f"{mean:.2f}{'' if std is None else f' ± {std:.2f}'} (n={n})",
+    note = f"; {mixed}" if _none(mixed) else ""
+    return {"Top-1 (%) mean ± std": f"{mean:.2f}{'' if std is None else f' ± {std:.2f}'} (n={n}{note})",
             "95% CI": "" if ci95 is None else f"{mean - ci95:.2f}–{mean + ci95:.2f}"}
 
 
@@ -35,7 +37,7 @@ def markdown_table(table: pd.DataFrame) -> str:
     """One paper table laid out like the paper's, our numbers beside the published ones."""
     rows = []
     for _, r in table.iterrows():
-        top1 = top1_cells(r["top1_mean"], r["top1_std"], r["top1_ci95"], r["n_seeds"])
+        top1 = top1_cells(r["top1_mean"], r["top1_std"], r["top1_ci95"], r["n_seeds"], r["mixed"])
         if r["status"] == "paper only":
             top1["Top-1 (%) mean ± std"] = "(not built)"
         p = _none(r["p_vs_reference"])
@@ -61,6 +63,7 @@ def provenance(runs: pd.DataFrame) -> dict[str, Any]:
         "test_sizes": sorted(int(n) for n in source["test_size"].dropna().unique()),
         # the folder's name only: a report names no absolute path of the machine that made it
         "data_names": sorted({PurePath(d).name for d in source["data_dir"].dropna().unique()}),
+        "data_fingerprints": sorted(source["data_fingerprint"].dropna().unique()),
         "precisions": sorted(source["precision"].dropna().unique()),
         "seeds": sorted(int(s) for s in source["seed"].dropna().unique()),
         "devices": sorted(source["device"].dropna().unique()),
@@ -78,7 +81,8 @@ def header_markdown(p: dict[str, Any]) -> str:
              f"| epochs | {', '.join(map(str, p['epochs']))} (paper: {paper_epochs}) |",
              f"| data set | CIFAR-10, {', '.join(f'{n:,}' for n in p['train_sizes'])} training / "
              f"{', '.join(f'{n:,}' for n in p['test_sizes'])} test images (full: 50,000 / 10,000) |",
-             f"| data folder | {', '.join(f'`{d}`' for d in p['data_names'])} |",
+             f"| data folder | {', '.join(f'`{d}`' for d in p['data_names'])} "
+             f"(fingerprint {', '.join(f'`{d}`' for d in p.get('data_fingerprints', [])) or 'not recorded'}) |",
              f"| seeds | {', '.join(map(str, p['seeds']))} |",
              f"| device | {'; '.join(p['devices'])} |",
              f"| precision | {', '.join(p['precisions']) or 'not recorded (before precision was a recipe field)'} |",

@@ -22,7 +22,7 @@ CSV_NAMES = {"table1_dw_size": "table1_dw_size.csv", "table2_ratio": "table2_rat
 TABLE_COLUMNS = ["table", "label", "model", "s", "d", "width", "params_m", "flops_m", "top1_mean", "top1_std",
                  "n_seeds", "top1_best_mean", "paper_params_m", "paper_flops_m", "paper_top1",
                  "params_diff_pct", "flops_diff_pct", "top1_diff", "status",
-                 "top1_ci95", "reference", "p_vs_reference", "vs_reference"]
+                 "top1_ci95", "reference", "p_vs_reference", "vs_reference", "mixed"]
 PLOT_FORMATS = ("png", "svg")
 FULL_TRAIN_SIZE = 50_000
 
@@ -35,8 +35,11 @@ def _none(v: Any) -> Any:
     return None if missing(v) else v
 
 
-def load_runs(results_dir: str | Path, profile: str | None = None) -> pd.DataFrame:
-    """One row per run record of one profile; ReportError if there are none."""
+def load_runs(results_dir: str | Path, profile: str | None = None, data: str | None = None,
+              prefer: str | None = None) -> pd.DataFrame:
+    """One row per run record of one profile and one data set (`data`: its fingerprint, needed
+    when the results hold runs of several, where `prefer` picks one if present); ReportError if
+    there are none."""
     runs_dir = Path(results_dir) / "runs"
     damaged: list[DamagedRecord] = []
     records = read_records(runs_dir, damaged)
@@ -45,7 +48,8 @@ def load_runs(results_dir: str | Path, profile: str | None = None) -> pd.DataFra
         raise ReportError(f"no run records under {runs_dir}; run `make sweep-cifar` first")
     runs = pd.DataFrame([flatten_record(r) for r in records])
     for col in ("params", "flops", "final_test_acc", "best_test_acc", "device", "train_size", "test_size",
-                "data_dir", "precision", "history", "test_confusion"):  # older or partial records lack some
+                "data_dir", "data_fingerprint", "precision", "history",
+                "test_confusion"):  # older or partial records lack some
         if col not in runs:
             runs[col] = None
     runs["history"] = runs["history"].map(lambda h: h if isinstance(h, list) else [])
@@ -57,7 +61,28 @@ def load_runs(results_dir: str | Path, profile: str | None = None) -> pd.DataFra
         raise ReportError(f"no runs of profile {profile!r} under {runs_dir}; found: {', '.join(profiles)}")
     if profile is not None:
         runs = runs[runs["profile"] == profile].reset_index(drop=True)
+    runs = one_data_set(runs, runs_dir, data, prefer)
     runs.attrs["damaged"] = left_out  # unreadable records, named in the report's header
+    return runs
+
+
+def one_data_set(runs: pd.DataFrame, runs_dir: Path, data: str | None, prefer: str | None = None) -> pd.DataFrame:
+    """The runs trained on data set `data` (a fingerprint); with None, all of them if they share
+    one, else those of `prefer` if there are any, else a ReportError naming each data set, so
+    no table mixes numbers of two."""
+    found = runs["data_fingerprint"].fillna("unrecorded")
+    if data is None and found.nunique() > 1 and prefer in set(found):
+        data = prefer
+    if data is not None:
+        if data not in set(found):
+            raise ReportError(f"no runs on data {data} under {runs_dir}; found: {', '.join(sorted(set(found)))}")
+        return runs[found == data].reset_index(drop=True)
+    if found.nunique() > 1:
+        sets = [f"{fp} ({len(part)} runs, {part['train_size'].iloc[0]} / {part['test_size'].iloc[0]} images)"
+                for fp, part in runs.groupby(found)]
+        raise ReportError(f"{runs_dir} holds runs on several data sets: {'; '.join(sets)}; choose one with "
+                          f"--data-dir (the folder) or --data FINGERPRINT ('unrecorded': runs from before "
+                          f"records named their data, see `ghost-ablate doctor --assign-data`)")
     return runs
 
 
@@ -67,18 +92,29 @@ def aggregate(runs: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
     for _, r in runs.iterrows():
         k = row_key(r)
         entry = out.setdefault(k, {"final": [], "best": [], "failed": 0, "params": r["params"],
-                                   "flops": r["flops"], "histories": []})
+                                   "flops": r["flops"], "histories": [], "precisions": set(), "devices": set()})
         if r["status"] == "finished" and _none(r["final_test_acc"]) is not None:
             entry["final"].append(100 * r["final_test_acc"])
             entry["best"].append(100 * r["best_test_acc"])
             entry["histories"].append(r["history"])
+            entry["precisions"].add(str(_none(r.get("precision")) or "unrecorded"))
+            entry["devices"].add(str(_none(r.get("device")) or "unrecorded"))
         elif r["status"] in ("failed", "diverged"):
             entry["failed"] += 1
     for entry in out.values():
         final = seed_stats(entry["final"])
         entry.update(n=final.n, top1_mean=final.mean, top1_std=final.std, top1_ci95=final.ci95,
-                     top1_best_mean=seed_stats(entry["best"]).mean)
+                     top1_best_mean=seed_stats(entry["best"]).mean, mixed=mixed_note(entry))
     return out
+
+
+def mixed_note(entry: dict[str, Any]) -> str:
+    """What a row's seeds do not share, in words ("" when they share precision and device): a mean
+    over seeds of fp32 and bf16, or of two kinds of device, is not one measurement."""
+    notes = [f"seeds mix {what} ({', '.join(sorted(values))})"
+             for what, values in (("precisions", entry["precisions"]), ("devices", entry["devices"]))
+             if len(values) > 1]
+    return "; ".join(notes)
 
 
 def _round(v: Any, digits: int) -> Any:
@@ -132,6 +168,7 @@ def paper_table(table: str, agg: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
             "top1_ci95": _round(ours["top1_ci95"] if ours else None, 2),
             "reference": ref.label if ref is not None and ref.key != row.key else None,
             "p_vs_reference": _round(p_ref, 4), "vs_reference": noise_verdict(p_ref),
+            "mixed": ours["mixed"] if ours else "",
         })
     frame = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     for col in ("s", "d", "n_seeds"):

@@ -1,0 +1,78 @@
+"""Reading checkpoints and weight files without running code.
+
+Every checkpoint or state_dict the project reads (a run's own `last.ckpt` on resume, a
+results folder `report` or `doctor` looks at, a `--weights` file from anywhere) goes
+through `safe_load`: `torch.load(weights_only=True)`, which admits tensors and plain
+Python values and refuses any other global before it is imported. What cannot load is
+told apart by cause: the file is damaged (broken archive), unsafe (holds objects), or the
+environment failed (I/O, memory, a torch that cannot read it), which says nothing about
+the file and so must never get it moved aside.
+"""
+from __future__ import annotations
+
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UserError
+
+
+class CheckpointUnreadable(UserError):
+    """A checkpoint that is intact on disk could not be read for a reason outside the file (an I/O
+    error, memory, a torch that cannot read it): the run stops and nothing is moved."""
+
+
+def safe_load(path: Path) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU: tensors and plain Python types only.
+
+    Raises UnsafeCheckpoint when the file holds anything else (code, classes), DamagedCheckpoint
+    when its archive is broken, CheckpointUnreadable for errors of the environment."""
+    problem = archive_problem(path)
+    if problem:
+        raise DamagedCheckpoint(f"{path}: {problem}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except EOFError:  # a truncated legacy-format file
+        raise DamagedCheckpoint(f"{path}: cannot be loaded (truncated)") from None
+    except pickle.UnpicklingError as err:  # what weights_only raises for any global it does not admit
+        raise UnsafeCheckpoint(f"{path}: cannot be loaded safely: it holds objects other than tensors and plain values "
+                               f"({str(err).splitlines()[0][:120]}); refused without running them") from None
+    except (OSError, MemoryError) as err:
+        raise CheckpointUnreadable(f"{path}: could not be read ({type(err).__name__}: {err}); nothing was "
+                                   f"moved, fix the cause and run the same command again") from None
+    except Exception as err:  # an intact archive torch cannot read: a torch too old or too new
+        raise CheckpointUnreadable(f"{path}: this torch ({torch.__version__}) cannot read it ({type(err).__name__}: "
+                                   f"{str(err).splitlines()[0][:160] if str(err) else ''}); nothing was moved"
+                                   ) from None
+
+
+class DamagedCheckpoint(UserError):
+    """The checkpoint file itself is broken (truncated, zero bytes, CRC error)."""
+
+
+class UnsafeCheckpoint(DamagedCheckpoint):
+    """The checkpoint holds more than tensors and plain values (possibly code)."""
+
+
+def archive_problem(path: Path) -> str | None:
+    """None if `path` looks like a whole torch file (a zip archive whose members read back with
+    correct CRCs, or a legacy pickle-format file), else why not. torch's own reader fails on a
+    broken archive with a RuntimeError that cannot be told apart from other failures."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+        if head[:1] == b"\x80":  # torch's legacy (pre-1.6) format: torch.load decides
+            return None
+        if not head.startswith(b"PK"):
+            return "cannot be loaded (" + ("neither a torch archive nor a legacy torch file)" if head else "empty file)")
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, EOFError) as err:
+        return f"cannot be loaded (truncated or not an archive: {type(err).__name__})"
+    except OSError as err:
+        raise CheckpointUnreadable(f"{path}: could not be read ({type(err).__name__}: {err}); nothing was "
+                                   f"moved") from None
+    return None if bad is None else f"cannot be loaded (CRC error in {bad})"
