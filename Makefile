@@ -13,7 +13,7 @@ SHARD      ?= 0/1
 RESULTS    ?= results
 REPORTS    ?= reports
 
-.PHONY: install test count sweep-cifar sweep-cross dry-run report bench demo
+.PHONY: install test count sweep-cifar sweep-cross dry-run report bench demo precision-check
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -64,3 +64,14 @@ demo:
 DEVICE ?= cpu
 bench:
 	$(CLI) bench --device $(DEVICE) --out $(RESULTS)/bench.csv
+
+# fp32 against bf16 on this CPU, paired by seed (issue 21): each seed in both precisions before the
+# next seed, so an interrupted check still has complete pairs; run it again to resume.
+PRECISION_SEEDS   ?= 0 1 2 3 4
+PRECISION_RESULTS ?= results/precision
+precision-check:
+	@for seed in $(PRECISION_SEEDS); do for p in 32 bf16; do \
+	  $(CLI) sweep experiments/precision_check.yaml --precision $$p --epochs 10 --seeds $$seed \
+	    --data-dir $(DEMO_DATA) --results-dir $(PRECISION_RESULTS) --no-download || exit $$?; \
+	done; done
+	$(CLI) precision-table --results-dir $(PRECISION_RESULTS) --out $(REPORTS)

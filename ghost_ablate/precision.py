@@ -78,7 +78,7 @@ def _probe_step_time(bf16: bool, repeats: int = 3) -> float:
 def cpu_bf16_speedup(cache: JsonCache | None = None) -> float:
     """fp32 time / bf16 time of the probe step on this CPU (cached)."""
     cache = cache or JsonCache("precision")
-    key = cache.key("cpu-bf16-speedup", platform.processor() or platform.machine(), _cpu_model(),
+    key = cache.key("cpu-bf16-speedup", platform.processor() or platform.machine(), cpu_model(),
                     torch.__version__, torch.get_num_threads())
     speedup = cache.get(key)
     if speedup is None:
@@ -87,14 +87,15 @@ def cpu_bf16_speedup(cache: JsonCache | None = None) -> float:
     return float(speedup)
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (e.g. "AMD EPYC"), else the architecture."""
     try:
         for line in open("/proc/cpuinfo"):
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor()
+    return platform.processor() or platform.machine()
 
 
 def cuda_has_bf16() -> bool:

@@ -28,7 +28,7 @@ from .checkpoints import DamagedCheckpoint, safe_load
 from .costs import measure
 from .data import NUM_CLASSES, CIFAR10DataModule, fingerprint
 from .models import build_model, get_spec
-from .precision import Precision, precision_on, resolve_precision
+from .precision import Precision, cpu_model, precision_on, resolve_precision
 from .records import DamagedRecord, read_record, set_aside, storage_guard, write_record
 
 CHECKPOINT = "last.ckpt"
@@ -254,7 +254,7 @@ def environment() -> dict[str, Any]:
     if torch.cuda.is_available():
         device = f"cuda: {torch.cuda.get_device_name()}"
     else:
-        device = f"cpu: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+        device = f"cpu: {cpu_model()} ({torch.get_num_threads()} threads)"
     return {"device": device, "versions": versions()}
 
 

@@ -12,7 +12,7 @@ from ..config import PRECISIONS
 from ..errors import UserError
 from .args import add_model_args, add_recipe_args
 from .models import cmd_count, cmd_export, cmd_knobs
-from .outputs import cmd_bench, cmd_featuremaps, cmd_redundancy, cmd_report
+from .outputs import cmd_bench, cmd_featuremaps, cmd_precision_table, cmd_redundancy, cmd_report
 from .runs import YES_ENV, cmd_doctor, cmd_sweep, cmd_train
 
 EXIT_USAGE = 2
@@ -30,7 +30,7 @@ class OneLineParser(argparse.ArgumentParser):
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "count": cmd_count, "knobs": cmd_knobs, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
     "bench": cmd_bench, "export": cmd_export, "doctor": cmd_doctor, "featuremaps": cmd_featuremaps,
-    "redundancy": cmd_redundancy,
+    "redundancy": cmd_redundancy, "precision-table": cmd_precision_table,
 }
 
 
@@ -94,6 +94,11 @@ def build_parser() -> OneLineParser:
     p.add_argument("--experiment", action="append", metavar="FILE",
                    help="give this experiment file a table and plot of its own (repeatable; default: each "
                         "file of experiments/ once a run outside the paper's tables has finished)")
+
+    p = sub.add_parser("precision-table", help="fp32 against bf16, paired by seed, from runs in both precisions "
+                                               "(what `make precision-check` ends with)")
+    p.add_argument("--results-dir", default="results/precision", help="default: results/precision")
+    p.add_argument("--out", default="reports", help="folder for precision.csv and precision.md (default: reports)")
 
     p = sub.add_parser("bench", help="measured latency, throughput, training speed and memory per model")
     p.add_argument("--models", nargs="+", help="registry names (default: every paper row)")

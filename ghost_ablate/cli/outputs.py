@@ -22,6 +22,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_precision_table(args: argparse.Namespace) -> int:
+    from ..report.precision import write_precision_report
+
+    written = write_precision_report(args.results_dir, args.out)
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
 # ---- featuremaps and redundancy -------------------------------------------------------
 
 def _networks(args: argparse.Namespace) -> list:

@@ -3,7 +3,8 @@
 The rows are the experiment's configurations (its grid, as the sweep expands it); the
 columns that tell them apart are the knobs the grid varies (`models.varying`). Each
 model's first configuration in the file is its reference: the other rows of that model
-get Welch's t-test against it, as the paper tables do against theirs.
+are tested against it as the paper tables' rows are against theirs (`tables.vs_reference`:
+paired by seed where they share seeds, else Welch; Holm-corrected across the table).
 """
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ from ..records import config_key, missing, write_atomic
 from ..sweep import Experiment, load_experiment
 from .labels import COLORS, NAMES, _family
 from .markdown import _fmt, _md
-from .stats import noise_verdict, welch_p
-from .tables import _round
+from .stats import corrected_verdicts
+from .tables import _round, vs_reference
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -44,14 +45,15 @@ def experiment_table(experiment: Experiment, agg: dict[tuple, dict[str, Any]]) -
     """One row per configuration: model, the varying knobs, costs, top-1 over seeds, and the
     test against the model's reference row."""
     columns = knob_columns(experiment)
-    rows, reference = [], {}
+    rows, reference, comparisons = [], {}, []
     for cfg in experiment.configs:
         key = _key(cfg)
         ours = agg.get(key)
         reference.setdefault(cfg["model"], key)
         ref_key = reference[cfg["model"]]
         ref = agg.get(ref_key) if ref_key != key else None
-        p = welch_p(ours["final"], ref["final"]) if ours and ref else None
+        tested = vs_reference(ours, ref)
+        comparisons.append(tested)
         cost = config_cost(*key)
         values = knob_values(cfg["model"], cfg)
         rows.append({"model": cfg["model"], **{c: values[c] for c in columns},
@@ -59,8 +61,11 @@ def experiment_table(experiment: Experiment, agg: dict[tuple, dict[str, Any]]) -
                      "top1_mean": _round(ours and ours["top1_mean"], 2),
                      "top1_std": _round(ours and ours["top1_std"], 2),
                      "top1_ci95": _round(ours and ours["top1_ci95"], 2), "n_seeds": ours["n"] if ours else 0,
-                     "reference": "yes" if ref_key == key else "", "p_vs_reference": _round(p, 4),
-                     "vs_reference": noise_verdict(p)})
+                     "reference": "yes" if ref_key == key else "", "test": tested.test,
+                     "p_vs_reference": _round(tested.p, 4)})
+    adjusted, verdicts = corrected_verdicts(comparisons)
+    for row, p, verdict in zip(rows, adjusted, verdicts):
+        row.update(p_holm=_round(p, 4), vs_reference=verdict)
     frame = pd.DataFrame(rows)
     first = {m: i for i, m in reversed(list(enumerate(frame["model"])))}
     frame = frame.iloc[sorted(range(len(frame)), key=lambda i: (first[frame["model"][i]], i))]
@@ -77,7 +82,9 @@ def experiment_markdown(frame: pd.DataFrame) -> str:
     shown[top1] = [f"{_fmt(m, 2)} ± {_fmt(c, 2)}" if n > 1 else _fmt(m, 2)
                          for m, c, n in zip(frame["top1_mean"], frame["top1_ci95"], frame["n_seeds"])]
     shown["p vs ref"] = frame["p_vs_reference"].map(lambda v: _fmt(v, 3))
-    keep = ["model", *_knob_columns(frame), "params_m", "flops_m", top1, "n_seeds", "p vs ref", "vs_reference"]
+    shown["Holm p"] = frame["p_holm"].map(lambda v: _fmt(v, 3))
+    keep = ["model", *_knob_columns(frame), "params_m", "flops_m", top1, "n_seeds", "test", "p vs ref", "Holm p",
+            "vs_reference"]
     shown = shown[keep].rename(columns={"params_m": "Params (M)", "flops_m": "FLOPs (M)", "n_seeds": "n",
                                         "vs_reference": "vs ref"})
     return _md(shown.astype(object).where(shown.notna(), ""))
@@ -151,7 +158,8 @@ def experiment_sections(agg: dict[tuple, dict[str, Any]], out: Path,
         varied = ", ".join(_knob_columns(frame)) or "the model"
         sections += [f"## Experiment {experiment.path.name}: {experiment.description}", "",
                      f"Columns: the knobs this grid varies ({varied}). Each model's first row is its reference "
-                     f"for the p-value (Welch's t-test over seeds).", "", experiment_markdown(frame),
+                     f"for the p-value: the paired t-test over the seeds both rows have, else Welch's t-test; "
+                     f"the verdict uses the Holm-corrected p.", "", experiment_markdown(frame),
                      f"\nCSV: [{stem}.csv]({stem}.csv)", "", f"![{experiment.description}]({plot[0].name})", ""]
     return written, sections
 

@@ -1,11 +1,13 @@
 """Statistics over seeds for an ablation table: mean, std, a Student-t confidence interval,
-Welch's t-test of each row against its table's reference row, and how many seeds would
-resolve a difference of a given size."""
+Welch's t-test of each row against its table's reference row, the paired t-test where two
+rows share seeds (same seed, same batches in the same order), Holm-Bonferroni across a
+table's comparisons, and how many seeds would resolve a difference of a given size."""
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from scipy import stats
 
@@ -72,3 +74,90 @@ def pooled_std(groups: Sequence[Sequence[float]]) -> float | None:
         return None
     ss = sum(sum((v - sum(g) / len(g)) ** 2 for v in g) for g in groups if len(g) > 1)
     return math.sqrt(ss / dof)
+
+
+@dataclass(frozen=True)
+class PairedStats:
+    n: int  # pairs
+    mean: float | None  # mean of the per-pair differences b - a
+    ci95: float | None  # half-width of its 95% Student-t interval; None for n < 2
+    p: float | None  # two-sided paired t-test; None for n < 2
+
+
+def paired_stats(a: Sequence[float], b: Sequence[float]) -> PairedStats:
+    """The paired comparison of `b` against `a` (equal lengths, pair i = the same seed):
+    mean difference, its interval and the paired t-test's p (scipy's `ttest_rel`). Pairs
+    that all differ by the same amount give p = 0.0 (or 1.0 when that amount is 0)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired samples need equal lengths, got {len(a)} and {len(b)}")
+    diffs = [y - x for x, y in zip(a, b)]
+    d = seed_stats(diffs)
+    if d.n < 2:
+        return PairedStats(d.n, d.mean, None, None)
+    if d.std == 0:
+        return PairedStats(d.n, d.mean, 0.0, 1.0 if d.mean == 0 else 0.0)
+    return PairedStats(d.n, d.mean, d.ci95, float(stats.ttest_rel(b, a).pvalue))
+
+
+def holm(pvalues: Sequence[float | None]) -> list[float | None]:
+    """Holm-Bonferroni adjusted p-values (None entries are left out and stay None): the k-th
+    smallest of m p-values is multiplied by m - k + 1, made monotone and capped at 1, so
+    comparing each adjusted p with ALPHA controls the family-wise error rate."""
+    ranked = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m = len(ranked)
+    adjusted: list[float | None] = [None] * len(pvalues)
+    running = 0.0
+    for k, (p, i) in enumerate(ranked):
+        running = max(running, min(1.0, (m - k) * p))
+        adjusted[i] = running
+    return adjusted
+
+
+@dataclass(frozen=True)
+class Comparison:
+    test: str  # "paired t" (over the seeds both rows have) or "Welch"; "" when there is nothing to test
+    p: float | None
+    n: int  # pairs for the paired test, else the smaller group
+
+
+def compare(row: Sequence[float], ref: Sequence[float], row_seeds: Sequence[Any] | None = None,
+            ref_seeds: Sequence[Any] | None = None) -> Comparison:
+    """A row's final top-1 values against its reference row's. Runs with the same seed see the
+    same batches in the same order, so where the two share at least two seeds the test is the
+    paired t-test over those seeds; otherwise (or without seeds) Welch's t-test over all values."""
+    if row_seeds is not None and ref_seeds is not None and None not in row_seeds and None not in ref_seeds:
+        mine, theirs = dict(zip(row_seeds, row)), dict(zip(ref_seeds, ref))
+        shared = sorted(set(mine) & set(theirs))
+        if len(shared) >= 2:
+            paired = paired_stats([theirs[s] for s in shared], [mine[s] for s in shared])
+            return Comparison("paired t", paired.p, len(shared))
+    p = welch_p(row, ref)
+    return Comparison("Welch" if p is not None else "", p, min(len(row), len(ref)))
+
+
+def corrected_verdicts(comparisons: Sequence[Comparison]) -> tuple[list[float | None], list[str]]:
+    """Holm-corrected p-values of one table's comparisons and the verdict of each, in words that
+    name the test: "within noise (paired t, Holm)" or "differs (Welch, Holm p < 0.05)"."""
+    adjusted = holm([c.p for c in comparisons])
+    verdicts = []
+    for c, p in zip(comparisons, adjusted):
+        if p is None:
+            verdicts.append("")
+        elif p < ALPHA:
+            verdicts.append(f"differs ({c.test}, Holm p < {ALPHA:g})")
+        else:
+            verdicts.append(f"within noise ({c.test}, Holm)")
+    return adjusted, verdicts
+
+
+def seeds_needed_paired(std_diff: float, difference: float, alpha: float = ALPHA, power: float = POWER) -> int | None:
+    """Seeds per row for a two-sided paired t-test to detect `difference` with `power`, given the
+    standard deviation `std_diff` of per-seed differences (noncentral t with n - 1 degrees of freedom)."""
+    if std_diff <= 0 or difference <= 0:
+        return None
+    for n in range(2, 100_000):
+        crit = stats.t.ppf(1 - alpha / 2, n - 1)
+        noncentrality = difference / (std_diff / math.sqrt(n))
+        if 1 - stats.nct.cdf(crit, n - 1, noncentrality) + stats.nct.cdf(-crit, n - 1, noncentrality) >= power:
+            return n
+    return None

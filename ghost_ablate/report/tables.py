@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..models import MODELS
 from ..records import DamagedRecord, flatten_record, missing, read_records, row_key
 from .labels import _family, full_label
-from .stats import noise_verdict, seed_stats, welch_p
+from .stats import Comparison, compare, corrected_verdicts, seed_stats
 
 KEY = ("model", "ratio", "dw_size", "width")
 CSV_NAMES = {"table1_dw_size": "table1_dw_size.csv", "table2_ratio": "table2_ratio.csv",
@@ -22,7 +22,7 @@ CSV_NAMES = {"table1_dw_size": "table1_dw_size.csv", "table2_ratio": "table2_rat
 TABLE_COLUMNS = ["table", "label", "model", "s", "d", "width", "params_m", "flops_m", "top1_mean", "top1_std",
                  "n_seeds", "top1_best_mean", "paper_params_m", "paper_flops_m", "paper_top1",
                  "params_diff_pct", "flops_diff_pct", "top1_diff", "status",
-                 "top1_ci95", "reference", "p_vs_reference", "vs_reference", "mixed"]
+                 "top1_ci95", "reference", "test", "p_vs_reference", "p_holm", "vs_reference", "mixed"]
 PLOT_FORMATS = ("png", "svg")
 FULL_TRAIN_SIZE = 50_000
 
@@ -87,14 +87,17 @@ def one_data_set(runs: pd.DataFrame, runs_dir: Path, data: str | None, prefer: s
 
 
 def aggregate(runs: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
-    """Per configuration: mean/std of final and best top-1 (%) over finished seeds, costs, failures."""
+    """Per configuration: final top-1 (%) per finished seed (`final`, `seeds`), its mean/std/CI, the
+    mean best-epoch top-1, costs, failures, and what its seeds do not share (`mixed`)."""
     out: dict[tuple, dict[str, Any]] = {}
     for _, r in runs.iterrows():
         k = row_key(r)
-        entry = out.setdefault(k, {"final": [], "best": [], "failed": 0, "params": r["params"],
+        entry = out.setdefault(k, {"final": [], "seeds": [], "best": [], "failed": 0, "params": r["params"],
                                    "flops": r["flops"], "histories": [], "precisions": set(), "devices": set()})
         if r["status"] == "finished" and _none(r["final_test_acc"]) is not None:
             entry["final"].append(100 * r["final_test_acc"])
+            seed = _none(r.get("seed"))
+            entry["seeds"].append(None if seed is None else int(seed))
             entry["best"].append(100 * r["best_test_acc"])
             entry["histories"].append(r["history"])
             entry["precisions"].add(str(_none(r.get("precision")) or "unrecorded"))
@@ -130,9 +133,18 @@ def _pct(ours: Any, ref: Any) -> Any:
 BASELINES = {name: spec.baseline for name, spec in MODELS.items()}
 
 
+def vs_reference(ours: dict[str, Any] | None, ref: dict[str, Any] | None) -> Comparison:
+    """An aggregated row against its reference row (`aggregate` entries): paired by seed where
+    they share seeds, else Welch; an empty Comparison where either is missing."""
+    if not ours or not ref:
+        return Comparison("", None, 0)
+    return compare(ours["final"], ref["final"], ours.get("seeds"), ref.get("seeds"))
+
+
 def paper_table(table: str, agg: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
-    """The paper's table with our numbers beside its own, one row per paper row."""
-    rows = []
+    """The paper's table with our numbers beside its own, one row per paper row; each row tested
+    against its reference row (`stats.compare`), Holm-corrected across the table."""
+    rows, comparisons = [], []
     for row in paper.rows(table):
         ours = agg.get(row.run_key) if row.model else None
         if row.model is None:
@@ -151,7 +163,8 @@ def paper_table(table: str, agg: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
         top1 = ours["top1_mean"] if ours else None
         ref = paper.reference_row(row, BASELINES)
         ref_runs = agg.get(ref.run_key) if ref is not None and ref.key != row.key else None
-        p_ref = welch_p(ours["final"], ref_runs["final"]) if ours and ref_runs else None
+        tested = vs_reference(ours, ref_runs)
+        comparisons.append(tested)
         rows.append({
             "table": table, "label": row.label, "model": row.model, "s": row.ratio, "d": row.dw_size,
             "width": row.width,
@@ -167,9 +180,12 @@ def paper_table(table: str, agg: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
             "status": status,
             "top1_ci95": _round(ours["top1_ci95"] if ours else None, 2),
             "reference": ref.label if ref is not None and ref.key != row.key else None,
-            "p_vs_reference": _round(p_ref, 4), "vs_reference": noise_verdict(p_ref),
+            "test": tested.test, "p_vs_reference": _round(tested.p, 4),
             "mixed": ours["mixed"] if ours else "",
         })
+    adjusted, verdicts = corrected_verdicts(comparisons)
+    for row, p, verdict in zip(rows, adjusted, verdicts):
+        row.update(p_holm=_round(p, 4), vs_reference=verdict)
     frame = pd.DataFrame(rows, columns=TABLE_COLUMNS)
     for col in ("s", "d", "n_seeds"):
         frame[col] = frame[col].astype("Int64")

@@ -1,0 +1,100 @@
+"""Does bf16 change the answers? fp32 against bf16 for each model configuration, paired by
+seed: runs with the same seed see the same batches in the same order, so the per-seed
+difference removes the seed-to-seed spread that an unpaired test would have to beat.
+
+The table behind `make precision-check` (and the evidence `auto` precision rests on): per
+configuration, the top-1 of each precision over the seeds both have, the mean paired
+difference (bf16 - fp32) with its 95% interval and paired t-test p (Holm-corrected across
+the table's configurations), and bf16's training speed-up measured in the same records.
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ..records import row_key, write_atomic
+from .labels import full_label
+from .markdown import _md, header_markdown, provenance
+from .stats import ALPHA, holm, paired_stats, seed_stats
+from .tables import ReportError, load_runs
+
+PRECISIONS = ("32", "bf16")
+
+
+def _fmt(v: float | None, digits: int = 2, sign: bool = False) -> str:
+    if v is None:
+        return ""
+    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
+
+
+def precision_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per model configuration finished in both precisions (see the module's docstring)."""
+    done = runs[(runs["status"] == "finished") & runs["precision"].isin(PRECISIONS)]
+    rows = []
+    for key, part in done.groupby(done.apply(row_key, axis=1), sort=False):
+        by = {p: part[part["precision"] == p].set_index("seed") for p in PRECISIONS}
+        seeds = sorted(set(by["32"].index) & set(by["bf16"].index))
+        if not seeds:
+            continue
+        top1 = {p: [100 * float(by[p].loc[s, "final_test_acc"]) for s in seeds] for p in PRECISIONS}
+        speed = [float(by["bf16"].loc[s, "train_images_per_s"]) / float(by["32"].loc[s, "train_images_per_s"])
+                 for s in seeds]
+        diff = paired_stats(top1["32"], top1["bf16"])
+        fp32, bf16 = seed_stats(top1["32"]), seed_stats(top1["bf16"])
+        rows.append({"model": full_label(*key), "pairs": len(seeds), "seeds": ",".join(map(str, seeds)),
+                     "fp32_top1_mean": fp32.mean, "fp32_top1_std": fp32.std,
+                     "bf16_top1_mean": bf16.mean, "bf16_top1_std": bf16.std,
+                     "diff_mean": diff.mean, "diff_ci95": diff.ci95, "p_paired": diff.p,
+                     "bf16_lower_in": sum(b < a for a, b in zip(top1["32"], top1["bf16"])),
+                     "bf16_speedup_median": statistics.median(speed)})
+    frame = pd.DataFrame(rows)
+    if len(frame):
+        frame["p_holm"] = holm(list(frame["p_paired"].where(frame["p_paired"].notna(), None)))
+    return frame
+
+
+def verdict(row: Any) -> str:
+    """The row in words: whether bf16 changed top-1 beyond the paired noise."""
+    if row["p_holm"] is None or pd.isna(row["p_holm"]):
+        return "too few pairs to test"
+    if row["p_holm"] < ALPHA:
+        return f"bf16 {'lower' if row['diff_mean'] < 0 else 'higher'} (Holm p < {ALPHA:g})"
+    return "no difference shown at this n"
+
+
+def precision_markdown(frame: pd.DataFrame) -> str:
+    shown = pd.DataFrame([{
+        "Model": r["model"], "pairs (seeds)": f"{r['pairs']} ({r['seeds']})",
+        "fp32 top-1 (%)": f"{_fmt(r['fp32_top1_mean'])} ± {_fmt(r['fp32_top1_std'])}",
+        "bf16 top-1 (%)": f"{_fmt(r['bf16_top1_mean'])} ± {_fmt(r['bf16_top1_std'])}",
+        "bf16 − fp32 (pp), paired": _fmt(r["diff_mean"], sign=True),
+        "95% CI": "" if r["diff_ci95"] is None or pd.isna(r["diff_ci95"]) else
+        f"{r['diff_mean'] - r['diff_ci95']:+.2f} to {r['diff_mean'] + r['diff_ci95']:+.2f}",
+        "paired t p": _fmt(r["p_paired"], 3), "Holm p": _fmt(r["p_holm"], 3),
+        "bf16 lower in": f"{r['bf16_lower_in']} of {r['pairs']}",
+        "bf16 training speed-up": f"{r['bf16_speedup_median']:.2f}x", "verdict": verdict(r)}
+        for _, r in frame.iterrows()])
+    return _md(shown)
+
+
+def write_precision_report(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
+    """precision.csv and precision.md (with the report's provenance header) into `out_dir`."""
+    runs = load_runs(results_dir)
+    frame = precision_table(runs)
+    if frame.empty:
+        raise ReportError(f"no configuration under {Path(results_dir) / 'runs'} has finished in both fp32 and "
+                          f"bf16 with the same seed; run `make precision-check`")
+    out = Path(out_dir)
+    write_atomic(out / "precision.csv", frame.to_csv(index=False, float_format="%.4f"))
+    text = "\n".join([
+        header_markdown(provenance(runs)).replace("# ghost-ablate report", "# fp32 against bf16 on this CPU", 1),
+        "Each pair is one seed trained twice, in fp32 and in bf16 mixed precision (same batches in the same "
+        "order). The difference is bf16 − fp32 in final test top-1, in percentage points; its interval and "
+        "p-value come from the paired t-test over seeds, Holm-corrected across the models. The speed-up is "
+        "the median over pairs of bf16's training images/s over fp32's, from the same runs.", "",
+        precision_markdown(frame), "", "CSV: [precision.csv](precision.csv)", ""])
+    write_atomic(out / "precision.md", text)
+    return [out / "precision.csv", out / "precision.md"]
