@@ -30,6 +30,15 @@ def _fmt(v: float | None, digits: int = 2, sign: bool = False) -> str:
     return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
 
 
+def steady_rate(run: Any) -> float:
+    """A run's training images/s: the median over its epochs where the record has them (one
+    epoch slowed by another process, or a paused machine, does not move it), else the
+    record's overall rate."""
+    history = run.get("history")
+    rates = [h["train_images"] / h["train_time_s"] for h in history or [] if h.get("train_time_s")]
+    return statistics.median(rates) if rates else float(run["train_images_per_s"])
+
+
 def precision_table(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per model configuration finished in both precisions (see the module's docstring)."""
     done = runs[(runs["status"] == "finished") & runs["precision"].isin(PRECISIONS)]
@@ -40,8 +49,7 @@ def precision_table(runs: pd.DataFrame) -> pd.DataFrame:
         if not seeds:
             continue
         top1 = {p: [100 * float(by[p].loc[s, "final_test_acc"]) for s in seeds] for p in PRECISIONS}
-        speed = [float(by["bf16"].loc[s, "train_images_per_s"]) / float(by["32"].loc[s, "train_images_per_s"])
-                 for s in seeds]
+        speed = [steady_rate(by["bf16"].loc[s]) / steady_rate(by["32"].loc[s]) for s in seeds]
         diff = paired_stats(top1["32"], top1["bf16"])
         fp32, bf16 = seed_stats(top1["32"]), seed_stats(top1["bf16"])
         rows.append({"model": full_label(*key), "pairs": len(seeds), "seeds": ",".join(map(str, seeds)),
@@ -94,7 +102,9 @@ def write_precision_report(results_dir: str | Path, out_dir: str | Path) -> list
         "Each pair is one seed trained twice, in fp32 and in bf16 mixed precision (same batches in the same "
         "order). The difference is bf16 − fp32 in final test top-1, in percentage points; its interval and "
         "p-value come from the paired t-test over seeds, Holm-corrected across the models. The speed-up is "
-        "the median over pairs of bf16's training images/s over fp32's, from the same runs.", "",
+        "the median over pairs of bf16's training images/s over fp32's (each run's median epoch), from the same "
+        "runs; other work on the machine while they trained moves it, so `bench --pipeline` is the cleaner "
+        "measure of speed.", "",
         precision_markdown(frame), "", "CSV: [precision.csv](precision.csv)", ""])
     write_atomic(out / "precision.md", text)
     return [out / "precision.csv", out / "precision.md"]
