@@ -17,7 +17,7 @@ import yaml
 
 from .errors import UserError
 from .records import plain_name
-from .models import KNOBS, extras, resolve_knobs
+from .models import KNOBS, extras
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "experiments" / "profiles"
 SCHEDULES = ("step", "cosine")
@@ -189,6 +189,8 @@ class RunConfig:
                knobs: dict[str, Any] | None = None, data: str | None = None, **overrides: Any) -> RunConfig:
         """Validate model knobs (`knobs` may name ratio, dw_size and width too), load the profile
         and apply recipe overrides. `data`: the data set's fingerprint (`data.fingerprint`)."""
+        from .models import resolve_knobs  # the registry (and torch) only when a config is made
+
         given = {"ratio": ratio, "dw_size": dw_size, "width": width}
         others = dict(knobs or {})
         for name in list(given):
@@ -206,6 +208,8 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         """The config a record's `config` (`to_dict`) describes; ConfigError if it is not one."""
+        from .models import resolve_knobs
+
         try:
             recipe = make_recipe(**d["recipe"])
             knobs = extras(resolve_knobs(d["model"], d.get("ratio"), d.get("dw_size"), d.get("width"),

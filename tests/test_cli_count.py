@@ -107,3 +107,32 @@ def test_cached_count_is_quiet(tmp_path, monkeypatch, capsys):
     assert costs.paper_cost_records()[0]["params"] == 853_018
     assert capsys.readouterr().err == ""  # served from the cache: nothing to wait for, nothing shown
     costs.config_cost.cache_clear()
+
+
+def test_help_and_version_explain_themselves_without_torch(capsys):
+    import subprocess
+    import sys
+
+    from ghost_ablate import __version__
+
+    # building the parser (what --help does) imports no torch: it answers at once
+    probe = ("import sys; from ghost_ablate.cli import build_parser; build_parser().format_help(); "
+             "print('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out == f"ghost-ablate {__version__}\n"
+    with pytest.raises(SystemExit):
+        main(["sweep", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("--seeds SEEDS comma-separated, e.g. 0,1,2 (default: 0)", "(default: data/cifar10)",
+                  "(default: results)", "--precision {auto,32,bf16}", "--schedule {step,cosine}",
+                  "one of paper, quick, smoke, standard, subset"):
+        assert shown in text, shown
+
+
+def test_doctor_takes_results_dir_like_every_other_command(tmp_path, capsys):
+    (tmp_path / "runs").mkdir()
+    assert main(["doctor", "--results-dir", str(tmp_path)]) == 0
+    assert main(["doctor", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.count(f"0 finding(s) in {tmp_path}") == 2

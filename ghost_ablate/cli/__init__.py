@@ -18,8 +18,24 @@ from .runs import YES_ENV, cmd_doctor, cmd_sweep, cmd_train
 EXIT_USAGE = 2
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Help that ends each option with its default, where it has one worth saying (not None, not
+    an off switch) and the text does not already say it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 class OneLineParser(argparse.ArgumentParser):
-    """argparse, but an error is a single line (no usage dump) and exit 2."""
+    """argparse, but an error is a single line (no usage dump) and exit 2, and every option's help
+    shows its default."""
+
+    def __init__(self, *args, **kwargs) -> None:  # noqa: ANN002, ANN003 - argparse's own signature
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
@@ -35,7 +51,12 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def build_parser() -> OneLineParser:
+    from .. import __version__
+    from ..config import available_profiles
+
     parser = OneLineParser(prog="ghost-ablate", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"ghost-ablate {__version__}")
+    profiles = ", ".join(available_profiles())
     sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
 
     p = sub.add_parser("count", help="params and FLOPs (paper convention) beside the paper's")
@@ -50,11 +71,11 @@ def build_parser() -> OneLineParser:
 
     p = sub.add_parser("train", help="train one model on CIFAR-10 into a folder (resumable)")
     add_model_args(p, required=True)
-    p.add_argument("--profile", default="standard", help="experiments/profiles/NAME.yaml or a YAML path")
+    p.add_argument("--profile", default="standard", help=f"a recipe: one of {profiles}, or a YAML path")
     p.add_argument("--data-dir", default="data/cifar10", help="holds cifar-10-batches-py (or the archive)")
     p.add_argument("--out", help="run folder (default: RESULTS_DIR/runs/<run id>)")
-    p.add_argument("--results-dir", default="results")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--results-dir", default="results", help="where runs/<run id>/ go")
+    p.add_argument("--seed", type=int, default=0, help="seed of the weights and of the batch order")
     p.add_argument("--devices", type=int, default=1, help="GPUs for one run (DDP when > 1)")
     p.add_argument("--accelerator", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--no-download", action="store_true", help="never try to download CIFAR-10")
@@ -62,10 +83,11 @@ def build_parser() -> OneLineParser:
 
     p = sub.add_parser("sweep", help="run an experiment grid: resumable, shardable, several seeds")
     p.add_argument("experiment", help="experiment YAML, e.g. experiments/cifar10_ablation.yaml")
-    p.add_argument("--profile", help="override the experiment's profile")
+    p.add_argument("--profile", help=f"override the experiment's profile: one of {profiles}, or a YAML path "
+                                     f"(default: the experiment file's)")
     p.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2")
-    p.add_argument("--data-dir", default="data/cifar10")
-    p.add_argument("--results-dir", default="results")
+    p.add_argument("--data-dir", default="data/cifar10", help="holds cifar-10-batches-py (or the archive)")
+    p.add_argument("--results-dir", default="results", help="where runs/<run id>/ and summary.csv go")
     p.add_argument("--shard", default="0/1", help="I/N: this process runs every N-th run from I")
     p.add_argument("--dry-run", action="store_true", help="list the runs with costs and status; train nothing")
     p.add_argument("--retry-failed", action="store_true", help="run diverged runs again")
@@ -82,8 +104,8 @@ def build_parser() -> OneLineParser:
     add_recipe_args(p)
 
     p = sub.add_parser("report", help="paper tables (CSV, markdown) and plots from the run records")
-    p.add_argument("--results-dir", default="results")
-    p.add_argument("--out", default="reports")
+    p.add_argument("--results-dir", default="results", help="the folder the runs are in")
+    p.add_argument("--out", default="reports", help="the report folder (written whole, README.md last)")
     p.add_argument("--profile", help="which profile's runs (needed when results hold several)")
     p.add_argument("--data-dir", help="the data the runs were trained on: selects their runs (by fingerprint) "
                                       "and gives the evidence section its test images (default: none)")
@@ -140,7 +162,8 @@ def build_parser() -> OneLineParser:
                                            help="normalised MSE under which a map counts as a ghost")
 
     p = sub.add_parser("doctor", help="list damaged, stale and orphaned runs; --fix moves broken files aside")
-    p.add_argument("results_dir", nargs="?", default="results", help="a results folder (default: results)")
+    p.add_argument("results", nargs="?", help="a results folder, as --results-dir")
+    p.add_argument("--results-dir", default="results", help="a results folder")
     p.add_argument("--fix", action="store_true",
                    help="move damaged, unsafe and orphaned files aside, each under its run's lock (never deletes)")
     p.add_argument("--assign-data", metavar="DATA_DIR",

@@ -50,12 +50,18 @@ def model_knobs(args: argparse.Namespace) -> dict[str, str]:
 
 def add_recipe_args(p: argparse.ArgumentParser) -> None:
     """One --flag per Recipe field, so every profile field can be overridden."""
-    from ..config import RECIPE_FIELDS
+    from ..config import PRECISIONS, RECIPE_FIELDS, SCHEDULES
 
     group = p.add_argument_group("recipe overrides (default: the profile's value)")
+    choices = {"precision": PRECISIONS, "schedule": SCHEDULES}
     for name, f in RECIPE_FIELDS.items():
-        group.add_argument(f"--{name.replace('_', '-')}", dest=f"recipe_{name}", metavar=f.type.upper()
-                           .replace(" | NONE", "").replace("TUPLE[INT, ...]", "E1,E2,..."))
+        flag = f"--{name.replace('_', '-')}"
+        if name in choices:
+            group.add_argument(flag, dest=f"recipe_{name}", choices=choices[name], default=argparse.SUPPRESS,
+                               help=f"one of {', '.join(choices[name])}")
+        else:
+            group.add_argument(flag, dest=f"recipe_{name}", default=argparse.SUPPRESS, metavar=f.type.upper()
+                               .replace(" | NONE", "").replace("TUPLE[INT, ...]", "E1,E2,..."))
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict:

@@ -109,7 +109,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from ..doctor import assign_data, examine, fix
     from ..sweep import write_summary
 
-    results = Path(args.results_dir)
+    results = Path(args.results or args.results_dir)
     if not (results / "runs").is_dir():
         raise UserError(f"{results}: no runs/ folder here; name a results folder (the sweep's --results-dir)")
     if args.assign_data:

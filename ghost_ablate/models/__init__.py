@@ -1,15 +1,31 @@
-"""Model families (one per file) and the registry that names them."""
-from .cifar import ghost_resnet56, ghost_vgg16, resnet56, vgg16
-from .ghost import CheapOp, GhostModule, fuse_rep, ghostify
-from .ghostnet import GhostBottleneck, GhostNet, ghostnet, ghostnetv2
-from .knobs import KNOBS, LEGACY, Knob, extras, format_assignments, parse_assignments, varying
-from .registry import MODELS, ModelSpec, build_model, get_spec, knob_values, resolve_args, resolve_knobs
-from .resnet import ghost_resnet50, resnet50
+"""Model families (one per file) and the registry that names them.
 
-__all__ = [
-    "CheapOp", "GhostModule", "fuse_rep", "ghostify",
-    "KNOBS", "LEGACY", "Knob", "extras", "format_assignments", "parse_assignments", "varying",
-    "knob_values", "resolve_knobs", "GhostBottleneck", "GhostNet", "ghostnet", "ghostnetv2",
-    "vgg16", "ghost_vgg16", "resnet56", "ghost_resnet56", "resnet50", "ghost_resnet50",
-    "MODELS", "ModelSpec", "build_model", "get_spec", "resolve_args",
-]
+The knob declarations (`knobs.py`, no torch) are imported at once; the families and the
+registry load on first use (PEP 562), so the command line can build its parser and answer
+`--help` without importing torch.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .knobs import KNOBS, LEGACY, Knob, extras, format_assignments, parse_assignments, varying
+
+_LAZY = {
+    **dict.fromkeys(("ghost_resnet56", "ghost_vgg16", "resnet56", "vgg16"), ".cifar"),
+    **dict.fromkeys(("CheapOp", "GhostModule", "fuse_rep", "ghostify"), ".ghost"),
+    **dict.fromkeys(("GhostBottleneck", "GhostNet", "ghostnet", "ghostnetv2"), ".ghostnet"),
+    **dict.fromkeys(("MODELS", "ModelSpec", "build_model", "get_spec", "knob_values", "resolve_args",
+                     "resolve_knobs"), ".registry"),
+    **dict.fromkeys(("ghost_resnet50", "resnet50"), ".resnet"),
+}
+
+__all__ = ["KNOBS", "LEGACY", "Knob", "extras", "format_assignments", "parse_assignments", "varying", *_LAZY]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
