@@ -35,6 +35,8 @@ TABLES_1_TO_3 = {
     ("ghost_vgg16", 5, 3, None): (3_270_721, 65_665_296),
     ("resnet56", None, None, None): (853_018, 125_485_696),
     ("ghost_resnet56", 2, 3, None): (438_154, 65_286_784),
+    ("l1_vgg16", None, None, None): (5_397_034, 206_279_680),
+    ("l1_resnet56", None, None, None): (735_712, 90_907_264),
 }
 
 

@@ -15,13 +15,13 @@ def test_tables_have_the_papers_rows():
     assert [r.dw_size for r in paper.rows("table1_dw_size")] == [1, 3, 5, 7]
     assert [r.ratio for r in paper.rows("table2_ratio")] == [None, 2, 3, 4, 5]
     assert len(paper.rows("table3_cifar10")) == 9
-    assert len(paper.rows("table3_cifar10", buildable=True)) == 4
+    assert len(paper.rows("table3_cifar10", buildable=True)) == 6  # SBP, CP and AMC are published only
     assert paper.lookup("ghost_vgg16", 2, 3, None).top1 == 93.7
 
 
 def test_distinct_models_deduplicates_shared_rows():
     cifar = paper.distinct_models(paper.CIFAR_TABLES)
-    assert len(cifar) == 10  # d=1,3,5,7; s=3,4,5; VGG-16; ResNet-56; Ghost-ResNet-56
+    assert len(cifar) == 12  # d=1,3,5,7; s=3,4,5; VGG-16; l1-VGG-16; ResNet-56; l1-ResNet-56; Ghost-ResNet-56
 
 
 def test_unknown_table_raises():

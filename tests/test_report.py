@@ -66,7 +66,9 @@ def test_exact_table_values(built):
     assert r["status"] == "not run (1 failed)" and pd.isna(r["top1_mean"]) and r["params_m"] == 0.853
     gr = t3.loc["Ghost-ResNet-56 (s=2)"]
     assert gr["status"] == "not run" and gr["params_m"] == 0.438  # costs counted even when not run
-    assert t3.loc["l1-VGG-16", "status"] == "paper only" and t3.loc["l1-VGG-16", "paper_flops_m"] == 206
+    assert t3.loc["l1-VGG-16", "status"] == "not run" and t3.loc["l1-VGG-16", "paper_flops_m"] == 206
+    assert t3.loc["l1-VGG-16", "params_m"] == 5.397  # built now: counted even when not run
+    assert t3.loc["SBP-VGG-16", "status"] == "paper only"
     t1 = pd.read_csv(out / "table1_dw_size.csv")
     assert list(t1["d"]) == [1, 3, 5, 7] and list(t1["n_seeds"]) == [0, 3, 0, 0]
     assert list(t1["status"]) == ["not run", "run", "not run", "not run"]
@@ -94,7 +96,9 @@ def test_markdown_rows_and_header(built):
     assert rows["d=1"] == ["2", "1", "7.635", "157.0", "not run", "", "", "d=3", "", "", "", "", "7.60", "157", "93.5",
                            ""]
     assert rows["VGG-16"][4] == "93.50 (n=1)" and rows["VGG-16"][5] == ""
-    assert rows["l1-VGG-16"] == ["", "", "", "", "(not built)", "", "", "", "", "", "", "", "5.40", "206", "93.4", ""]
+    assert rows["l1-VGG-16"] == ["", "", "5.397", "206.3", "not run", "", "", "VGG-16", "", "", "", "", "5.40", "206",
+                                 "93.4", ""]
+    assert rows["SBP-VGG-16"][4] == "(not built)"
     assert "## How many seeds?" in md and "pooled over 1 rows" in md
     assert "Needs finished runs of VGG-16 and Ghost-VGG-16" in md  # no checkpoints: says what to run
     assert "| profile | quick |" in md and "50,000 training / 10,000 test" in md and "| seeds | 0, 1, 2 |" in md

@@ -26,10 +26,11 @@ def test_ablation_expands_to_the_papers_distinct_runs():
     exp = load_experiment(ABLATION)
     keys = [(c["model"], c["ratio"], c["dw_size"], c["width"]) for c in exp.configs]
     paper_keys = [r.key for r in paper.distinct_models(paper.CIFAR_TABLES)]
-    assert keys[:-1] == paper_keys and len(paper_keys) == 10  # 4 (T1) + 4 (T2: VGG-16, s=3,4,5) + 2 (T3)
+    # 4 (T1) + 4 (T2: VGG-16, s=3,4,5) + 4 (T3: l1-VGG-16, ResNet-56, l1-ResNet-56, Ghost-ResNet-56)
+    assert keys[:-1] == paper_keys and len(paper_keys) == 12
     assert keys[-1] == ("cifar_ghostnet", 2, 3, 1.0)
     runs = plan_runs(exp, [0, 1, 2])
-    assert len(runs) == 33 and len({r.run_id for r in runs}) == 33
+    assert len(runs) == 39 and len({r.run_id for r in runs}) == 39
 
 
 def test_cross_product_is_32_plus_baselines():
@@ -99,7 +100,7 @@ def test_cli_bad_input_exits_2_and_starts_nothing(tmp_path, capsys):
 def test_dry_run_lists_costs_and_status(tmp_path, capsys):
     assert main(["sweep", str(ABLATION), "--dry-run", "--no-estimate", "--results-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "11 runs (shard 0/1): 11 new" in out and "157.004" in out
+    assert "13 runs (shard 0/1): 13 new" in out and "157.004" in out
 
 
 # ---- end to end, in subprocesses ---------------------------------------------------------

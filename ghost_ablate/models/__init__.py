@@ -18,6 +18,7 @@ _LAZY = {
     **dict.fromkeys(("MODELS", "ModelSpec", "build_model", "get_spec", "knob_values", "resolve_args",
                      "resolve_knobs"), ".registry"),
     **dict.fromkeys(("ghost_resnet50", "resnet50"), ".resnet"),
+    **dict.fromkeys(("l1_resnet56", "l1_vgg16", "prune_l1"), ".pruned"),
 }
 
 __all__ = ["KNOBS", "LEGACY", "Knob", "extras", "format_assignments", "parse_assignments", "varying", *_LAZY]

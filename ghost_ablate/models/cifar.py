@@ -24,14 +24,15 @@ class VGG16(nn.Module):
 
     13 conv3x3-BN-ReLU layers in one flat `features` Sequential (the first conv is
     `features.0`), four 2x2 max-pools, a final 2x2 average pool down to 1x1, then
-    Linear(512, 512)-BN-ReLU-Linear(512, classes). 14,987,722 parameters.
+    Linear(last width, 512)-BN-ReLU-Linear(512, classes). 14,987,722 parameters with the
+    standard widths `cfg`; narrower widths give Li et al.'s pruned networks (`pruned.py`).
     """
 
-    def __init__(self, num_classes: int = 10) -> None:
+    def __init__(self, num_classes: int = 10, cfg: tuple = VGG16_CFG) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         in_ch = 3
-        for v in VGG16_CFG:
+        for v in cfg:
             if v == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
@@ -40,7 +41,7 @@ class VGG16(nn.Module):
         layers.append(nn.AvgPool2d(2))
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
-            nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Linear(512, num_classes)
+            nn.Linear(in_ch, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Linear(512, num_classes)
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -60,11 +61,15 @@ class PadShortcut(nn.Module):
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, stride: int = 1) -> None:
+    """conv-BN-ReLU-conv-BN plus the shortcut, then ReLU; `mid` (default `out_ch`) is the width
+    between the two convs, the one filter pruning narrows."""
+
+    def __init__(self, in_ch: int, out_ch: int, stride: int = 1, mid: int | None = None) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_ch, out_ch, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(out_ch)
-        self.conv2 = nn.Conv2d(out_ch, out_ch, 3, 1, 1, bias=False)
+        mid = out_ch if mid is None else mid
+        self.conv1 = nn.Conv2d(in_ch, mid, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.conv2 = nn.Conv2d(mid, out_ch, 3, 1, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_ch)
         changes_shape = stride != 1 or in_ch != out_ch
         self.shortcut = PadShortcut(out_ch - in_ch) if changes_shape else nn.Identity()
@@ -76,18 +81,20 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    """ResNet-6n+2 for CIFAR (He et al. 2016, Sec. 4.2): stages of 16/32/64 channels."""
+    """ResNet-6n+2 for CIFAR (He et al. 2016, Sec. 4.2): stages of 16/32/64 channels.
+    `mids`: the inner width of each block in order (default: the stage width)."""
 
-    def __init__(self, blocks_per_stage: int = 9, num_classes: int = 10) -> None:
+    def __init__(self, blocks_per_stage: int = 9, num_classes: int = 10, mids: tuple[int, ...] | None = None) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(16)
         stages, in_ch = [], 16
+        inner = iter(mids) if mids is not None else None
         for i, width in enumerate((16, 32, 64)):
             blocks = []
             for j in range(blocks_per_stage):
                 stride = 2 if i > 0 and j == 0 else 1
-                blocks.append(BasicBlock(in_ch, width, stride))
+                blocks.append(BasicBlock(in_ch, width, stride, next(inner) if inner else None))
                 in_ch = width
             stages.append(nn.Sequential(*blocks))
         self.layer1, self.layer2, self.layer3 = stages

@@ -87,6 +87,8 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
          choices=("nearest", "bilinear"), tag="up", applies_when=("cheap_op", ("dfc",))),
     Knob("dfc_sigmoid", str, "before", "DFC attention's sigmoid: before or after up-sampling",
          choices=("before", "after"), tag="sig", applies_when=("cheap_op", ("dfc",))),
+    Knob("l1_variant", str, "B", "Li et al.'s pruned ResNet-56: B (60/30/10% of each block's first-conv filters "
+         "per stage, six sensitive layers whole) or A (10% everywhere, four whole)", choices=("A", "B"), tag="l1"),
     Knob("dfc_from_block", int, 2, "GhostNet family: the first bottleneck (0-15) whose expansion module gets DFC "
          "attention", check=lambda v: 0 <= v <= 15, valid="an integer 0..15", tag="from",
          applies_when=("cheap_op", ("dfc",))),

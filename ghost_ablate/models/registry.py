@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from . import cifar, resnet
+from . import cifar, pruned, resnet
 from .ghostnet import cifar_ghostnet, ghostnet, ghostnetv2
 from .knobs import CHEAP_KNOBS, KNOBS, LEGACY, Knob, unknown_knob
 
@@ -57,6 +57,10 @@ for _spec in (
     ModelSpec("resnet56", lambda num_classes: cifar.resnet56(num_classes), 32, 10, description="ResNet-56 (CIFAR)"),
     ModelSpec("ghost_resnet56", cifar.ghost_resnet56, 32, 10, _GHOST, description="Ghost-ResNet-56",
               baseline="resnet56"),
+    ModelSpec("l1_vgg16", pruned.l1_vgg16, 32, 10, description="VGG-16-pruned-A (Li et al., l1 filter pruning)",
+              baseline="vgg16"),
+    ModelSpec("l1_resnet56", pruned.l1_resnet56, 32, 10, ("l1_variant",),
+              description="ResNet-56-pruned-B or -A (Li et al., l1 filter pruning)", baseline="resnet56"),
     ModelSpec("cifar_ghostnet", cifar_ghostnet, 32, 10, _GHOSTNET,
               description="GhostNet v1 adapted to 32x32 (stem stride 1)"),
     ModelSpec("ghostnet", ghostnet, 224, 1000, _GHOSTNET, (0.5, 1.0, 1.3), "GhostNet v1"),
