@@ -57,7 +57,7 @@ def test_unknown_precision_is_a_one_line_error(tiny_cifar, tmp_path, capsys):
     code = main(["train", "--model", "resnet56", "--profile", "smoke", "--precision", "fp16",
                  "--data-dir", str(tiny_cifar), "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1 and "auto, 32, bf16" in err
+    assert code == 2 and err.count("\n") == 1 and "'auto', '32', 'bf16'" in err
     assert not (tmp_path / "run").exists()
 
 

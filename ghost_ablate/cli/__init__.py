@@ -189,7 +189,10 @@ AFTER_INTERRUPT = {
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a bad option (its one line already printed)
+        return done.code if isinstance(done.code, int) else EXIT_USAGE
     try:
         return COMMANDS[args.command](args)
     except (UserError, ValueError) as err:
