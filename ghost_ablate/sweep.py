@@ -201,7 +201,8 @@ def estimate_runs(runs: list[RunConfig], runs_dir: Path, device: str, data_sizes
     from .estimate import calibrate, calibration_key, estimate_run, outliers
     from .progress import track
 
-    distinct = list({json.dumps(calibration_key(rc, device), default=str): rc for rc in runs}.items())
+    keys = [json.dumps(calibration_key(rc, device), default=str) for rc in runs]
+    distinct = list(dict(zip(keys, runs)).items())
     pending = recalibrate or any(calibrate(rc, device, measure=False)[0] is None for _, rc in distinct)
     cals = {key: calibrate(rc, device, force=recalibrate)[0] for key, rc in
             track(distinct, "calibrating", "config", show=pending if progress is None else progress,
@@ -213,8 +214,8 @@ def estimate_runs(runs: list[RunConfig], runs_dir: Path, device: str, data_sizes
                         rc.run_id, cals[key].step_s)
             cals[key] = calibrate(rc, device, force=True)[0]
     estimates = []
-    for rc in runs:
-        cal = cals[json.dumps(calibration_key(rc, device), default=str)]
+    for rc, key in zip(runs, keys):
+        cal = cals[key]
         done = rc.recipe.epochs if run_state(runs_dir / rc.run_id) == "done" else epochs_done(runs_dir / rc.run_id)
         estimates.append(estimate_run(rc, cal, done, data_sizes))
     return estimates
