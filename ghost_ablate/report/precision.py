@@ -98,7 +98,7 @@ def write_precision_report(results_dir: str | Path, out_dir: str | Path) -> list
     out = Path(out_dir)
     write_atomic(out / "precision.csv", frame.to_csv(index=False, float_format="%.4f"))
     text = "\n".join([
-        header_markdown(provenance(runs)).replace("# ghost-ablate report", "# fp32 against bf16 on this CPU", 1),
+        header_markdown(provenance(runs)).replace("# ghost-ablate report", "# fp32 against bf16 on the CPU named below", 1),
         "Each pair is one seed trained twice, in fp32 and in bf16 mixed precision (same batches in the same "
         "order). The difference is bf16 − fp32 in final test top-1, in percentage points; its interval and "
         "p-value come from the paired t-test over seeds, Holm-corrected across the models. The speed-up is "
