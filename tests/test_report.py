@@ -106,7 +106,7 @@ def test_markdown_rows_and_header(built):
     assert "![Accuracy vs FLOPs](accuracy_vs_flops.png)" in md
 
 
-@pytest.mark.parametrize("stem", ["accuracy_vs_flops", "accuracy_vs_params", "ablation_s_d",
+@pytest.mark.parametrize("stem", ["accuracy_vs_flops", "accuracy_vs_params", "table1_dw_size", "table2_ratio",
                                   "test_accuracy_per_epoch"])
 def test_plots_are_written_and_not_empty(built, stem):
     png, svg = built / f"{stem}.png", built / f"{stem}.svg"

@@ -150,3 +150,20 @@ def test_rows_that_share_seeds_are_paired_and_corrected_across_the_table():
     assert list(t2.loc[["s=2", "s=3", "s=5"], "p_holm"]) == pytest.approx(holm([p2, p3, p5]), abs=1e-4)
     # the unpaired test on the same numbers could not tell s=5 from VGG-16 this clearly
     assert welch_p(vgg_pct, [37.0, 39.2, 35.1]) > p5
+
+
+def test_compare_gives_the_difference_and_its_interval_for_the_plots():
+    from scipy import stats
+
+    from ghost_ablate.report.stats import compare
+
+    ref, row = [52.70, 54.67, 50.84, 55.06], [52.21, 50.74, 47.98, 53.29]
+    paired = compare(row, ref, [0, 1, 2, 3], [0, 1, 2, 3])
+    assert paired.test == "paired t" and paired.diff == pytest.approx(-2.2625)
+    assert paired.ci95 == pytest.approx(3.182446 * 1.47444 / 2, rel=1e-4)
+    assert paired.diffs == pytest.approx((-0.49, -3.93, -2.86, -1.77))
+    welch = compare(row, ref, [4, 5, 6, 7], [0, 1, 2, 3])  # no shared seed: unpaired
+    interval = stats.ttest_ind(row, ref, equal_var=False).confidence_interval(0.95)
+    assert welch.test == "Welch" and welch.diffs == ()
+    assert welch.diff - welch.ci95 == pytest.approx(interval.low) and welch.diff + welch.ci95 == pytest.approx(interval.high)
+    assert compare([1.0], [2.0, 3.0]).ci95 is None and compare([1.0], [2.0, 3.0]).diff == pytest.approx(-1.5)

@@ -32,6 +32,12 @@ class ModelSpec:
     def is_ghost(self) -> bool:
         return "ratio" in self.knobs
 
+    @property
+    def kind(self) -> str:
+        """"ghost" (takes a ratio s), "pruned" (a plain network with filters removed: it has a
+        baseline but no ratio) or "plain"; plots give each kind its own marker."""
+        return "ghost" if self.is_ghost else "pruned" if self.baseline else "plain"
+
     def declared(self) -> list[Knob]:
         return [KNOBS[k] for k in self.knobs]
 

@@ -21,7 +21,7 @@ from .evidence import evidence_section
 from .experiments import experiment_sections
 from .labels import full_label
 from .markdown import _fmt, _md, header_markdown, markdown_table, provenance, seeds_markdown, top1_cells
-from .plots import headless, plot_ablations, plot_accuracy_vs_cost, plot_confusion, plot_curves, plot_latency
+from .plots import headless, plot_accuracy_vs_cost, plot_confusion, plot_curves, plot_latency, plot_table
 from .tables import (CSV_NAMES, ReportError, aggregate, best_runs_by_family, imagenet_costs, load_runs, paper_table,
                      per_class_accuracy, speedup_table)
 
@@ -69,13 +69,15 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
     sections = [header_markdown(provenance(runs))]
     plots = [("Accuracy vs FLOPs", plot_accuracy_vs_cost(agg, out, "flops")),
              ("Accuracy vs parameters", plot_accuracy_vs_cost(agg, out, "params")),
-             ("Ablations of s and d", plot_ablations(agg, out)),
              ("Test accuracy and training loss per epoch", plot_curves(agg, out))]
     for table, filename in CSV_NAMES.items():
         frame = paper_table(table, agg)
         write_atomic(out / filename, frame.to_csv(index=False))
         written.append(out / filename)
-        sections += [f"## {paper.TABLES[table]}", "", markdown_table(frame), f"\nCSV: [{filename}]({filename})", ""]
+        figure = plot_table(table, frame, agg, out)
+        written += figure
+        sections += [f"## {paper.TABLES[table]}", "", markdown_table(frame), f"\nCSV: [{filename}]({filename})", "",
+                     f"![{paper.TABLES[table]}]({figure[0].name}) ([SVG]({figure[1].name}))", ""]
     sections += [seeds_markdown(agg), ""]
     in_paper = {r.run_key for r in paper.rows(buildable=True)}
     extra = [k for k in agg if k not in in_paper]

@@ -18,7 +18,8 @@ from ..costs import config_cost
 from ..models import KNOBS, MODELS, knob_values, varying
 from ..records import config_key, missing, write_atomic
 from ..sweep import Experiment, load_experiment
-from .labels import COLORS, NAMES, _family
+from .labels import COLORS, NAMES, _family, marker
+from .layout import Point, scatter_with_labels
 from .markdown import _fmt, _md
 from .stats import corrected_verdicts
 from .tables import _round, vs_reference
@@ -68,11 +69,14 @@ def experiment_table(experiment: Experiment, agg: dict[tuple, dict[str, Any]]) -
         row.update(p_holm=_round(p, 4), vs_reference=verdict)
     frame = pd.DataFrame(rows)
     first = {m: i for i, m in reversed(list(enumerate(frame["model"])))}
-    frame = frame.iloc[sorted(range(len(frame)), key=lambda i: (first[frame["model"][i]], i))]
+    order = sorted(range(len(frame)), key=lambda i: (first[frame["model"][i]], i))
+    frame = frame.iloc[order]
     for col in columns:
         if KNOBS[col].type is int:
             frame[col] = frame[col].astype("Int64")
-    return frame.reset_index(drop=True)
+    frame = frame.reset_index(drop=True)
+    frame.attrs["keys"] = [_key(experiment.configs[i]) for i in order]  # each row's aggregate key
+    return frame
 
 
 def experiment_markdown(frame: pd.DataFrame) -> str:
@@ -90,42 +94,45 @@ def experiment_markdown(frame: pd.DataFrame) -> str:
     return _md(shown.astype(object).where(shown.notna(), ""))
 
 
-def plot_experiment(experiment: Experiment, frame: pd.DataFrame, out: Path, stem: str) -> list[Path]:
-    """Top-1 (mean, 95% CI) against FLOPs, one colour per model family, points named by their knobs."""
+def draw_experiment(experiment: Experiment, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]):  # noqa: ANN201
+    """Top-1 against FLOPs: every seed a small dot, the mean a large marker (one colour per model
+    family, one marker per kind), each point named by the knobs that differ from its model's
+    reference row."""
     import matplotlib.pyplot as plt
-    from adjustText import adjust_text
 
-    from .plots import _plain_log_ticks, _save
+    from .plots import _kind_legend, _plain_log_ticks
 
     columns = _knob_columns(frame)
     reference = {r["model"]: r for _, r in frame[frame["reference"] == "yes"].iterrows()}
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    texts, models = [], []
-    for _, r in frame[frame["n_seeds"] > 0].iterrows():
-        color, marker = COLORS[_family(r["model"])], _marker(r["model"])
-        ax.errorbar(r["flops_m"], r["top1_mean"], yerr=0 if missing(r["top1_ci95"]) else r["top1_ci95"],
-                    fmt=marker, color=color, capsize=3)
+    points = []
+    for key, (_, r) in zip(frame.attrs["keys"], frame.iterrows()):
+        if not r["n_seeds"]:
+            continue
         ref = reference[r["model"]]
         changed = [f"{c}={r[c]}" for c in columns if not missing(r[c]) and (missing(ref[c]) or r[c] != ref[c])]
         label = " ".join(changed) or ("reference" if MODELS[r["model"]].knobs else NAMES.get(r["model"], r["model"]))
-        texts.append(ax.text(r["flops_m"], r["top1_mean"], label, fontsize=7, color=color))
-        models += [r["model"]] if r["model"] not in models else []
-    ax.legend(handles=[plt.Line2D([], [], marker=_marker(m), ls="", color=COLORS[_family(m)], label=NAMES.get(m, m))
-                       for m in models], fontsize=8, loc="best")
-    ax.set_xscale("log")
-    ax.set_xlabel("FLOPs (M, multiply-accumulates)")
+        if len({m for m in frame["model"]}) > 1 and MODELS[r["model"]].knobs:
+            label = f"{NAMES.get(r['model'], r['model'])} {label}"
+        points.append(Point(r["flops_m"], r["top1_mean"], label, COLORS[_family(r["model"])], marker(r["model"]),
+                            tuple(agg.get(key, {}).get("final", ()))))
+    fig, ax = plt.subplots(figsize=(8, 5))
+    scatter_with_labels(ax, points)
+    if points:
+        _kind_legend(ax, list(frame["model"]), seeds=True)
+    ax.set_xlabel("FLOPs (M, multiply-accumulates), log scale")
     ax.set_ylabel("top-1 test accuracy (%)")
     ax.set_title(experiment.description or experiment.path.stem, fontsize=10)
     ax.grid(alpha=0.3)
     _plain_log_ticks(ax.xaxis)
-    if texts:
-        adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
-    return _save(fig, out, stem)
+    fig.tight_layout()
+    return fig
 
 
-def _marker(model: str) -> str:
-    """Squares for networks without knobs (the plain baselines), circles for the rest."""
-    return "o" if MODELS[model].knobs else "s"
+def plot_experiment(experiment: Experiment, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]], out: Path,
+                    stem: str) -> list[Path]:
+    from .plots import _save
+
+    return _save(draw_experiment(experiment, frame, agg), out, stem)
 
 
 def default_experiments() -> tuple[list[Experiment], set[tuple]]:
@@ -153,7 +160,7 @@ def experiment_sections(agg: dict[tuple, dict[str, Any]], out: Path,
         frame = experiment_table(experiment, agg)
         stem = f"experiment_{experiment.path.stem}"
         write_atomic(out / f"{stem}.csv", frame.to_csv(index=False))
-        plot = plot_experiment(experiment, frame, out, f"{stem}_accuracy_vs_flops")
+        plot = plot_experiment(experiment, frame, agg, out, f"{stem}_accuracy_vs_flops")
         written += [out / f"{stem}.csv", *plot]
         varied = ", ".join(_knob_columns(frame)) or "the model"
         sections += [f"## Experiment {experiment.path.name}: {experiment.description}", "",

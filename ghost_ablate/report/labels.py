@@ -7,7 +7,8 @@ from ..records import missing
 
 NAMES = {"vgg16": "VGG-16", "ghost_vgg16": "Ghost-VGG-16", "ghost_vgg16_keep_first": "Ghost-VGG-16 (plain 1st)",
          "resnet56": "ResNet-56", "ghost_resnet56": "Ghost-ResNet-56", "cifar_ghostnet": "GhostNet (CIFAR)",
-         "ghostnet": "GhostNet", "ghostnetv2": "GhostNetV2", "resnet50": "ResNet-50", "ghost_resnet50": "Ghost-ResNet-50"}
+         "ghostnet": "GhostNet", "ghostnetv2": "GhostNetV2", "resnet50": "ResNet-50", "ghost_resnet50": "Ghost-ResNet-50",
+         "l1_vgg16": "l1-VGG-16", "l1_resnet56": "l1-ResNet-56"}
 
 
 def knob_label(knobs: Any) -> str:
@@ -22,7 +23,7 @@ def short_label(model: str, ratio: Any, dw_size: Any, width: Any = None, knobs: 
     if model in ("cifar_ghostnet", "ghostnet", "ghostnetv2"):
         return f"{NAMES[model]} {(None if missing(width) else width) or 1:g}x{knob_label(knobs)}"
     if missing(ratio):
-        return NAMES.get(model, model)
+        return NAMES.get(model, model) + knob_label(knobs)
     return f"s={int(ratio)} d={int(dw_size)}{knob_label(knobs)}"
 
 
@@ -38,8 +39,18 @@ def _family(model: str) -> str:
     return "other"
 
 
-FAMILIES = {"VGG-16": ("vgg16", "ghost_vgg16", "ghost_vgg16_keep_first"), "ResNet-56": ("resnet56", "ghost_resnet56"),
+FAMILIES = {"VGG-16": ("vgg16", "ghost_vgg16", "ghost_vgg16_keep_first", "l1_vgg16"),
+            "ResNet-56": ("resnet56", "ghost_resnet56", "l1_resnet56"),
             "GhostNet": ("cifar_ghostnet", "ghostnet"), "GhostNetV2": ("ghostnetv2",),
             "ResNet-50": ("resnet50", "ghost_resnet50")}
 COLORS = {"VGG-16": "tab:blue", "ResNet-56": "tab:orange", "GhostNet": "tab:green", "GhostNetV2": "tab:purple",
           "ResNet-50": "tab:red", "other": "tab:gray"}
+# Marker per kind of model (`ModelSpec.kind`): Ghost, plain baseline and pruned baseline apart.
+MARKERS = {"ghost": "o", "plain": "s", "pruned": "^"}
+KIND_NAMES = {"ghost": "Ghost", "plain": "plain network", "pruned": "pruned (Li et al. l1)"}
+
+
+def marker(model: str) -> str:
+    from ..models import MODELS
+
+    return MARKERS[MODELS[model].kind] if model in MODELS else "D"

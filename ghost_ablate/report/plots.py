@@ -7,9 +7,10 @@ from typing import Any
 import pandas as pd
 
 from .. import paper
-from ..records import row_key
-from .labels import COLORS, _family, full_label, short_label
-from .tables import PLOT_FORMATS
+from ..records import missing, row_key
+from .labels import COLORS, KIND_NAMES, MARKERS, _family, full_label, marker, short_label
+from .layout import Point, scatter_with_labels, y_limits
+from .tables import BASELINES, PLOT_FORMATS, vs_reference
 
 
 def headless() -> None:
@@ -21,12 +22,15 @@ def headless() -> None:
 
 
 def _plain_log_ticks(axis) -> None:  # noqa: ANN001 - a matplotlib Axis
-    """Label a log axis 20, 50, 100 rather than 2x10^1; minor labels only on short ranges."""
-    from matplotlib.ticker import FormatStrFormatter, NullFormatter
+    """Label a log axis 20, 50, 100, 200 rather than 2x10^1, and leave the minor ticks unlabelled
+    (their labels ran into each other towards the top of a decade)."""
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
-    low, high = axis.get_view_interval()
+    if axis.get_scale() != "log":  # an empty panel keeps its linear axis
+        return
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axis.set_major_formatter(FormatStrFormatter("%g"))
-    axis.set_minor_formatter(FormatStrFormatter("%g") if high / max(low, 1e-12) < 20 else NullFormatter())
+    axis.set_minor_formatter(NullFormatter())
 
 
 def _save(fig, out: Path, stem: str) -> list[Path]:  # noqa: ANN001 - matplotlib Figure
@@ -42,68 +46,126 @@ def _save(fig, out: Path, stem: str) -> list[Path]:  # noqa: ANN001 - matplotlib
     return paths
 
 
-def plot_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], out: Path, cost: str) -> list[Path]:
-    """Top-1 vs FLOPs (or params), one panel per testbed: ours with error bars over seeds,
-    the paper's as hollow markers, every point labelled with its s/d."""
+def _our_points(agg: dict[tuple, dict[str, Any]], families: tuple[str, ...], field: str) -> list[Point]:
+    return [Point(e[field] / 1e6, e["top1_mean"], short_label(*key), COLORS[_family(key[0])], marker(key[0]),
+                  tuple(e["final"]))
+            for key, e in sorted(agg.items(), key=lambda kv: str(kv[0]))
+            if e["top1_mean"] is not None and _family(key[0]) in families]
+
+
+def _paper_points(families: tuple[str, ...], field: str) -> list[Point]:
+    return [Point(getattr(r, field), r.top1, short_label(*r.key), COLORS[_family(r.model)], marker(r.model))
+            for r in paper.distinct_models(paper.CIFAR_TABLES)
+            if r.top1 is not None and _family(r.model) in families]
+
+
+def _kind_legend(ax, models: list[str], seeds: bool) -> None:  # noqa: ANN001 - Axes
     import matplotlib.pyplot as plt
-    from adjustText import adjust_text
+
+    from ..models import MODELS
+
+    kinds = sorted({MODELS[m].kind for m in models if m in MODELS}, key=list(MARKERS).index)
+    handles = [plt.Line2D([], [], marker=MARKERS[k], ls="", color="0.3", label=KIND_NAMES[k]) for k in kinds]
+    if seeds:
+        handles.append(plt.Line2D([], [], marker="o", ls="", ms=3, alpha=0.45, color="0.3", label="one seed"))
+    ax.legend(handles=handles, fontsize=7, loc="lower left")
+
+
+def draw_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], cost: str):  # noqa: ANN201 - a matplotlib Figure
+    """Top-1 against FLOPs (or params), one column per testbed: ours on top (every seed a small
+    dot, the mean a large marker; its own y range, so a trend of a few points shows), the
+    paper's below on a y range of its own, so 93% does not flatten our 40-60%."""
+    import matplotlib.pyplot as plt
 
     field, paper_field = ("flops", "flops_m") if cost == "flops" else ("params", "params_m")
     xlabel = ("FLOPs (M multiply-accumulates per image)" if cost == "flops" else "parameters (M)") + ", log scale"
     panels = {"VGG-16": ("VGG-16",), "ResNet-56 and GhostNet": ("ResNet-56", "GhostNet")}
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.5))
-    for ax, (title, families) in zip(axes, panels.items()):
-        texts = []
-        for key, e in sorted(agg.items(), key=lambda kv: str(kv[0])):
-            if e["top1_mean"] is None or _family(key[0]) not in families:
-                continue
-            color, x = COLORS[_family(key[0])], e[field] / 1e6
-            ax.errorbar(x, e["top1_mean"], yerr=e["top1_ci95"] or 0, fmt="o", color=color, capsize=3)
-            texts.append(ax.text(x, e["top1_mean"], short_label(*key), fontsize=7, color=color))
-        for row in paper.distinct_models(paper.CIFAR_TABLES):
-            if row.top1 is None or _family(row.model) not in families:
-                continue
-            color, x = COLORS[_family(row.model)], getattr(row, paper_field)
-            ax.plot(x, row.top1, "o", mfc="none", mec=color, ms=9)
-            texts.append(ax.text(x, row.top1, "paper " + short_label(*row.key), fontsize=7, color=color, alpha=0.75))
-        ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("CIFAR-10 top-1 test accuracy (%)")
-        ax.set_title(title)
-        ax.grid(alpha=0.3)
-        ax.legend(handles=[plt.Line2D([], [], marker="o", ls="", color="k", label="ours (mean, 95% CI over seeds)"),
-                           plt.Line2D([], [], marker="o", ls="", mfc="none", mec="k", ms=9, label="paper")],
-                  fontsize=8, loc="best")
-        _plain_log_ticks(ax.xaxis)
-        if texts:
-            adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
+    fig, axes = plt.subplots(2, 2, figsize=(13, 9), gridspec_kw={"height_ratios": [3, 2]})
+    for col, (title, families) in enumerate(panels.items()):
+        ours, published = _our_points(agg, families, field), _paper_points(families, paper_field)
+        for row, (points, who) in enumerate(((ours, "ours"), (published, "paper"))):
+            ax = axes[row, col]
+            scatter_with_labels(ax, points)
+            ax.set_title(f"{title}: {who}" + (" (every seed, and the mean)" if who == "ours" else " (published)"),
+                         fontsize=10)
+            ax.set_xlabel(xlabel, fontsize=9)
+            ax.set_ylabel("CIFAR-10 top-1 test accuracy (%)", fontsize=9)
+            ax.grid(alpha=0.3)
+            _plain_log_ticks(ax.xaxis)
+            models = [k[0] for k in agg if _family(k[0]) in families] if who == "ours" else \
+                [r.model for r in paper.distinct_models(paper.CIFAR_TABLES) if _family(r.model) in families]
+            if points:
+                _kind_legend(ax, models, seeds=who == "ours")
     fig.suptitle(f"Accuracy vs {'FLOPs' if cost == 'flops' else 'parameters'} on CIFAR-10")
-    return _save(fig, out, f"accuracy_vs_{cost}")
+    fig.tight_layout()
+    return fig
 
 
-def plot_ablations(agg: dict[tuple, dict[str, Any]], out: Path) -> list[Path]:
-    """Table 1 (d at s=2) and Table 2 (s at d=3) as curves, ours beside the paper's."""
+def plot_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], out: Path, cost: str) -> list[Path]:
+    return _save(draw_accuracy_vs_cost(agg, cost), out, f"accuracy_vs_{cost}")
+
+
+def draw_table(table: str, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]):  # noqa: ANN201 - a Figure
+    """One paper table's rows in three panels sharing the x axis: our top-1 (every seed and the
+    mean), each row's difference to its reference row with its 95% interval (paired by seed where
+    the rows share seeds; filled where the Holm-corrected p < 0.05), and the paper's top-1."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, table, axis, name in ((axes[0], "table1_dw_size", "dw_size", "kernel size d of the cheap op (s=2)"),
-                                  (axes[1], "table2_ratio", "ratio", "ratio s (d=3)")):
-        rows = [r for r in paper.rows(table, buildable=True) if getattr(r, axis) is not None]
-        xs = [getattr(r, axis) for r in rows]
-        ax.plot(xs, [r.top1 for r in rows], "o--", mfc="none", color="tab:gray", label="paper")
-        ours = [(getattr(r, axis), agg.get(r.run_key)) for r in rows]
-        ours = [(x, e) for x, e in ours if e and e["top1_mean"] is not None]
-        if ours:
-            ax.errorbar([x for x, _ in ours], [e["top1_mean"] for _, e in ours],
-                        yerr=[e["top1_ci95"] or 0 for _, e in ours], fmt="o-", color="tab:blue", capsize=3,
-                        label="ours")
-        ax.set_xticks(xs)
-        ax.set_xlabel(name)
-        ax.set_ylabel("CIFAR-10 top-1 test accuracy (%)")
-        ax.set_title(paper.TABLES[table].split(":")[0] + ": Ghost-VGG-16")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return _save(fig, out, "ablation_s_d")
+    from .stats import ALPHA
+
+    shown = [(row, frame_row) for row, (_, frame_row) in zip(paper.rows(table), frame.iterrows())
+             if row.model is not None]
+    references = {ref.key for row, _ in shown if (ref := paper.reference_row(row, BASELINES)) is not None}
+    xs = range(len(shown))
+    fig, axes = plt.subplots(3, 1, figsize=(max(6.0, 0.95 * len(shown) + 2.5), 8.5), sharex=True,
+                             gridspec_kw={"height_ratios": [3, 2.2, 1.6]})
+    ours_ax, diff_ax, paper_ax = axes
+    values, diffs, published = [], [0.0], []
+    for x, (row, frow) in zip(xs, shown):
+        color, mark = COLORS[_family(row.model)], marker(row.model)
+        e = agg.get(row.run_key)
+        if e and e["final"]:
+            jitter = [x + 0.12 * (i - (len(e["final"]) - 1) / 2) / max(len(e["final"]) - 1, 1)
+                      for i in range(len(e["final"]))]
+            ours_ax.plot(jitter, e["final"], mark, color=color, ms=4, alpha=0.5, mew=0)
+            ours_ax.plot([x - 0.22, x + 0.22], [e["top1_mean"]] * 2, "-", color=color, lw=2)
+            values += e["final"]
+        ref = paper.reference_row(row, BASELINES)
+        ref_e = agg.get(ref.run_key) if ref is not None and ref.key != row.key else None
+        tested = vs_reference(e, ref_e)
+        if row.key in references:
+            diff_ax.plot(x, 0, mark, color=color, mfc="white", ms=7)
+        elif tested.diff is not None:
+            significant = not missing(frow["p_holm"]) and frow["p_holm"] < ALPHA
+            if tested.diffs:
+                diff_ax.plot([x] * len(tested.diffs), tested.diffs, mark, color=color, ms=3, alpha=0.45, mew=0)
+            diff_ax.errorbar(x, tested.diff, yerr=tested.ci95 or 0, fmt=mark, color=color, capsize=3, ms=7,
+                             mfc=color if significant else "white")
+            diffs += [tested.diff - (tested.ci95 or 0), tested.diff + (tested.ci95 or 0), *tested.diffs]
+        if row.top1 is not None:
+            paper_ax.plot(x, row.top1, mark, color=color, mfc="none", ms=7)
+            published.append(row.top1)
+    ours_ax.set_ylim(*y_limits(values or [0.0, 100.0]))
+    ours_ax.set_ylabel("our top-1 (%)", fontsize=9)
+    ours_ax.set_title(f"{paper.TABLES[table]}\nours: every seed (dots) and the mean (bar)", fontsize=10)
+    diff_ax.axhline(0, color="0.5", lw=0.8)
+    diff_ax.set_ylim(*y_limits(diffs, floor=-100, ceiling=100, min_span=1.0))
+    diff_ax.set_ylabel("vs reference (points)", fontsize=9)
+    diff_ax.set_title("difference to the reference row (hollow marker at 0): mean and 95% CI, paired by seed "
+                      "where seeds are shared; filled = Holm p < 0.05", fontsize=8)
+    paper_ax.set_ylim(*y_limits(published or [0.0, 100.0], min_span=1.0))
+    paper_ax.set_ylabel("paper top-1 (%)", fontsize=9)
+    paper_ax.set_title("the paper's published top-1", fontsize=9)
+    paper_ax.set_xticks(list(xs), [row.label for row, _ in shown], rotation=30, ha="right", fontsize=8)
+    paper_ax.set_xlim(-0.6, len(shown) - 0.4)
+    for ax in axes:
+        ax.grid(alpha=0.3, axis="y")
+    fig.tight_layout()
+    return fig
+
+
+def plot_table(table: str, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]], out: Path) -> list[Path]:
+    return _save(draw_table(table, frame, agg), out, table)
 
 
 def plot_curves(agg: dict[tuple, dict[str, Any]], out: Path) -> list[Path]:

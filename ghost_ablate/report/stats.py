@@ -118,6 +118,22 @@ class Comparison:
     test: str  # "paired t" (over the seeds both rows have) or "Welch"; "" when there is nothing to test
     p: float | None
     n: int  # pairs for the paired test, else the smaller group
+    diff: float | None = None  # row - reference: mean per-seed difference (paired) or difference of means
+    ci95: float | None = None  # half-width of the 95% interval of `diff` (paired t or Welch-Satterthwaite)
+    diffs: tuple[float, ...] = ()  # the per-seed differences of a paired comparison, by seed
+
+
+def welch_interval(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Half-width of the 95% interval of mean(a) - mean(b) with Welch-Satterthwaite degrees of
+    freedom; None without 2 values each."""
+    sa, sb = seed_stats(a), seed_stats(b)
+    if sa.n < 2 or sb.n < 2:
+        return None
+    va, vb = sa.std ** 2 / sa.n, sb.std ** 2 / sb.n
+    if va + vb == 0:
+        return 0.0
+    df = (va + vb) ** 2 / (va ** 2 / (sa.n - 1) + vb ** 2 / (sb.n - 1))
+    return float(stats.t.ppf(1 - ALPHA / 2, df)) * math.sqrt(va + vb)
 
 
 def compare(row: Sequence[float], ref: Sequence[float], row_seeds: Sequence[Any] | None = None,
@@ -130,9 +146,11 @@ def compare(row: Sequence[float], ref: Sequence[float], row_seeds: Sequence[Any]
         shared = sorted(set(mine) & set(theirs))
         if len(shared) >= 2:
             paired = paired_stats([theirs[s] for s in shared], [mine[s] for s in shared])
-            return Comparison("paired t", paired.p, len(shared))
+            return Comparison("paired t", paired.p, len(shared), paired.mean, paired.ci95,
+                              tuple(mine[s] - theirs[s] for s in shared))
     p = welch_p(row, ref)
-    return Comparison("Welch" if p is not None else "", p, min(len(row), len(ref)))
+    diff = sum(row) / len(row) - sum(ref) / len(ref) if row and ref else None
+    return Comparison("Welch" if p is not None else "", p, min(len(row), len(ref)), diff, welch_interval(row, ref))
 
 
 def corrected_verdicts(comparisons: Sequence[Comparison]) -> tuple[list[float | None], list[str]]:

@@ -1,0 +1,139 @@
+"""The report's plots read at a glance: per-seed points, a paired-difference panel per table, the
+paper on axes of its own, accuracy axes within 0-100%, and no label that overlaps another or
+leaves its axes (checked on the renderer's text extents)."""
+import itertools
+import math
+from pathlib import Path
+
+import pytest
+from matplotlib.text import Text
+
+from ghost_ablate import paper
+from ghost_ablate.report.layout import spread, y_limits
+from ghost_ablate.report.plots import draw_accuracy_vs_cost, draw_table, headless
+from ghost_ablate.report.stats import seed_stats
+from ghost_ablate.report.tables import BASELINES, paper_table
+
+headless()
+
+# Four seeds per row; d=1/5/7 sit within 1% of s=2 d=3's FLOPs, so their labels would collide
+# if placed beside their points; one row spans 0-100% to test the axes' limits.
+RUNS = {("ghost_vgg16", 2, 1, None): [38.2, 39.0, 37.5, 38.8], ("ghost_vgg16", 2, 3, None): [45.0, 47.3, 44.1, 46.0],
+        ("ghost_vgg16", 2, 5, None): [40.5, 41.3, 40.0, 41.0], ("ghost_vgg16", 2, 7, None): [35.7, 41.5, 38.0, 39.9],
+        ("ghost_vgg16", 3, 3, None): [43.6, 43.9, 42.1, 44.0], ("ghost_vgg16", 4, 3, None): [41.7, 44.5, 42.0, 43.2],
+        ("ghost_vgg16", 5, 3, None): [0.0, 38.0, 35.1, 100.0], ("vgg16", None, None, None): [45.7, 49.0, 46.5, 47.7],
+        ("l1_vgg16", None, None, None): [44.0, 45.5, 43.9, 46.1], ("resnet56", None, None, None): [54.9, 56.8, 55.1, 57.0],
+        ("ghost_resnet56", 2, 3, None): [59.8, 64.4, 60.3, 62.2], ("l1_resnet56", None, None, None): [52.0, 53.1, 50.2, 54.0],
+        ("cifar_ghostnet", 2, 3, 1.0): [58.1, 60.3, 59.0, 61.2]}
+
+
+def _agg() -> dict:
+    from ghost_ablate.costs import cost_record
+
+    agg = {}
+    for key, final in RUNS.items():
+        s = seed_stats(final)
+        cost = cost_record(*key)
+        agg[(*key, ())] = {"final": final, "seeds": [0, 1, 2, 3], "n": s.n, "top1_mean": s.mean, "top1_std": s.std,
+                           "top1_ci95": s.ci95, "top1_best_mean": s.mean, "params": cost["params"],
+                           "flops": cost["flops"], "failed": 0, "mixed": "", "histories": []}
+    return agg
+
+
+def _texts(fig) -> list[tuple[Text, object]]:
+    """Every visible, non-empty text the figure draws, with its box on the canvas (an
+    annotation's text alone, not its leader line; tick labels only of ticks in view)."""
+    renderer = fig.canvas.get_renderer()
+    fig.canvas.draw()
+    found = []
+    for text in fig.findobj(Text):
+        if not text.get_visible() or not text.get_text().strip():
+            continue
+        found.append((text, Text.get_window_extent(text, renderer)))
+    ticks = set()
+    for ax in fig.axes:
+        for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            for tick, loc in [*zip(axis.get_major_ticks(), axis.get_majorticklocs()),
+                              *zip(axis.get_minor_ticks(), axis.get_minorticklocs())]:
+                if not min(lo, hi) <= loc <= max(lo, hi):
+                    ticks |= {id(tick.label1), id(tick.label2)}
+    return [(t, box) for t, box in found if id(t) not in ticks]
+
+
+def assert_readable(fig, accuracy_axes) -> None:  # noqa: ANN001
+    texts = _texts(fig)
+    assert len(texts) > 10
+    for (a, box_a), (b, box_b) in itertools.combinations(texts, 2):
+        shrunk = box_a.shrunk(0.98, 0.9)
+        assert not shrunk.overlaps(box_b.shrunk(0.98, 0.9)), f"{a.get_text()!r} overlaps {b.get_text()!r}"
+    for ax in fig.axes:
+        inside = ax.get_window_extent()
+        for label in ax.texts:  # labels and annotations drawn in the data area
+            box = Text.get_window_extent(label, fig.canvas.get_renderer())
+            assert inside.x0 - 1 <= box.x0 and box.x1 <= inside.x1 + 1 and inside.y0 - 1 <= box.y0 \
+                and box.y1 <= inside.y1 + 1, f"{label.get_text()!r} leaves its axes"
+    for ax in accuracy_axes:
+        low, high = ax.get_ylim()
+        assert 0 <= low < high <= 100
+
+
+def test_spread_keeps_order_gap_and_bounds():
+    placed = spread([0.5, 0.5, 0.51, 0.2, 0.99, 0.98], gap=0.05, low=0.02, high=0.98)
+    order = sorted(range(6), key=lambda i: ([0.5, 0.5, 0.51, 0.2, 0.99, 0.98][i], i))
+    ys = [placed[i] for i in order]
+    assert all(b - a >= 0.05 - 1e-12 for a, b in zip(ys, ys[1:])) and 0.02 <= min(ys) and max(ys) <= 0.98
+    assert placed[3] == pytest.approx(0.2)  # a label with room stays level with its point
+    crowded = spread([0.5] * 30, gap=0.05, low=0.0, high=1.0)  # cannot fit 30 at 0.05: the gap shrinks
+    assert min(crowded) >= 0 and max(crowded) <= 1 and len(set(round(y, 9) for y in crowded)) == 30
+    assert y_limits([0.0, 100.0]) == (0.0, 100.0) and y_limits([40.0, 41.0])[0] < 40.0
+
+
+@pytest.mark.parametrize("cost", ["flops", "params"])
+def test_accuracy_vs_cost_shows_every_seed_and_keeps_labels_apart(cost):
+    import matplotlib.pyplot as plt
+
+    fig = draw_accuracy_vs_cost(_agg(), cost)
+    ours_vgg, ours_resnet, paper_vgg, paper_resnet = fig.axes[:4]
+    assert_readable(fig, fig.axes[:4])
+    seeds = [y for line in ours_vgg.lines for y in line.get_ydata() if line.get_markersize() < 5]
+    assert sorted(seeds) == sorted(v for k, vs in RUNS.items() if k[0] in ("vgg16", "ghost_vgg16", "l1_vgg16")
+                                   for v in vs)
+    labels = {t.get_text() for t in ours_vgg.texts}
+    assert {"s=2 d=1", "s=2 d=3", "s=2 d=5", "s=2 d=7", "VGG-16", "l1-VGG-16"} <= labels
+    # the paper's 93% lives on its own axes: ours keep a y range fitted to ours
+    assert paper_vgg.get_ylim()[0] > 90 and ours_resnet.get_ylim()[1] < 70
+    markers = {line.get_marker() for line in ours_vgg.lines}
+    assert {"o", "s", "^"} <= markers  # Ghost, plain and pruned as separate marker families
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("table", paper.CIFAR_TABLES)
+def test_table_plot_has_seeds_paired_differences_and_the_paper(table):
+    import matplotlib.pyplot as plt
+
+    agg = _agg()
+    frame = paper_table(table, agg)
+    fig = draw_table(table, frame, agg)
+    ours, diff, published = fig.axes
+    assert_readable(fig, [ours, published])
+    shown = [r for r in paper.rows(table) if r.model is not None]
+    assert [t.get_text() for t in published.get_xticklabels()] == [r.label for r in shown]
+    # the difference panel: each tested row's paired mean difference (its error bar's centre)
+    centres = [seg[:, 1].mean() for c in diff.collections for seg in c.get_segments()]
+    tested = 0
+    for row in shown:
+        ref = paper.reference_row(row, BASELINES)
+        if ref is None or ref.key == row.key:
+            continue
+        mean = sum(b - a for a, b in zip(RUNS[ref.key], RUNS[row.key])) / 4
+        assert any(math.isclose(c, mean, abs_tol=1e-9) for c in centres), row.label
+        tested += 1
+    assert tested >= 2
+    plt.close(fig)
+
+
+def test_committed_report_shows_the_new_plots():
+    report = Path(__file__).resolve().parents[1] / "reports" / "README.md"
+    text = report.read_text()
+    for table in paper.CIFAR_TABLES:
+        assert f"({table}.png)" in text
