@@ -182,11 +182,13 @@ class RunConfig:
     dataset: str = "cifar10"
     knobs: tuple[tuple[str, Any], ...] = ()
     data: str | None = None  # `data.fingerprint` of the data set; None only where it is not at hand
+    source: str | None = None  # run id of the trained network a pruned run starts from (`init: pruned`)
 
     @classmethod
     def create(cls, model: str, ratio: int | None = None, dw_size: int | None = None,
                width: float | None = None, profile: str = "standard", seed: int = 0,
-               knobs: dict[str, Any] | None = None, data: str | None = None, **overrides: Any) -> RunConfig:
+               knobs: dict[str, Any] | None = None, data: str | None = None, source: str | None = None,
+               **overrides: Any) -> RunConfig:
         """Validate model knobs (`knobs` may name ratio, dw_size and width too), load the profile
         and apply recipe overrides. `data`: the data set's fingerprint (`data.fingerprint`)."""
         from .models import resolve_knobs  # the registry (and torch) only when a config is made
@@ -203,7 +205,8 @@ class RunConfig:
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
         return cls(model, args["ratio"], args["dw_size"], args["width"], profile_name(profile),
-                   make_recipe(load_profile(profile), **overrides), seed, knobs=extras(args), data=data)
+                   make_recipe(load_profile(profile), **overrides), seed, knobs=extras(args), data=data,
+                   source=source)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
@@ -215,7 +218,7 @@ class RunConfig:
             knobs = extras(resolve_knobs(d["model"], d.get("ratio"), d.get("dw_size"), d.get("width"),
                                          **(d.get("knobs") or {})))
             rc = cls(d["model"], d.get("ratio"), d.get("dw_size"), d.get("width"), profile_name(d["profile"]),
-                     recipe, d["seed"], d.get("dataset", "cifar10"), knobs, d.get("data"))
+                     recipe, d["seed"], d.get("dataset", "cifar10"), knobs, d.get("data"), d.get("source"))
         except (KeyError, TypeError, ValueError) as err:
             raise ConfigError(f"not a run config ({type(err).__name__}: {err})") from None
         return rc
@@ -247,6 +250,8 @@ class RunConfig:
             del d["knobs"]
         if self.data is None:  # only configs made without their data (a dry-run with no data here)
             del d["data"]
+        if self.source is None:  # every run but a pruned one that starts from another run
+            del d["source"]
         return d
 
     @property

@@ -25,7 +25,7 @@ from torch import nn
 
 from .cache import JsonCache
 from .models import LEGACY, MODELS, build_model, extras, resolve_knobs
-from .paper import PaperRow, distinct_models, lookup
+from .paper import KNOWN_GAPS, PaperRow, distinct_models, lookup
 
 with warnings.catch_warnings():  # fvcore's import touches deprecated torch.jit APIs
     warnings.simplefilter("ignore")
@@ -150,6 +150,7 @@ def cost_record(model: str, ratio: int | None = None, dw_size: int | None = None
         "paper_params": paper_params, "paper_flops": paper_flops,
         "params_diff": relative_diff(cost.params, paper_params),
         "flops_diff": relative_diff(cost.flops, paper_flops),
+        "note": KNOWN_GAPS.get(ref.label, "") if ref else "",
     }
 
 

@@ -3,6 +3,10 @@
 An experiment file (YAML) names a profile and its runs: the rows of paper tables
 (`paper_tables`, taken from `paper.py`) and/or `runs` entries whose list-valued fields
 expand to their cross product. Seeds and recipe overrides come from the command line.
+A pruned network (`init: pruned`, the default of Li et al.'s l1 models) depends on another
+run: its row's `from:` (by default its baseline) is trained first under the experiment's
+profile, with the same seed, and the pruned run starts from its final weights and trains
+under `finetune_profile` (default: the same profile).
 
 Every run lives in `results/runs/<run_id>/`. The run id hashes the resolved config, so
 a run shared by several tables runs once, and re-running a sweep skips what is done and
@@ -11,6 +15,7 @@ GPUs, SLURM array tasks, or a restarted job) share one results folder safely.
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import logging
@@ -34,8 +39,8 @@ from .models import KNOBS, LEGACY, knob_values, varying
 from .records import (RESULT_FILE, DamagedRecord, StorageError, flatten_record, read_record, read_records, set_aside,
                       storage_error, storage_guard, write_atomic)
 
-EXPERIMENT_KEYS = ("description", "profile", "paper_tables", "runs")
-RUN_KEYS = ("model", *KNOBS)  # any declared knob can be a field, and a list, of a runs entry
+EXPERIMENT_KEYS = ("description", "profile", "finetune_profile", "paper_tables", "runs")
+RUN_KEYS = ("model", "from", *KNOBS)  # any declared knob can be a field, and a list, of a runs entry
 OTHER_KNOBS = tuple(k for k in KNOBS if k not in LEGACY)
 SUMMARY_COLUMNS = ("run_id", "model", *LEGACY, *OTHER_KNOBS, "profile", "seed", "status", "epochs_done",
                    "epochs", "params", "flops", "final_test_acc", "best_test_acc", "best_epoch",
@@ -50,6 +55,7 @@ class Experiment:
     configs: tuple[dict[str, Any], ...]  # distinct {model, ratio, dw_size, width, knobs}, in declared order
     description: str = ""
     tables: tuple[str, ...] = ()  # the paper tables it declares
+    finetune_profile: str | None = None  # the recipe of runs that start from another (`from:`)
 
 
 def _fail(path: Path, where: str, message: str) -> ConfigError:
@@ -78,10 +84,12 @@ def load_experiment(path: str | Path) -> Experiment:
             raise _fail(path, str(key), f"unknown field; valid: {', '.join(EXPERIMENT_KEYS)}")
     if "profile" not in doc:
         raise _fail(path, "profile", "missing; name one of experiments/profiles")
-    try:
-        load_profile(str(doc["profile"]))
-    except ConfigError as err:
-        raise _fail(path, "profile", str(err)) from None
+    for key in ("profile", "finetune_profile"):
+        try:
+            if key in doc:
+                load_profile(str(doc[key]))
+        except ConfigError as err:
+            raise _fail(path, key, str(err)) from None
 
     entries: list[tuple[str, dict[str, Any]]] = []
     tables = doc.get("paper_tables") or []
@@ -106,21 +114,53 @@ def load_experiment(path: str | Path) -> Experiment:
 
     configs: dict[tuple, dict[str, Any]] = {}
     for where, combo in entries:
-        try:
-            # resolve through RunConfig so that bad models and knobs fail here, before anything runs
-            rc = RunConfig.create(combo["model"], combo.get("ratio"), combo.get("dw_size"), combo.get("width"),
-                                  str(doc["profile"]), knobs={k: v for k, v in combo.items()
-                                                              if k not in ("model", *LEGACY)})
-        except ConfigError as err:
-            raise _fail(path, where, str(err)) from None
-        except ValueError as err:
-            raise _fail(path, f"{where}.model" if "model" in str(err) else where, str(err)) from None
-        configs.setdefault(rc.key, {"model": rc.model, "ratio": rc.ratio, "dw_size": rc.dw_size,
-                                    "width": rc.width, "knobs": dict(rc.knobs)})
+        source = combo.pop("from", None)
+        rc = _resolve(path, where, combo, str(doc["profile"]))
+        cfg = {"model": rc.model, "ratio": rc.ratio, "dw_size": rc.dw_size, "width": rc.width,
+               "knobs": dict(rc.knobs)}
+        source = _source(path, where, rc, source, str(doc["profile"]))
+        if source is not None:
+            cfg["source"] = source
+        configs.setdefault(rc.key, cfg)
     if not configs:
         raise _fail(path, "runs", "the experiment declares no runs")
     return Experiment(path, str(doc["profile"]), tuple(configs.values()), str(doc.get("description", "")),
-                      tuple(tables))
+                      tuple(tables), str(doc["finetune_profile"]) if "finetune_profile" in doc else None)
+
+
+def _resolve(path: Path, where: str, combo: dict[str, Any], profile: str) -> RunConfig:
+    """An entry through RunConfig, so that bad models and knobs fail before anything runs."""
+    try:
+        return RunConfig.create(combo["model"], combo.get("ratio"), combo.get("dw_size"), combo.get("width"),
+                                profile, knobs={k: v for k, v in combo.items() if k not in ("model", *LEGACY)})
+    except ConfigError as err:
+        raise _fail(path, where, str(err)) from None
+    except ValueError as err:
+        raise _fail(path, f"{where}.model" if "model" in str(err) else where, str(err)) from None
+
+
+def _source(path: Path, where: str, rc: RunConfig, given: Any, profile: str) -> dict[str, Any] | None:
+    """The configuration a row starts from: its `from:` (a model name, or a mapping of model and
+    knobs), by default the baseline of a pruned model with `init: pruned`; None for the rest."""
+    from .models import MODELS
+
+    spec = MODELS[rc.model]
+    starts_pruned = spec.kind == "pruned" and dict(rc.knobs).get("init", "pruned") == "pruned"
+    if given is None:
+        if not starts_pruned:
+            return None
+        given = spec.baseline
+    elif not starts_pruned:
+        pruned = ", ".join(m for m, s in MODELS.items() if s.kind == "pruned")
+        raise _fail(path, f"{where}.from", f"only a pruned model with init: pruned starts from another run "
+                                           f"({pruned}); {rc.model}{' with init: scratch' if spec.kind == 'pruned' else ''}"
+                                           f" trains from random weights")
+    entry = dict(given) if isinstance(given, dict) else {"model": given}
+    if entry.get("model") != spec.baseline:
+        raise _fail(path, f"{where}.from", f"{rc.model} is pruned from {spec.baseline}, got {entry.get('model')!r}")
+    src = _resolve(path, f"{where}.from", entry, profile)
+    return {"model": src.model, "ratio": src.ratio, "dw_size": src.dw_size, "width": src.width,
+            "knobs": dict(src.knobs)}
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -155,10 +195,18 @@ def plan_runs(experiment: Experiment, seeds: list[int], profile: str | None = No
     """
     chosen = profile or experiment.profile
     planned: dict[str, RunConfig] = {}
-    for cfg in experiment.configs:
+
+    def make(cfg: dict[str, Any], seed: int, recipe: str, source: str | None = None) -> RunConfig:
+        return RunConfig.create(cfg["model"], cfg["ratio"], cfg["dw_size"], cfg["width"], recipe, seed,
+                                knobs=cfg.get("knobs"), data=data, source=source, **(overrides or {}))
+
+    for cfg in experiment.configs:  # the runs that start from scratch, sources included, first
         for seed in seeds:
-            rc = RunConfig.create(cfg["model"], cfg["ratio"], cfg["dw_size"], cfg["width"], chosen, seed,
-                                  knobs=cfg.get("knobs"), data=data, **(overrides or {}))
+            rc = make(cfg.get("source") or cfg, seed, chosen)
+            planned.setdefault(rc.run_id, rc)
+    for cfg in (c for c in experiment.configs if c.get("source")):
+        for seed in seeds:
+            rc = make(cfg, seed, experiment.finetune_profile or chosen, make(cfg["source"], seed, chosen).run_id)
             planned.setdefault(rc.run_id, rc)
     index, count = shard
     return [rc for i, rc in enumerate(planned.values()) if i % count == index]
@@ -178,6 +226,11 @@ def run_state(run_dir: Path) -> str:
     if status == "diverged":
         return "diverged"
     return "partial"
+
+
+def source_ready(run_dir: Path) -> bool:
+    """Whether a pruned run can start from this run: finished, with its final checkpoint."""
+    return run_state(run_dir) == "done" and (run_dir / "last.ckpt").is_file()
 
 
 def epochs_done(run_dir: Path) -> int:
@@ -283,6 +336,7 @@ class SweepOutcome:
     skipped: list[str]
     failed: list[str]
     busy: list[str]  # held by another process right now
+    waiting: list[str] = dataclasses.field(default_factory=list)  # their source run is not finished yet
 
 
 class EtaLogger(L.Callback):
@@ -337,6 +391,13 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
         if state == "done" or (state == "diverged" and not retry_failed):
             (outcome.skipped if state == "done" else outcome.failed).append(rc.run_id)
             log.info("[%d/%d] %s: %s, skipped", i, len(runs), rc.run_id, state)
+            continue
+        if rc.source and state != "done" and not source_ready(runs_dir / rc.source):
+            outcome.waiting.append(rc.run_id)
+            why = ("finished, but its checkpoint is not on this machine (checkpoints are not committed): train it "
+                   "again in another --results-dir, or put its last.ckpt back" if run_state(runs_dir / rc.source)
+                   == "done" else "not finished (another shard's, or failed); run the sweep again once it is")
+            log.warning("[%d/%d] %s: waits for its source run %s: %s", i, len(runs), rc.run_id, rc.source, why)
             continue
         lock = FileLock(str(run_dir / ".lock"))
         # With DDP (--devices > 1) Lightning re-runs this command for ranks 1..N-1; they

@@ -340,6 +340,37 @@ def make_trainer(recipe: Recipe, out: Path, devices: int, device: str, precision
     )
 
 
+def start_from_source(config: RunConfig, module: ImageClassifier, runs_dir: Path) -> dict[str, Any] | None:
+    """Fill a pruned run's network from its source run's final weights (`config.source`, a
+    finished run beside it) by the l1 criterion (`models.pruned.prune_l1`); return what the
+    record says of the source, or None for a run that starts from random weights. A pruned
+    model with `init: pruned` and no source, or a source that is not finished or has no
+    checkpoint, is a ConfigError naming what to run."""
+    from .features import FeatureError, load_trained
+    from .models.pruned import prune_l1
+
+    init = dict(config.knobs).get("init", "pruned") if get_spec(config.model).kind == "pruned" else None
+    if init != "pruned":
+        if config.source:
+            raise ConfigError(f"run {config.run_id} names a source run but its model starts from random weights")
+        return None
+    if not config.source:
+        raise ConfigError(f"{config.model} with init=pruned starts from a trained {get_spec(config.model).baseline}: "
+                          f"run it from an experiment file (its row trains the baseline first, see `from:`), or train "
+                          f"it from random weights with --set init=scratch")
+    source_dir = runs_dir / config.source
+    source_record = read_record(source_dir) or {}
+    if source_record.get("status") != "finished":
+        raise ConfigError(f"source run {config.source} of {config.run_id} is not finished; run the sweep again "
+                          f"once it is")
+    try:
+        trained = load_trained(source_dir)
+    except FeatureError as err:
+        raise ConfigError(f"source run of {config.run_id}: {err}") from None
+    prune_l1(trained.model, module.model)
+    return {"run_id": config.source, "final_test_acc": source_record.get("final_test_acc"), "criterion": "l1"}
+
+
 def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, devices: int = 1,
               accelerator: str = "auto", download: bool = True, progress: bool | None = None,
               callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
@@ -388,6 +419,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     module.run_config = config.to_dict()
     identity = {"run_config": module.run_config, "hyper_parameters": dict(module.hparams)}
     ckpt, notes = resumable_checkpoint(out, identity, move_aside=is_rank_zero())
+    source = start_from_source(config, module, out.parent) if ckpt is None else (record or {}).get("source")
     record = {
         "run_id": config.run_id, "config": config.to_dict(), "status": "running",
         "params": cost.params, "flops": cost.flops,
@@ -397,6 +429,8 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
         "started_at": (record or {}).get("started_at", _now()), "attempts": attempt,
         "precision": precision.to_record(), **environment(),
     }
+    if source:
+        record["source"] = source
     if prior_notes or notes:
         record["checkpoint_notes"] = [*prior_notes, *notes]
     writes_record = trainer.is_global_zero  # rank 0 only under DDP

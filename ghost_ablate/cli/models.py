@@ -59,7 +59,11 @@ def format_count_table(records: list[dict]) -> str:
         "paper ": df["paper_flops"].map(lambda v: millions(v, 0)),
         "diff ": df["flops_diff"].map(pct),
     })
-    return table.to_string(index=False)
+    text = table.to_string(index=False)
+    notes = [f"{r['model']} {r['width']:g}x: {r['note']}" if r["width"] is not None and r["ratio"] is None else
+             f"{r['model']}" + (f" s={r['ratio']}" if r["ratio"] is not None else "") + f": {r['note']}"
+             for r in records if r.get("note")]
+    return text + ("\n\nGaps beyond the tolerance, explained:\n" + "\n".join(f"  {n}" for n in notes) if notes else "")
 
 
 def cmd_knobs(args: argparse.Namespace) -> int:

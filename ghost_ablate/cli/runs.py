@@ -96,7 +96,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not is_rank_zero():  # a DDP helper process re-launched by Lightning
         return 0
     print(f"sweep {args.experiment} shard {args.shard}: {len(outcome.done)} done, {len(outcome.skipped)} skipped "
-          f"(already done), {len(outcome.failed)} failed, {len(outcome.busy)} held by another process; "
+          f"(already done), {len(outcome.failed)} failed, {len(outcome.busy)} held by another process"
+          f"{f', {len(outcome.waiting)} waiting for their source run' if outcome.waiting else ''}; "
           f"summary in {results / 'summary.csv'}")
     for run_id in outcome.failed:
         print(f"  failed: {run_id} (see {results / 'runs' / run_id / 'result.json'})")

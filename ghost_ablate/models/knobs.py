@@ -89,6 +89,9 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
          choices=("before", "after"), tag="sig", applies_when=("cheap_op", ("dfc",))),
     Knob("l1_variant", str, "B", "Li et al.'s pruned ResNet-56: B (60/30/10% of each block's first-conv filters "
          "per stage, six sensitive layers whole) or A (10% everywhere, four whole)", choices=("A", "B"), tag="l1"),
+    Knob("init", str, "pruned", "how a pruned network starts: pruned (the largest-l1 filters of its baseline "
+         "trained first, the experiment row's `from:` run, then fine-tuned) or scratch (random filters, Li et al.'s "
+         "train-from-scratch variant)", choices=("pruned", "scratch"), tag="init"),
     Knob("dfc_from_block", int, 2, "GhostNet family: the first bottleneck (0-15) whose expansion module gets DFC "
          "attention", check=lambda v: 0 <= v <= 15, valid="an integer 0..15", tag="from",
          applies_when=("cheap_op", ("dfc",))),

@@ -49,13 +49,15 @@ def resnet56_mids(variant: str) -> tuple[int, ...]:
     return tuple(mids)
 
 
-def l1_vgg16(num_classes: int = 10) -> VGG16:
-    """Li et al.'s VGG-16-pruned-A: 5,397,034 params, 206M FLOPs; paper: 5.4M / 206M / 93.4%."""
+def l1_vgg16(num_classes: int = 10, init: str = "pruned") -> VGG16:
+    """Li et al.'s VGG-16-pruned-A: 5,397,034 params, 206M FLOPs; paper: 5.4M / 206M / 93.4%.
+    `init` says where training takes the weights from (`training.train_run`); built, they are random."""
     return VGG16(num_classes, VGG16_PRUNED_A)
 
 
-def l1_resnet56(num_classes: int = 10, l1_variant: str = "B") -> CifarResNet:
-    """Li et al.'s ResNet-56-pruned-B (or -A): 735,712 params, 91M FLOPs; paper: 0.73M / 91M / 92.5%."""
+def l1_resnet56(num_classes: int = 10, l1_variant: str = "B", init: str = "pruned") -> CifarResNet:
+    """Li et al.'s ResNet-56-pruned-B (or -A): 735,712 params, 91M FLOPs; paper: 0.73M / 91M / 92.5%.
+    `init`: as for `l1_vgg16`."""
     return CifarResNet(BLOCKS_PER_STAGE, num_classes, resnet56_mids(l1_variant))
 
 

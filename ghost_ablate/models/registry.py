@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from . import cifar, pruned, resnet
+from . import cifar, mobile, pruned, resnet
 from .ghostnet import cifar_ghostnet, ghostnet, ghostnetv2
 from .knobs import CHEAP_KNOBS, KNOBS, LEGACY, Knob, unknown_knob
 
@@ -63,15 +63,24 @@ for _spec in (
     ModelSpec("resnet56", lambda num_classes: cifar.resnet56(num_classes), 32, 10, description="ResNet-56 (CIFAR)"),
     ModelSpec("ghost_resnet56", cifar.ghost_resnet56, 32, 10, _GHOST, description="Ghost-ResNet-56",
               baseline="resnet56"),
-    ModelSpec("l1_vgg16", pruned.l1_vgg16, 32, 10, description="VGG-16-pruned-A (Li et al., l1 filter pruning)",
+    ModelSpec("l1_vgg16", pruned.l1_vgg16, 32, 10, ("init",), description="VGG-16-pruned-A (Li et al., l1 filter pruning)",
               baseline="vgg16"),
-    ModelSpec("l1_resnet56", pruned.l1_resnet56, 32, 10, ("l1_variant",),
+    ModelSpec("l1_resnet56", pruned.l1_resnet56, 32, 10, ("l1_variant", "init"),
               description="ResNet-56-pruned-B or -A (Li et al., l1 filter pruning)", baseline="resnet56"),
     ModelSpec("cifar_ghostnet", cifar_ghostnet, 32, 10, _GHOSTNET,
               description="GhostNet v1 adapted to 32x32 (stem stride 1)"),
     ModelSpec("ghostnet", ghostnet, 224, 1000, _GHOSTNET, (0.5, 1.0, 1.3), "GhostNet v1"),
     ModelSpec("ghostnetv2", ghostnetv2, 224, 1000, ("ratio", "dw_size", "width"), (1.0, 1.3, 1.6), "GhostNetV2"),
     ModelSpec("resnet50", lambda num_classes: resnet.resnet50(num_classes), 224, 1000, description="ResNet-50"),
+    ModelSpec("mobilenetv1", mobile.mobilenet_v1, 224, 1000, ("width",), (0.5,), "MobileNetV1 (defined here)"),
+    ModelSpec("mobilenetv2", mobile.mobilenet_v2, 224, 1000, ("width",), (0.35, 0.6, 1.0), "MobileNetV2 (torchvision)"),
+    ModelSpec("shufflenetv2", mobile.shufflenet_v2, 224, 1000, ("width",), (0.5, 1.0, 1.5),
+              "ShuffleNetV2 (torchvision)"),
+    ModelSpec("mobilenetv3_small", mobile.mobilenet_v3_small, 224, 1000, ("width",), (0.75,),
+              "MobileNetV3-Small (timm)"),
+    ModelSpec("mobilenetv3_large", mobile.mobilenet_v3_large, 224, 1000, ("width",), (0.75, 1.0),
+              "MobileNetV3-Large (timm)"),
+    ModelSpec("mnasnet_a1", mobile.mnasnet_a1, 224, 1000, ("width",), (1.0,), "MnasNet-A1 (timm)"),
     ModelSpec("ghost_resnet50", resnet.ghost_resnet50, 224, 1000, _GHOST, description="Ghost-ResNet-50",
               baseline="resnet50"),
 ):

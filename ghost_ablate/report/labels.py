@@ -8,7 +8,9 @@ from ..records import missing
 NAMES = {"vgg16": "VGG-16", "ghost_vgg16": "Ghost-VGG-16", "ghost_vgg16_keep_first": "Ghost-VGG-16 (plain 1st)",
          "resnet56": "ResNet-56", "ghost_resnet56": "Ghost-ResNet-56", "cifar_ghostnet": "GhostNet (CIFAR)",
          "ghostnet": "GhostNet", "ghostnetv2": "GhostNetV2", "resnet50": "ResNet-50", "ghost_resnet50": "Ghost-ResNet-50",
-         "l1_vgg16": "l1-VGG-16", "l1_resnet56": "l1-ResNet-56"}
+         "l1_vgg16": "l1-VGG-16", "l1_resnet56": "l1-ResNet-56", "mobilenetv1": "MobileNetV1",
+         "mobilenetv2": "MobileNetV2", "shufflenetv2": "ShuffleNetV2", "mobilenetv3_small": "MobileNetV3-Small",
+         "mobilenetv3_large": "MobileNetV3-Large", "mnasnet_a1": "MnasNet-A1"}
 
 
 def knob_label(knobs: Any) -> str:
@@ -20,7 +22,7 @@ def knob_label(knobs: Any) -> str:
 def short_label(model: str, ratio: Any, dw_size: Any, width: Any = None, knobs: Any = ()) -> str:
     """What tells a point apart within its network family: s/d, the width, or the baseline's name,
     then any other knob set away from its default."""
-    if model in ("cifar_ghostnet", "ghostnet", "ghostnetv2"):
+    if model in ("cifar_ghostnet", "ghostnet", "ghostnetv2") or (missing(ratio) and not missing(width)):
         return f"{NAMES[model]} {(None if missing(width) else width) or 1:g}x{knob_label(knobs)}"
     if missing(ratio):
         return NAMES.get(model, model) + knob_label(knobs)

@@ -43,7 +43,7 @@ def markdown_table(table: pd.DataFrame) -> str:
     for _, r in table.iterrows():
         top1 = top1_cells(r["top1_mean"], r["top1_std"], r["top1_ci95"], r["n_seeds"], r["mixed"])
         if r["status"] == "paper only":
-            top1["Top-1 (%) mean ± std"] = "(not built)"
+            top1["Top-1 (%) mean ± std"] = "published only"
         p, holm_p = _none(r["p_vs_reference"]), _none(r["p_holm"])
         rows.append({"Model": r["label"], "s": "" if _none(r["s"]) is None else int(r["s"]),
                      "d": "" if _none(r["d"]) is None else int(r["d"]),
@@ -55,7 +55,9 @@ def markdown_table(table: pd.DataFrame) -> str:
                      "verdict": r["vs_reference"] or "",
                      "Paper params (M)": _fmt(r["paper_params_m"], 2), "Paper FLOPs (M)": _fmt(r["paper_flops_m"], 0),
                      "Paper top-1 (%)": _fmt(r["paper_top1"], 1), "Δ top-1 (pp)": _fmt(r["top1_diff"], 2)})
-    return _md(pd.DataFrame(rows))
+    published = [f"{r['label']} ({paper.PUBLISHED_ONLY[r['label']]})" for _, r in table.iterrows()
+                 if r["status"] == "paper only"]
+    return _md(pd.DataFrame(rows)) + ("\n\nPublished only: " + "; ".join(published) + "." if published else "")
 
 
 def provenance(runs: pd.DataFrame) -> dict[str, Any]:

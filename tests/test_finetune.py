@@ -1,0 +1,109 @@
+"""Prune-then-fine-tune as a sweep step: a pruned row trains its source first, starts from its
+final weights by the l1 criterion, records the source's run id, waits in a shard until the
+source is finished, and survives a kill half-way with every run finished exactly once."""
+import os
+import signal
+from pathlib import Path
+
+import lightning as L
+import pytest
+
+from ghost_ablate.cli import main
+from ghost_ablate.config import ConfigError
+from ghost_ablate.records import read_records
+from ghost_ablate.sweep import load_experiment, plan_runs
+
+from conftest import add_trainer_callback
+
+FAST = ["--batch-size", "8", "--eval-batch-size", "16", "--limit-train-batches", "3", "--limit-test-batches", "1",
+        "--no-estimate", "--precision", "32"]
+
+
+def experiment(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "exp.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_a_pruned_row_depends_on_its_baseline_planned_first(tmp_path):
+    exp = load_experiment(experiment(tmp_path, "profile: smoke\nfinetune_profile: quick\nruns:\n"
+                                               "  - {model: l1_resnet56, from: resnet56}\n"
+                                               "  - {model: l1_vgg16, init: scratch}\n"))
+    runs = plan_runs(exp, [0, 1], data="abc")
+    by_id = {rc.run_id: rc for rc in runs}
+    pruned = [rc for rc in runs if rc.model == "l1_resnet56"]
+    assert [rc.model for rc in runs[:4]] == ["resnet56", "resnet56", "l1_vgg16", "l1_vgg16"]  # sources first
+    for rc in pruned:
+        source = by_id[rc.source]
+        assert (source.model, source.seed, source.profile, source.data) == ("resnet56", rc.seed, "smoke", "abc")
+        assert rc.profile == "quick" and rc.to_dict()["source"] == source.run_id
+    assert all(rc.source is None for rc in runs if rc.model != "l1_resnet56")
+    # the paper's l1 rows start from their baseline by default, and plan it (it is Table 3's own row too)
+    paper = load_experiment(experiment(tmp_path, "profile: smoke\npaper_tables: [table3_cifar10]\n"))
+    l1 = {c["model"]: c for c in paper.configs if c["model"].startswith("l1_")}
+    assert l1["l1_vgg16"]["source"]["model"] == "vgg16" and l1["l1_resnet56"]["source"]["model"] == "resnet56"
+
+
+@pytest.mark.parametrize("row, message", [
+    ("{model: resnet56, from: vgg16}", "only a pruned model with init: pruned"),
+    ("{model: l1_vgg16, init: scratch, from: vgg16}", "init: scratch"),
+    ("{model: l1_vgg16, from: resnet56}", "l1_vgg16 is pruned from vgg16, got 'resnet56'"),
+])
+def test_bad_from_is_one_line_naming_the_field(tmp_path, row, message):
+    with pytest.raises(ConfigError, match="runs\\[0\\].from") as err:
+        load_experiment(experiment(tmp_path, f"profile: smoke\nruns:\n  - {row}\n"))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_pruned_run_without_its_source_says_what_to_run(tiny_cifar, tmp_path, capsys):
+    code = main(["train", "--model", "l1_vgg16", "--data-dir", str(tiny_cifar), "--out", str(tmp_path / "run"), "--profile",
+                 "smoke", *FAST[:-3]])
+    err = capsys.readouterr().err
+    assert code == 2 and "init=pruned starts from a trained vgg16" in err and "init=scratch" in err
+
+
+def test_a_shard_skips_a_pruned_run_until_its_source_is_finished(tiny_cifar, tmp_path, capsys):
+    exp = experiment(tmp_path, "profile: smoke\nruns:\n  - {model: l1_resnet56}\n")
+    args = ["sweep", str(exp), "--data-dir", str(tiny_cifar), "--results-dir", str(tmp_path / "results"), *FAST]
+    assert main([*args, "--shard", "1/2"]) == 0  # shard 1 of 2 holds the pruned run, shard 0 its source
+    assert "1 waiting for their source run" in capsys.readouterr().out
+    assert read_records(tmp_path / "results" / "runs") == []
+    assert main([*args, "--shard", "0/2"]) == 0 and main([*args, "--shard", "1/2"]) == 0
+    records = {r["config"]["model"]: r for r in read_records(tmp_path / "results" / "runs")}
+    assert records["l1_resnet56"]["source"]["run_id"] == records["resnet56"]["run_id"]
+    assert records["l1_resnet56"]["config"]["source"] == records["resnet56"]["run_id"]
+
+
+def test_killed_half_way_through_the_fine_tune_every_run_finishes_once(tiny_cifar, tmp_path, monkeypatch):
+    from ghost_ablate import training
+    from ghost_ablate.models import pruned
+
+    pruned_from = []
+    real_prune = pruned.prune_l1
+    monkeypatch.setattr(pruned, "prune_l1", lambda trained, net: pruned_from.append(trained) or real_prune(trained, net))
+
+    class TermInFineTune(L.Callback):
+        sent = False
+
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if module.hparams.model == "l1_resnet56" and trainer.current_epoch == 1 and not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    exp = experiment(tmp_path, "profile: smoke\nruns:\n  - {model: l1_resnet56, from: resnet56}\n")
+    args = ["sweep", str(exp), "--data-dir", str(tiny_cifar), "--results-dir", str(tmp_path / "results"),
+            "--epochs", "2", *FAST]
+    real = add_trainer_callback(monkeypatch, TermInFineTune())
+    with pytest.raises(SystemExit):
+        main(args)
+    states = {r["config"]["model"]: r["status"] for r in read_records(tmp_path / "results" / "runs")}
+    assert states == {"resnet56": "finished", "l1_resnet56": "interrupted"}
+    monkeypatch.setattr(training, "make_trainer", real)
+    assert main(args) == 0
+    records = {r["config"]["model"]: r for r in read_records(tmp_path / "results" / "runs")}
+    assert records["resnet56"]["attempts"] == 1 and records["l1_resnet56"]["attempts"] == 2
+    assert all([h["epoch"] for h in r["history"]] == [0, 1] for r in records.values())  # every epoch once
+    assert len(pruned_from) == 1  # pruned once, at the start; the resume took its own checkpoint
+    assert records["l1_resnet56"]["source"]["final_test_acc"] == records["resnet56"]["final_test_acc"]
+    assert records["l1_resnet56"]["config"]["source"] == records["resnet56"]["run_id"]
+    assert main(args) == 0 and len(pruned_from) == 1  # a third sweep finds everything done
