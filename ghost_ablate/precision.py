@@ -1,8 +1,12 @@
 """Which numeric precision and memory format a run uses on this machine.
 
 A recipe asks for `auto`, `32` or `bf16`. `auto` means bf16 mixed precision on a CUDA
-device that supports it, and on a CPU only where bf16 is native (AVX512-BF16 or AMX) *and*
-measured faster. Native support alone is not enough: on a 2-core Xeon with AVX512-BF16 but
+device that supports it, and on a CPU only where bf16 is native (AVX512-BF16 or AMX), *and*
+measured faster, *and* the committed fp32-vs-bf16 table (`reports/precision.csv`, from
+`make precision-check`) shows that accuracy holds: for every model, at least
+`MIN_PAIRS` paired seeds and a 95% interval of bf16 - fp32 top-1 whose lower end is above
+-`MARGIN_PP` points. Without that evidence `auto` stays fp32 on CPUs and bf16 is opt-in
+(`--precision bf16`). Native support alone is not enough for speed either: on a 2-core Xeon with AVX512-BF16 but
 no AMX, oneDNN's bf16 convolutions ran at 0.7x the speed of fp32, while an AMD EPYC with
 the same flag ran them about 2x faster. So the first `auto` on a CPU times one small
 conv training step both ways (about a second) and caches the verdict per CPU model,
@@ -12,10 +16,12 @@ blocked kernels want it; fp32 on the CPU stays NCHW.
 """
 from __future__ import annotations
 
+import csv
 import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +30,9 @@ from .cache import JsonCache
 
 LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed"}
 MIN_SPEEDUP = 1.15  # bf16 must beat fp32 by this much on the probe for `auto` to choose it
+MIN_PAIRS = 5  # paired seeds per model the accuracy evidence needs
+MARGIN_PP = 1.0  # the most top-1 (points) bf16 may cost, at the low end of the paired 95% interval
+EVIDENCE = Path(__file__).resolve().parents[1] / "reports" / "precision.csv"
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,28 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def bf16_accuracy_holds(path: Path | None = None) -> tuple[bool, str]:
+    """Whether the fp32-vs-bf16 table at `path` (default: the committed `reports/precision.csv`)
+    shows bf16 costs at most MARGIN_PP points of top-1 for every model it holds (the lower end
+    of each paired 95% interval), over at least MIN_PAIRS seeds; and the evidence in words."""
+    path = path or EVIDENCE
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError:
+        return False, f"no fp32-vs-bf16 accuracy table at {path} (`make precision-check` writes one)"
+    try:
+        found = [(r["model"], int(r["pairs"]), float(r["diff_mean"]), float(r["diff_ci95"] or "nan")) for r in rows]
+    except (KeyError, ValueError):
+        return False, f"{path} is not a precision table (`make precision-check` writes one)"
+    if not found:
+        return False, f"{path} holds no model"
+    words = "; ".join(f"{m}: bf16 - fp32 {d:+.2f} points (95% CI {d - c:+.2f} to {d + c:+.2f}, {n} pairs)"
+                      for m, n, d, c in found)
+    holds = all(n >= MIN_PAIRS and d - c >= -MARGIN_PP for _, n, d, c in found)  # a NaN interval never holds
+    return holds, words
+
+
 def cuda_has_bf16() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
@@ -105,13 +136,15 @@ def cuda_has_bf16() -> bool:
 def resolve_precision(requested: str, device: str, *,
                       cpu_bf16: Callable[[], bool] | None = None,
                       gpu_bf16: Callable[[], bool] | None = None,
-                      cpu_speedup: Callable[[], float] | None = None) -> Precision:
-    """Resolve a recipe's precision for `device` ("cpu" or "cuda"). The detections default to
-    this module's probes, looked up at call time, and are parameters so that tests can
-    simulate any machine."""
+                      cpu_speedup: Callable[[], float] | None = None,
+                      cpu_accuracy: Callable[[], tuple[bool, str]] | None = None) -> Precision:
+    """Resolve a recipe's precision for `device` ("cpu" or "cuda"). The detections (and the
+    accuracy evidence) default to this module's probes, looked up at call time, and are
+    parameters so that tests can simulate any machine."""
     cpu_bf16 = cpu_bf16 or cpu_has_native_bf16
     gpu_bf16 = gpu_bf16 or cuda_has_bf16
     cpu_speedup = cpu_speedup or cpu_bf16_speedup
+    cpu_accuracy = cpu_accuracy or bf16_accuracy_holds
     cuda = device == "cuda"
     native = gpu_bf16() if cuda else cpu_bf16()
     where = "this GPU" if cuda else "this CPU"
@@ -125,11 +158,15 @@ def resolve_precision(requested: str, device: str, *,
         reason = f"auto: {where} has no native bf16" + ("" if cuda else " (no AVX512-BF16 or AMX)")
     elif cuda:
         resolved, reason = "bf16", "auto: this GPU has native bf16"
+    elif not (accuracy := cpu_accuracy())[0]:  # asked before the probe: it costs nothing
+        resolved = "32"
+        reason = (f"auto: this CPU has native bf16, but no table shows that bf16 keeps top-1 within {MARGIN_PP:g} "
+                  f"point of fp32 over >= {MIN_PAIRS} paired seeds ({accuracy[1]}); --precision bf16 opts in")
     else:
         speedup = cpu_speedup()
         resolved = "bf16" if speedup >= MIN_SPEEDUP else "32"
-        reason = (f"auto: this CPU has native bf16 and a conv step measured {speedup:.2f}x the speed of fp32 "
-                  f"({'>=' if resolved == 'bf16' else '<'} {MIN_SPEEDUP}x)")
+        reason = (f"auto: this CPU has native bf16, a conv step measured {speedup:.2f}x the speed of fp32 "
+                  f"({'>=' if resolved == 'bf16' else '<'} {MIN_SPEEDUP}x), and bf16 kept top-1 ({accuracy[1]})")
     return precision_on(device, requested, resolved, reason)
 
 

@@ -163,7 +163,7 @@ def test_run_ids_of_earlier_versions_are_unchanged():
 
 def test_a_record_of_the_earlier_version_is_found_skipped_and_reported(tmp_path):
     old = "ghost_vgg16-s2-d3-subset-seed0-2231259e39"  # the committed demo record (its data migrated)
-    source = REPO / "results" / "runs" / old / "result.json"
+    source = REPO / "results" / "demo" / "runs" / old / "result.json"
     assert "knobs" not in json.loads(source.read_text())["config"]
     (tmp_path / "runs" / old).mkdir(parents=True)
     shutil.copy(source, tmp_path / "runs" / old / "result.json")

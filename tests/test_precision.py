@@ -13,9 +13,9 @@ from ghost_ablate.training import train_run
 FAST = dict(batch_size=16, eval_batch_size=16, limit_train_batches=2, limit_test_batches=1)
 
 
-def resolve(requested, device="cpu", native=True, speedup=2.0):
+def resolve(requested, device="cpu", native=True, speedup=2.0, holds=True):
     return resolve_precision(requested, device, cpu_bf16=lambda: native, gpu_bf16=lambda: native,
-                             cpu_speedup=lambda: speedup)
+                             cpu_speedup=lambda: speedup, cpu_accuracy=lambda: (holds, "evidence (mocked)"))
 
 
 def test_auto_on_a_cpu_without_bf16_falls_back_to_32_with_a_reason():
@@ -36,6 +36,38 @@ def test_auto_uses_bf16_and_channels_last_where_native_and_fast():
                              "memory_format": "channels_last"}
     gpu = resolve("auto", device="cuda", native=True, speedup=0.1)  # the CPU probe is not asked on a GPU
     assert gpu.resolved == "bf16" and gpu.channels_last
+
+
+def test_auto_on_a_fast_bf16_cpu_stays_32_unless_accuracy_evidence_holds():
+    probed = []
+    p = resolve_precision("auto", "cpu", cpu_bf16=lambda: True, cpu_speedup=lambda: probed.append(1) or 2.0,
+                          cpu_accuracy=lambda: (False, "ResNet-56: bf16 - fp32 -2.30 points"))
+    assert p.resolved == "32" and "-2.30 points" in p.reason and "--precision bf16" in p.reason
+    assert probed == []  # no evidence: the speed probe is not even run
+    assert resolve("auto", native=True, speedup=2.0, holds=True).resolved == "bf16"
+    assert resolve("bf16", native=True, holds=False).resolved == "bf16"  # an explicit request is obeyed
+
+
+def _table(tmp_path, rows):
+    import pandas as pd
+
+    path = tmp_path / "precision.csv"
+    pd.DataFrame(rows, columns=["model", "pairs", "diff_mean", "diff_ci95"]).to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("rows, holds", [
+    ([("ResNet-56", 5, -0.2, 0.6), ("Ghost-VGG-16", 5, 0.5, 1.2)], True),  # lowest end -0.8 > -1
+    ([("ResNet-56", 5, -0.2, 0.6), ("Ghost-VGG-16", 5, 0.5, 1.6)], False),  # -1.1: could cost > 1 point
+    ([("ResNet-56", 4, 0.0, 0.1)], False),  # too few pairs
+    ([("ResNet-56", 1, 0.0, None)], False),  # no interval at all
+])
+def test_accuracy_evidence_needs_pairs_and_a_tight_lower_bound(tmp_path, rows, holds):
+    from ghost_ablate.precision import bf16_accuracy_holds
+
+    got, words = bf16_accuracy_holds(_table(tmp_path, rows))
+    assert got is holds and rows[0][0] in words
+    assert bf16_accuracy_holds(tmp_path / "missing.csv")[0] is False
 
 
 def test_explicit_requests_are_obeyed():
@@ -93,3 +125,17 @@ def test_both_precisions_write_complete_records_and_resume(tiny_cifar, tmp_path,
     confusion = torch.tensor(rec["test_confusion"])
     assert confusion.shape == (10, 10) and confusion.sum() == 10  # the tiny test set, counted once
     assert 0 <= rec["final_test_acc"] <= 1 and len(rec["history"]) == 2
+
+
+def test_auto_on_a_cpu_follows_the_committed_precision_table():
+    """The committed fp32-vs-bf16 table is the evidence `auto` reads; with the probe mocked as a
+    fast bf16 CPU, what `auto` picks is what the table allows, and the table has >= 5 pairs."""
+    import pandas as pd
+
+    from ghost_ablate.precision import EVIDENCE, MIN_PAIRS, bf16_accuracy_holds
+
+    table = pd.read_csv(EVIDENCE)
+    assert set(table["model"]) == {"ResNet-56", "Ghost-VGG-16 s=2 d=3"} and (table["pairs"] >= MIN_PAIRS).all()
+    holds, words = bf16_accuracy_holds()
+    p = resolve_precision("auto", "cpu", cpu_bf16=lambda: True, cpu_speedup=lambda: 2.0)
+    assert p.resolved == ("bf16" if holds else "32") and words in p.reason

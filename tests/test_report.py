@@ -74,7 +74,9 @@ def test_exact_table_values(built):
     assert list(t1["status"]) == ["not run", "run", "not run", "not run"]
     imagenet = pd.read_csv(out / "imagenet_costs.csv").set_index("label")
     assert imagenet.loc["GhostNet 1.0x", "params_m"] == 5.183 and imagenet.loc["GhostNet 1.0x", "paper_flops_m"] == 141
-    assert len(imagenet) == 9
+    assert len(imagenet) == 33 and imagenet.loc["MobileNetV2 0.35x", "params_m"] == 1.677
+    assert imagenet.loc["ProxylessNAS", "note"].startswith("published only: ")
+    assert "classifier is not a conv" in imagenet.loc["Ghost-ResNet-50 (s=2)", "note"]
 
 
 def md_rows(md: str) -> dict[str, list[str]]:
@@ -98,7 +100,7 @@ def test_markdown_rows_and_header(built):
     assert rows["VGG-16"][4] == "93.50 (n=1)" and rows["VGG-16"][5] == ""
     assert rows["l1-VGG-16"] == ["", "", "5.397", "206.3", "not run", "", "", "VGG-16", "", "", "", "", "5.40", "206",
                                  "93.4", ""]
-    assert rows["SBP-VGG-16"][4] == "(not built)"
+    assert rows["SBP-VGG-16"][4] == "published only" and "SBP-VGG-16 (a pruning method" in md
     assert "## How many seeds?" in md and "pooled over 1 rows" in md
     assert "Needs finished runs of VGG-16 and Ghost-VGG-16" in md  # no checkpoints: says what to run
     assert "| profile | quick |" in md and "50,000 training / 10,000 test" in md and "| seeds | 0, 1, 2 |" in md
@@ -154,8 +156,9 @@ def test_report_includes_feature_map_evidence_from_checkpoints(tiny_cifar, tmp_p
 
     results = tmp_path / "results"
     for model, knobs in (("vgg16", {}), ("ghost_vgg16", {"ratio": 2, "dw_size": 3})):
-        rc = RunConfig.create(model, profile="smoke", batch_size=8, eval_batch_size=16,
-                              data=fingerprint(tiny_cifar), **knobs)
+        # whole epochs of the tiny data: the report computes no evidence for smoke runs' few batches
+        rc = RunConfig.create(model, profile="smoke", batch_size=8, eval_batch_size=16, limit_train_batches=None,
+                              limit_test_batches=None, data=fingerprint(tiny_cifar), **knobs)
         train_run(rc, tiny_cifar, results / "runs" / rc.run_id, progress=False)
     out = tmp_path / "reports"
     # test images only from a folder that holds the runs' data: never from the path a record names
@@ -180,3 +183,22 @@ def test_report_includes_feature_map_evidence_from_checkpoints(tiny_cifar, tmp_p
     build_report(results, out, data_dir=tiny_cifar)
     again = (out / "README.md").read_text()
     assert again.split("\n", 3)[3] == md.split("\n", 3)[3]  # all but the timestamp line
+
+
+def test_smoke_runs_get_no_evidence_section_and_each_section_reports_progress(tmp_path, monkeypatch, capsys):
+    from ghost_ablate import features
+    import json
+
+    results = tmp_path / "results"
+    for model, s, d in (("vgg16", None, None), ("ghost_vgg16", 2, 3)):
+        record(results, model, s, d, 0, 0.2, 0.2, profile="smoke")
+        path = next((results / "runs").glob(f"{model}-s{s}-*/result.json"))
+        rec = json.loads(path.read_text())
+        rec["config"]["recipe"] = {"epochs": 1, "limit_train_batches": 3}
+        write_json_atomic(path, rec)
+        (path.parent / "last.ckpt").write_bytes(b"not read")  # a checkpoint is there, and still not loaded
+    monkeypatch.setattr(features, "load_trained", lambda *a, **k: pytest.fail("evidence computed for smoke runs"))
+    build_report(results, tmp_path / "out", data_dir=tmp_path)
+    assert "these are smoke runs" in (tmp_path / "out" / "README.md").read_text()
+    err = capsys.readouterr().err
+    assert "report: 1/7 accuracy-vs-cost plots" in err and "report: 7/7 ImageNet costs" in err

@@ -185,3 +185,19 @@ def test_failed_run_is_recorded_and_sweep_goes_on(tiny_cifar, tmp_path, monkeypa
     assert sum(r["status"] == "finished" for r in records) == 4
     summary = pd.read_csv(results / "summary.csv")
     assert summary.set_index("run_id").loc[failed["run_id"], "status"] == "failed"
+
+
+def test_the_readme_experiment_example_parses_and_plans(tmp_path):
+    """The README's inline experiment file is a working one: Table 2 plus two extra rows."""
+    import re
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"```yaml\n# my_table2.yaml\n(.*?)```", readme, re.S).group(1)
+    path = tmp_path / "my_table2.yaml"
+    path.write_text(block)
+    exp = load_experiment(path)
+    assert exp.tables == ("table2_ratio",) and exp.profile == "paper"
+    keys = {(c["model"], c["ratio"], c["dw_size"]) for c in exp.configs}
+    assert keys == {("vgg16", None, None), *(("ghost_vgg16", s, 3) for s in (2, 3, 4, 5)),
+                    ("ghost_vgg16", 2, 5), ("ghost_vgg16", 3, 5)}
+    assert len(plan_runs(exp, [0, 1, 2])) == 21

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import paper
+from ..progress import track
 from ..records import write_atomic
 from .evidence import evidence_section
 from .experiments import experiment_sections
@@ -26,6 +27,9 @@ from .tables import (CSV_NAMES, ReportError, aggregate, best_runs_by_family, ima
                      per_class_accuracy, speedup_table)
 
 __all__ = ["ReportError", "build_report", "load_runs"]
+REPORT_STEPS = ("accuracy-vs-cost plots", *(f"{t} table and plot" for t in CSV_NAMES),
+                "experiment tables and per-class accuracy", "evidence (feature maps, redundancy)",
+                "ImageNet costs, speed-ups and README.md")
 
 
 def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | None = None,
@@ -66,11 +70,14 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
     read for the evidence section an earlier report computed."""
     agg = aggregate(runs)
     written: list[Path] = []
+    steps = track(REPORT_STEPS, "report", "section", label=str)  # one line per finished section off a terminal
+    next(steps)
     sections = [header_markdown(provenance(runs))]
     plots = [("Accuracy vs FLOPs", plot_accuracy_vs_cost(agg, out, "flops")),
              ("Accuracy vs parameters", plot_accuracy_vs_cost(agg, out, "params")),
              ("Test accuracy and training loss per epoch", plot_curves(agg, out))]
     for table, filename in CSV_NAMES.items():
+        next(steps)
         frame = paper_table(table, agg)
         write_atomic(out / filename, frame.to_csv(index=False))
         written.append(out / filename)
@@ -88,6 +95,7 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
                              agg[k]["mixed"])}
                 for k in extra]
         sections += ["## Runs outside the paper's tables", "", _md(pd.DataFrame(rows)), ""]
+    next(steps)
     files, more = experiment_sections(agg, out, experiments)
     written += files
     sections += more
@@ -100,9 +108,11 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
                      "\nCSV: [per_class_accuracy.csv](per_class_accuracy.csv)", ""]
         plots += [(f"Confusion matrix: best {family} run", plot_confusion(r, family, out))
                   for family, r in best.items()]
+    next(steps)
     evidence_files, evidence_md = evidence_section(runs, results_dir, out, previous, data_dir, compute=evidence)
     written += evidence_files
     sections += [evidence_md]
+    next(steps)
     costs = imagenet_costs()
     write_atomic(out / "imagenet_costs.csv", costs.to_csv(index=False))
     written.append(out / "imagenet_costs.csv")
@@ -125,4 +135,6 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
         written += paths
     write_atomic(out / "README.md", "\n".join(sections))
     written.append(out / "README.md")
+    for _ in steps:  # the last step's line
+        pass
     return written

@@ -134,7 +134,7 @@ def evidence_section(runs: pd.DataFrame, results_dir: Path, out: Path, previous:
     (checkpoints are never committed); else what to run. Files go into `out`."""
     from ..data import DataError, fingerprint
     from ..features import FeatureError, load_trained, test_images
-    from ..records import row_key
+    from ..records import missing, row_key
 
     previous = previous or out
     title = "## The paper's evidence: ghost feature maps and their redundancy"
@@ -147,6 +147,8 @@ def evidence_section(runs: pd.DataFrame, results_dir: Path, out: Path, previous:
     reason = None
     if not compute:
         reason = "skipped (--no-evidence)"
+    elif any(r is not None and not missing(r.get("limit_train_batches")) for r in chosen):
+        reason = "skipped: these are smoke runs (a few batches per epoch), whose feature maps show nothing"
     elif any(r is None for r in chosen):
         reason = "no checkpoints of finished VGG-16 and Ghost-VGG-16 (s=2, d=3) runs here"
     elif data_dir is None:
