@@ -295,6 +295,8 @@ def dry_run_table(runs: list[RunConfig], runs_dir: Path, estimates: list[RunEsti
                      **{k: values[i][k] for k in shown}, "seed": rc.seed, "epochs": rc.recipe.epochs,
                      "params (M)": cost.params / 1e6, "FLOPs (M)": cost.flops / 1e6,
                      "status": run_state(runs_dir / rc.run_id)})
+        if any(r.source for r in runs):  # pruned runs: which run they start from
+            rows[-1]["from"] = rc.source or ""
         if estimates is not None:
             rows[-1].update({"epoch (s)": estimates[i].epoch_s, "hours left": estimates[i].hours_left})
     table = pd.DataFrame(rows)

@@ -72,15 +72,17 @@ def test_the_same_profile_on_other_data_is_a_new_run(tmp_path, capsys):
 
 
 def test_committed_demo_ids_name_the_subset_and_are_all_done():
+    demo = REPO / "results" / "demo" / "runs"
     runs = plan_runs(load_experiment(REPO / "experiments" / "cifar10_ablation.yaml"), [0, 1], "subset",
                      data=SUBSET_DATA)
-    states = {rc.run_id: run_state(REPO / "results" / "runs" / rc.run_id) for rc in runs}
-    committed = {p.name for p in (REPO / "results" / "runs").iterdir()}
-    assert len(committed) >= 22 and committed <= set(states)  # every committed run is one the plan names
+    more = plan_runs(load_experiment(REPO / "experiments" / "cifar10_more_seeds.yaml"), [2, 3], data=SUBSET_DATA)
+    states = {rc.run_id: run_state(demo / rc.run_id) for rc in runs + more}
+    committed = {r["run_id"] for r in read_records(demo) if r["status"] == "finished"}
+    assert len(committed) >= 22 and committed <= set(states)  # every committed run is one the demo plans
     assert {states[run_id] for run_id in committed} == {"done"}
     # the rows added since the demo ran (Li et al.'s pruned networks) are new, not taken for done
     assert {rc.model for rc in runs if rc.run_id not in committed} <= {"l1_vgg16", "l1_resnet56"}
-    for record in read_records(REPO / "results" / "runs"):
+    for record in read_records(demo):
         assert record["config"]["data"] == record["data"]["fingerprint"] == SUBSET_DATA
         assert RunConfig.from_dict(record["config"]).run_id == record["run_id"]  # ids follow from their configs
 
@@ -91,7 +93,7 @@ def test_the_shared_subset_has_the_fingerprint_the_demo_records_name(real_subset
 
 def test_records_from_before_data_identity_migrate_once(tmp_path, capsys):
     data = make_cifar_folder(tmp_path / "data").parent
-    committed = REPO / "results" / "runs" / "resnet56-subset-seed0-4d11d83880" / "result.json"
+    committed = REPO / "results" / "demo" / "runs" / "resnet56-subset-seed0-4d11d83880" / "result.json"
     legacy = json.loads(committed.read_text())
     del legacy["config"]["data"], legacy["data"]["fingerprint"]
     legacy["run_id"] = RunConfig.from_dict(legacy["config"]).run_id  # the id it had before
@@ -353,8 +355,8 @@ def test_a_report_row_whose_seeds_mix_precisions_says_so(tmp_path):
     from ghost_ablate.report import build_report
 
     for seed, resolved in ((0, "32"), (1, "bf16")):
-        run_id = [p.name for p in (REPO / "results" / "runs").iterdir() if p.name.startswith(f"vgg16-subset-seed{seed}")][0]
-        rec = json.loads((REPO / "results" / "runs" / run_id / "result.json").read_text())
+        run_id = [p.name for p in (REPO / "results" / "demo" / "runs").iterdir() if p.name.startswith(f"vgg16-subset-seed{seed}")][0]
+        rec = json.loads((REPO / "results" / "demo" / "runs" / run_id / "result.json").read_text())
         rec["precision"]["resolved"] = resolved
         (tmp_path / "runs" / run_id).mkdir(parents=True)
         (tmp_path / "runs" / run_id / "result.json").write_text(json.dumps(rec))
@@ -363,3 +365,18 @@ def test_a_report_row_whose_seeds_mix_precisions_says_so(tmp_path):
     assert "(n=2; seeds mix precisions (32, bf16))" in md
     table3 = (tmp_path / "out" / "table3_cifar10.csv").read_text()
     assert "seeds mix precisions (32, bf16)" in table3
+
+
+def test_your_runs_are_ignored_and_the_demo_records_are_not():
+    """What `git status` shows after the README's quick start: nothing under results/ but the
+    committed demo's and precision check's records and summaries (checkpoints never)."""
+    import subprocess
+
+    paths = {"results/runs/x-quick-seed0-abc/result.json": True, "results/runs/x/last.ckpt": True,
+             "results/summary.csv": True, "data/cifar10/cifar-10-batches-py/data_batch_1": True,
+             "results/demo/runs/x-subset-seed0-abc/result.json": False, "results/demo/summary.csv": False,
+             "results/demo/runs/x-subset-seed0-abc/last.ckpt": True, "results/demo/runs/x/logs/metrics.csv": True,
+             "results/precision/runs/y/result.json": False, "results/precision/runs/y/last.ckpt": True}
+    out = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], input="\n".join(paths), cwd=REPO,
+                         capture_output=True, text=True).stdout.split()
+    assert {p: p in out for p in paths} == paths
