@@ -136,8 +136,8 @@ KNOWN_GAPS: dict[str, str] = {
     "Ghost-ResNet-50 (s=2)": "params +7%: the 2.05M-parameter classifier is not a conv, and no Ghost module "
                              "replaces it; FLOPs match",
     "Ghost-ResNet-50 (s=4)": "params +25%: as for s=2; FLOPs match",
-    "MobileNetV2 0.6x": "151M MACs against 141M: torchvision's builder (channels rounded to multiples of 8) and "
-                        "every other rounding tried give about 151M; params match",
+    "MobileNetV2 0.6x": "151M MACs against 141M with torchvision's channels rounded to multiples of 8; rounding "
+                        "to 1, 2, 4 or 16 gives 121, 123, 132 or 182M, so no rounding gives 141M; params match",
     "MobileNetV3 Small 0.75x": "2.04M params against 2.4M, the figure of an early version of the MobileNetV3 "
                                "paper's table; FLOPs match (43M against 44M)",
 }
