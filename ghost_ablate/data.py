@@ -1,4 +1,5 @@
-"""CIFAR-10 from the official python pickles, as uint8 tensors with batch-wise augmentation.
+"""Data sets, declared once (`DATASETS`), and CIFAR-10 from the official python pickles, as
+uint8 tensors with batch-wise augmentation.
 
 The whole training set is one uint8 tensor (150 MB at full size), kept on the GPU when
 training there. Each batch is gathered by index and augmented in one vectorised step
@@ -12,6 +13,7 @@ import hashlib
 import pickle
 import socket
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -303,3 +305,35 @@ class CIFAR10DataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):  # noqa: ANN001 - Lightning hook
         images, labels = batch
         return normalize(images), labels
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """What training, costs, estimates and reports need to know of a data set; a run config's
+    `dataset` names one of `DATASETS`."""
+    name: str
+    title: str  # as tables and report headers name it
+    classes: tuple[str, ...]
+    input_size: int  # square side of its images as the models see them
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train_size: int  # images of the full splits (a subset folder may hold fewer)
+    test_size: int
+    module: Callable[..., L.LightningDataModule]  # (data_dir, batch_size, eval_batch_size, seed, download)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+DATASETS: dict[str, DataSet] = {
+    "cifar10": DataSet("cifar10", "CIFAR-10", CLASSES, 32, MEAN, STD, 50_000, 10_000, CIFAR10DataModule),
+}
+
+
+def get_dataset(name: str | None) -> DataSet:
+    """The declared data set `name` (records from before the field default to CIFAR-10)."""
+    name = name or "cifar10"
+    if name not in DATASETS:
+        raise DataError(f"unknown data set {name!r}; valid: {', '.join(DATASETS)}")
+    return DATASETS[name]

@@ -25,10 +25,11 @@ import torch.nn.functional as F
 
 from .cache import JsonCache
 from .config import RunConfig
+from .data import DATASETS
 from .models import MODELS, build_model
 from .precision import resolve_precision
 
-FULL_CIFAR = (50_000, 10_000)  # train, test images when the data folder is not at hand
+FULL_CIFAR = (DATASETS["cifar10"].train_size, DATASETS["cifar10"].test_size)  # when the data folder is not at hand
 TRAIN_STEPS = 4  # timed steps after one warm-up step
 EVAL_BATCHES = 2
 NOISY = 1.5  # a round whose slowest step exceeds its median step by this factor is measured again

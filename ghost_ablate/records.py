@@ -167,6 +167,7 @@ def flatten_record(rec: dict[str, Any]) -> dict[str, Any]:
             "model": cfg.get("model"), **{k: cfg.get(k) for k in LEGACY},
             **{k: v for k, v in knobs.items() if k not in LEGACY},
             "knobs": cfg.get("knobs") or {}, **{k: cfg.get(k) for k in ("profile", "seed")},
+            "dataset": cfg.get("dataset", "cifar10"),
             "epochs": cfg.get("recipe", {}).get("epochs"),
             "limit_train_batches": cfg.get("recipe", {}).get("limit_train_batches"), "train_size": data.get("train_size"),
             "test_size": data.get("test_size"), "data_dir": data.get("dir"), "data_fingerprint": cfg.get("data"),

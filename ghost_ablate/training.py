@@ -26,7 +26,7 @@ from . import __version__
 from .config import ConfigError, Recipe, RunConfig, make_recipe
 from .checkpoints import DamagedCheckpoint, safe_load
 from .costs import measure
-from .data import NUM_CLASSES, CIFAR10DataModule, fingerprint
+from .data import NUM_CLASSES, fingerprint, get_dataset
 from .models import build_model, get_spec
 from .precision import Precision, cpu_model, precision_on, resolve_precision
 from .records import DamagedRecord, read_record, set_aside, storage_guard, write_record
@@ -382,7 +382,8 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     out = Path(out_dir)
     recipe = config.recipe
     per_device = max(recipe.batch_size // devices, 1)
-    data = CIFAR10DataModule(data_dir, per_device, recipe.eval_batch_size, config.seed, download).load()
+    dataset = get_dataset(config.dataset)
+    data = dataset.module(data_dir, per_device, recipe.eval_batch_size, config.seed, download).load()
     seen = fingerprint(data_dir)
     if config.data is None:
         config = config.with_data(seen)
@@ -405,7 +406,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
             return record
 
     L.seed_everything(config.seed, workers=True, verbose=False)
-    module = ImageClassifier(config.model, config.ratio, config.dw_size, config.width, NUM_CLASSES,
+    module = ImageClassifier(config.model, config.ratio, config.dw_size, config.width, dataset.num_classes,
                              config.to_dict()["recipe"], dict(config.knobs) or None)
     cost = measure(module.model, get_spec(config.model).input_size)  # before any compile
     device = resolve_device(accelerator)

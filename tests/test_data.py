@@ -141,3 +141,25 @@ def test_real_subset_channel_order_and_layout(real_subset):
     neighbours = torch.corrcoef(torch.stack([f[..., :-1].flatten(), f[..., 1:].flatten()]))[0, 1]
     assert neighbours > 0.85  # a wrong reshape (HWC read as CHW) destroys this
     assert torch.bincount(y, minlength=10).min() > 400
+
+
+def test_data_sets_are_declared_once_and_read_from_there(monkeypatch, tmp_path):
+    """Training, estimates and reports take classes, sizes and names from `data.DATASETS`."""
+    import dataclasses
+
+    from ghost_ablate import data
+    from ghost_ablate.estimate import FULL_CIFAR
+    from ghost_ablate.report.markdown import header_markdown
+
+    cifar = data.get_dataset("cifar10")
+    assert (cifar.num_classes, cifar.input_size, FULL_CIFAR) == (10, 32, (50_000, 10_000))
+    assert data.get_dataset(None) is cifar  # records from before the field
+    with pytest.raises(data.DataError, match="unknown data set 'imagenet'; valid: cifar10"):
+        data.get_dataset("imagenet")
+    renamed = dataclasses.replace(cifar, title="CIFAR-10 (renamed)", train_size=5_085)
+    monkeypatch.setitem(data.DATASETS, "cifar10", renamed)
+    header = header_markdown({"profiles": ["subset"], "epochs": [12], "train_sizes": [5_085], "test_sizes": [1_017],
+                              "data_names": ["x"], "seeds": [0], "devices": ["cpu"], "precisions": ["32"],
+                              "runs": 1, "finished": 1, "dataset": data.get_dataset("cifar10")})
+    assert "CIFAR-10 (renamed), 5,085 training" in header and "full: 5,085 / 10,000" in header
+    assert "a subset of the data" not in header  # the full split, by the declared size

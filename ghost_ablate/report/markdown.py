@@ -10,7 +10,8 @@ import pandas as pd
 from .. import paper
 from ..config import load_profile
 from .stats import ALPHA, POWER, pooled_std, seeds_needed, seeds_needed_paired
-from .tables import BASELINES, FULL_TRAIN_SIZE, _none
+from ..data import get_dataset
+from .tables import BASELINES, _none
 
 
 def _md(frame: pd.DataFrame) -> str:
@@ -71,6 +72,7 @@ def provenance(runs: pd.DataFrame) -> dict[str, Any]:
         # the folder's name only: a report names no absolute path of the machine that made it
         "data_names": sorted({PurePath(d).name for d in source["data_dir"].dropna().unique()}),
         "data_fingerprints": sorted(source["data_fingerprint"].dropna().unique()),
+        "dataset": get_dataset(source["dataset"].dropna().iloc[0] if source["dataset"].notna().any() else None),
         "precisions": sorted(source["precision"].dropna().unique()),
         "seeds": sorted(int(s) for s in source["seed"].dropna().unique()),
         "devices": sorted(source["device"].dropna().unique()),
@@ -80,21 +82,23 @@ def provenance(runs: pd.DataFrame) -> dict[str, Any]:
 
 def header_markdown(p: dict[str, Any]) -> str:
     paper_epochs = load_profile("paper").epochs
+    dataset = p.get("dataset") or get_dataset(None)
     lines = ["# ghost-ablate report", "",
              f"Generated {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC from {p['finished']} finished of "
              f"{p['runs']} recorded runs.", "",
              "| how the numbers were made | |", "|---|---|",
              f"| profile | {', '.join(p['profiles'])} |",
              f"| epochs | {', '.join(map(str, p['epochs']))} (paper: {paper_epochs}) |",
-             f"| data set | CIFAR-10, {', '.join(f'{n:,}' for n in p['train_sizes'])} training / "
-             f"{', '.join(f'{n:,}' for n in p['test_sizes'])} test images (full: 50,000 / 10,000) |",
+             f"| data set | {dataset.title}, {', '.join(f'{n:,}' for n in p['train_sizes'])} training / "
+             f"{', '.join(f'{n:,}' for n in p['test_sizes'])} test images (full: {dataset.train_size:,} / "
+             f"{dataset.test_size:,}) |",
              f"| data folder | {', '.join(f'`{d}`' for d in p['data_names'])} "
              f"(fingerprint {', '.join(f'`{d}`' for d in p.get('data_fingerprints', [])) or 'not recorded'}) |",
              f"| seeds | {', '.join(map(str, p['seeds']))} |",
              f"| device | {'; '.join(p['devices'])} |",
              f"| precision | {', '.join(p['precisions']) or 'not recorded (before precision was a recipe field)'} |",
              ""]
-    short = [why for ok, why in ((all(n >= FULL_TRAIN_SIZE for n in p["train_sizes"]), "a subset of the data"),
+    short = [why for ok, why in ((all(n >= dataset.train_size for n in p["train_sizes"]), "a subset of the data"),
                                  (all(e >= paper_epochs for e in p["epochs"]), "fewer epochs than the paper"))
              if not ok]
     if p.get("damaged"):

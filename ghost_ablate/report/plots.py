@@ -202,8 +202,9 @@ def plot_confusion(run: pd.Series, family: str, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from ..data import CLASSES
+    from ..data import get_dataset
 
+    classes = get_dataset(run.get("dataset")).classes
     matrix = np.array(run["test_confusion"], dtype=float)
     share = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(7, 6))
@@ -211,8 +212,8 @@ def plot_confusion(run: pd.Series, family: str, out: Path) -> list[Path]:
     for i, j in np.ndindex(matrix.shape):
         ax.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", fontsize=7,
                 color="white" if share[i, j] > 0.5 else "black")
-    ax.set_xticks(range(len(CLASSES)), CLASSES, rotation=45, ha="right")
-    ax.set_yticks(range(len(CLASSES)), CLASSES)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     acc = 100 * run["final_test_acc"]

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .. import paper
 from ..costs import cost_record
-from ..data import CLASSES
+from ..data import get_dataset
 from ..errors import UserError
 from ..models import MODELS
 from ..records import DamagedRecord, flatten_record, missing, read_records, row_key
@@ -24,7 +24,6 @@ TABLE_COLUMNS = ["table", "label", "model", "s", "d", "width", "params_m", "flop
                  "params_diff_pct", "flops_diff_pct", "top1_diff", "status",
                  "top1_ci95", "reference", "test", "p_vs_reference", "p_holm", "vs_reference", "mixed"]
 PLOT_FORMATS = ("png", "svg")
-FULL_TRAIN_SIZE = 50_000
 
 
 class ReportError(UserError):
@@ -47,7 +46,7 @@ def load_runs(results_dir: str | Path, profile: str | None = None, data: str | N
     if not records:
         raise ReportError(f"no run records under {runs_dir}; run `make sweep-cifar` first")
     runs = pd.DataFrame([flatten_record(r) for r in records])
-    for col in ("params", "flops", "final_test_acc", "best_test_acc", "device", "train_size", "test_size",
+    for col in ("params", "flops", "final_test_acc", "best_test_acc", "device", "train_size", "test_size", "dataset",
                 "data_dir", "data_fingerprint", "precision", "history",
                 "test_confusion"):  # older or partial records lack some
         if col not in runs:
@@ -250,7 +249,8 @@ def best_runs_by_family(runs: pd.DataFrame) -> dict[str, pd.Series]:
 
 def per_class_accuracy(best: dict[str, pd.Series]) -> pd.DataFrame:
     """Per CIFAR-10 class, the accuracy (%) of each family's best run: confusion diagonal / row sum."""
-    table = pd.DataFrame({"class": list(CLASSES)})
+    first = next(iter(best.values()))
+    table = pd.DataFrame({"class": list(get_dataset(first.get("dataset")).classes)})
     for family, r in best.items():
         matrix = r["test_confusion"]
         label = f"{full_label(*row_key(r))} (seed {int(r['seed'])})"
