@@ -16,8 +16,8 @@ def fold_bn(model: nn.Module) -> nn.Module:
     """A copy of `model` in eval mode with every BatchNorm that directly follows a conv or
     linear layer (registered right after it) folded into that layer's weights.
 
-    Works inside Ghost modules (both branches), Ghost bottlenecks, DFC attention and
-    torchvision ResNets; outputs match the original to float tolerance.
+    Works inside Ghost modules (both branches), Ghost bottlenecks, DFC attention, torchvision
+    ResNets and timm's BN-with-activation layers; outputs match the original to float tolerance.
     """
     folded = copy.deepcopy(model).eval()
     for parent, _, name, siblings in conv_siblings(folded):
@@ -32,8 +32,10 @@ def fold_bn(model: nn.Module) -> nn.Module:
             continue
         if bn_name is None or not isinstance(getattr(parent, bn_name), nn.modules.batchnorm._BatchNorm):
             continue
-        setattr(parent, name, fuse(layer, getattr(parent, bn_name)))
-        setattr(parent, bn_name, nn.Identity())
+        bn = getattr(parent, bn_name)
+        setattr(parent, name, fuse(layer, bn))
+        # a BN with its activation inside (timm's BatchNormAct2d: drop, then act) keeps them
+        setattr(parent, bn_name, nn.Sequential(*bn.children()) if any(True for _ in bn.children()) else nn.Identity())
     return folded
 
 

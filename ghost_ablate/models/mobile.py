@@ -76,8 +76,8 @@ def _timm(variant: str, num_classes: int) -> nn.Module:
 
 
 def mobilenet_v3_small(num_classes: int = 1000, width: float = 0.75) -> nn.Module:
-    _by_width("mobilenetv3_small", {0.75: None}, width)
-    return _timm("mobilenetv3_small_075", num_classes)
+    _by_width("mobilenetv3_small", {0.75: None, 1.0: None}, width)
+    return _timm(f"mobilenetv3_small_{round(width * 100):03d}", num_classes)
 
 
 def mobilenet_v3_large(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
