@@ -54,8 +54,8 @@ report:
 	  $(if $(wildcard $(DATA_DIR)),--data-dir $(DATA_DIR)) $(if $(DATA),--data $(DATA))
 
 # The paper grid on the real 5,085-image CIFAR-10 subset, 2 seeds, then seeds 2 and 3 of
-# Table 2's rows and Table 3's ResNet rows (experiments/cifar10_more_seeds.yaml), then the
-# report: 6-7 hours on a 2-core CPU. Seed 0 of every row first, so an interrupted demo still
+# Table 2's rows, Table 3's ResNet rows and the pruned rows (experiments/cifar10_more_seeds.yaml),
+# then the report: 8-9 hours on a 2-core CPU. Seed 0 of every row first, so an interrupted demo still
 # fills every table; run it again to resume. Needs ../shared/data/cifar10-subset (or DEMO_DATA=...).
 DEMO_DATA  ?= ../shared/data/cifar10-subset
 DEMO_SEEDS ?= 0 0,1

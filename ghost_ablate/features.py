@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UserError
-from .models import LEGACY, build_model, extras
+from .models import LEGACY, MODELS, build_model, extras
+from .models.budget import rebuild_like
 from .models.ghost import GhostModule, following_bn, is_plain_conv
 
 KERNELS = (1, 3, 5, 7)
@@ -95,7 +96,10 @@ def load_trained(source: str | Path | None = None, weights: str | Path | None = 
         values = {"ratio": ratio, "dw_size": dw_size, "width": width, **(knobs or {})}
         net = build_model(model, **values)
         state = _torch_load(path)
-        _load_state(net, state.get("state_dict", state) if isinstance(state, dict) else state, str(path))
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        if MODELS[model].shaped_by_source and isinstance(state, dict):
+            net = rebuild_like(net, _strip_prefix(state))  # widths pruned from its source
+        _load_state(net, state, str(path))
         return Trained(net.eval(), model, values, full_label(model, ratio, dw_size, width, extras(values)), str(path))
     if source is None:
         raise FeatureError("name a run folder or a checkpoint, or give --weights FILE --model NAME")
@@ -115,6 +119,8 @@ def load_trained(source: str | Path | None = None, weights: str | Path | None = 
                            f"state_dict use --weights FILE --model NAME")
     values = {**{k: hp.get(k) for k in LEGACY}, **(hp.get("knobs") or {})}
     net = build_model(hp["model"], **values, num_classes=hp.get("num_classes"))
+    if MODELS[hp["model"]].shaped_by_source and isinstance(ckpt.get("state_dict"), dict):
+        net = rebuild_like(net, _strip_prefix(ckpt["state_dict"]))  # widths pruned from its source
     _load_state(net, ckpt.get("state_dict"), str(path))
     label = full_label(hp["model"], values["ratio"], values["dw_size"], values["width"], extras(values))
     return Trained(net.eval(), hp["model"], values, label, str(path))

@@ -12,7 +12,8 @@ report 93.06%.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class PaperRow:
     flops_m: float | None = None
     top1: float | None = None
     top5: float | None = None
+    knobs: tuple[tuple[str, Any], ...] = ()  # other knobs set away from their defaults (our tables only)
 
     @property
     def key(self) -> tuple[str | None, int | None, int | None, float | None]:
@@ -35,8 +37,8 @@ class PaperRow:
 
     @property
     def run_key(self) -> tuple:
-        """The identity a run is matched on (`RunConfig.key`): the paper's rows set no other knob."""
-        return (*self.key, ())
+        """The identity a run is matched on (`RunConfig.key`)."""
+        return (*self.key, self.knobs)
 
 
 TABLES: dict[str, str] = {
@@ -46,12 +48,14 @@ TABLES: dict[str, str] = {
     "resnet50_imagenet": "Table 4: ResNet-50 and pruning methods on ImageNet",
     "ghostnet_imagenet": "Table 7: GhostNet widths on ImageNet",
     "ghostnetv2_imagenet": "GhostNetV2 paper, Table 2: GhostNetV2 widths on ImageNet",
+    "budget_cifar10": "Same budget (ours, not in the paper): VGG-16 and ResNet-56 pruned globally to the Ghost "
+                      "network's FLOPs by l1 magnitude or BN scale",
 }
-CIFAR_TABLES = ("table1_dw_size", "table2_ratio", "table3_cifar10")
+CIFAR_TABLES = ("table1_dw_size", "table2_ratio", "table3_cifar10", "budget_cifar10")
 # The row each CIFAR table's rows are tested against (Welch's t-test over seeds), by label.
 # None: each Ghost row against its own plain network (the registry's `baseline`).
 REFERENCE_ROWS: dict[str, str | None] = {"table1_dw_size": "d=3", "table2_ratio": "Vanilla VGG-16",
-                                         "table3_cifar10": None}
+                                         "table3_cifar10": None, "budget_cifar10": None}
 # The size of the differences the paper's ablations turn on (Tables 1 and 2: 0.1-0.8 points),
 # for the report's "how many seeds would resolve it" estimate.
 TYPICAL_GAP_PP = 0.3
@@ -112,6 +116,24 @@ ROWS: tuple[PaperRow, ...] = (
     PaperRow("ghostnetv2_imagenet", "GhostNetV2 1.3x", "ghostnetv2", 2, 3, 1.3, 8.9, 269, 76.9),
     PaperRow("ghostnetv2_imagenet", "GhostNetV2 1.6x", "ghostnetv2", 2, 3, 1.6, 12.3, 399, 77.8),
 )
+
+
+
+def _same_budget() -> tuple[PaperRow, ...]:
+    """The "same budget" table: Table 3's VGG-16 and ResNet-56 rows with their published numbers, and
+    each plain network pruned globally to its Ghost network's FLOPs (s=2) by two criteria
+    (`models/budget.py`), which the paper does not have."""
+    table3 = {r.label: r for r in ROWS if r.table == "table3_cifar10"}
+    out = []
+    for plain, ghost, pruned in (("VGG-16", "Ghost-VGG-16 (s=2)", "budget_vgg16"),
+                                 ("ResNet-56", "Ghost-ResNet-56 (s=2)", "budget_resnet56")):
+        out += [replace(table3[plain], table="budget_cifar10"), replace(table3[ghost], table="budget_cifar10"),
+                PaperRow("budget_cifar10", f"{plain} pruned (l1)", pruned),
+                PaperRow("budget_cifar10", f"{plain} pruned (BN)", pruned, knobs=(("criterion", "bn_scale"),))]
+    return tuple(out)
+
+
+ROWS += _same_budget()
 
 
 # Why a compared method has its published numbers only (no `model`), by label.

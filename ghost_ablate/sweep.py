@@ -100,7 +100,7 @@ def load_experiment(path: str | Path) -> Experiment:
             raise _fail(path, "paper_tables", f"unknown table {table!r}; valid: {', '.join(paper.TABLES)}")
         for row in paper.rows(table, buildable=True):
             entries.append((f"paper_tables.{table}", {"model": row.model, "ratio": row.ratio,
-                                                      "dw_size": row.dw_size, "width": row.width}))
+                                                      "dw_size": row.dw_size, "width": row.width, **dict(row.knobs)}))
     runs = doc.get("runs") or []
     if not isinstance(runs, list):
         raise _fail(path, "runs", "must be a list of {model, KNOB: value or [values], ...} entries")

@@ -342,20 +342,24 @@ def make_trainer(recipe: Recipe, out: Path, devices: int, device: str, precision
 
 def start_from_source(config: RunConfig, module: ImageClassifier, runs_dir: Path) -> dict[str, Any] | None:
     """Fill a pruned run's network from its source run's final weights (`config.source`, a
-    finished run beside it) by the l1 criterion (`models.pruned.prune_l1`); return what the
-    record says of the source, or None for a run that starts from random weights. A pruned
-    model with `init: pruned` and no source, or a source that is not finished or has no
-    checkpoint, is a ConfigError naming what to run."""
+    finished run beside it): Li et al.'s networks by the l1 criterion (`models.pruned.prune_l1`),
+    equal-budget ones by pruning the source to the budget (`models.budget.prune_to_budget`, which
+    replaces `module.model`). Return what the record says of the source, or None for a run that
+    starts from random weights. A pruned model with `init: pruned` and no source, or a source that
+    is not finished or has no checkpoint, is a ConfigError naming what to run."""
     from .features import FeatureError, load_trained
+    from .models import resolve_knobs
+    from .models.budget import ghost_budget, prune_to_budget
     from .models.pruned import prune_l1
 
-    init = dict(config.knobs).get("init", "pruned") if get_spec(config.model).kind == "pruned" else None
-    if init != "pruned":
+    spec = get_spec(config.model)
+    knobs = resolve_knobs(config.model, **dict(config.knobs)) if spec.kind == "pruned" else {}
+    if knobs.get("init") != "pruned":
         if config.source:
             raise ConfigError(f"run {config.run_id} names a source run but its model starts from random weights")
         return None
     if not config.source:
-        raise ConfigError(f"{config.model} with init=pruned starts from a trained {get_spec(config.model).baseline}: "
+        raise ConfigError(f"{config.model} with init=pruned starts from a trained {spec.baseline}: "
                           f"run it from an experiment file (its row trains the baseline first, see `from:`), or train "
                           f"it from random weights with --set init=scratch")
     source_dir = runs_dir / config.source
@@ -367,8 +371,26 @@ def start_from_source(config: RunConfig, module: ImageClassifier, runs_dir: Path
         trained = load_trained(source_dir)
     except FeatureError as err:
         raise ConfigError(f"source run of {config.run_id}: {err}") from None
-    prune_l1(trained.model, module.model)
-    return {"run_id": config.source, "final_test_acc": source_record.get("final_test_acc"), "criterion": "l1"}
+    if spec.shaped_by_source:
+        budget = ghost_budget(spec.baseline, knobs["budget_s"])
+        module.model = prune_to_budget(trained.model, budget, knobs["criterion"])
+        criterion = f"{knobs['criterion']}, global, to {budget / 1e6:.1f}M FLOPs"
+    else:
+        prune_l1(trained.model, module.model)
+        criterion = "l1"
+    return {"run_id": config.source, "final_test_acc": source_record.get("final_test_acc"), "criterion": criterion}
+
+
+def shape_from_checkpoint(config: RunConfig, module: ImageClassifier, ckpt: Path | None) -> None:
+    """Give an equal-budget run's network the widths its own checkpoint was saved with, so that
+    resuming loads it (the widths came from pruning its source, not from the config)."""
+    if ckpt is None or not get_spec(config.model).shaped_by_source:
+        return
+    from .checkpoints import safe_load
+    from .models.budget import rebuild_like
+
+    state = safe_load(ckpt)["state_dict"]
+    module.model = rebuild_like(module.model, {k.removeprefix("model."): v for k, v in state.items()})
 
 
 def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, devices: int = 1,
@@ -408,7 +430,6 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = ImageClassifier(config.model, config.ratio, config.dw_size, config.width, dataset.num_classes,
                              config.to_dict()["recipe"], dict(config.knobs) or None)
-    cost = measure(module.model, get_spec(config.model).input_size)  # before any compile
     device = resolve_device(accelerator)
     precision = keep_precision(resolve_precision(recipe.precision, device), record, device)
     module.channels_last = precision.channels_last
@@ -421,6 +442,8 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     identity = {"run_config": module.run_config, "hyper_parameters": dict(module.hparams)}
     ckpt, notes = resumable_checkpoint(out, identity, move_aside=is_rank_zero())
     source = start_from_source(config, module, out.parent) if ckpt is None else (record or {}).get("source")
+    shape_from_checkpoint(config, module, ckpt)
+    cost = measure(module.model, get_spec(config.model).input_size)  # before any compile
     record = {
         "run_id": config.run_id, "config": config.to_dict(), "status": "running",
         "params": cost.params, "flops": cost.flops,

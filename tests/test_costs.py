@@ -45,7 +45,7 @@ TABLES_1_TO_3 = {
 
 
 def test_tables_1_to_3_are_pinned_exactly():
-    rows = {r.key for r in paper.rows(buildable=True) if r.table in paper.CIFAR_TABLES}
+    rows = {r.key for r in paper.rows(buildable=True) if r.table in paper.CIFAR_TABLES[:3]}
     assert rows == set(TABLES_1_TO_3)
     for key, expected in TABLES_1_TO_3.items():
         rec = cost_record(*key)

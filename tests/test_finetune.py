@@ -19,6 +19,18 @@ FAST = ["--batch-size", "8", "--eval-batch-size", "16", "--limit-train-batches",
         "--no-estimate", "--precision", "32"]
 
 
+class TermInFineTune(L.Callback):
+    """SIGTERM once, in the second epoch of `model`'s training (a pruned run's fine-tune)."""
+
+    def __init__(self, model: str) -> None:
+        self.model, self.sent = model, False
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if module.hparams.model == self.model and trainer.current_epoch == 1 and not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def experiment(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "exp.yaml"
     path.write_text(text)
@@ -82,18 +94,10 @@ def test_killed_half_way_through_the_fine_tune_every_run_finishes_once(tiny_cifa
     real_prune = pruned.prune_l1
     monkeypatch.setattr(pruned, "prune_l1", lambda trained, net: pruned_from.append(trained) or real_prune(trained, net))
 
-    class TermInFineTune(L.Callback):
-        sent = False
-
-        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-            if module.hparams.model == "l1_resnet56" and trainer.current_epoch == 1 and not self.sent:
-                self.sent = True
-                os.kill(os.getpid(), signal.SIGTERM)
-
     exp = experiment(tmp_path, "profile: smoke\nruns:\n  - {model: l1_resnet56, from: resnet56}\n")
     args = ["sweep", str(exp), "--data-dir", str(tiny_cifar), "--results-dir", str(tmp_path / "results"),
             "--epochs", "2", *FAST]
-    real = add_trainer_callback(monkeypatch, TermInFineTune())
+    real = add_trainer_callback(monkeypatch, TermInFineTune("l1_resnet56"))
     with pytest.raises(SystemExit):
         main(args)
     states = {r["config"]["model"]: r["status"] for r in read_records(tmp_path / "results" / "runs")}

@@ -25,16 +25,22 @@ RUNS = {("ghost_vgg16", 2, 1, None): [38.2, 39.0, 37.5, 38.8], ("ghost_vgg16", 2
         ("l1_vgg16", None, None, None): [44.0, 45.5, 43.9, 46.1], ("resnet56", None, None, None): [54.9, 56.8, 55.1, 57.0],
         ("ghost_resnet56", 2, 3, None): [59.8, 64.4, 60.3, 62.2], ("l1_resnet56", None, None, None): [52.0, 53.1, 50.2, 54.0],
         ("cifar_ghostnet", 2, 3, 1.0): [58.1, 60.3, 59.0, 61.2]}
+# By run key (knobs included): the same-budget table's pruned rows, by l1 and by BN scale.
+FINAL = {**{(*k, ()): v for k, v in RUNS.items()},
+         ("budget_vgg16", None, None, None, ()): [44.8, 46.0, 44.0, 45.9],
+         ("budget_vgg16", None, None, None, (("criterion", "bn_scale"),)): [45.1, 46.6, 44.9, 46.2],
+         ("budget_resnet56", None, None, None, ()): [55.0, 57.2, 54.1, 56.3],
+         ("budget_resnet56", None, None, None, (("criterion", "bn_scale"),)): [56.2, 57.0, 55.5, 56.9]}
 
 
 def _agg() -> dict:
     from ghost_ablate.costs import cost_record
 
     agg = {}
-    for key, final in RUNS.items():
+    for key, final in FINAL.items():
         s = seed_stats(final)
-        cost = cost_record(*key)
-        agg[(*key, ())] = {"final": final, "seeds": [0, 1, 2, 3], "n": s.n, "top1_mean": s.mean, "top1_std": s.std,
+        cost = cost_record(*key[:4], knobs=dict(key[4]))
+        agg[key] = {"final": final, "seeds": [0, 1, 2, 3], "n": s.n, "top1_mean": s.mean, "top1_std": s.std,
                            "top1_ci95": s.ci95, "top1_best_mean": s.mean, "params": cost["params"],
                            "flops": cost["flops"], "failed": 0, "mixed": "", "histories": []}
     return agg
@@ -96,10 +102,11 @@ def test_accuracy_vs_cost_shows_every_seed_and_keeps_labels_apart(cost):
     ours_vgg, ours_resnet, paper_vgg, paper_resnet = fig.axes[:4]
     assert_readable(fig, fig.axes[:4])
     seeds = [y for line in ours_vgg.lines for y in line.get_ydata() if line.get_markersize() < 5]
-    assert sorted(seeds) == sorted(v for k, vs in RUNS.items() if k[0] in ("vgg16", "ghost_vgg16", "l1_vgg16")
-                                   for v in vs)
+    assert sorted(seeds) == sorted(v for k, vs in FINAL.items()
+                                   if k[0] in ("vgg16", "ghost_vgg16", "l1_vgg16", "budget_vgg16") for v in vs)
     labels = {t.get_text() for t in ours_vgg.texts}
-    assert {"s=2 d=1", "s=2 d=3", "s=2 d=5", "s=2 d=7", "VGG-16", "l1-VGG-16"} <= labels
+    assert {"s=2 d=1", "s=2 d=3", "s=2 d=5", "s=2 d=7", "VGG-16", "l1-VGG-16", "budget-VGG-16",
+            "budget-VGG-16 criterion=bn_scale"} <= labels
     # the paper's 93% lives on its own axes: ours keep a y range fitted to ours
     assert paper_vgg.get_ylim()[0] > 90 and ours_resnet.get_ylim()[1] < 70
     markers = {line.get_marker() for line in ours_vgg.lines}
@@ -125,7 +132,7 @@ def test_table_plot_has_seeds_paired_differences_and_the_paper(table):
         ref = paper.reference_row(row, BASELINES)
         if ref is None or ref.key == row.key:
             continue
-        mean = sum(b - a for a, b in zip(RUNS[ref.key], RUNS[row.key])) / 4
+        mean = sum(b - a for a, b in zip(FINAL[ref.run_key], FINAL[row.run_key])) / 4
         assert any(math.isclose(c, mean, abs_tol=1e-9) for c in centres), row.label
         tested += 1
     assert tested >= 2

@@ -5,7 +5,8 @@ import pytest
 
 from ghost_ablate.cli import main
 from ghost_ablate.records import write_json_atomic
-from ghost_ablate.report import ReportError, build_report, load_runs
+from ghost_ablate import paper
+from ghost_ablate.report import REPORT_STEPS, ReportError, build_report, load_runs
 
 from conftest import make_cifar_folder
 
@@ -201,4 +202,24 @@ def test_smoke_runs_get_no_evidence_section_and_each_section_reports_progress(tm
     build_report(results, tmp_path / "out", data_dir=tmp_path)
     assert "these are smoke runs" in (tmp_path / "out" / "README.md").read_text()
     err = capsys.readouterr().err
-    assert "report: 1/7 accuracy-vs-cost plots" in err and "report: 7/7 ImageNet costs" in err
+    n = len(REPORT_STEPS)  # one line per section: the plots, each CIFAR table, the rest
+    assert n == 4 + len(paper.CIFAR_TABLES)
+    assert f"report: 1/{n} accuracy-vs-cost plots" in err and f"report: {n}/{n} ImageNet costs" in err
+
+
+def test_pruned_rows_say_they_trained_on_top_of_their_source():
+    from ghost_ablate.report.markdown import pruned_markdown
+
+    base = {"ratio": None, "dw_size": None, "width": None, "knobs": {}, "status": "finished", "epochs": 12}
+    runs = pd.DataFrame([
+        {**base, "run_id": "vgg-0", "model": "vgg16", "final_test_acc": 0.40, "source": None},
+        {**base, "run_id": "vgg-1", "model": "vgg16", "final_test_acc": 0.50, "source": None},
+        {**base, "run_id": "l1-0", "model": "l1_vgg16", "epochs": 40, "final_test_acc": 0.60,
+         "source": {"run_id": "vgg-0", "final_test_acc": 0.40}},
+        {**base, "run_id": "l1-1", "model": "l1_vgg16", "epochs": 40, "final_test_acc": 0.64,
+         "source": {"run_id": "vgg-1", "final_test_acc": 0.50}},
+    ])
+    text = pruned_markdown(runs)
+    assert "l1-VGG-16: 2 run(s), 12 epochs of its source, then 40 of its own" in text
+    assert "sources' mean top-1 45.00%, after pruning and retraining 62.00%" in text
+    assert pruned_markdown(runs[runs["model"] == "vgg16"]) == ""  # no pruned runs, no paragraph

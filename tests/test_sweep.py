@@ -27,10 +27,14 @@ def test_ablation_expands_to_the_papers_distinct_runs():
     keys = [(c["model"], c["ratio"], c["dw_size"], c["width"]) for c in exp.configs]
     paper_keys = [r.key for r in paper.distinct_models(paper.CIFAR_TABLES)]
     # 4 (T1) + 4 (T2: VGG-16, s=3,4,5) + 4 (T3: l1-VGG-16, ResNet-56, l1-ResNet-56, Ghost-ResNet-56)
-    assert keys[:-1] == paper_keys and len(paper_keys) == 12
-    assert keys[-1] == ("cifar_ghostnet", 2, 3, 1.0)
+    # + the same-budget table's budget-VGG-16 and budget-ResNet-56, each by l1 and by BN scale
+    budget = [("budget_vgg16", None, None, None)] * 2 + [("budget_resnet56", None, None, None)] * 2
+    assert keys[:-1] == [*paper_keys[:12], *budget] and set(paper_keys[12:]) == set(budget)
+    assert len(paper_keys) == 14 and keys[-1] == ("cifar_ghostnet", 2, 3, 1.0)
+    criteria = [c["knobs"].get("criterion") for c in exp.configs if c["model"].startswith("budget_")]
+    assert criteria == [None, "bn_scale", None, "bn_scale"]
     runs = plan_runs(exp, [0, 1, 2])
-    assert len(runs) == 39 and len({r.run_id for r in runs}) == 39
+    assert len(runs) == 51 and len({r.run_id for r in runs}) == 51
 
 
 def test_cross_product_is_32_plus_baselines():
@@ -100,7 +104,7 @@ def test_cli_bad_input_exits_2_and_starts_nothing(tmp_path, capsys):
 def test_dry_run_lists_costs_and_status(tmp_path, capsys):
     assert main(["sweep", str(ABLATION), "--dry-run", "--no-estimate", "--results-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "13 runs (shard 0/1): 13 new" in out and "157.004" in out
+    assert "17 runs (shard 0/1): 17 new" in out and "157.004" in out
 
 
 # ---- end to end, in subprocesses ---------------------------------------------------------

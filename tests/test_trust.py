@@ -80,8 +80,11 @@ def test_committed_demo_ids_name_the_subset_and_are_all_done():
     committed = {r["run_id"] for r in read_records(demo) if r["status"] == "finished"}
     assert len(committed) >= 22 and committed <= set(states)  # every committed run is one the demo plans
     assert {states[run_id] for run_id in committed} == {"done"}
-    # the rows added since the demo ran (Li et al.'s pruned networks) are new, not taken for done
-    assert {rc.model for rc in runs if rc.run_id not in committed} <= {"l1_vgg16", "l1_resnet56"}
+    # seeds 0-1 of the pruned rows (added after those seeds ran; their sources' checkpoints are gone) are new,
+    # not taken for done; seeds 2-3 of the extra-seeds file, pruned rows included, are all committed
+    pruned = {"l1_vgg16", "l1_resnet56", "budget_vgg16", "budget_resnet56"}
+    assert {rc.model for rc in runs if rc.run_id not in committed} <= pruned
+    assert {rc.run_id for rc in more} <= committed and pruned <= {rc.model for rc in more}
     for record in read_records(demo):
         assert record["config"]["data"] == record["data"]["fingerprint"] == SUBSET_DATA
         assert RunConfig.from_dict(record["config"]).run_id == record["run_id"]  # ids follow from their configs

@@ -92,6 +92,10 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("init", str, "pruned", "how a pruned network starts: pruned (the largest-l1 filters of its baseline "
          "trained first, the experiment row's `from:` run, then fine-tuned) or scratch (random filters, Li et al.'s "
          "train-from-scratch variant)", choices=("pruned", "scratch"), tag="init"),
+    Knob("criterion", str, "l1", "how an equal-budget pruned network ranks channels across all its layers: l1 "
+         "(group l1 magnitude) or bn_scale (BatchNorm |gamma|, Network Slimming)", choices=("l1", "bn_scale")),
+    Knob("budget_s", int, 2, "the Ghost ratio s whose Ghost network's FLOPs (d=3) an equal-budget pruned network "
+         "is pruned to", check=lambda v: v >= 2, valid="an integer >= 2", tag="budget-s"),
     Knob("dfc_from_block", int, 2, "GhostNet family: the first bottleneck (0-15) whose expansion module gets DFC "
          "attention", check=lambda v: 0 <= v <= 15, valid="an integer 0..15", tag="from",
          applies_when=("cheap_op", ("dfc",))),

@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from . import cifar, mobile, pruned, resnet
+from . import budget, cifar, mobile, pruned, resnet
 from .ghostnet import cifar_ghostnet, ghostnet, ghostnetv2
 from .knobs import CHEAP_KNOBS, KNOBS, LEGACY, Knob, unknown_knob
 
@@ -27,6 +27,7 @@ class ModelSpec:
     widths: tuple[float, ...] = (1.0,)  # the paper's published widths (any width > 0 builds)
     description: str = ""
     baseline: str | None = None  # the plain network a Ghost model is compared against
+    shaped_by_source: bool = False  # widths come from pruning its trained source (models/budget.py)
 
     @property
     def is_ghost(self) -> bool:
@@ -67,6 +68,12 @@ for _spec in (
               baseline="vgg16"),
     ModelSpec("l1_resnet56", pruned.l1_resnet56, 32, 10, ("l1_variant", "init"),
               description="ResNet-56-pruned-B or -A (Li et al., l1 filter pruning)", baseline="resnet56"),
+    ModelSpec("budget_vgg16", budget.budget_vgg16, 32, 10, ("criterion", "budget_s", "init"),
+              description="VGG-16 pruned globally to Ghost-VGG-16's FLOPs (torch-pruning)", baseline="vgg16",
+              shaped_by_source=True),
+    ModelSpec("budget_resnet56", budget.budget_resnet56, 32, 10, ("criterion", "budget_s", "init"),
+              description="ResNet-56 pruned globally to Ghost-ResNet-56's FLOPs (torch-pruning)",
+              baseline="resnet56", shaped_by_source=True),
     ModelSpec("cifar_ghostnet", cifar_ghostnet, 32, 10, _GHOSTNET,
               description="GhostNet v1 adapted to 32x32 (stem stride 1)"),
     ModelSpec("ghostnet", ghostnet, 224, 1000, _GHOSTNET, (0.5, 1.0, 1.3), "GhostNet v1"),

@@ -21,7 +21,8 @@ from ..records import write_atomic
 from .evidence import evidence_section
 from .experiments import experiment_sections
 from .labels import full_label
-from .markdown import _fmt, _md, header_markdown, markdown_table, provenance, seeds_markdown, top1_cells
+from .markdown import (_fmt, _md, header_markdown, markdown_table, provenance, pruned_markdown, seeds_markdown,
+                       top1_cells)
 from .plots import headless, plot_accuracy_vs_cost, plot_confusion, plot_curves, plot_latency, plot_table
 from .tables import (CSV_NAMES, ReportError, aggregate, best_runs_by_family, imagenet_costs, load_runs, paper_table,
                      per_class_accuracy, speedup_table)
@@ -86,6 +87,8 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
         sections += [f"## {paper.TABLES[table]}", "", markdown_table(frame), f"\nCSV: [{filename}]({filename})", "",
                      f"![{paper.TABLES[table]}]({figure[0].name}) ([SVG]({figure[1].name}))", ""]
     sections += [seeds_markdown(agg), ""]
+    if pruned := pruned_markdown(runs):
+        sections += [pruned, ""]
     in_paper = {r.run_key for r in paper.rows(buildable=True)}
     extra = [k for k in agg if k not in in_paper]
     if extra:

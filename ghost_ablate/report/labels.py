@@ -8,7 +8,8 @@ from ..records import missing
 NAMES = {"vgg16": "VGG-16", "ghost_vgg16": "Ghost-VGG-16", "ghost_vgg16_keep_first": "Ghost-VGG-16 (plain 1st)",
          "resnet56": "ResNet-56", "ghost_resnet56": "Ghost-ResNet-56", "cifar_ghostnet": "GhostNet (CIFAR)",
          "ghostnet": "GhostNet", "ghostnetv2": "GhostNetV2", "resnet50": "ResNet-50", "ghost_resnet50": "Ghost-ResNet-50",
-         "l1_vgg16": "l1-VGG-16", "l1_resnet56": "l1-ResNet-56", "mobilenetv1": "MobileNetV1",
+         "l1_vgg16": "l1-VGG-16", "l1_resnet56": "l1-ResNet-56", "budget_vgg16": "budget-VGG-16",
+         "budget_resnet56": "budget-ResNet-56", "mobilenetv1": "MobileNetV1",
          "mobilenetv2": "MobileNetV2", "shufflenetv2": "ShuffleNetV2", "mobilenetv3_small": "MobileNetV3-Small",
          "mobilenetv3_large": "MobileNetV3-Large", "mnasnet_a1": "MnasNet-A1"}
 
@@ -41,15 +42,15 @@ def _family(model: str) -> str:
     return "other"
 
 
-FAMILIES = {"VGG-16": ("vgg16", "ghost_vgg16", "ghost_vgg16_keep_first", "l1_vgg16"),
-            "ResNet-56": ("resnet56", "ghost_resnet56", "l1_resnet56"),
+FAMILIES = {"VGG-16": ("vgg16", "ghost_vgg16", "ghost_vgg16_keep_first", "l1_vgg16", "budget_vgg16"),
+            "ResNet-56": ("resnet56", "ghost_resnet56", "l1_resnet56", "budget_resnet56"),
             "GhostNet": ("cifar_ghostnet", "ghostnet"), "GhostNetV2": ("ghostnetv2",),
             "ResNet-50": ("resnet50", "ghost_resnet50")}
 COLORS = {"VGG-16": "tab:blue", "ResNet-56": "tab:orange", "GhostNet": "tab:green", "GhostNetV2": "tab:purple",
           "ResNet-50": "tab:red", "other": "tab:gray"}
 # Marker per kind of model (`ModelSpec.kind`): Ghost, plain baseline and pruned baseline apart.
 MARKERS = {"ghost": "o", "plain": "s", "pruned": "^"}
-KIND_NAMES = {"ghost": "Ghost", "plain": "plain network", "pruned": "pruned (Li et al. l1)"}
+KIND_NAMES = {"ghost": "Ghost", "plain": "plain network", "pruned": "pruned (l1 or equal budget)"}
 
 
 def marker(model: str) -> str:

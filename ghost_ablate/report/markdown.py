@@ -11,6 +11,7 @@ from .. import paper
 from ..config import load_profile
 from .stats import ALPHA, POWER, pooled_std, seeds_needed, seeds_needed_paired
 from ..data import get_dataset
+from ..records import row_key
 from .tables import BASELINES, _none
 
 
@@ -152,3 +153,31 @@ def seeds_markdown(agg: dict[tuple, dict[str, Any]], gaps: tuple[float, ...] = (
             f"pooled over {len(groups)} rows; no two rows share two seeds yet, so nothing is paired). A two-sided "
             f"Welch test at level {ALPHA} detects a difference with {POWER:.0%} power at about these numbers of "
             f"seeds: {said}. " + tail)
+
+
+def pruned_markdown(runs: pd.DataFrame) -> str:
+    """What a pruned row's accuracy includes, in words ("" without finished pruned runs): it starts
+    from its source run's final weights, so it has trained for the source's epochs and its own."""
+    from .labels import full_label
+
+    if "source" not in runs:
+        return ""
+    pruned = runs[runs["status"].eq("finished") & runs["source"].map(lambda s: isinstance(s, dict))]
+    if pruned.empty:
+        return ""
+    by_id = runs.set_index("run_id")
+    lines = []
+    for key, group in pruned.groupby(pruned.apply(row_key, axis=1), sort=False):
+        sources = [s["run_id"] for s in group["source"]]
+        source_epochs = sorted({int(by_id.at[s, "epochs"]) for s in sources if s in by_id.index})
+        before = [100 * s["final_test_acc"] for s in group["source"] if s.get("final_test_acc") is not None]
+        lines.append(f"- {full_label(*key)}: {len(group)} run(s), {'/'.join(map(str, source_epochs)) or '?'} epochs "
+                     f"of its source, then {int(group['epochs'].iloc[0])} of its own; the sources' mean top-1 "
+                     f"{sum(before) / len(before):.2f}%, after pruning and retraining "
+                     f"{100 * group['final_test_acc'].mean():.2f}%." if before else
+                     f"- {full_label(*key)}: {len(group)} run(s).")
+    return ("## What the pruned rows include\n\nA pruned row (l1- and budget-) starts from its source run's final "
+            "weights, pruned, and then trains with its own recipe, so it has seen the source's epochs and its own: "
+            "more training than the rows trained from random weights. On a short schedule that extra training, not "
+            "the pruning, can put it ahead of its own unpruned source; compare pruned rows with each other, and each "
+            "with its source before pruning:\n\n" + "\n".join(lines))

@@ -68,7 +68,7 @@ def _kind_legend(ax, models: list[str], seeds: bool) -> None:  # noqa: ANN001 - 
     handles = [plt.Line2D([], [], marker=MARKERS[k], ls="", color="0.3", label=KIND_NAMES[k]) for k in kinds]
     if seeds:
         handles.append(plt.Line2D([], [], marker="o", ls="", ms=3, alpha=0.45, color="0.3", label="one seed"))
-    ax.legend(handles=handles, fontsize=7, loc="lower left")
+    ax.legend(handles=handles, fontsize=7, loc="best")
 
 
 def draw_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], cost: str):  # noqa: ANN201 - a matplotlib Figure
@@ -117,7 +117,8 @@ def draw_table(table: str, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]
              if row.model is not None]
     references = {ref.key for row, _ in shown if (ref := paper.reference_row(row, BASELINES)) is not None}
     xs = range(len(shown))
-    fig, axes = plt.subplots(3, 1, figsize=(max(6.0, 0.95 * len(shown) + 2.5), 8.5), sharex=True,
+    per_row = max(0.95, 0.07 * max(len(row.label) for row, _ in shown))  # inches: room for the slanted labels
+    fig, axes = plt.subplots(3, 1, figsize=(max(6.0, per_row * len(shown) + 2.5), 8.5), sharex=True,
                              gridspec_kw={"height_ratios": [3, 2.2, 1.6]})
     ours_ax, diff_ax, paper_ax = axes
     values, diffs, published = [], [0.0], []

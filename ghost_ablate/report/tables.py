@@ -18,7 +18,7 @@ from .stats import Comparison, compare, corrected_verdicts, seed_stats
 
 KEY = ("model", "ratio", "dw_size", "width")
 CSV_NAMES = {"table1_dw_size": "table1_dw_size.csv", "table2_ratio": "table2_ratio.csv",
-             "table3_cifar10": "table3_cifar10.csv"}
+             "table3_cifar10": "table3_cifar10.csv", "budget_cifar10": "budget_cifar10.csv"}
 TABLE_COLUMNS = ["table", "label", "model", "s", "d", "width", "params_m", "flops_m", "top1_mean", "top1_std",
                  "n_seeds", "top1_best_mean", "paper_params_m", "paper_flops_m", "paper_top1",
                  "params_diff_pct", "flops_diff_pct", "top1_diff", "status",
@@ -91,8 +91,9 @@ def aggregate(runs: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
     out: dict[tuple, dict[str, Any]] = {}
     for _, r in runs.iterrows():
         k = row_key(r)
-        entry = out.setdefault(k, {"final": [], "seeds": [], "best": [], "failed": 0, "params": r["params"],
-                                   "flops": r["flops"], "histories": [], "precisions": set(), "devices": set()})
+        entry = out.setdefault(k, {"final": [], "seeds": [], "best": [], "failed": 0, "costs": [],
+                                   "histories": [], "precisions": set(), "devices": set()})
+        entry["costs"].append((r["params"], r["flops"]))
         if r["status"] == "finished" and _none(r["final_test_acc"]) is not None:
             entry["final"].append(100 * r["final_test_acc"])
             seed = _none(r.get("seed"))
@@ -104,6 +105,9 @@ def aggregate(runs: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
         elif r["status"] in ("failed", "diverged"):
             entry["failed"] += 1
     for entry in out.values():
+        # one value per configuration, except for networks whose widths come from pruning each seed's source
+        params, flops = (pd.Series(c, dtype="float64").mean() for c in zip(*entry.pop("costs")))
+        entry.update(params=None if pd.isna(params) else params, flops=None if pd.isna(flops) else flops)
         final = seed_stats(entry["final"])
         entry.update(n=final.n, top1_mean=final.mean, top1_std=final.std, top1_ci95=final.ci95,
                      top1_best_mean=seed_stats(entry["best"]).mean, mixed=mixed_note(entry))
