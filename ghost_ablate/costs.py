@@ -101,16 +101,22 @@ def relative_diff(ours: float, paper: float | None) -> float | None:
 
 @functools.lru_cache(maxsize=None)
 def config_cost(model: str, ratio: int | None, dw_size: int | None, width: float | None,
-                knobs: tuple[tuple[str, Any], ...] = ()) -> Cost:
-    """Cost of a resolved configuration (`knobs`: the other knobs, as `RunConfig.knobs`): counted
-    once per code version and kept in the user's cache folder (see `cache.py`), and once per
-    process in memory (Cost is immutable)."""
+                knobs: tuple[tuple[str, Any], ...] = (), dataset: str | None = None) -> Cost:
+    """Cost of a resolved configuration (`knobs`: the other knobs, as `RunConfig.knobs`) at the
+    model's own input size and classes, or at those of `dataset` (`data.DATASETS`: what a run on it
+    computes, e.g. an ImageNet model trained on CIFAR-10 at 32 px): counted once per code version
+    and kept in the user's cache folder (see `cache.py`), and once per process in memory."""
+    size, classes = MODELS[model].input_size, None
+    if dataset is not None:
+        from .data import get_dataset
+
+        size, classes = get_dataset(dataset).input_size, get_dataset(dataset).num_classes
     disk = JsonCache("costs")
-    key = disk.key(model, ratio, dw_size, width, *disk.knob_parts(knobs))
+    key = disk.key(model, ratio, dw_size, width, *disk.knob_parts(knobs), *((size, classes) if dataset else ()))
     hit = disk.get(key)
     if _is_cost(hit):
         return Cost(**hit)
-    cost = measure(build_model(model, ratio, dw_size, width, **dict(knobs)), MODELS[model].input_size)
+    cost = measure(build_model(model, ratio, dw_size, width, num_classes=classes, **dict(knobs)), size)
     disk.put(key, asdict(cost))
     return cost
 

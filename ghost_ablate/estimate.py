@@ -25,8 +25,8 @@ import torch.nn.functional as F
 
 from .cache import JsonCache
 from .config import RunConfig
-from .data import DATASETS
-from .models import MODELS, build_model
+from .data import DATASETS, get_dataset
+from .models import build_model
 from .precision import resolve_precision
 
 FULL_CIFAR = (DATASETS["cifar10"].train_size, DATASETS["cifar10"].test_size)  # when the data folder is not at hand
@@ -64,11 +64,12 @@ def measure_calibration(rc: RunConfig, device: str) -> Calibration:
     competes for the cores) and EVAL_BATCHES eval batches of `rc`'s model here."""
     precision = resolve_precision(rc.recipe.precision, device)
     torch.manual_seed(0)
-    spec = MODELS[rc.model]
-    model = build_model(rc.model, **rc.model_args).to(device).to(memory_format=precision.memory_format)
-    size, bs, ebs = spec.input_size, rc.recipe.batch_size, rc.recipe.eval_batch_size
+    dataset = get_dataset(rc.dataset)  # its input size and classes, whatever the model was designed for
+    model = build_model(rc.model, **rc.model_args, num_classes=dataset.num_classes)
+    model = model.to(device).to(memory_format=precision.memory_format)
+    size, bs, ebs = dataset.input_size, rc.recipe.batch_size, rc.recipe.eval_batch_size
     x = torch.randn(bs, 3, size, size, device=device).contiguous(memory_format=precision.memory_format)
-    y = torch.randint(0, spec.num_classes, (bs,), device=device)
+    y = torch.randint(0, dataset.num_classes, (bs,), device=device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=rc.recipe.weight_decay)
 
     def sync() -> None:

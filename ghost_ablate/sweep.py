@@ -290,7 +290,7 @@ def dry_run_table(runs: list[RunConfig], runs_dir: Path, estimates: list[RunEsti
     values = [knob_values(rc.model, rc.to_dict()) for rc in runs]
     shown = [k for k in varying(values) if k not in LEGACY]  # other knobs, where the plan varies them
     for i, rc in enumerate(runs):
-        cost = config_cost(*rc.key)
+        cost = config_cost(*rc.key, dataset=rc.dataset)
         rows.append({"run_id": rc.run_id, "model": rc.model, "s": rc.ratio, "d": rc.dw_size, "width": rc.width,
                      **{k: values[i][k] for k in shown}, "seed": rc.seed, "epochs": rc.recipe.epochs,
                      "params (M)": cost.params / 1e6, "FLOPs (M)": cost.flops / 1e6,

@@ -443,7 +443,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     ckpt, notes = resumable_checkpoint(out, identity, move_aside=is_rank_zero())
     source = start_from_source(config, module, out.parent) if ckpt is None else (record or {}).get("source")
     shape_from_checkpoint(config, module, ckpt)
-    cost = measure(module.model, get_spec(config.model).input_size)  # before any compile
+    cost = measure(module.model, dataset.input_size)  # what it computes on this data; before any compile
     record = {
         "run_id": config.run_id, "config": config.to_dict(), "status": "running",
         "params": cost.params, "flops": cost.flops,

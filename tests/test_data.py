@@ -1,3 +1,4 @@
+import json
 from urllib.error import URLError
 
 import numpy as np
@@ -163,3 +164,25 @@ def test_data_sets_are_declared_once_and_read_from_there(monkeypatch, tmp_path):
                               "runs": 1, "finished": 1, "dataset": data.get_dataset("cifar10")})
     assert "CIFAR-10 (renamed), 5,085 training" in header and "full: 5,085 / 10,000" in header
     assert "a subset of the data" not in header  # the full split, by the declared size
+
+
+def test_a_run_counts_its_model_at_its_data_sets_input_size(tiny_cifar, tmp_path):
+    """An ImageNet model trained on CIFAR-10 computes 32 px images and 10 classes: its record, and the
+    dry-run's cost column, count that, not the 224 px / 1000-class network `count` shows."""
+    from ghost_ablate.cli import main
+    from ghost_ablate.config import RunConfig
+    from ghost_ablate.costs import config_cost, cost_record, measure
+    from ghost_ablate.models import build_model
+    from ghost_ablate.sweep import dry_run_table
+
+    out = tmp_path / "run"
+    assert main(["train", "--model", "ghostnet", "--width", "0.5", "--profile", "smoke", "--data-dir", str(tiny_cifar),
+                 "--out", str(out), "--batch-size", "8", "--limit-train-batches", "1", "--limit-test-batches", "1",
+                 "--precision", "32"]) == 0
+    record = json.loads((out / "result.json").read_text())
+    on_cifar = measure(build_model("ghostnet", width=0.5, num_classes=10), 32)
+    assert (record["params"], record["flops"]) == (on_cifar.params, on_cifar.flops)
+    assert on_cifar.flops * 20 < cost_record("ghostnet", 2, 3, 0.5)["flops"]  # the paper's 224 px count: 42M
+    rc = RunConfig.create("ghostnet", 2, 3, 0.5, "smoke", 0)
+    assert config_cost(*rc.key, dataset=rc.dataset) == on_cifar
+    assert dry_run_table([rc], tmp_path)["FLOPs (M)"].iloc[0] == on_cifar.flops / 1e6
