@@ -110,7 +110,8 @@ def config_cost(model: str, ratio: int | None, dw_size: int | None, width: float
     if dataset is not None:
         from .data import get_dataset
 
-        size, classes = get_dataset(dataset).input_size, get_dataset(dataset).num_classes
+        declared = get_dataset(dataset)
+        size, classes = declared.input_size, declared.num_classes
     disk = JsonCache("costs")
     key = disk.key(model, ratio, dw_size, width, *disk.knob_parts(knobs), *((size, classes) if dataset else ()))
     hit = disk.get(key)

@@ -59,6 +59,14 @@ def _strip_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return state
 
 
+def fit_widths(net: nn.Module, model: str, state: Any) -> nn.Module:
+    """`net` rebuilt with the widths of the weights `state` (a Lightning or plain state_dict) where
+    the model's widths come from pruning its source (`models/budget.py`); `net` itself otherwise."""
+    if MODELS[model].shaped_by_source and isinstance(state, dict):
+        return rebuild_like(net, _strip_prefix(state))
+    return net
+
+
 def _load_state(model: nn.Module, state: Any, where: str) -> None:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise FeatureError(f"{where}: not a state_dict (a mapping of parameter names to tensors)")
@@ -97,8 +105,7 @@ def load_trained(source: str | Path | None = None, weights: str | Path | None = 
         net = build_model(model, **values)
         state = _torch_load(path)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
-        if MODELS[model].shaped_by_source and isinstance(state, dict):
-            net = rebuild_like(net, _strip_prefix(state))  # widths pruned from its source
+        net = fit_widths(net, model, state)
         _load_state(net, state, str(path))
         return Trained(net.eval(), model, values, full_label(model, ratio, dw_size, width, extras(values)), str(path))
     if source is None:
@@ -119,8 +126,7 @@ def load_trained(source: str | Path | None = None, weights: str | Path | None = 
                            f"state_dict use --weights FILE --model NAME")
     values = {**{k: hp.get(k) for k in LEGACY}, **(hp.get("knobs") or {})}
     net = build_model(hp["model"], **values, num_classes=hp.get("num_classes"))
-    if MODELS[hp["model"]].shaped_by_source and isinstance(ckpt.get("state_dict"), dict):
-        net = rebuild_like(net, _strip_prefix(ckpt["state_dict"]))  # widths pruned from its source
+    net = fit_widths(net, hp["model"], ckpt.get("state_dict"))
     _load_state(net, ckpt.get("state_dict"), str(path))
     label = full_label(hp["model"], values["ratio"], values["dw_size"], values["width"], extras(values))
     return Trained(net.eval(), hp["model"], values, label, str(path))

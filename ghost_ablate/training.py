@@ -387,10 +387,9 @@ def shape_from_checkpoint(config: RunConfig, module: ImageClassifier, ckpt: Path
     if ckpt is None or not get_spec(config.model).shaped_by_source:
         return
     from .checkpoints import safe_load
-    from .models.budget import rebuild_like
+    from .features import fit_widths
 
-    state = safe_load(ckpt)["state_dict"]
-    module.model = rebuild_like(module.model, {k.removeprefix("model."): v for k, v in state.items()})
+    module.model = fit_widths(module.model, config.model, safe_load(ckpt)["state_dict"])
 
 
 def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, devices: int = 1,

@@ -60,23 +60,29 @@ def _kept_whole(model: nn.Module) -> list[nn.Module]:
     """Layers whose outputs are not pruned: the classifier, and ResNet's stem and block outputs."""
     if isinstance(model, VGG16):
         return [m for m in model.classifier if isinstance(m, nn.Linear)]
-    blocks = [b for stage in (model.layer1, model.layer2, model.layer3) for b in stage]
-    return [model.conv1, model.fc, *(b.conv2 for b in blocks)]
+    return [model.conv1, model.fc, *(b.conv2 for b in model.blocks)]
+
+
+def _vgg_cfg(conv_widths: list[int]) -> tuple:
+    """VGG-16's cfg with these 13 conv widths, its max-pools where they were."""
+    convs = iter(conv_widths)
+    return tuple(v if v == "M" else next(convs) for v in VGG16_CFG)
+
+
+def _conv_indices(model: VGG16) -> list[int]:
+    return [i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
 
 
 def widths(model: nn.Module) -> tuple:
     """The architecture of a (pruned) VGG-16 or ResNet-56: VGG's cfg, or ResNet's 27 block mids."""
     if isinstance(model, VGG16):
-        convs = iter(m.out_channels for m in model.features if isinstance(m, nn.Conv2d))
-        return tuple(v if v == "M" else next(convs) for v in VGG16_CFG)
-    return tuple(b.conv1.out_channels for stage in (model.layer1, model.layer2, model.layer3) for b in stage)
+        return _vgg_cfg([model.features[i].out_channels for i in _conv_indices(model)])
+    return tuple(b.conv1.out_channels for b in model.blocks)
 
 
-def _fresh(model: nn.Module, num_classes: int) -> nn.Module:
-    """A plain module of the same class and widths as `model` (no pruning hooks or leftovers)."""
-    if isinstance(model, VGG16):
-        return VGG16(num_classes, widths(model))
-    return CifarResNet(9, num_classes, widths(model))
+def _build(like: nn.Module, num_classes: int, arch: tuple) -> nn.Module:
+    """A fresh network of `like`'s class (VGG-16 or ResNet-56) with the architecture `arch` (`widths`)."""
+    return VGG16(num_classes, arch) if isinstance(like, VGG16) else CifarResNet(9, num_classes, arch)
 
 
 def prune_to_budget(trained: nn.Module, budget_flops: int, criterion: str = "l1", uniform: bool = False) -> nn.Module:
@@ -105,7 +111,7 @@ def prune_to_budget(trained: nn.Module, budget_flops: int, criterion: str = "l1"
         if count_flops(model, INPUT_SIZE) > budget_flops:
             raise ValueError(f"cannot prune to {budget_flops / 1e6:.0f}M FLOPs with at most "
                              f"{MAX_LAYER_PRUNING:.0%} of each layer's filters removed")
-    clean = _fresh(model, num_classes)
+    clean = _build(model, num_classes, widths(model))  # a plain module: no pruning hooks or leftovers
     clean.load_state_dict(model.state_dict())
     return clean
 
@@ -122,13 +128,11 @@ def rebuild_like(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
 
 def _rebuilt(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
     if isinstance(model, VGG16):
-        convs = iter(state[f"features.{i}.weight"].shape[0] for i, m in enumerate(model.features)
-                     if isinstance(m, nn.Conv2d))
-        cfg = tuple(v if v == "M" else next(convs) for v in VGG16_CFG)
-        return VGG16(model.classifier[-1].out_features, cfg)
+        arch = _vgg_cfg([state[f"features.{i}.weight"].shape[0] for i in _conv_indices(model)])
+        return _build(model, model.classifier[-1].out_features, arch)
     if isinstance(model, CifarResNet):
-        mids = tuple(state[f"layer{s}.{b}.conv1.weight"].shape[0] for s in (1, 2, 3) for b in range(9))
-        return CifarResNet(9, model.fc.out_features, mids)
+        arch = tuple(state[f"layer{s}.{b}.conv1.weight"].shape[0] for s in (1, 2, 3) for b in range(9))
+        return _build(model, model.fc.out_features, arch)
     return model
 
 

@@ -100,6 +100,11 @@ class CifarResNet(nn.Module):
         self.layer1, self.layer2, self.layer3 = stages
         self.fc = nn.Linear(64, num_classes)
 
+    @property
+    def blocks(self) -> list[BasicBlock]:
+        """The residual blocks of all three stages, in forward order."""
+        return [b for stage in (self.layer1, self.layer2, self.layer3) for b in stage]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))

@@ -109,9 +109,7 @@ def prune_l1(trained: nn.Module, pruned: nn.Module) -> nn.Module:
         pruned.conv1.load_state_dict(trained.conv1.state_dict())
         pruned.bn1.load_state_dict(trained.bn1.state_dict())
         pruned.fc.load_state_dict(trained.fc.state_dict())
-        blocks = [b for stage in (trained.layer1, trained.layer2, trained.layer3) for b in stage]
-        targets = [b for stage in (pruned.layer1, pruned.layer2, pruned.layer3) for b in stage]
-        for block, dst in zip(blocks, targets, strict=True):
+        for block, dst in zip(trained.blocks, pruned.blocks, strict=True):
             keep = kept_filters(block.conv1, dst.conv1.out_channels)
             _copy_conv(block.conv1, dst.conv1, keep, torch.arange(block.conv1.in_channels))
             _copy_bn(block.bn1, dst.bn1, keep)
