@@ -18,7 +18,7 @@ DEMO_RESULTS ?= results/demo
 # profile, or RESULTS=... given, reports $(RESULTS).
 REPORT_RESULTS = $(if $(and $(filter subset,$(PROFILE)),$(filter file,$(origin RESULTS))),$(DEMO_RESULTS),$(RESULTS))
 
-.PHONY: install test count sweep-cifar sweep-cross dry-run report bench demo precision-check
+.PHONY: install test count sweep-cifar sweep-cross sweep-imagenet dry-run-imagenet dry-run report bench demo precision-check
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -46,6 +46,24 @@ sweep-cross:
 
 dry-run:
 	$(CLI) sweep $(EXPERIMENT) $(SWEEP_ARGS) --dry-run
+
+# The ImageNet tables (7, then 4, each under its own recipe) from ILSVRC-2012 in DATA_DIR
+# (train/<wnid>/, val/<wnid>/). On a GPU node: DEVICES=8; across nodes, run it under srun
+# with NODES=N (see README). PROFILE=imagenet_smoke checks the path in seconds.
+IMAGENET_EXPERIMENTS ?= experiments/imagenet.yaml experiments/imagenet_resnet50.yaml
+DEVICES ?= 1
+NODES   ?= 1
+LOGGER  ?= csv
+IMAGENET_ARGS = --seeds $(SEEDS) --data-dir $(DATA_DIR) --shard $(SHARD) --results-dir $(RESULTS) \
+	--devices $(DEVICES) --nodes $(NODES) --logger $(LOGGER) $(if $(PROFILE),--profile $(PROFILE)) \
+	$(if $(NO_ESTIMATE),--no-estimate)
+sweep-imagenet:
+	@for e in $(IMAGENET_EXPERIMENTS); do $(CLI) sweep $$e $(IMAGENET_ARGS) --yes || exit $$?; done
+
+# GPU-hours of the ImageNet plan: calibrated on this device, or STEP_TIME=seconds per step.
+dry-run-imagenet:
+	@for e in $(IMAGENET_EXPERIMENTS); do $(CLI) sweep $$e $(IMAGENET_ARGS) --dry-run \
+	  $(if $(STEP_TIME),--step-time $(STEP_TIME)) || exit $$?; done
 
 # Tables (CSV + markdown) and plots from results/ into reports/.
 # The evidence section's test images come from DATA_DIR when it holds the runs' data.

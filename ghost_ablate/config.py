@@ -22,12 +22,14 @@ from .models import KNOBS, extras
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "experiments" / "profiles"
 SCHEDULES = ("step", "cosine")
 PRECISIONS = ("auto", "32", "bf16")
+LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # where a run's metrics go besides its CSV logs
 # Recipe fields added after run records existed. While such a field holds its default it
 # is left out of a run's identity (`RunConfig.to_dict`), so earlier run ids and records
 # stay valid. `precision: auto` is resolved per machine (bf16 where it is native and
 # fast, else 32) and the record states what it resolved to; keeping it out of the id
 # means a sweep sharded over mixed machines never splits one configuration in two.
-ID_NEUTRAL_DEFAULTS: dict[str, Any] = {"precision": "auto"}
+ID_NEUTRAL_DEFAULTS: dict[str, Any] = {"precision": "auto", "label_smoothing": 0.0, "lr_reference_batch": None,
+                                       "image_size": None}
 
 
 class ConfigError(UserError, ValueError):
@@ -52,6 +54,16 @@ class Recipe:
     compile: bool = False  # torch.compile the model (GPU)
     deterministic: bool = False  # deterministic kernels; off lets cuDNN pick the fastest
     precision: str = "auto"  # "auto" (bf16 where native and fast, else 32), "32" or "bf16"
+    label_smoothing: float = 0.0  # of the training loss (the test loss is plain cross-entropy)
+    # `lr` is for this global batch; another batch_size scales it linearly (Goyal et al., 2017).
+    # None: `lr` as given, whatever the batch.
+    lr_reference_batch: int | None = None
+    image_size: int | None = None  # training crop / evaluation crop side; None: the data set's own
+
+    @property
+    def scaled_lr(self) -> float:
+        """The learning rate for `batch_size` (the global batch, over all devices and nodes)."""
+        return self.lr * self.batch_size / self.lr_reference_batch if self.lr_reference_batch else self.lr
 
     def __post_init__(self) -> None:
         checks = {
@@ -61,6 +73,9 @@ class Recipe:
             "eval_batch_size": self.eval_batch_size >= 1,
             "limit_train_batches": self.limit_train_batches is None or self.limit_train_batches >= 1,
             "limit_test_batches": self.limit_test_batches is None or self.limit_test_batches >= 1,
+            "label_smoothing": 0 <= self.label_smoothing < 1,
+            "lr_reference_batch": self.lr_reference_batch is None or self.lr_reference_batch >= 1,
+            "image_size": self.image_size is None or self.image_size >= 16,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
@@ -188,9 +203,10 @@ class RunConfig:
     def create(cls, model: str, ratio: int | None = None, dw_size: int | None = None,
                width: float | None = None, profile: str = "standard", seed: int = 0,
                knobs: dict[str, Any] | None = None, data: str | None = None, source: str | None = None,
-               **overrides: Any) -> RunConfig:
+               dataset: str = "cifar10", **overrides: Any) -> RunConfig:
         """Validate model knobs (`knobs` may name ratio, dw_size and width too), load the profile
-        and apply recipe overrides. `data`: the data set's fingerprint (`data.fingerprint`)."""
+        and apply recipe overrides. `dataset`: a name from `data.DATASETS`; `data`: that data set's
+        fingerprint (`DataSet.fingerprint`)."""
         from .models import resolve_knobs  # the registry (and torch) only when a config is made
 
         given = {"ratio": ratio, "dw_size": dw_size, "width": width}
@@ -204,8 +220,11 @@ class RunConfig:
         args = resolve_knobs(model, **given, **others)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+        from .data import get_dataset
+
+        get_dataset(dataset)  # an unknown one names the valid ones
         return cls(model, args["ratio"], args["dw_size"], args["width"], profile_name(profile),
-                   make_recipe(load_profile(profile), **overrides), seed, knobs=extras(args), data=data,
+                   make_recipe(load_profile(profile), **overrides), seed, dataset, knobs=extras(args), data=data,
                    source=source)
 
     @classmethod

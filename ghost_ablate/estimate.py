@@ -9,8 +9,13 @@ instant. `plan_hours` turns calibrations into per-run epoch times and hours left
     hours left = sum over unfinished runs of (epochs left x epoch seconds) / 3600 / shards
     epoch seconds = train batches x step seconds + test images / eval images per second
 
-where train batches = ceil(train images / batch size) (or the recipe's limit). On a GPU
-fill in your own step time the same way (`ghost-ablate calibrate` prints it).
+where train batches = ceil(train images / batch size) (or the recipe's limit). With
+`--devices G --nodes N` each device runs batch size / (G x N) images a step, so the calibration
+times that batch and the device-hours are the hours times G x N. Without the hardware at hand,
+`sweep --dry-run --step-time S` prices a plan from your own step time S (one global batch).
+
+On a CPU, a large batch of large images (ImageNet at 224 px) is timed on as many images as
+a CIFAR-10 batch holds pixels and scaled linearly: a CPU's step time grows with the batch.
 """
 from __future__ import annotations
 
@@ -34,6 +39,7 @@ TRAIN_STEPS = 4  # timed steps after one warm-up step
 EVAL_BATCHES = 2
 NOISY = 1.5  # a round whose slowest step exceeds its median step by this factor is measured again
 ROUNDS = 3
+CPU_PIXELS = 128 * 32 * 32  # the most input pixels a CPU calibration step processes (see the module doc)
 OUTLIER = 3.0  # a config this many times slower per FLOP than the median of its model's configs is re-measured
 
 
@@ -44,6 +50,11 @@ class Calibration:
 
     def epoch_seconds(self, train_batches: int, test_images: int) -> float:
         return train_batches * self.step_s + test_images / self.eval_img_s
+
+    @classmethod
+    def given(cls, step_s: float, batch_size: int) -> Calibration:
+        """A user's step time; evaluation taken as a third of a training step per image (forward only)."""
+        return cls(step_s, 3 * batch_size / step_s)
 
 
 def device_name(device: str) -> str:
@@ -58,7 +69,12 @@ def steady(times: list[float]) -> bool:
     return times[-1] <= NOISY * times[len(times) // 2]
 
 
-def measure_calibration(rc: RunConfig, device: str) -> Calibration:
+def measured_batch(batch: int, size: int, device: str) -> int:
+    """The batch a calibration step times (the rest is scaled linearly; CPUs only)."""
+    return batch if device == "cuda" else max(1, min(batch, CPU_PIXELS // (size * size)))
+
+
+def measure_calibration(rc: RunConfig, device: str, world: int = 1) -> Calibration:
     """Time TRAIN_STEPS training steps (each on its own; the round is repeated, up to ROUNDS
     times, while they disagree by more than NOISY x, as they do when another process
     competes for the cores) and EVAL_BATCHES eval batches of `rc`'s model here."""
@@ -67,7 +83,9 @@ def measure_calibration(rc: RunConfig, device: str) -> Calibration:
     dataset = get_dataset(rc.dataset)  # its input size and classes, whatever the model was designed for
     model = build_model(rc.model, **rc.model_args, num_classes=dataset.num_classes)
     model = model.to(device).to(memory_format=precision.memory_format)
-    size, bs, ebs = dataset.input_size, rc.recipe.batch_size, rc.recipe.eval_batch_size
+    size = rc.recipe.image_size or dataset.input_size
+    per_device = max(rc.recipe.batch_size // world, 1)
+    bs, ebs = measured_batch(per_device, size, device), measured_batch(rc.recipe.eval_batch_size, size, device)
     x = torch.randn(bs, 3, size, size, device=device).contiguous(memory_format=precision.memory_format)
     y = torch.randint(0, dataset.num_classes, (bs,), device=device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=rc.recipe.weight_decay)
@@ -97,7 +115,7 @@ def measure_calibration(rc: RunConfig, device: str) -> Calibration:
         rounds.append(sorted(times)[len(times) // 2])
         if steady(times):
             break
-    step_s = min(rounds)  # the least disturbed round
+    step_s = min(rounds) * per_device / bs  # the least disturbed round
     model.eval()
     xe = torch.randn(ebs, 3, size, size, device=device).contiguous(memory_format=precision.memory_format)
     with torch.inference_mode(), precision.autocast(device):
@@ -111,25 +129,26 @@ def measure_calibration(rc: RunConfig, device: str) -> Calibration:
     return Calibration(step_s, eval_img_s)
 
 
-def calibration_key(rc: RunConfig, device: str) -> list[Any]:
+def calibration_key(rc: RunConfig, device: str, world: int = 1) -> list[Any]:
     precision = resolve_precision(rc.recipe.precision, device)
+    extra = [] if rc.dataset == "cifar10" and world == 1 else [rc.dataset, rc.recipe.image_size, world]
     return ["calibration", device_name(device), precision.resolved, rc.model, rc.ratio, rc.dw_size, rc.width,
-            rc.recipe.batch_size, rc.recipe.eval_batch_size, *JsonCache.knob_parts(rc.knobs)]
+            rc.recipe.batch_size, rc.recipe.eval_batch_size, *JsonCache.knob_parts(rc.knobs), *extra]
 
 
 def calibrate(rc: RunConfig, device: str, cache: JsonCache | None = None, *, force: bool = False,
-              measure: bool = True) -> tuple[Calibration | None, bool]:
+              measure: bool = True, world: int = 1) -> tuple[Calibration | None, bool]:
     """The calibration of `rc`'s model and batch sizes on `device`, and whether it came from the
     cache. `force` measures again and replaces the cached one; `measure=False` only looks in the
     cache (None where nothing is cached)."""
     cache = cache or JsonCache("calibration")
-    key = cache.key(*calibration_key(rc, device))
+    key = cache.key(*calibration_key(rc, device, world))
     hit = cache.get(key)
     if isinstance(hit, dict) and not force:
         return Calibration(**hit), True
     if not measure:
         return None, False
-    cal = measure_calibration(rc, device)
+    cal = measure_calibration(rc, device, world)
     cache.put(key, {"step_s": cal.step_s, "eval_img_s": cal.eval_img_s})
     return cal, False
 
@@ -165,15 +184,23 @@ class RunEstimate:
     run_id: str
     epoch_s: float
     epochs_left: int
+    devices: int = 1  # devices x nodes the run trains on
 
     @property
     def hours_left(self) -> float:
         return self.epoch_s * self.epochs_left / 3600
 
+    @property
+    def device_hours_left(self) -> float:
+        return self.hours_left * self.devices
 
-def estimate_run(rc: RunConfig, cal: Calibration, epochs_done: int, data_sizes: tuple[int, int]) -> RunEstimate:
-    epoch_s = cal.epoch_seconds(train_batches(rc, data_sizes[0]), test_images(rc, data_sizes[1]))
-    return RunEstimate(rc.run_id, epoch_s, max(rc.recipe.epochs - epochs_done, 0))
+
+def estimate_run(rc: RunConfig, cal: Calibration, epochs_done: int, data_sizes: tuple[int, int],
+                 world: int = 1) -> RunEstimate:
+    """Epoch time and epochs left; each of `world` devices runs 1/world of the batches and test images."""
+    epoch_s = cal.epoch_seconds(math.ceil(train_batches(rc, data_sizes[0])),
+                                math.ceil(test_images(rc, data_sizes[1]) / world))
+    return RunEstimate(rc.run_id, epoch_s, max(rc.recipe.epochs - epochs_done, 0), world)
 
 
 def plan_hours(estimates: list[RunEstimate], shards: int = 1) -> float:

@@ -39,7 +39,7 @@ from .models import KNOBS, LEGACY, knob_values, varying
 from .records import (RESULT_FILE, DamagedRecord, StorageError, flatten_record, read_record, read_records, set_aside,
                       storage_error, storage_guard, write_atomic)
 
-EXPERIMENT_KEYS = ("description", "profile", "finetune_profile", "paper_tables", "runs")
+EXPERIMENT_KEYS = ("description", "dataset", "profile", "finetune_profile", "paper_tables", "runs")
 RUN_KEYS = ("model", "from", *KNOBS)  # any declared knob can be a field, and a list, of a runs entry
 OTHER_KNOBS = tuple(k for k in KNOBS if k not in LEGACY)
 SUMMARY_COLUMNS = ("run_id", "model", *LEGACY, *OTHER_KNOBS, "profile", "seed", "status", "epochs_done",
@@ -56,6 +56,7 @@ class Experiment:
     description: str = ""
     tables: tuple[str, ...] = ()  # the paper tables it declares
     finetune_profile: str | None = None  # the recipe of runs that start from another (`from:`)
+    dataset: str = "cifar10"  # a name from `data.DATASETS`
 
 
 def _fail(path: Path, where: str, message: str) -> ConfigError:
@@ -84,6 +85,11 @@ def load_experiment(path: str | Path) -> Experiment:
             raise _fail(path, str(key), f"unknown field; valid: {', '.join(EXPERIMENT_KEYS)}")
     if "profile" not in doc:
         raise _fail(path, "profile", "missing; name one of experiments/profiles")
+    from .data import DATASETS
+
+    dataset = str(doc.get("dataset", "cifar10"))
+    if dataset not in DATASETS:
+        raise _fail(path, "dataset", f"unknown data set {dataset!r}; valid: {', '.join(DATASETS)}")
     for key in ("profile", "finetune_profile"):
         try:
             if key in doc:
@@ -125,7 +131,7 @@ def load_experiment(path: str | Path) -> Experiment:
     if not configs:
         raise _fail(path, "runs", "the experiment declares no runs")
     return Experiment(path, str(doc["profile"]), tuple(configs.values()), str(doc.get("description", "")),
-                      tuple(tables), str(doc["finetune_profile"]) if "finetune_profile" in doc else None)
+                      tuple(tables), str(doc["finetune_profile"]) if "finetune_profile" in doc else None, dataset)
 
 
 def _resolve(path: Path, where: str, combo: dict[str, Any], profile: str) -> RunConfig:
@@ -198,7 +204,8 @@ def plan_runs(experiment: Experiment, seeds: list[int], profile: str | None = No
 
     def make(cfg: dict[str, Any], seed: int, recipe: str, source: str | None = None) -> RunConfig:
         return RunConfig.create(cfg["model"], cfg["ratio"], cfg["dw_size"], cfg["width"], recipe, seed,
-                                knobs=cfg.get("knobs"), data=data, source=source, **(overrides or {}))
+                                knobs=cfg.get("knobs"), data=data, source=source, dataset=experiment.dataset,
+                                **(overrides or {}))
 
     for cfg in experiment.configs:  # the runs that start from scratch, sources included, first
         for seed in seeds:
@@ -244,20 +251,28 @@ def epochs_done(run_dir: Path) -> int:
 
 
 def estimate_runs(runs: list[RunConfig], runs_dir: Path, device: str, data_sizes: tuple[int, int],
-                  progress: bool | None = None, recalibrate: bool = False) -> list[RunEstimate]:
-    """Per run: calibrated epoch seconds and the epochs it has left (none once done).
+                  progress: bool | None = None, recalibrate: bool = False, world: int = 1,
+                  step_time: float | None = None) -> list[RunEstimate]:
+    """Per run: calibrated epoch seconds and the epochs it has left (none once done), on `world`
+    devices; `step_time` (seconds per global batch, the user's) replaces the calibration.
 
     Each distinct configuration is calibrated once (`recalibrate`: measured again, not taken
     from the cache), with progress shown when anything is measured; a calibration far off its
     model's other configurations (`estimate.outliers`) is measured once more."""
     from .costs import config_cost
-    from .estimate import calibrate, calibration_key, estimate_run, outliers
+    from .estimate import Calibration, calibrate, calibration_key, estimate_run, outliers
     from .progress import track
 
-    keys = [json.dumps(calibration_key(rc, device), default=str) for rc in runs]
+    def done(rc: RunConfig) -> int:
+        return rc.recipe.epochs if run_state(runs_dir / rc.run_id) == "done" else epochs_done(runs_dir / rc.run_id)
+
+    if step_time is not None:
+        return [estimate_run(rc, Calibration.given(step_time, rc.recipe.batch_size), done(rc), data_sizes, world)
+                for rc in runs]
+    keys = [json.dumps(calibration_key(rc, device, world), default=str) for rc in runs]
     distinct = list(dict(zip(keys, runs)).items())
-    pending = recalibrate or any(calibrate(rc, device, measure=False)[0] is None for _, rc in distinct)
-    cals = {key: calibrate(rc, device, force=recalibrate)[0] for key, rc in
+    pending = recalibrate or any(calibrate(rc, device, measure=False, world=world)[0] is None for _, rc in distinct)
+    cals = {key: calibrate(rc, device, force=recalibrate, world=world)[0] for key, rc in
             track(distinct, "calibrating", "config", show=pending if progress is None else progress,
                   label=lambda item: item[1].run_id)}
     suspects = outliers([(rc, cals[key], config_cost(*rc.key).flops) for key, rc in distinct])
@@ -265,13 +280,8 @@ def estimate_runs(runs: list[RunConfig], runs_dir: Path, device: str, data_sizes
         if rc in suspects:
             log.warning("calibration of %s is far off its neighbours (%.2f s per step); measuring it again",
                         rc.run_id, cals[key].step_s)
-            cals[key] = calibrate(rc, device, force=True)[0]
-    estimates = []
-    for rc, key in zip(runs, keys):
-        cal = cals[key]
-        done = rc.recipe.epochs if run_state(runs_dir / rc.run_id) == "done" else epochs_done(runs_dir / rc.run_id)
-        estimates.append(estimate_run(rc, cal, done, data_sizes))
-    return estimates
+            cals[key] = calibrate(rc, device, force=True, world=world)[0]
+    return [estimate_run(rc, cals[key], done(rc), data_sizes, world) for rc, key in zip(runs, keys)]
 
 
 def table_hours(experiment: Experiment, runs: list[RunConfig], estimates: list[RunEstimate]) -> dict[str, float]:
@@ -299,6 +309,8 @@ def dry_run_table(runs: list[RunConfig], runs_dir: Path, estimates: list[RunEsti
             rows[-1]["from"] = rc.source or ""
         if estimates is not None:
             rows[-1].update({"epoch (s)": estimates[i].epoch_s, "hours left": estimates[i].hours_left})
+            if estimates[i].devices > 1:
+                rows[-1]["device-hours left"] = estimates[i].device_hours_left
     table = pd.DataFrame(rows)
     for col in ("s", "d", *(k for k in shown if KNOBS[k].type is int)):
         if col in table:
@@ -374,7 +386,8 @@ class EtaLogger(L.Callback):
 
 def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Path, *, devices: int = 1,
               accelerator: str = "auto", download: bool = True, retry_failed: bool = False,
-              progress: bool | None = None, estimates: list[RunEstimate] | None = None) -> SweepOutcome:
+              progress: bool | None = None, estimates: list[RunEstimate] | None = None, nodes: int = 1,
+              logger: str = "csv") -> SweepOutcome:
     """Run each planned run unless done; record failures and go on.
 
     A damaged record is set aside and its run trained again (from its checkpoint where one
@@ -427,7 +440,7 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
             eta = EtaLogger(f"[{i}/{len(runs)}] {rc.run_id}", estimates[i - 1] if estimates else None,
                             estimates[i:] if estimates else [])
             record = train_run(rc, data_dir, run_dir, devices=devices, accelerator=accelerator,
-                               download=download, progress=progress, callbacks=[eta])
+                               download=download, progress=progress, callbacks=[eta], nodes=nodes, logger=logger)
             (outcome.done if record["status"] == "finished" else outcome.failed).append(rc.run_id)
         except Diverged as err:
             outcome.failed.append(rc.run_id)

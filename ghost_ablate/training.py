@@ -23,10 +23,10 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from . import __version__
-from .config import ConfigError, Recipe, RunConfig, make_recipe
+from .config import LOGGERS, ConfigError, Recipe, RunConfig, make_recipe
 from .checkpoints import DamagedCheckpoint, safe_load
 from .costs import measure
-from .data import NUM_CLASSES, fingerprint, get_dataset
+from .data import NUM_CLASSES, get_dataset
 from .models import build_model, get_spec
 from .precision import Precision, cpu_model, precision_on, resolve_precision
 from .records import DamagedRecord, read_record, set_aside, storage_guard, write_record
@@ -41,11 +41,17 @@ for _noise in (r".*treespec, LeafSpec.*", r".*exists and is not empty.*", r".*sm
 QUIET = ("litlogger", "Detected KeyboardInterrupt")
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda r: not any(text in r.getMessage() for text in QUIET))
+CONFUSION_CLASSES = 100  # the most classes whose test confusion matrix a record keeps
 FINITE_CHECK_EVERY = 50  # steps between host syncs that check the loss is finite
 
 
 def is_rank_zero() -> bool:
-    """False in the processes Lightning's DDP launcher starts for ranks 1..N-1."""
+    """False in the processes Lightning's DDP launcher starts for ranks 1..N-1, and in the tasks
+    `srun` starts for them under SLURM (their SLURM_PROCID)."""
+    if os.environ.get("RANK") is not None:
+        return int(os.environ["RANK"]) == 0
+    if int(os.environ.get("SLURM_NTASKS", 1)) > 1 and os.environ.get("SLURM_PROCID") is not None:
+        return int(os.environ["SLURM_PROCID"]) == 0
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
 
 
@@ -59,10 +65,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     """Write checkpoints to a temp file and rename, so a kill never leaves a truncated last.ckpt;
     the checkpoint it replaces becomes previous.ckpt. A full disk or read-only folder raises
     StorageError and leaves both earlier checkpoints as they were. Reading is always
-    `weights_only=True`: tensors and plain types, never code."""
+    `weights_only=True`: tensors and plain types, never code.
+
+    The checkpoint Lightning writes when SLURM pre-empts a job (`hpc_ckpt_N.ckpt`, on the requeue
+    signal) becomes last.ckpt, so a requeued job resumes the way every other restart does."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         path = Path(path)
+        if path.name.startswith("hpc_ckpt_"):
+            path = path.with_name(CHECKPOINT)
         tmp = path.with_name(f".{path.name}.tmp")
         with storage_guard(path, cleanup=tmp):
             super().save_checkpoint(checkpoint, tmp, storage_options)
@@ -130,7 +141,8 @@ class ImageClassifier(L.LightningModule):
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc1 = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
-        self.test_confusion = MulticlassConfusionMatrix(num_classes)
+        # Kept for CIFAR-sized label sets: ImageNet's 1000 x 1000 would be megabytes in every record.
+        self.test_confusion = MulticlassConfusionMatrix(num_classes) if num_classes <= CONFUSION_CLASSES else None
         self.confusion: list[list[int]] | None = None  # rows: true class, columns: predicted; last test pass
         self.channels_last = False  # set by train_run from the resolved precision
         self.run_config: dict[str, Any] | None = None  # the run's identity, set by train_run, kept in checkpoints
@@ -166,8 +178,10 @@ class ImageClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
+        if not len(y):  # every image of the batch was unreadable (folder data sets skip those)
+            return None
         logits = self(self._inputs(x))
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.recipe.label_smoothing)
         self._nonfinite |= ~torch.isfinite(loss.detach())  # no host sync here
         self.train_acc(logits.detach(), y)
         self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
@@ -194,17 +208,21 @@ class ImageClassifier(L.LightningModule):
     # -- evaluation on the test set each epoch -------------------------------------------
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         x, y = batch
+        if not len(y):
+            return
         logits = self(self._inputs(x))
         self.test_acc1(logits, y)
         self.test_acc5(logits, y)
-        self.test_confusion.update(logits, y)
+        if self.test_confusion is not None:
+            self.test_confusion.update(logits, y)
         self.log("test_loss", F.cross_entropy(logits, y), batch_size=len(y), sync_dist=True)
         self.log("test_acc", self.test_acc1, batch_size=len(y))
         self.log("test_acc5", self.test_acc5, batch_size=len(y))
 
     def on_validation_epoch_end(self) -> None:
-        self.confusion = self.test_confusion.compute().tolist()
-        self.test_confusion.reset()
+        if self.test_confusion is not None:
+            self.confusion = self.test_confusion.compute().tolist()
+            self.test_confusion.reset()
 
     def on_train_epoch_end(self) -> None:
         self._raise_if_diverged()  # also when no test loop ran this epoch
@@ -229,7 +247,7 @@ class ImageClassifier(L.LightningModule):
 
     def configure_optimizers(self):  # noqa: ANN201 - Lightning's union of return types
         r = self.recipe
-        opt = torch.optim.SGD(self.parameters(), lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
+        opt = torch.optim.SGD(self.parameters(), lr=r.scaled_lr, momentum=r.momentum, nesterov=r.nesterov,
                               weight_decay=r.weight_decay)
         main_epochs = r.epochs - r.warmup_epochs
         if r.schedule == "step":
@@ -301,29 +319,71 @@ def keep_precision(here: Precision, record: dict[str, Any] | None, device: str) 
     return precision_on(device, here.requested, before, reason)
 
 
+def make_loggers(kind: str, out: Path, config: RunConfig, version: str) -> list[Any]:
+    """Lightning's CSV logger (always: it is where the records come from) plus the tracker asked
+    for. MLflow logs to MLFLOW_TRACKING_URI (default: ./mlruns), in the experiment
+    MLFLOW_EXPERIMENT_NAME (default: ghost-ablate); W&B to WANDB_PROJECT (default: ghost-ablate),
+    offline when WANDB_MODE=offline. Each names the run by its id and tags it with its config."""
+    if kind not in LOGGERS:
+        raise ConfigError(f"unknown logger {kind!r}; valid: {', '.join(LOGGERS)}")
+    loggers: list[Any] = [CSVLogger(out, name="logs", version=version)]
+    needs = {"tensorboard": "tensorboard", "mlflow": "mlflow", "wandb": "wandb"}.get(kind)
+    if needs and importlib.util.find_spec(needs) is None:
+        raise ConfigError(f"--logger {kind} needs the {needs} package: pip install 'ghost-ablate[tracking]'")
+    tags = {"run_id": config.run_id, "model": config.model, "profile": config.profile, "seed": str(config.seed),
+            "dataset": config.dataset}
+    if kind == "tensorboard":
+        loggers.append(TensorBoardLogger(out, name="tb", version=version))
+    elif kind == "mlflow":
+        from lightning.pytorch.loggers import MLFlowLogger
+
+        loggers.append(MLFlowLogger(os.environ.get("MLFLOW_EXPERIMENT_NAME", "ghost-ablate"), config.run_id,
+                                    tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"), tags=tags))
+    elif kind == "wandb":
+        from lightning.pytorch.loggers import WandbLogger
+
+        loggers.append(WandbLogger(name=config.run_id, id=config.run_id.replace(".", "_"), save_dir=str(out),
+                                   project=os.environ.get("WANDB_PROJECT", "ghost-ablate"), resume="allow",
+                                   offline=os.environ.get("WANDB_MODE") == "offline", tags=list(tags.values())))
+    return loggers
+
+
+def slurm_plugins() -> list[Any]:
+    """Under SLURM: Lightning's SLURM environment (ranks from srun) with auto-requeue: on the
+    requeue signal (SIGUSR1, or GHOST_ABLATE_REQUEUE_SIGNAL; `sweep --slurm` uses submitit's
+    SIGUSR2) it saves a checkpoint, which becomes last.ckpt, and requeues the job, which resumes."""
+    import signal
+
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    if not SLURMEnvironment.detect():
+        return []
+    name = os.environ.get("GHOST_ABLATE_REQUEUE_SIGNAL", "SIGUSR1")
+    if not isinstance(getattr(signal, name, None), signal.Signals):
+        raise ConfigError(f"GHOST_ABLATE_REQUEUE_SIGNAL={name}: not a signal name (e.g. SIGUSR1)")
+    return [SLURMEnvironment(auto_requeue=True, requeue_signal=getattr(signal, name))]
+
+
 def make_trainer(recipe: Recipe, out: Path, devices: int, device: str, precision: Precision, progress: bool,
-                 attempt: int = 1) -> L.Trainer:
+                 attempt: int = 1, nodes: int = 1, loggers: list[Any] | None = None) -> L.Trainer:
     cuda = device == "cuda"
     if cuda:
         torch.set_float32_matmul_precision("high")
     else:
         torch.set_num_threads(os.cpu_count() or 1)
-    # One log folder per attempt: Lightning's CSV writer deletes an existing metrics.csv.
-    version = f"attempt-{attempt}"
-    loggers: list[Any] = [CSVLogger(out, name="logs", version=version)]
-    if importlib.util.find_spec("tensorboard") or importlib.util.find_spec("tensorboardX"):
-        loggers.append(TensorBoardLogger(out, name="tb", version=version))
     return L.Trainer(
         accelerator="cuda" if cuda else "cpu",
         devices=devices,
-        strategy="ddp" if devices > 1 else "auto",
+        num_nodes=nodes,
+        strategy="ddp" if devices * nodes > 1 else "auto",
         precision=precision.lightning,
         max_epochs=recipe.epochs,
         limit_train_batches=recipe.limit_train_batches or 1.0,
         limit_val_batches=recipe.limit_test_batches or 1.0,
         deterministic=recipe.deterministic,
         benchmark=cuda and not recipe.deterministic,
-        logger=loggers,
+        # One log folder per attempt: Lightning's CSV writer deletes an existing metrics.csv.
+        logger=loggers if loggers is not None else [CSVLogger(out, name="logs", version=f"attempt-{attempt}")],
         callbacks=[
             # One rolling checkpoint, rewritten every epoch. (save_last alone writes nothing
             # before the end of training when no top-k checkpoint is kept.)
@@ -331,7 +391,7 @@ def make_trainer(recipe: Recipe, out: Path, devices: int, device: str, precision
                             enable_version_counter=False, save_on_train_epoch_end=True),
             LearningRateMonitor(logging_interval="epoch"),
         ],
-        plugins=[AtomicCheckpointIO()],
+        plugins=[AtomicCheckpointIO(), *slurm_plugins()],
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -392,9 +452,24 @@ def shape_from_checkpoint(config: RunConfig, module: ImageClassifier, ckpt: Path
     module.model = fit_widths(module.model, config.model, safe_load(ckpt)["state_dict"])
 
 
+UNREADABLE_LISTED = 100  # unreadable images named in a record; all are counted
+
+
+def gather_unreadable(data: L.LightningDataModule) -> None:
+    """Under DDP each process saw its own share of the images: give every process all the
+    unreadable ones, so rank 0's record counts them all."""
+    import torch.distributed as dist
+
+    if not hasattr(data, "unreadable") or not (dist.is_available() and dist.is_initialized()):
+        return
+    everyone: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, sorted(data.unreadable))
+    data.unreadable = {p for part in everyone for p in part}
+
+
 def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, devices: int = 1,
               accelerator: str = "auto", download: bool = True, progress: bool | None = None,
-              callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+              callbacks: list[L.Callback] | None = None, nodes: int = 1, logger: str = "csv") -> dict[str, Any]:
     """Train `config` into `out_dir`, resuming from its last checkpoint; return the record.
 
     A finished run returns its record at once. A folder holding another configuration is
@@ -402,10 +477,12 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     """
     out = Path(out_dir)
     recipe = config.recipe
-    per_device = max(recipe.batch_size // devices, 1)
+    world = devices * nodes
+    per_device = max(recipe.batch_size // world, 1)
     dataset = get_dataset(config.dataset)
-    data = dataset.module(data_dir, per_device, recipe.eval_batch_size, config.seed, download).load()
-    seen = fingerprint(data_dir)
+    data = dataset.module(data_dir, per_device, recipe.eval_batch_size, config.seed, download,
+                          image_size=recipe.image_size).load()
+    seen = dataset.fingerprint(data_dir)
     if config.data is None:
         config = config.with_data(seen)
     elif config.data != seen:
@@ -419,6 +496,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
                                       f"it from a copy") from None
     prior_wall = (record or {}).get("wall_time_s", 0.0)
     prior_notes = (record or {}).get("checkpoint_notes") or []
+    prior_unreadable = ((record or {}).get("unreadable_images") or {}).get("files") or []
     if record is not None:
         if record.get("config") != config.to_dict():
             other = "data" if {**record.get("config", {}), "data": seen} == config.to_dict() else "configuration"
@@ -434,7 +512,8 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     module.channels_last = precision.channels_last
     attempt = (record or {}).get("attempts", 0) + 1
     trainer = make_trainer(recipe, out, devices, device, precision,
-                           sys.stdout.isatty() if progress is None else progress, attempt)
+                           sys.stdout.isatty() if progress is None else progress, attempt, nodes,
+                           make_loggers(logger, out, config, f"attempt-{attempt}"))
     for cb in callbacks or []:
         trainer.callbacks.append(cb)
     module.run_config = config.to_dict()
@@ -442,13 +521,13 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     ckpt, notes = resumable_checkpoint(out, identity, move_aside=is_rank_zero())
     source = start_from_source(config, module, out.parent) if ckpt is None else (record or {}).get("source")
     shape_from_checkpoint(config, module, ckpt)
-    cost = measure(module.model, dataset.input_size)  # what it computes on this data; before any compile
+    cost = measure(module.model, recipe.image_size or dataset.input_size)  # on this data; before any compile
     record = {
         "run_id": config.run_id, "config": config.to_dict(), "status": "running",
         "params": cost.params, "flops": cost.flops,
-        "data": {"dir": str(data_dir), "fingerprint": seen, "train_size": len(data.train_set[1]),
-                 "test_size": len(data.test_set[1])},
-        "devices": devices, "effective_batch_size": per_device * devices, "effective_lr": recipe.lr,
+        "data": {"dir": str(data_dir), "fingerprint": seen, "train_size": data.sizes[0], "test_size": data.sizes[1]},
+        **({"nodes": nodes} if nodes > 1 else {}),
+        "devices": devices, "effective_batch_size": per_device * world, "effective_lr": recipe.scaled_lr,
         "started_at": (record or {}).get("started_at", _now()), "attempts": attempt,
         "precision": precision.to_record(), **environment(),
     }
@@ -464,6 +543,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
         status = "interrupted" if trainer.interrupted else "finished"
+        gather_unreadable(data)
     except Diverged as err:
         status, error = "diverged", str(err)
         record["diverged_epoch"] = err.epoch
@@ -477,6 +557,9 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
         status, error = "failed", f"{type(err).__name__}: {err}"
         raise
     finally:
+        unreadable = sorted(set(prior_unreadable) | getattr(data, "unreadable", set()))
+        if unreadable:  # folder data sets skip images that cannot be decoded, and say which here
+            record["unreadable_images"] = {"count": len(unreadable), "files": unreadable[:UNREADABLE_LISTED]}
         record.update(summarize_history(module.history), test_confusion=module.confusion, status=status,
                       error=error,
                       wall_time_s=prior_wall + time.perf_counter() - clock,

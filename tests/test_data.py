@@ -155,8 +155,10 @@ def test_data_sets_are_declared_once_and_read_from_there(monkeypatch, tmp_path):
     cifar = data.get_dataset("cifar10")
     assert (cifar.num_classes, cifar.input_size, FULL_CIFAR) == (10, 32, (50_000, 10_000))
     assert data.get_dataset(None) is cifar  # records from before the field
-    with pytest.raises(data.DataError, match="unknown data set 'imagenet'; valid: cifar10"):
-        data.get_dataset("imagenet")
+    with pytest.raises(data.DataError, match="unknown data set 'svhn'; valid: cifar10, imagenet"):
+        data.get_dataset("svhn")
+    imagenet = data.get_dataset("imagenet")
+    assert (imagenet.num_classes, imagenet.input_size, imagenet.classes[0]) == (1000, 224, "n01440764")
     renamed = dataclasses.replace(cifar, title="CIFAR-10 (renamed)", train_size=5_085)
     monkeypatch.setitem(data.DATASETS, "cifar10", renamed)
     header = header_markdown({"profiles": ["subset"], "epochs": [12], "train_sizes": [5_085], "test_sizes": [1_017],

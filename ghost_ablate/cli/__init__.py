@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 
 from ..config import PRECISIONS
 from ..errors import UserError
-from .args import add_model_args, add_recipe_args
+from .args import add_model_args, add_recipe_args, add_scale_args
+from .imagenet import add_imagenet_parser, cmd_imagenet
 from .models import cmd_count, cmd_export, cmd_knobs
 from .outputs import cmd_bench, cmd_featuremaps, cmd_precision_table, cmd_redundancy, cmd_report
 from .runs import YES_ENV, cmd_doctor, cmd_sweep, cmd_train
@@ -46,7 +47,7 @@ class OneLineParser(argparse.ArgumentParser):
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "count": cmd_count, "knobs": cmd_knobs, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
     "bench": cmd_bench, "export": cmd_export, "doctor": cmd_doctor, "featuremaps": cmd_featuremaps,
-    "redundancy": cmd_redundancy, "precision-table": cmd_precision_table,
+    "redundancy": cmd_redundancy, "precision-table": cmd_precision_table, "imagenet": cmd_imagenet,
 }
 
 
@@ -69,15 +70,16 @@ def build_parser() -> OneLineParser:
     p.add_argument("--model", help="one registry name (default: every model)")
     p.add_argument("--format", choices=("table", "json"), default="table")
 
-    p = sub.add_parser("train", help="train one model on CIFAR-10 into a folder (resumable)")
+    p = sub.add_parser("train", help="train one model on CIFAR-10 or ImageNet into a folder (resumable)")
     add_model_args(p, required=True)
     p.add_argument("--profile", default="standard", help=f"a recipe: one of {profiles}, or a YAML path")
-    p.add_argument("--data-dir", default="data/cifar10", help="holds cifar-10-batches-py (or the archive)")
+    p.add_argument("--dataset", default="cifar10", help="cifar10 or imagenet (data.DATASETS)")
+    p.add_argument("--data-dir", default="data/cifar10", help="holds cifar-10-batches-py (or the archive); for "
+                                                              "ImageNet, train/ and val/")
     p.add_argument("--out", help="run folder (default: RESULTS_DIR/runs/<run id>)")
     p.add_argument("--results-dir", default="results", help="where runs/<run id>/ go")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and of the batch order")
-    p.add_argument("--devices", type=int, default=1, help="GPUs for one run (DDP when > 1)")
-    p.add_argument("--accelerator", choices=("auto", "cpu", "cuda"), default="auto")
+    add_scale_args(p, "the run")
     p.add_argument("--no-download", action="store_true", help="never try to download CIFAR-10")
     add_recipe_args(p)
 
@@ -98,9 +100,16 @@ def build_parser() -> OneLineParser:
     p.add_argument("--max-hours", type=float, default=24.0,
                    help="on a CPU, refuse a plan estimated to take longer (default 24)")
     p.add_argument("--yes", action="store_true", help=f"go on past the --max-hours guard (or set {YES_ENV}=1)")
-    p.add_argument("--devices", type=int, default=1, help="GPUs per run (DDP when > 1)")
-    p.add_argument("--accelerator", choices=("auto", "cpu", "cuda"), default="auto")
+    add_scale_args(p, "each run")
     p.add_argument("--no-download", action="store_true")
+    p.add_argument("--step-time", type=float, metavar="SECONDS",
+                   help="--dry-run: price the plan with this training step time (one global batch, on the "
+                        "hardware you will use) instead of calibrating on this machine")
+    p.add_argument("--slurm", nargs="*", metavar="KEY=VALUE",
+                   help="submit the plan to SLURM as a job array with submitit, one shard per task, and return; "
+                        "KEY=VALUE are submitit's parameters (slurm_partition=gpu timeout_min=2880 "
+                        "slurm_account=...; cluster=local runs the tasks on this machine)")
+    p.add_argument("--shards", type=int, default=1, help="--slurm: array tasks (shards of the plan)")
     add_recipe_args(p)
 
     p = sub.add_parser("report", help="paper tables (CSV, markdown) and plots from the run records")
@@ -175,6 +184,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--out", help="file (default MODEL.onnx)")
     p.add_argument("--fold-bn", action="store_true", help="fold BatchNorm into the convs first")
     p.add_argument("--opset", type=int, default=17)
+    add_imagenet_parser(sub)
     return parser
 
 

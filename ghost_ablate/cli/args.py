@@ -68,3 +68,22 @@ def recipe_overrides(args: argparse.Namespace) -> dict:
     return {k[len("recipe_"):]: v for k, v in vars(args).items() if k.startswith("recipe_") and v is not None}
 
 
+
+
+def add_scale_args(p: argparse.ArgumentParser, what: str) -> None:
+    """Where a run trains: devices and nodes (Lightning DDP), accelerator, and the tracker it logs to."""
+    from ..config import LOGGERS
+
+    p.add_argument("--devices", type=int, default=1, help=f"GPUs (or CPU processes) per node for {what} (DDP when "
+                                                          f"devices x nodes > 1)")
+    p.add_argument("--nodes", type=int, default=1, help="nodes for each run (DDP across nodes: under srun, or "
+                                                        "with torchrun's MASTER_ADDR/NODE_RANK set)")
+    p.add_argument("--accelerator", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--logger", choices=LOGGERS, default="csv",
+                   help="where metrics go besides the CSV logs the records come from (mlflow and wandb: "
+                        "pip install 'ghost-ablate[tracking]')")
+
+
+def check_scale(args: argparse.Namespace) -> None:
+    if args.devices < 1 or args.nodes < 1:
+        raise UserError(f"--devices and --nodes must be >= 1, got {args.devices} and {args.nodes}")

@@ -5,22 +5,24 @@ import argparse
 import sys
 
 from ..errors import UserError
-from .args import model_knobs, recipe_overrides
+from .args import check_scale, model_knobs, recipe_overrides
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..config import RunConfig
-    from ..data import fingerprint, prepare
+    from ..data import get_dataset
     from ..training import Diverged, is_rank_zero, train_run
 
+    check_scale(args)
     config = RunConfig.create(args.model, args.ratio, args.dw_size, args.width, args.profile, args.seed,
-                              knobs=model_knobs(args), **recipe_overrides(args))
-    prepare(args.data_dir, download=not args.no_download)
-    config = config.with_data(fingerprint(args.data_dir))  # the data is part of the run's identity
+                              knobs=model_knobs(args), dataset=args.dataset, **recipe_overrides(args))
+    dataset = get_dataset(args.dataset)
+    dataset.prepare(args.data_dir, not args.no_download)
+    config = config.with_data(dataset.fingerprint(args.data_dir))  # the data is part of the run's identity
     out = args.out or f"{args.results_dir}/runs/{config.run_id}"
     try:
         record = train_run(config, args.data_dir, out, devices=args.devices, accelerator=args.accelerator,
-                           download=not args.no_download)
+                           download=not args.no_download, nodes=args.nodes, logger=args.logger)
     except Diverged as err:
         print(f"ghost-ablate train: diverged: {err}; record kept in {out}", file=sys.stderr)
         return 1
@@ -42,24 +44,32 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
-    from ..data import fingerprint, prepare, split_sizes
-    from ..estimate import FULL_CIFAR, format_hours, plan_hours
+    from ..data import get_dataset
+    from ..estimate import format_hours, plan_hours
     from ..sweep import (dry_run_table, estimate_runs, load_experiment, parse_seeds, parse_shard, plan_runs,
                         run_sweep, table_hours)
     from ..training import is_rank_zero, resolve_device
 
+    check_scale(args)
     experiment = load_experiment(args.experiment)
+    dataset = get_dataset(experiment.dataset)
     seeds, shard = parse_seeds(args.seeds), parse_shard(args.shard)
+    if args.step_time is not None and (args.step_time <= 0 or not args.dry_run):
+        raise UserError(f"--step-time prices a --dry-run and must be > 0 seconds, got {args.step_time}")
+    if args.slurm is not None:
+        return submit_sweep(args, experiment, seeds)
     if not args.dry_run:  # a missing data set is a one-line error before any calibration
-        prepare(args.data_dir, download=not args.no_download)
-    sizes = split_sizes(args.data_dir)
-    data = fingerprint(args.data_dir) if sizes else None  # runs are identified by the data they train on
+        dataset.prepare(args.data_dir, not args.no_download)
+    sizes = dataset.split_sizes(args.data_dir)
+    data = dataset.fingerprint(args.data_dir) if sizes else None  # runs are identified by the data they train on
     runs = plan_runs(experiment, seeds, args.profile, recipe_overrides(args), shard, data)
     results = Path(args.results_dir)
     device = resolve_device(args.accelerator)
+    world = args.devices * args.nodes
     estimate = not args.no_estimate and is_rank_zero()
-    estimates = (estimate_runs(runs, results / "runs", device, sizes or FULL_CIFAR, recalibrate=args.recalibrate)
-                 if estimate else None)
+    full = (dataset.train_size, dataset.test_size)
+    estimates = (estimate_runs(runs, results / "runs", device, sizes or full, recalibrate=args.recalibrate,
+                               world=world, step_time=args.step_time) if estimate else None)
     if args.dry_run:
         import pandas as pd
 
@@ -73,13 +83,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                   f"and none of them counts as done")
         if estimates is not None:
             everything = plan_runs(experiment, seeds, args.profile, recipe_overrides(args), data=data)
-            all_estimates = estimates if shard == (0, 1) else estimate_runs(everything, results / "runs", device,
-                                                                            sizes or FULL_CIFAR)
+            all_estimates = estimates if shard == (0, 1) else estimate_runs(
+                everything, results / "runs", device, sizes or full, world=world, step_time=args.step_time)
             where = (f"{sizes[0]:,} / {sizes[1]:,} images in {args.data_dir}" if sizes else
-                     f"{args.data_dir} not found: full CIFAR-10 sizes assumed")
-            print(f"time left on {device} ({where}): this shard {format_hours(plan_hours(estimates))}; whole plan "
+                     f"{args.data_dir} not found: full {dataset.title} sizes assumed")
+            on = f"{args.step_time:g} s per step (given)" if args.step_time else device
+            print(f"time left on {on} ({where}): this shard {format_hours(plan_hours(estimates))}; whole plan "
                   f"{format_hours(plan_hours(all_estimates))}, {format_hours(plan_hours(all_estimates, shard[1]))} "
                   f"per shard with {shard[1]} shard(s)")
+            if world > 1:
+                print(f"each run on {world} devices ({args.nodes} node(s) x {args.devices}): "
+                      f"{sum(e.device_hours_left for e in all_estimates):,.1f} device-hours for the whole plan")
             for name, hours in table_hours(experiment, everything, all_estimates).items():
                 print(f"  {name}: {format_hours(hours)}")
         return 0
@@ -92,7 +106,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                             f"({YES_ENV}=1) to go on")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     outcome = run_sweep(runs, args.data_dir, results, devices=args.devices, accelerator=args.accelerator,
-                        download=not args.no_download, retry_failed=args.retry_failed, estimates=estimates)
+                        download=not args.no_download, retry_failed=args.retry_failed, estimates=estimates,
+                        nodes=args.nodes, logger=args.logger)
     if not is_rank_zero():  # a DDP helper process re-launched by Lightning
         return 0
     print(f"sweep {args.experiment} shard {args.shard}: {len(outcome.done)} done, {len(outcome.skipped)} skipped "
@@ -102,6 +117,25 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for run_id in outcome.failed:
         print(f"  failed: {run_id} (see {results / 'runs' / run_id / 'result.json'})")
     return 1 if outcome.failed else 0
+
+
+def submit_sweep(args: argparse.Namespace, experiment, seeds: list[int]) -> int:  # noqa: ANN001 - sweep.Experiment
+    """`sweep --slurm`: check the plan here, then submit it as a job array and return."""
+    from pathlib import Path
+
+    from ..slurm import parse_params, submit, sweep_argv
+    from ..sweep import plan_runs
+
+    if args.shard != "0/1" or args.dry_run:
+        raise UserError("--slurm submits every shard itself (see --shards) and trains; drop --shard and --dry-run")
+    params = parse_params(args.slurm)
+    runs = plan_runs(experiment, seeds, args.profile, recipe_overrides(args))  # bad overrides fail here, not in a job
+    folder = Path(args.results_dir) / "slurm"
+    jobs = submit(sweep_argv(args, recipe_overrides(args)), args.shards, params, folder, args.nodes, args.devices,
+                  gpus=args.accelerator != "cpu")
+    print(f"submitted {len(runs)} runs as {len(jobs)} array task(s): job {jobs[0].job_id.split('_')[0]}; logs in "
+          f"{folder}/<job id>/; run the same command again to resume after a cancel (finished runs are skipped)")
+    return 0
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -24,13 +24,17 @@ from .labels import full_label
 from .markdown import (_fmt, _md, header_markdown, markdown_table, provenance, pruned_markdown, seeds_markdown,
                        top1_cells)
 from .plots import headless, plot_accuracy_vs_cost, plot_confusion, plot_curves, plot_latency, plot_table
-from .tables import (CSV_NAMES, ReportError, aggregate, best_runs_by_family, imagenet_costs, load_runs, paper_table,
+from .tables import (CSV_NAMES, TABLES_BY_DATASET, ReportError, aggregate, best_runs_by_family, imagenet_costs, load_runs, paper_table,
                      per_class_accuracy, speedup_table)
 
 __all__ = ["ReportError", "build_report", "load_runs"]
-REPORT_STEPS = ("accuracy-vs-cost plots", *(f"{t} table and plot" for t in CSV_NAMES),
-                "experiment tables and per-class accuracy", "evidence (feature maps, redundancy)",
-                "ImageNet costs, speed-ups and README.md")
+def report_steps(tables: dict[str, str] = CSV_NAMES) -> tuple[str, ...]:
+    return ("accuracy-vs-cost plots", *(f"{t} table and plot" for t in tables),
+            "experiment tables and per-class accuracy", "evidence (feature maps, redundancy)",
+            "ImageNet costs, speed-ups and README.md")
+
+
+REPORT_STEPS = report_steps()  # a CIFAR-10 report's
 
 
 def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | None = None,
@@ -71,13 +75,15 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
     read for the evidence section an earlier report computed."""
     agg = aggregate(runs)
     written: list[Path] = []
-    steps = track(REPORT_STEPS, "report", "section", label=str)  # one line per finished section off a terminal
+    datasets = runs["dataset"].dropna().unique()  # one data set per report (`load_runs`)
+    tables = TABLES_BY_DATASET.get(datasets[0] if len(datasets) else "cifar10", CSV_NAMES)
+    steps = track(report_steps(tables), "report", "section", label=str)  # one line per finished section off a terminal
     next(steps)
     sections = [header_markdown(provenance(runs))]
     plots = [("Accuracy vs FLOPs", plot_accuracy_vs_cost(agg, out, "flops")),
              ("Accuracy vs parameters", plot_accuracy_vs_cost(agg, out, "params")),
              ("Test accuracy and training loss per epoch", plot_curves(agg, out))]
-    for table, filename in CSV_NAMES.items():
+    for table, filename in tables.items():
         next(steps)
         frame = paper_table(table, agg)
         write_atomic(out / filename, frame.to_csv(index=False))

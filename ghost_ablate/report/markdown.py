@@ -57,6 +57,10 @@ def markdown_table(table: pd.DataFrame) -> str:
                      "verdict": r["vs_reference"] or "",
                      "Paper params (M)": _fmt(r["paper_params_m"], 2), "Paper FLOPs (M)": _fmt(r["paper_flops_m"], 0),
                      "Paper top-1 (%)": _fmt(r["paper_top1"], 1), "Δ top-1 (pp)": _fmt(r["top1_diff"], 2)})
+        if "top5_mean" in table:  # the ImageNet tables
+            std5 = _none(r["top5_std"])
+            rows[-1].update({"Top-5 (%) mean ± std": _fmt(r["top5_mean"], 2) + (f" ± {std5:.2f}" if std5 else ""),
+                             "Paper top-5 (%)": _fmt(r["paper_top5"], 1), "Δ top-5 (pp)": _fmt(r["top5_diff"], 2)})
     published = [f"{r['label']} ({paper.PUBLISHED_ONLY[r['label']]})" for _, r in table.iterrows()
                  if r["status"] == "paper only"]
     return _md(pd.DataFrame(rows)) + ("\n\nPublished only: " + "; ".join(published) + "." if published else "")

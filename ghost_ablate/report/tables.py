@@ -19,6 +19,10 @@ from .stats import Comparison, compare, corrected_verdicts, seed_stats
 KEY = ("model", "ratio", "dw_size", "width")
 CSV_NAMES = {"table1_dw_size": "table1_dw_size.csv", "table2_ratio": "table2_ratio.csv",
              "table3_cifar10": "table3_cifar10.csv", "budget_cifar10": "budget_cifar10.csv"}
+# The trained tables of a report, by the data set its runs are on.
+TABLES_BY_DATASET = {"cifar10": CSV_NAMES,
+                     "imagenet": {"resnet50_imagenet": "table4_imagenet.csv", "ghostnet_imagenet": "table7_imagenet.csv"}}
+TOP5_COLUMNS = ["top5_mean", "top5_std", "paper_top5", "top5_diff"]  # ImageNet tables only
 TABLE_COLUMNS = ["table", "label", "model", "s", "d", "width", "params_m", "flops_m", "top1_mean", "top1_std",
                  "n_seeds", "top1_best_mean", "paper_params_m", "paper_flops_m", "paper_top1",
                  "params_diff_pct", "flops_diff_pct", "top1_diff", "status",
@@ -46,7 +50,7 @@ def load_runs(results_dir: str | Path, profile: str | None = None, data: str | N
     if not records:
         raise ReportError(f"no run records under {runs_dir}; run `make sweep-cifar` first")
     runs = pd.DataFrame([flatten_record(r) for r in records])
-    for col in ("params", "flops", "final_test_acc", "best_test_acc", "device", "train_size", "test_size", "dataset",
+    for col in ("params", "flops", "final_test_acc", "final_test_acc5", "best_test_acc", "device", "train_size", "test_size", "dataset",
                 "data_dir", "data_fingerprint", "precision", "history",
                 "test_confusion"):  # older or partial records lack some
         if col not in runs:
@@ -91,11 +95,13 @@ def aggregate(runs: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
     out: dict[tuple, dict[str, Any]] = {}
     for _, r in runs.iterrows():
         k = row_key(r)
-        entry = out.setdefault(k, {"final": [], "seeds": [], "best": [], "failed": 0, "costs": [],
+        entry = out.setdefault(k, {"final": [], "final5": [], "seeds": [], "best": [], "failed": 0, "costs": [],
                                    "histories": [], "precisions": set(), "devices": set()})
         entry["costs"].append((r["params"], r["flops"]))
         if r["status"] == "finished" and _none(r["final_test_acc"]) is not None:
             entry["final"].append(100 * r["final_test_acc"])
+            if _none(r.get("final_test_acc5")) is not None:
+                entry["final5"].append(100 * r["final_test_acc5"])
             seed = _none(r.get("seed"))
             entry["seeds"].append(None if seed is None else int(seed))
             entry["best"].append(100 * r["best_test_acc"])
@@ -108,8 +114,8 @@ def aggregate(runs: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
         # one value per configuration, except for networks whose widths come from pruning each seed's source
         params, flops = (pd.Series(c, dtype="float64").mean() for c in zip(*entry.pop("costs")))
         entry.update(params=None if pd.isna(params) else params, flops=None if pd.isna(flops) else flops)
-        final = seed_stats(entry["final"])
-        entry.update(n=final.n, top1_mean=final.mean, top1_std=final.std, top1_ci95=final.ci95,
+        final, final5 = seed_stats(entry["final"]), seed_stats(entry["final5"])
+        entry.update(top5_mean=final5.mean, top5_std=final5.std,n=final.n, top1_mean=final.mean, top1_std=final.std, top1_ci95=final.ci95,
                      top1_best_mean=seed_stats(entry["best"]).mean, mixed=mixed_note(entry))
     return out
 
@@ -186,10 +192,16 @@ def paper_table(table: str, agg: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
             "test": tested.test, "p_vs_reference": _round(tested.p, 4),
             "mixed": ours["mixed"] if ours else "",
         })
+        if table in paper.IMAGENET_TABLES:
+            top5 = ours["top5_mean"] if ours else None
+            rows[-1].update(top5_mean=_round(top5, 2), top5_std=_round(ours["top5_std"] if ours else None, 2),
+                            paper_top5=row.top5,
+                            top5_diff=None if _none(top5) is None or row.top5 is None else round(top5 - row.top5, 2))
     adjusted, verdicts = corrected_verdicts(comparisons)
     for row, p, verdict in zip(rows, adjusted, verdicts):
         row.update(p_holm=_round(p, 4), vs_reference=verdict)
-    frame = pd.DataFrame(rows, columns=TABLE_COLUMNS)
+    columns = TABLE_COLUMNS + (TOP5_COLUMNS if table in paper.IMAGENET_TABLES else [])
+    frame = pd.DataFrame(rows, columns=columns)
     for col in ("s", "d", "n_seeds"):
         frame[col] = frame[col].astype("Int64")
     return frame
@@ -244,7 +256,10 @@ def speedup_table(bench: pd.DataFrame) -> pd.DataFrame:
 
 def best_runs_by_family(runs: pd.DataFrame) -> dict[str, pd.Series]:
     """Per network family, its finished run with the highest final top-1 that kept a confusion matrix."""
-    usable = runs[(runs["status"] == "finished") & runs["test_confusion"].map(lambda c: isinstance(c, list))]
+    from ..training import CONFUSION_CLASSES
+
+    usable = runs[(runs["status"] == "finished")
+                  & runs["test_confusion"].map(lambda c: isinstance(c, list) and 0 < len(c) <= CONFUSION_CLASSES)]
     best: dict[str, pd.Series] = {}
     for _, r in usable.sort_values(["final_test_acc", "run_id"], ascending=[False, True]).iterrows():
         best.setdefault(_family(r["model"]), r)

@@ -1,5 +1,4 @@
-"""Data sets, declared once (`DATASETS`), and CIFAR-10 from the official python pickles, as
-uint8 tensors with batch-wise augmentation.
+"""CIFAR-10 from the official python pickles, as uint8 tensors with batch-wise augmentation.
 
 The whole training set is one uint8 tensor (150 MB at full size), kept on the GPU when
 training there. Each batch is gathered by index and augmented in one vectorised step
@@ -13,7 +12,6 @@ import hashlib
 import pickle
 import socket
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import UserError
+from .common import DataError
 
 try:  # numpy >= 2 (older pickles name numpy.core, which find_class maps to the same helpers)
     from numpy._core import multiarray as _multiarray
@@ -40,10 +38,6 @@ STD = (0.2470, 0.2435, 0.2616)
 NUM_CLASSES = 10
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 PAD = 4
-
-
-class DataError(UserError):
-    """The data set is missing or broken; the message says which file and what to do."""
 
 
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
@@ -158,7 +152,7 @@ def fingerprint(data_dir: str | Path) -> str:
 
     Hashing full CIFAR-10 (178 MB) takes well under a second; the result is cached per folder,
     file sizes and modification times, so it is computed once."""
-    from .cache import JsonCache
+    from ..cache import JsonCache
 
     folder = find_folder(Path(data_dir))
     if folder is None:
@@ -261,8 +255,10 @@ class CIFAR10DataModule(L.LightningDataModule):
     """CIFAR-10 train/test from `data_dir`; the test set is the per-epoch evaluation set."""
 
     def __init__(self, data_dir: str | Path, batch_size: int = 128, eval_batch_size: int = 512,
-                 seed: int = 0, download: bool = True) -> None:
+                 seed: int = 0, download: bool = True, image_size: int | None = None) -> None:
         super().__init__()
+        if image_size not in (None, 32):
+            raise DataError(f"CIFAR-10 images are 32x32; image_size {image_size} is for folder data sets (ImageNet)")
         self.data_dir = Path(data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.download = seed, download
@@ -279,6 +275,11 @@ class CIFAR10DataModule(L.LightningDataModule):
             self.train_set = load_split(folder, train=True)
             self.test_set = load_split(folder, train=False)
         return self
+
+    @property
+    def sizes(self) -> tuple[int, int]:
+        """(training, test) images, once loaded."""
+        return len(self.train_set[1]), len(self.test_set[1])
 
     def setup(self, stage: str | None = None) -> None:
         self.load()
@@ -305,35 +306,3 @@ class CIFAR10DataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):  # noqa: ANN001 - Lightning hook
         images, labels = batch
         return normalize(images), labels
-
-
-@dataclass(frozen=True)
-class DataSet:
-    """What training, costs, estimates and reports need to know of a data set; a run config's
-    `dataset` names one of `DATASETS`."""
-    name: str
-    title: str  # as tables and report headers name it
-    classes: tuple[str, ...]
-    input_size: int  # square side of its images as the models see them
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    train_size: int  # images of the full splits (a subset folder may hold fewer)
-    test_size: int
-    module: Callable[..., L.LightningDataModule]  # (data_dir, batch_size, eval_batch_size, seed, download)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
-DATASETS: dict[str, DataSet] = {
-    "cifar10": DataSet("cifar10", "CIFAR-10", CLASSES, 32, MEAN, STD, 50_000, 10_000, CIFAR10DataModule),
-}
-
-
-def get_dataset(name: str | None) -> DataSet:
-    """The declared data set `name` (records from before the field default to CIFAR-10)."""
-    name = name or "cifar10"
-    if name not in DATASETS:
-        raise DataError(f"unknown data set {name!r}; valid: {', '.join(DATASETS)}")
-    return DATASETS[name]

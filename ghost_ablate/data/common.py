@@ -1,0 +1,36 @@
+"""What every data set shares: its declaration (`DataSet`) and its one error type."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+
+from ..errors import UserError
+
+
+class DataError(UserError):
+    """The data set is missing or broken; the message says which file and what to do."""
+
+
+@dataclass(frozen=True)
+class DataSet:
+    """What training, costs, estimates and reports need to know of a data set; a run config's
+    `dataset` names one of `DATASETS`."""
+    name: str
+    title: str  # as tables and report headers name it
+    classes: tuple[str, ...]
+    input_size: int  # square side of its images as the models see them
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    train_size: int  # images of the full splits (a subset folder may hold fewer)
+    test_size: int
+    module: Callable[..., L.LightningDataModule]  # (data_dir, batch_size, eval_batch_size, seed, download, image_size)
+    prepare: Callable[[str | Path, bool], Path]  # (data_dir, download) -> its folder, or DataError naming what is missing
+    fingerprint: Callable[[str | Path], str]  # a hash of its contents: part of every run's identity
+    split_sizes: Callable[[str | Path], "tuple[int, int] | None"]  # (train, test) images there; None if absent
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
