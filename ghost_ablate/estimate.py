@@ -198,8 +198,7 @@ class RunEstimate:
 def estimate_run(rc: RunConfig, cal: Calibration, epochs_done: int, data_sizes: tuple[int, int],
                  world: int = 1) -> RunEstimate:
     """Epoch time and epochs left; each of `world` devices runs 1/world of the batches and test images."""
-    epoch_s = cal.epoch_seconds(math.ceil(train_batches(rc, data_sizes[0])),
-                                math.ceil(test_images(rc, data_sizes[1]) / world))
+    epoch_s = cal.epoch_seconds(train_batches(rc, data_sizes[0]), math.ceil(test_images(rc, data_sizes[1]) / world))
     return RunEstimate(rc.run_id, epoch_s, max(rc.recipe.epochs - epochs_done, 0), world)
 
 

@@ -85,11 +85,13 @@ def load_experiment(path: str | Path) -> Experiment:
             raise _fail(path, str(key), f"unknown field; valid: {', '.join(EXPERIMENT_KEYS)}")
     if "profile" not in doc:
         raise _fail(path, "profile", "missing; name one of experiments/profiles")
-    from .data import DATASETS
+    from .data import DataError, get_dataset
 
     dataset = str(doc.get("dataset", "cifar10"))
-    if dataset not in DATASETS:
-        raise _fail(path, "dataset", f"unknown data set {dataset!r}; valid: {', '.join(DATASETS)}")
+    try:
+        get_dataset(dataset)
+    except DataError as err:
+        raise _fail(path, "dataset", str(err)) from None
     for key in ("profile", "finetune_profile"):
         try:
             if key in doc:

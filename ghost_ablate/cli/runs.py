@@ -128,10 +128,10 @@ def submit_sweep(args: argparse.Namespace, experiment, seeds: list[int]) -> int:
 
     if args.shard != "0/1" or args.dry_run:
         raise UserError("--slurm submits every shard itself (see --shards) and trains; drop --shard and --dry-run")
-    params = parse_params(args.slurm)
-    runs = plan_runs(experiment, seeds, args.profile, recipe_overrides(args))  # bad overrides fail here, not in a job
+    params, overrides = parse_params(args.slurm), recipe_overrides(args)
+    runs = plan_runs(experiment, seeds, args.profile, overrides)  # bad overrides fail here, not in a job
     folder = Path(args.results_dir) / "slurm"
-    jobs = submit(sweep_argv(args, recipe_overrides(args)), args.shards, params, folder, args.nodes, args.devices,
+    jobs = submit(sweep_argv(args, overrides), args.shards, params, folder, args.nodes, args.devices,
                   gpus=args.accelerator != "cpu")
     print(f"submitted {len(runs)} runs as {len(jobs)} array task(s): job {jobs[0].job_id.split('_')[0]}; logs in "
           f"{folder}/<job id>/; run the same command again to resume after a cancel (finished runs are skipped)")

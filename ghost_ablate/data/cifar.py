@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import DataError
+from .common import DataError, normalize_with
 
 try:  # numpy >= 2 (older pickles name numpy.core, which find_class maps to the same helpers)
     from numpy._core import multiarray as _multiarray
@@ -208,9 +208,7 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:
     """uint8 NCHW -> float32 normalised with the CIFAR-10 channel mean and std."""
-    mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
-    return (images.float() / 255.0 - mean) / std
+    return normalize_with(images, MEAN, STD)
 
 
 class TensorBatches:

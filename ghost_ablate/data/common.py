@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import lightning as L
+import torch
 
 from ..errors import UserError
 
@@ -34,3 +35,10 @@ class DataSet:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+def normalize_with(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
+    """uint8 NCHW -> float32 normalised with a data set's channel mean and std, on the images' device."""
+    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
+    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    return (images.float() / 255.0 - m) / s

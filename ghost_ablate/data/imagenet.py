@@ -28,8 +28,11 @@ from typing import Any
 
 import lightning as L
 import torch
+from PIL import Image
+from torchvision.io import read_file
+from torchvision.transforms.v2.functional import pil_to_tensor
 
-from .common import DataError
+from .common import DataError, normalize_with
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -84,25 +87,30 @@ def find_folder(data_dir: Path) -> Path | None:
     return data_dir if any((data_dir / s).is_dir() for s in SPLITS.values()) else None
 
 
-def prepare(data_dir: str | Path, download: bool = True) -> Path:
-    """Check the layout of both splits (no download exists: ImageNet needs a licence); DataError
-    names the folder and what was expected."""
-    root = Path(data_dir)
+def layout(root: Path) -> dict[str, list[os.DirEntry]]:
+    """The class folders of both splits ("train", "val"), checked (no download exists: ImageNet
+    needs a licence); DataError names the folder and what was expected."""
     if find_folder(root) is None:
         raise DataError(f"{root}: no ImageNet here (ILSVRC-2012 is not downloadable without a licence: get it "
                         f"from image-net.org); {LAYOUT}")
-    train, val = (_class_dirs(root / s) for s in SPLITS.values())
-    missing = sorted({e.name for e in val} - {e.name for e in train})
+    dirs = {s: _class_dirs(root / s) for s in SPLITS.values()}
+    missing = sorted({e.name for e in dirs["val"]} - {e.name for e in dirs["train"]})
     if missing:
         raise DataError(f"{root / 'val'}: classes with no training folder ({', '.join(missing[:3])}); {LAYOUT}")
+    return dirs
+
+
+def prepare(data_dir: str | Path, download: bool = True) -> Path:
+    root = Path(data_dir)
+    layout(root)
     return root
 
 
-def scan(data_dir: str | Path, split: str) -> list[tuple[str, int]]:
-    """(path, label) of every image of `split` ("train" or "test"), sorted by path."""
+def samples(class_dirs: list[os.DirEntry]) -> list[tuple[str, int]]:
+    """(path, label) of every image in these class folders, sorted by path."""
     index = {w: i for i, w in enumerate(wnids())}
     out = []
-    for e in _class_dirs(Path(data_dir) / SPLITS[split]):
+    for e in class_dirs:
         out += [(f.path, index[e.name]) for f in sorted(os.scandir(e.path), key=lambda f: f.name) if _is_image(f.name)]
     return out
 
@@ -113,8 +121,8 @@ def _inventory(data_dir: str | Path) -> dict[str, Any]:
     added, removed or renamed, so a full listing happens once."""
     from ..cache import JsonCache
 
-    root = prepare(data_dir, download=False)
-    dirs = {s: _class_dirs(root / s) for s in SPLITS.values()}
+    root = Path(data_dir)
+    dirs = layout(root)
     stamps = [(s, e.name, e.stat().st_mtime_ns) for s, entries in dirs.items() for e in entries]
     cache = JsonCache("data")
     key = cache.key("imagenet-inventory", str(root.resolve()), stamps)
@@ -161,9 +169,6 @@ def eval_transform(size: int) -> Callable:
 
 def decode_file(path: str) -> torch.Tensor | None:
     """An image file as uint8 RGB CHW, or None if it cannot be read or decoded."""
-    from PIL import Image
-    from torchvision.transforms.v2.functional import pil_to_tensor
-
     try:
         with Image.open(path) as img:
             return pil_to_tensor(img.convert("RGB"))
@@ -205,8 +210,6 @@ class ImageFiles(torch.utils.data.Dataset):
     def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str]:
         path, label = self.samples[i]
         if self.raw:
-            from torchvision.io import read_file
-
             try:
                 return read_file(path), label, path
             except RuntimeError:
@@ -243,6 +246,7 @@ class ImageNetDataModule(L.LightningDataModule):
         if decode not in ("auto", "workers", "device"):
             raise DataError(f"decode must be auto, workers or device, got {decode!r}")
         self.data_dir, self.size = Path(data_dir), image_size or INPUT_SIZE
+        self.transforms = {True: train_transform(self.size), False: eval_transform(self.size)}  # by training
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.workers, self.decode = workers, decode
         self.train_set: list[tuple[str, int]] | None = None
@@ -251,8 +255,8 @@ class ImageNetDataModule(L.LightningDataModule):
 
     def load(self) -> ImageNetDataModule:
         if self.train_set is None:
-            prepare(self.data_dir)
-            self.train_set, self.test_set = scan(self.data_dir, "train"), scan(self.data_dir, "test")
+            dirs = layout(self.data_dir)
+            self.train_set, self.test_set = samples(dirs["train"]), samples(dirs["val"])
         return self
 
     @property
@@ -270,7 +274,7 @@ class ImageNetDataModule(L.LightningDataModule):
         return self.decode == "device" or (self.decode == "auto" and self._device().type == "cuda")
 
     def _loader(self, samples: list[tuple[str, int]], train: bool) -> torch.utils.data.DataLoader:
-        transform = train_transform(self.size) if train else eval_transform(self.size)
+        transform = self.transforms[train]
         workers = self.workers if self.workers is not None else default_workers(
             self.trainer.num_devices if self.trainer is not None else 1)
         return torch.utils.data.DataLoader(
@@ -294,8 +298,7 @@ class ImageNetDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):  # noqa: ANN001, ANN201 - Lightning hook
         images, labels, paths, bad = batch
         if isinstance(images, list):
-            training = self.trainer is None or self.trainer.training
-            transform = train_transform(self.size) if training else eval_transform(self.size)
+            transform = self.transforms[self.trainer is None or self.trainer.training]
             decoded = decode_blobs(images, labels.device)
             bad = bad + [p for p, x in zip(paths, decoded) if x is None]
             keep = torch.tensor([x is not None for x in decoded], device=labels.device)
@@ -308,9 +311,7 @@ class ImageNetDataModule(L.LightningDataModule):
             if name not in self.unreadable:
                 log.warning("warning: %s: unreadable image, skipped (counted in the run's record)", path)
                 self.unreadable.add(name)
-        mean = torch.tensor(MEAN, device=images.device).view(1, 3, 1, 1)
-        std = torch.tensor(STD, device=images.device).view(1, 3, 1, 1)
-        return (images.float() / 255.0 - mean) / std, labels
+        return normalize_with(images, MEAN, STD), labels
 
 
 # ---- the official validation folder, sorted once ------------------------------------
@@ -406,11 +407,11 @@ def write_sample(root: str | Path, classes: int = 10, per_class: int = 12, val_p
         tint = torch.tensor([(c * 37) % 255, (c * 91) % 255, (c * 53) % 255]).view(3, 1, 1) / 255.0
         return ((0.6 * noise + 0.4 * tint) * 255).clamp(0, 255).to(torch.uint8)
 
+    (root / "val").mkdir(parents=True, exist_ok=True)
     for c, wnid in enumerate(names):
         (root / "train" / wnid).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             (root / "train" / wnid / f"{wnid}_{i}.JPEG").write_bytes(encode_jpeg(image(c), quality=90).numpy().tobytes())
-        (root / "val").mkdir(parents=True, exist_ok=True)
         for _ in range(val_per_class):
             index += 1
             name = f"ILSVRC2012_val_{index:08d}.JPEG"

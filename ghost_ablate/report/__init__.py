@@ -24,11 +24,14 @@ from .labels import full_label
 from .markdown import (_fmt, _md, header_markdown, markdown_table, provenance, pruned_markdown, seeds_markdown,
                        top1_cells)
 from .plots import headless, plot_accuracy_vs_cost, plot_confusion, plot_curves, plot_latency, plot_table
-from .tables import (CSV_NAMES, TABLES_BY_DATASET, ReportError, aggregate, best_runs_by_family, imagenet_costs, load_runs, paper_table,
-                     per_class_accuracy, speedup_table)
+from .tables import (CSV_NAMES, TABLES_BY_DATASET, ReportError, aggregate, best_runs_by_family, imagenet_costs,
+                     load_runs, paper_table, per_class_accuracy, speedup_table)
 
 __all__ = ["ReportError", "build_report", "load_runs"]
+
+
 def report_steps(tables: dict[str, str] = CSV_NAMES) -> tuple[str, ...]:
+    """The sections a report announces as it writes them, with one step per trained table."""
     return ("accuracy-vs-cost plots", *(f"{t} table and plot" for t in tables),
             "experiment tables and per-class accuracy", "evidence (feature maps, redundancy)",
             "ImageNet costs, speed-ups and README.md")

@@ -50,8 +50,8 @@ def load_runs(results_dir: str | Path, profile: str | None = None, data: str | N
     if not records:
         raise ReportError(f"no run records under {runs_dir}; run `make sweep-cifar` first")
     runs = pd.DataFrame([flatten_record(r) for r in records])
-    for col in ("params", "flops", "final_test_acc", "final_test_acc5", "best_test_acc", "device", "train_size", "test_size", "dataset",
-                "data_dir", "data_fingerprint", "precision", "history",
+    for col in ("params", "flops", "final_test_acc", "final_test_acc5", "best_test_acc", "device", "train_size",
+                "test_size", "dataset", "data_dir", "data_fingerprint", "precision", "history",
                 "test_confusion"):  # older or partial records lack some
         if col not in runs:
             runs[col] = None
@@ -115,8 +115,9 @@ def aggregate(runs: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
         params, flops = (pd.Series(c, dtype="float64").mean() for c in zip(*entry.pop("costs")))
         entry.update(params=None if pd.isna(params) else params, flops=None if pd.isna(flops) else flops)
         final, final5 = seed_stats(entry["final"]), seed_stats(entry["final5"])
-        entry.update(top5_mean=final5.mean, top5_std=final5.std,n=final.n, top1_mean=final.mean, top1_std=final.std, top1_ci95=final.ci95,
-                     top1_best_mean=seed_stats(entry["best"]).mean, mixed=mixed_note(entry))
+        entry.update(n=final.n, top1_mean=final.mean, top1_std=final.std, top1_ci95=final.ci95,
+                     top5_mean=final5.mean, top5_std=final5.std, top1_best_mean=seed_stats(entry["best"]).mean,
+                     mixed=mixed_note(entry))
     return out
 
 
