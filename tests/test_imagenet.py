@@ -138,8 +138,10 @@ def test_submitit_job_array_killed_and_resubmitted_finishes_every_run_once(sampl
                           "  - {model: ghostnet, width: [0.5, 1.0]}\n  - {model: mobilenetv2, width: [0.35, 0.6]}\n")
     results = tmp_path / "results"
     os.environ["GHOST_ABLATE_WORKERS"] = "0"
+    # 2 epochs a run: seconds of work left in each task when the first run finishes, so the cancel
+    # lands while runs are left, however slow the machine (the tasks' start-up is most of the wait)
     argv = [str(experiment), "--seeds", "0", "--data-dir", str(sample), "--results-dir", str(results),
-            "--no-estimate", "--accelerator", "cpu"]
+            "--no-estimate", "--accelerator", "cpu", "--epochs", "2"]
     jobs = submit(argv, 2, {"cluster": "local", "timeout_min": 10}, results / "slurm", gpus=False)
     assert len(jobs) == 2 and all(isinstance(j, submitit.Job) for j in jobs)
     deadline = time.time() + 240
@@ -159,8 +161,9 @@ def test_submitit_job_array_killed_and_resubmitted_finishes_every_run_once(sampl
     for run, stamp in stamps.items():  # finished before the kill: not trained again
         assert (results / "runs" / run / "result.json").stat().st_mtime_ns == stamp
     assert {r["run_id"] for r in final} == {
-        RunConfig.create(m, width=w, profile="imagenet_smoke", dataset="imagenet", data=final[0]["config"]["data"])
-        .run_id for m, w in (("ghostnet", 0.5), ("ghostnet", 1.0), ("mobilenetv2", 0.35), ("mobilenetv2", 0.6))}
+        RunConfig.create(m, width=w, profile="imagenet_smoke", dataset="imagenet", data=final[0]["config"]["data"],
+                         epochs=2).run_id
+        for m, w in (("ghostnet", 0.5), ("ghostnet", 1.0), ("mobilenetv2", 0.35), ("mobilenetv2", 0.6))}
 
 
 def test_sweep_slurm_refuses_bad_parameters_in_one_line(tmp_path, capsys):
