@@ -18,7 +18,7 @@ DEMO_RESULTS ?= results/demo
 # profile, or RESULTS=... given, reports $(RESULTS).
 REPORT_RESULTS = $(if $(and $(filter subset,$(PROFILE)),$(filter file,$(origin RESULTS))),$(DEMO_RESULTS),$(RESULTS))
 
-.PHONY: install test count sweep-cifar sweep-cross sweep-imagenet dry-run-imagenet dry-run report bench demo precision-check
+.PHONY: install test count sweep-cifar sweep-cross sweep-imagenet dry-run-imagenet dry-run report bench demo precision-check pilot
 
 install: $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
@@ -104,3 +104,13 @@ precision-check:
 	    --data-dir $(DEMO_DATA) --results-dir $(PRECISION_RESULTS) --no-download || exit $$?; \
 	done; done
 	$(CLI) precision-table --results-dir $(PRECISION_RESULTS) --out $(REPORTS)
+
+# Pilot of the subset schedule (issue 29): Table 2's pair at 12 and 30 epochs, seed by seed, so an
+# interrupted pilot still has complete pairs; run it again to resume. `plan-seeds` reads it.
+PILOT_RESULTS ?= results/pilot
+PILOT_RUNS    ?= 12:0 30:0 12:1 30:1 12:2 30:2
+pilot:
+	@for r in $(PILOT_RUNS); do \
+	  $(CLI) sweep experiments/cifar10_pilot.yaml --epochs $${r%%:*} --seeds $${r##*:} --data-dir $(DEMO_DATA) \
+	    --results-dir $(PILOT_RESULTS) --no-download || exit $$?; \
+	done

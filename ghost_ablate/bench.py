@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from .costs import measure
+from .machine import describe_device
 from .models import KNOBS, MODELS, build_model, format_assignments, fuse_rep
 from .precision import Precision, resolve_precision
 from .records import config_key, write_atomic
@@ -270,8 +271,8 @@ def bench_environment(s: BenchSettings) -> dict[str, Any]:
     from .training import versions
 
     v = versions()
-    device = torch.cuda.get_device_name() if s.device == "cuda" else (platform.processor() or platform.machine())
-    return {"device_kind": s.device, "device": device, "threads": s.threads, "torch": v["torch"],
+    return {"device_kind": s.device, "device": describe_device(s.device).split(": ", 1)[1], "threads": s.threads,
+            "torch": v["torch"],
             "torchvision": v["torchvision"],
             "train_batch_size": s.train_batch_size, "repeats": s.repeats}
 

@@ -20,7 +20,6 @@ a CIFAR-10 batch holds pixels and scaled linearly: a CPU's step time grows with 
 from __future__ import annotations
 
 import math
-import platform
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from .cache import JsonCache
+from .machine import describe_device
 from .config import RunConfig
 from .data import DATASETS, get_dataset
 from .models import build_model
@@ -58,9 +58,7 @@ class Calibration:
 
 
 def device_name(device: str) -> str:
-    if device == "cuda":
-        return torch.cuda.get_device_name()
-    return f"{platform.machine()} {torch.get_num_threads()} threads"
+    return describe_device(device)
 
 
 def steady(times: list[float]) -> bool:

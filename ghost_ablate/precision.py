@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .cache import JsonCache
+from .machine import cpu_model
 
 LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed"}
 MIN_SPEEDUP = 1.15  # bf16 must beat fp32 by this much on the probe for `auto` to choose it
@@ -94,17 +95,6 @@ def cpu_bf16_speedup(cache: JsonCache | None = None) -> float:
         speedup = _probe_step_time(False) / _probe_step_time(True)
         cache.put(key, speedup)
     return float(speedup)
-
-
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (e.g. "AMD EPYC"), else the architecture."""
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def bf16_accuracy_holds(path: Path | None = None) -> tuple[bool, str]:

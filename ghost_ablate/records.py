@@ -10,6 +10,7 @@ import json
 import math
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,7 +21,7 @@ from typing import Any
 from .errors import UserError
 
 RESULT_FILE = "result.json"
-REQUIRED_FIELDS = {"run_id": str, "config": dict, "status": str}
+PLAN_FILE = "seed_plan.json"  # written beside a sweep's runs by `sweep --seeds auto`; the report cites it
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # A failed write for one of these reasons would fail the same way for every later run.
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EACCES, errno.EROFS, errno.EDQUOT, errno.EPERM}
@@ -102,58 +103,137 @@ def plain_name(text: str, longest: int = 200) -> bool:
     return len(text) <= longest and bool(NAME.fullmatch(text)) and ".." not in text
 
 
+MAX_RECORD_BYTES = 16 * 2 ** 20  # a 400-epoch record is ~200 KB; anything far larger is not one of ours
+
+
+class UnsafeFile(UserError):
+    """A file the project was asked to read that is not a regular file inside its folder."""
+
+
+def read_bounded(path: Path, root: Path, limit: int = MAX_RECORD_BYTES) -> bytes | None:
+    """The bytes of `path`, read only if it is a regular file inside `root` once links are resolved,
+    and at most `limit` bytes long; None if it does not exist. A FIFO, device or directory is refused
+    without blocking (opened non-blocking, checked with fstat before reading); so is a link pointing
+    outside `root`."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return None
+    real, inside = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    if real != inside and inside not in real.parents:
+        raise UnsafeFile(f"{path}: refused, it links outside {root}")
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            return None  # a dangling link
+        raise UnsafeFile(f"{path}: cannot open ({err.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFile(f"{path}: refused, not a regular file")
+        if st.st_size > limit:
+            raise UnsafeFile(f"{path}: refused, {st.st_size:,} bytes is over the {limit:,}-byte bound")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise UnsafeFile(f"{path}: refused, over the {limit:,}-byte bound")
+    return data
+
+
+def read_json_bounded(path: Path, root: Path, limit: int = MAX_RECORD_BYTES) -> Any:
+    """JSON from `read_bounded`; None if missing, unsafe or unparsable (for optional side files)."""
+    try:
+        data = read_bounded(path, root, limit)
+        return None if data is None else json.loads(data)
+    except (UnsafeFile, ValueError, UnicodeDecodeError):
+        return None
+
+
 def record_problem(record: Any) -> str | None:
-    """Why a parsed record is unusable (missing or mistyped required fields, a run id that is no
-    plain name and so could point a reader outside the results folder), or None."""
-    if not isinstance(record, dict):
-        return "not a JSON object"
-    for name, kind in REQUIRED_FIELDS.items():
-        if name not in record:
-            return f"field {name!r} missing"
-        if not isinstance(record[name], kind):
-            return f"field {name!r} is {type(record[name]).__name__}, expected {kind.__name__}"
-    if not plain_name(record["run_id"]):
-        return f"run_id {record['run_id'][:80]!r} is not a run id (letters, digits, '_', '.', '-')"
+    """Why a parsed record is unusable: the first field that breaks the schema (`record_schema`),
+    as "<field>: <why>"; None for a run record."""
+    from .record_schema import record_problem as schema_problem
+
+    return schema_problem(record)
+
+
+def identity_problem(record: dict[str, Any], folder: str | None) -> str | None:
+    """"mislabelled: ..." unless the folder name (None: a folder the user named, not checked), the
+    record's run id and the id recomputed from its config all agree (a copied or edited record
+    otherwise counts as another run)."""
+    from .config import ConfigError, RunConfig
+
+    try:
+        recomputed = RunConfig.from_dict(record["config"]).run_id
+    except ConfigError as err:
+        return f"config: {err}"
+    if not (folder or record["run_id"]) == record["run_id"] == recomputed:
+        return (f"mislabelled: folder {folder!r}, run_id {record['run_id']!r} and the id of its config "
+                f"{recomputed!r} disagree")
     return None
 
 
-def read_record(run_dir: Path) -> dict[str, Any] | None:
+def read_record(run_dir: Path, root: Path | None = None, named_by_id: bool = True) -> dict[str, Any] | None:
     """The run's record, or None if it has none (never started, or killed before the first write).
+    `root`: the folder it must lie in (default: the run folder's parent); `named_by_id`: the folder
+    is a results folder's `runs/<run id>` (False for a folder `train --out` was given).
 
-    Raises DamagedRecord, naming the file, if it cannot be parsed or misses required fields.
+    Raises DamagedRecord, naming the file, if it is not a regular file inside `root`, cannot be
+    parsed, breaks the schema, or is mislabelled.
     """
-    path = Path(run_dir) / RESULT_FILE
-    if not path.exists():
-        return None
+    run_dir = Path(run_dir)
+    path = run_dir / RESULT_FILE
+    if run_dir.is_symlink():
+        raise DamagedRecord(path, "refused: the run folder is a symbolic link")
     try:
-        record = json.loads(path.read_text())
+        data = read_bounded(path, root or run_dir.parent)
+        if data is None:
+            return None
+        record = json.loads(data)
+    except UnsafeFile as err:
+        raise DamagedRecord(path, str(err).split(": ", 1)[1]) from None
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise DamagedRecord(path, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
-    problem = record_problem(record)
+    problem = record_problem(record) or identity_problem(record, run_dir.name if named_by_id else None)
     if problem:
         raise DamagedRecord(path, problem)
     return record
 
 
 def read_records(runs_dir: Path, damaged: list[DamagedRecord] | None = None) -> list[dict[str, Any]]:
-    """All readable records under `runs_dir/<run_id>/result.json`, sorted by run id. Damaged ones are
-    left out, and appended to `damaged` when a list is given."""
+    """All readable records under `runs_dir/<run_id>/result.json`, sorted by run id. Damaged,
+    mislabelled and copied ones (the same training outcome under another seed's id) are left
+    out, and appended to `damaged` when a list is given."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         return []
-    records = []
+    records, seen = [], {}
     for d in sorted(runs_dir.iterdir()):
-        if not d.is_dir():
+        if not d.is_dir() and not d.is_symlink():
             continue
         try:
-            record = read_record(d)
+            record = read_record(d, runs_dir)
         except DamagedRecord as err:
             if damaged is not None:
                 damaged.append(err)
             continue
         if record is not None:
+            outcome = _outcome(record)
+            if outcome is not None and outcome in seen:
+                if damaged is not None:
+                    damaged.append(DamagedRecord(d / RESULT_FILE, f"a copy of {seen[outcome]}'s outcome under "
+                                                                  f"another id"))
+                continue
+            if outcome is not None:
+                seen[outcome] = record["run_id"]
             records.append(record)
     return records
+
+
+def _outcome(record: dict[str, Any]) -> str | None:
+    """What a finished run measured, per epoch: two runs that differ in seed never match it exactly."""
+    if record.get("status") != "finished" or not record.get("history"):
+        return None
+    return json.dumps([record.get("history"), record.get("test_confusion")], sort_keys=True)
 
 
 def flatten_record(rec: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +251,14 @@ def flatten_record(rec: dict[str, Any]) -> dict[str, Any]:
             "epochs": cfg.get("recipe", {}).get("epochs"),
             "limit_train_batches": cfg.get("recipe", {}).get("limit_train_batches"), "train_size": data.get("train_size"),
             "test_size": data.get("test_size"), "data_dir": data.get("dir"), "data_fingerprint": cfg.get("data"),
-            "precision": (rec.get("precision") or {}).get("resolved")}
+            "precision": (rec.get("precision") or {}).get("resolved"), "stack": stack_label(rec)}
+
+
+def stack_label(rec: dict[str, Any]) -> str:
+    """The machine and software a record was trained on, "DEVICE / torch VERSION": two runs are
+    one comparison's pair only where this matches (another CPU or torch changes the numbers)."""
+    torch_version = (rec.get("versions") or {}).get("torch") or "unrecorded"
+    return f"{rec.get('device') or 'unrecorded device'} / torch {torch_version}"
 
 
 def missing(v: Any) -> bool:

@@ -39,7 +39,7 @@ from .models import KNOBS, LEGACY, knob_values, varying
 from .records import (RESULT_FILE, DamagedRecord, StorageError, flatten_record, read_record, read_records, set_aside,
                       storage_error, storage_guard, write_atomic)
 
-EXPERIMENT_KEYS = ("description", "dataset", "profile", "finetune_profile", "paper_tables", "runs")
+EXPERIMENT_KEYS = ("description", "dataset", "profile", "finetune_profile", "paper_tables", "margins", "runs")
 RUN_KEYS = ("model", "from", *KNOBS)  # any declared knob can be a field, and a list, of a runs entry
 OTHER_KNOBS = tuple(k for k in KNOBS if k not in LEGACY)
 SUMMARY_COLUMNS = ("run_id", "model", *LEGACY, *OTHER_KNOBS, "profile", "seed", "status", "epochs_done",
@@ -57,6 +57,8 @@ class Experiment:
     tables: tuple[str, ...] = ()  # the paper tables it declares
     finetune_profile: str | None = None  # the recipe of runs that start from another (`from:`)
     dataset: str = "cifar10"  # a name from `data.DATASETS`
+    # per paper table, the non-inferiority margin (top-1 points) its verdicts test; default stats.MARGIN_PP
+    margins: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 def _fail(path: Path, where: str, message: str) -> ConfigError:
@@ -109,6 +111,7 @@ def load_experiment(path: str | Path) -> Experiment:
         for row in paper.rows(table, buildable=True):
             entries.append((f"paper_tables.{table}", {"model": row.model, "ratio": row.ratio,
                                                       "dw_size": row.dw_size, "width": row.width, **dict(row.knobs)}))
+    margins = _margins(path, doc.get("margins") or {})
     runs = doc.get("runs") or []
     if not isinstance(runs, list):
         raise _fail(path, "runs", "must be a list of {model, KNOB: value or [values], ...} entries")
@@ -133,7 +136,23 @@ def load_experiment(path: str | Path) -> Experiment:
     if not configs:
         raise _fail(path, "runs", "the experiment declares no runs")
     return Experiment(path, str(doc["profile"]), tuple(configs.values()), str(doc.get("description", "")),
-                      tuple(tables), str(doc["finetune_profile"]) if "finetune_profile" in doc else None, dataset)
+                      tuple(tables), str(doc["finetune_profile"]) if "finetune_profile" in doc else None, dataset,
+                      margins)
+
+
+def _margins(path: Path, given: Any) -> dict[str, float]:
+    """`margins: {TABLE: points}`: each a paper table and a number > 0 (at most 100 points)."""
+    if not isinstance(given, dict):
+        raise _fail(path, "margins", "must be a mapping of paper table to margin in top-1 points, e.g. "
+                                     "{table2_ratio: 1.0}")
+    out = {}
+    for table, value in given.items():
+        if table not in paper.TABLES:
+            raise _fail(path, f"margins.{table}", f"unknown table; valid: {', '.join(paper.TABLES)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100:
+            raise _fail(path, f"margins.{table}", f"must be a number of points in (0, 100], got {value!r}")
+        out[str(table)] = float(value)
+    return out
 
 
 def _resolve(path: Path, where: str, combo: dict[str, Any], profile: str) -> RunConfig:

@@ -28,7 +28,8 @@ from .checkpoints import DamagedCheckpoint, safe_load
 from .costs import measure
 from .data import NUM_CLASSES, get_dataset
 from .models import build_model, get_spec
-from .precision import Precision, cpu_model, precision_on, resolve_precision
+from .machine import describe_device
+from .precision import Precision, precision_on, resolve_precision
 from .records import DamagedRecord, read_record, set_aside, storage_guard, write_record
 
 CHECKPOINT = "last.ckpt"
@@ -269,11 +270,7 @@ def versions() -> dict[str, str]:
 
 
 def environment() -> dict[str, Any]:
-    if torch.cuda.is_available():
-        device = f"cuda: {torch.cuda.get_device_name()}"
-    else:
-        device = f"cpu: {cpu_model()} ({torch.get_num_threads()} threads)"
-    return {"device": device, "versions": versions()}
+    return {"device": describe_device("cuda" if torch.cuda.is_available() else "cpu"), "versions": versions()}
 
 
 def _now() -> str:
@@ -489,7 +486,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
         raise ConfigError(f"{data_dir} holds another data set (fingerprint {seen}) than run {config.run_id} was "
                           f"planned for ({config.data}); plan the run with this data (same command, without --out)")
     try:
-        record = read_record(out)
+        record = read_record(out, named_by_id=out.name == config.run_id)
     except DamagedRecord as err:
         raise DamagedRecord(err.path, f"{err.reason}; move it aside to train the run again from its checkpoint "
                                       f"(`ghost-ablate doctor {out.parent.parent} --fix` does that), or restore "

@@ -102,8 +102,10 @@ def test_records_from_before_data_identity_migrate_once(tmp_path, capsys):
     legacy["run_id"] = RunConfig.from_dict(legacy["config"]).run_id  # the id it had before
     assert legacy["run_id"] == "resnet56-subset-seed0-026cfbf0e6"  # its folder before the migration
     legacy["data"].update(train_size=40, test_size=10)  # trained on this folder's 40 / 10 images
-    other = dict(legacy, run_id="resnet56-subset-seed9-3f768e630d")
+    other = dict(legacy, config=dict(legacy["config"], seed=9))
+    other["run_id"] = RunConfig.from_dict(other["config"]).run_id
     other["data"] = dict(legacy["data"], train_size=5085)
+    other["history"] = [dict(h, test_acc=0.5) for h in legacy["history"]]  # another seed's outcome
     for rec in (legacy, other):
         (tmp_path / "results" / "runs" / rec["run_id"]).mkdir(parents=True)
         (tmp_path / "results" / "runs" / rec["run_id"] / "result.json").write_text(json.dumps(rec))
@@ -231,7 +233,7 @@ def test_a_record_whose_run_id_is_a_path_is_damaged(tmp_path):
     (run / "result.json").write_text(json.dumps({"run_id": "../../elsewhere", "config": {}, "status": "finished"}))
     damaged = []
     assert read_records(tmp_path / "runs", damaged) == []
-    assert "is not a run id" in str(damaged[0])
+    assert "run_id" in str(damaged[0]) and "is not a plain name" in str(damaged[0])
 
 
 # ---- precision identity -------------------------------------------------------------------------
@@ -365,7 +367,7 @@ def test_a_report_row_whose_seeds_mix_precisions_says_so(tmp_path):
         (tmp_path / "runs" / run_id / "result.json").write_text(json.dumps(rec))
     build_report(tmp_path, tmp_path / "out", evidence=False)
     md = (tmp_path / "out" / "README.md").read_text()
-    assert "(n=2; seeds mix precisions (32, bf16))" in md
+    assert "VGG-16 (seeds mix precisions \\(32, bf16\\)" in md  # in the table's footnote, escaped
     table3 = (tmp_path / "out" / "table3_cifar10.csv").read_text()
     assert "seeds mix precisions (32, bf16)" in table3
 

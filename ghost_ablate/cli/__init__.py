@@ -10,11 +10,11 @@ from collections.abc import Callable, Sequence
 
 from ..config import PRECISIONS
 from ..errors import UserError
-from .args import add_model_args, add_recipe_args, add_scale_args
+from .args import add_model_args, add_recipe_args, add_scale_args, add_seed_plan_args
 from .imagenet import add_imagenet_parser, cmd_imagenet
 from .models import cmd_count, cmd_export, cmd_knobs
 from .outputs import cmd_bench, cmd_featuremaps, cmd_precision_table, cmd_redundancy, cmd_report
-from .runs import YES_ENV, cmd_doctor, cmd_sweep, cmd_train
+from .runs import YES_ENV, cmd_doctor, cmd_plan_seeds, cmd_sweep, cmd_train
 
 EXIT_USAGE = 2
 
@@ -48,6 +48,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "count": cmd_count, "knobs": cmd_knobs, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
     "bench": cmd_bench, "export": cmd_export, "doctor": cmd_doctor, "featuremaps": cmd_featuremaps,
     "redundancy": cmd_redundancy, "precision-table": cmd_precision_table, "imagenet": cmd_imagenet,
+    "plan-seeds": cmd_plan_seeds,
 }
 
 
@@ -87,7 +88,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("experiment", help="experiment YAML, e.g. experiments/cifar10_ablation.yaml")
     p.add_argument("--profile", help=f"override the experiment's profile: one of {profiles}, or a YAML path "
                                      f"(default: the experiment file's)")
-    p.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2")
+    p.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2; or auto: as many as --detect needs, "
+                                                "from the pilot's variance (--pilot)")
+    add_seed_plan_args(p)
     p.add_argument("--data-dir", default="data/cifar10", help="holds cifar-10-batches-py (or the archive)")
     p.add_argument("--results-dir", default="results", help="where runs/<run id>/ and summary.csv go")
     p.add_argument("--shard", default="0/1", help="I/N: this process runs every N-th run from I")
@@ -110,6 +113,14 @@ def build_parser() -> OneLineParser:
                         "KEY=VALUE are submitit's parameters (slurm_partition=gpu timeout_min=2880 "
                         "slurm_account=...; cluster=local runs the tasks on this machine)")
     p.add_argument("--shards", type=int, default=1, help="--slurm: array tasks (shards of the plan)")
+    add_recipe_args(p)
+
+    p = sub.add_parser("plan-seeds", help="seeds each comparison needs to detect a gap, from a pilot's variance")
+    p.add_argument("experiment", help="the experiment to plan, e.g. experiments/cifar10_ablation.yaml")
+    p.add_argument("--profile", help="the recipe the plan will train (default: the experiment file's)")
+    add_seed_plan_args(p)
+    p.add_argument("--data-dir", default="data/cifar10", help="the data the plan trains on (prices the seeds)")
+    p.add_argument("--max-hours", type=float, help="cap the plan at this many hours on this machine")
     add_recipe_args(p)
 
     p = sub.add_parser("report", help="paper tables (CSV, markdown) and plots from the run records")

@@ -87,3 +87,11 @@ def add_scale_args(p: argparse.ArgumentParser, what: str) -> None:
 def check_scale(args: argparse.Namespace) -> None:
     if args.devices < 1 or args.nodes < 1:
         raise UserError(f"--devices and --nodes must be >= 1, got {args.devices} and {args.nodes}")
+
+
+def add_seed_plan_args(p: argparse.ArgumentParser) -> None:
+    """How `--seeds auto` (and `plan-seeds`) choose n from a pilot's variance (`seeds.plan_seeds`)."""
+    p.add_argument("--pilot", help="results folder of the pilot whose paired spread sets n (e.g. results/pilot)")
+    p.add_argument("--detect", type=float, default=2.0, help="gap in top-1 points each comparison should detect "
+                                                             "with 80%% power (default 2)")
+    p.add_argument("--max-seeds", type=int, default=20, help="never plan more seeds than this (default 20)")

@@ -67,7 +67,7 @@ def throughput(args: argparse.Namespace) -> int:
     from ..data import ImageNetDataModule
     from ..data.imagenet import default_workers
     from ..models import build_model
-    from ..precision import cpu_model
+    from ..machine import cpu_model
 
     workers = args.workers if args.workers is not None else default_workers(1)
     data = ImageNetDataModule(args.data_dir, args.batch_size, args.batch_size, image_size=args.image_size,

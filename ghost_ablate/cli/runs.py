@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 import sys
 
 from ..errors import UserError
@@ -39,6 +40,60 @@ def cmd_train(args: argparse.Namespace) -> int:
 YES_ENV = "GHOST_ABLATE_YES"
 
 
+def seed_plan(args: argparse.Namespace, experiment, hours_per_seed: float | None = None):  # noqa: ANN001, ANN201
+    """The `seeds.SeedPlan` for `experiment` from the records in `--pilot` that share the plan's
+    profile and epochs."""
+    from ..config import load_profile, make_recipe
+    from ..report.tables import aggregate, load_runs
+    from ..seeds import plan_seeds
+
+    if not args.pilot:
+        raise UserError("--seeds auto needs --pilot DIR: the results folder whose seeds give the paired spread "
+                        "(e.g. results/pilot from `make pilot`)")
+    profile = args.profile or experiment.profile
+    recipe = make_recipe(load_profile(profile), **recipe_overrides(args))
+    runs = load_runs(args.pilot, Path(profile).stem)
+    runs = runs[runs["epochs"] == recipe.epochs]
+    if runs.empty:
+        raise UserError(f"{args.pilot} holds no {Path(profile).stem} runs of {recipe.epochs} epochs: the pilot must "
+                        f"train the recipe it plans for")
+    return plan_seeds(experiment.tables, aggregate(runs), args.detect, args.max_seeds,
+                      hours_per_seed=hours_per_seed, max_hours=getattr(args, "max_hours", None))
+
+
+def cmd_plan_seeds(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ..data import get_dataset
+    from ..estimate import plan_hours
+    from ..sweep import estimate_runs, load_experiment, plan_runs
+    from ..training import resolve_device
+
+    experiment = load_experiment(args.experiment)
+    dataset = get_dataset(experiment.dataset)
+    sizes = dataset.split_sizes(args.data_dir)
+    one_seed = plan_runs(experiment, [0], args.profile, recipe_overrides(args),
+                         data=dataset.fingerprint(args.data_dir) if sizes else None)
+    device = resolve_device("auto")
+    hours = plan_hours(estimate_runs(one_seed, Path("/nonexistent/runs"), device,
+                                     sizes or (dataset.train_size, dataset.test_size)))
+    plan = seed_plan(args, experiment, hours)
+    table = pd.DataFrame([{"table": c.table, "row": c.row, "vs": c.reference, "pilot pairs": c.pilot_pairs,
+                           "sd of diffs": round(c.std_diff, 2), "spread from": c.spread_from,
+                           "alpha": round(c.alpha, 4), f"n for {plan.detect:g} pts": c.needed or f"> {10_000}"}
+                          for c in plan.comparisons])
+    with pd.option_context("display.max_rows", None, "display.width", 200):
+        print(table.to_string(index=False))
+    from ..machine import describe_device
+
+    print(plan.summary())
+    print(f"cost: {len(one_seed)} runs per seed, {hours:.2f} h per seed on {describe_device(device)}; "
+          f"{plan.n} seeds = {plan.n * hours:.1f} h; the uncapped plan needs "
+          f"{max(c.needed or 10_001 for c in plan.comparisons)} seeds = "
+          f"{max(c.needed or 10_001 for c in plan.comparisons) * hours:.0f} h")
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     import logging
     import os
@@ -53,7 +108,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     check_scale(args)
     experiment = load_experiment(args.experiment)
     dataset = get_dataset(experiment.dataset)
-    seeds, shard = parse_seeds(args.seeds), parse_shard(args.shard)
+    shard = parse_shard(args.shard)
+    if args.seeds == "auto":
+        plan = seed_plan(args, experiment)
+        print(plan.summary())
+        seeds = plan.seeds()
+        if not args.dry_run and is_rank_zero():
+            from ..seeds import write_plan
+
+            write_plan(plan, Path(args.results_dir), args.pilot)
+    else:
+        seeds = parse_seeds(args.seeds)
     if args.step_time is not None and (args.step_time <= 0 or not args.dry_run):
         raise UserError(f"--step-time prices a --dry-run and must be > 0 seconds, got {args.step_time}")
     if args.slurm is not None:

@@ -65,22 +65,25 @@ class Knob:
         return f"{self.tag}{value:g}" if isinstance(value, float) else f"{self.tag}{value}"
 
 
+MAX_RATIO, MAX_KERNEL, MAX_WIDTH = 64, 31, 16.0  # far past any network here; bounds keep a typo from allocating TBs
+
+
 def _odd(v: int) -> bool:
-    return v >= 1 and v % 2 == 1
+    return 1 <= v <= MAX_KERNEL and v % 2 == 1
 
 
 KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("ratio", int, 2, "Ghost ratio s: 1/s of the output maps come from the primary conv",
-         check=lambda v: v >= 1, valid="an integer >= 1", tag="s"),
+         check=lambda v: 1 <= v <= MAX_RATIO, valid=f"an integer 1..{MAX_RATIO}", tag="s"),
     Knob("dw_size", int, 3, "kernel d of the cheap d x d depthwise operation", check=_odd,
-         valid="an odd integer >= 1 (1, 3, 5, 7, ...)", tag="d", applies_when=("cheap_op", ("dw", "dfc", "rep"))),
-    Knob("width", float, 1.0, "width multiplier of every layer (GhostNet family)", check=lambda v: v > 0,
-         valid="a number > 0", tag="w"),
+         valid=f"an odd integer 1..{MAX_KERNEL} (1, 3, 5, 7, ...)", tag="d", applies_when=("cheap_op", ("dw", "dfc", "rep"))),
+    Knob("width", float, 1.0, "width multiplier of every layer (GhostNet family)",
+         check=lambda v: 0 < v <= MAX_WIDTH, valid=f"a number in (0, {MAX_WIDTH:g}]", tag="w"),
     Knob("cheap_op", str, "dw", "how ghost maps are made: dw (depthwise d x d), dfc (dw + GhostNetV2's DFC "
          "attention), copy (copies of the intrinsic maps, no parameters), rep (RepGhost-style, fusable)",
          choices=CHEAP_OPS),
     Knob("dfc_kernel", int, 5, "length k of DFC attention's 1 x k and k x 1 depthwise convs", check=_odd,
-         valid="an odd integer >= 1", tag="k", applies_when=("cheap_op", ("dfc",))),
+         valid=f"an odd integer 1..{MAX_KERNEL}", tag="k", applies_when=("cheap_op", ("dfc",))),
     Knob("dfc_down", str, "avg", "DFC attention's 2x down-sampling", choices=("avg", "max"), tag="down",
          applies_when=("cheap_op", ("dfc",))),
     Knob("dfc_up", str, "nearest", "DFC attention's up-sampling back to the output size",

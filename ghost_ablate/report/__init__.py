@@ -21,9 +21,10 @@ from ..records import write_atomic
 from .evidence import evidence_section
 from .experiments import experiment_sections
 from .labels import full_label
-from .markdown import (_fmt, _md, header_markdown, markdown_table, provenance, pruned_markdown, seeds_markdown,
+from .markdown import (_fmt, _md, escape, header_markdown, markdown_table, provenance, pruned_markdown, seeds_markdown,
                        top1_cells)
 from .plots import headless, plot_accuracy_vs_cost, plot_confusion, plot_curves, plot_latency, plot_table
+from .stats import MARGIN_PP
 from .tables import (CSV_NAMES, TABLES_BY_DATASET, ReportError, aggregate, best_runs_by_family, imagenet_costs,
                      load_runs, paper_table, per_class_accuracy, speedup_table)
 
@@ -72,12 +73,33 @@ def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | No
     return [out / p.name for p in written]
 
 
+def seed_plan_note(results_dir: Path) -> str:
+    """How n was chosen, where `sweep --seeds auto` left its plan in the results folder."""
+    from ..records import PLAN_FILE, read_json_bounded
+
+    plan = read_json_bounded(results_dir / PLAN_FILE, results_dir)
+    if not isinstance(plan, dict) or not isinstance(plan.get("summary"), str):
+        return ""
+    return f"Seeds: {escape(plan['summary'])} (pilot: {escape(Path(str(plan.get('pilot'))).name)})."
+
+
+def experiment_margins(paths: list[Path]) -> dict[str, float]:
+    """The non-inferiority margin of each paper table, as the experiment files declare it."""
+    from ..sweep import load_experiment
+
+    margins: dict[str, float] = {}
+    for path in paths:
+        margins.update(load_experiment(path).margins)
+    return margins
+
+
 def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Path, experiments: list[Path] | None,
                   data_dir: Path | None, evidence: bool) -> list[Path]:
     """Every file of the report into `out` (a staging folder); `previous` is the report folder,
     read for the evidence section an earlier report computed."""
     agg = aggregate(runs)
     written: list[Path] = []
+    margins = experiment_margins(experiments or [])
     datasets = runs["dataset"].dropna().unique()  # one data set per report (`load_runs`)
     tables = TABLES_BY_DATASET.get(datasets[0] if len(datasets) else "cifar10", CSV_NAMES)
     steps = track(report_steps(tables), "report", "section", label=str)  # one line per finished section off a terminal
@@ -88,14 +110,16 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
              ("Test accuracy and training loss per epoch", plot_curves(agg, out))]
     for table, filename in tables.items():
         next(steps)
-        frame = paper_table(table, agg)
+        frame = paper_table(table, agg, margins.get(table, MARGIN_PP))
         write_atomic(out / filename, frame.to_csv(index=False))
         written.append(out / filename)
         figure = plot_table(table, frame, agg, out)
         written += figure
-        sections += [f"## {paper.TABLES[table]}", "", markdown_table(frame), f"\nCSV: [{filename}]({filename})", "",
+        sections += [f"## {paper.TABLES[table]}", "", markdown_table(frame, agg), f"\nCSV: [{filename}]({filename})", "",
                      f"![{paper.TABLES[table]}]({figure[0].name}) ([SVG]({figure[1].name}))", ""]
     sections += [seeds_markdown(agg), ""]
+    if plan := seed_plan_note(results_dir):
+        sections += [plan, ""]
     if pruned := pruned_markdown(runs):
         sections += [pruned, ""]
     in_paper = {r.run_key for r in paper.rows(buildable=True)}

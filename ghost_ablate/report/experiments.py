@@ -21,7 +21,7 @@ from ..sweep import Experiment, load_experiment
 from .labels import COLORS, NAMES, _family, marker
 from .layout import Point, scatter_with_labels
 from .markdown import _fmt, _md
-from .stats import corrected_verdicts
+from .stats import MARGIN_PP, claim_verdicts, holm
 from .tables import _round, vs_reference
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
@@ -42,7 +42,8 @@ def knob_columns(experiment: Experiment) -> list[str]:
     return varying(knob_values(c["model"], c) for c in experiment.configs)
 
 
-def experiment_table(experiment: Experiment, agg: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
+def experiment_table(experiment: Experiment, agg: dict[tuple, dict[str, Any]],
+                     margin: float = MARGIN_PP) -> pd.DataFrame:
     """One row per configuration: model, the varying knobs, costs, top-1 over seeds, and the
     test against the model's reference row."""
     columns = knob_columns(experiment)
@@ -64,9 +65,9 @@ def experiment_table(experiment: Experiment, agg: dict[tuple, dict[str, Any]]) -
                      "top1_ci95": _round(ours and ours["top1_ci95"], 2), "n_seeds": ours["n"] if ours else 0,
                      "reference": "yes" if ref_key == key else "", "test": tested.test,
                      "p_vs_reference": _round(tested.p, 4)})
-    adjusted, verdicts = corrected_verdicts(comparisons)
-    for row, p, verdict in zip(rows, adjusted, verdicts):
-        row.update(p_holm=_round(p, 4), vs_reference=verdict)
+    adjusted = holm([c.p for c in comparisons])
+    for row, p, verdict in zip(rows, adjusted, claim_verdicts(comparisons, margin)):
+        row.update(p_holm=_round(p, 4), vs_reference=verdict.text, verdict_kind=verdict.kind)
     frame = pd.DataFrame(rows)
     first = {m: i for i, m in reversed(list(enumerate(frame["model"])))}
     order = sorted(range(len(frame)), key=lambda i: (first[frame["model"][i]], i))

@@ -15,6 +15,14 @@ from ..records import row_key
 from .tables import BASELINES, _none
 
 
+def escape(text: Any) -> str:
+    """A string from a record, safe inside a markdown table cell: no markup, links, images or HTML."""
+    out = str(text)
+    for ch in "\\`*_{}[]()#+!|<>":
+        out = out.replace(ch, "\\" + ch)
+    return " ".join(out.split())
+
+
 def _md(frame: pd.DataFrame) -> str:
     return frame.to_markdown(index=False, missingval="", disable_numparse=True)  # keep our formatting
 
@@ -35,35 +43,75 @@ def top1_cells(mean: Any, std: Any, ci95: Any, n: int, mixed: str = "") -> dict[
             "95% CI": "" if ci95 is None else f"{mean - ci95:.2f}–{mean + ci95:.2f}"}
 
 
-# The best epoch is picked by its test accuracy, so its mean is optimistic: say so where it is shown.
-BEST_EPOCH = "Top-1 (%) at best test epoch (optimistic)"
+def diff_cell(diff: Any, ci95: Any, n: Any, test: Any) -> str:
+    """The gap a row's verdict tested, with its 95% interval from unrounded bounds: "-1.23 (-3.40 to
+    +0.94; 4 pairs)"."""
+    diff, ci95, n = _none(diff), _none(ci95), _none(n)
+    if diff is None or n is None or not test:
+        return ""
+    what = f"{int(n)} pairs" if test == "paired t" else f"Welch, n={int(n)}"
+    return f"{diff:+.2f}" + (f" ({diff - ci95:+.2f} to {diff + ci95:+.2f}; {what})" if ci95 is not None else f" ({what})")
 
 
-def markdown_table(table: pd.DataFrame) -> str:
-    """One paper table laid out like the paper's, our numbers beside the published ones."""
+def table_footnote(frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]) -> str:
+    """Which seeds, machines and torch versions made a table's rows (one line), its margin, and its
+    trend test where its rows vary one knob."""
+    stacks: dict[str, set] = {}
+    for _, r in frame.iterrows():
+        entry = agg.get(paper_key(r))
+        for seed, stack in zip(entry["seeds"] if entry else (), entry["stacks"] if entry else ()):
+            stacks.setdefault(stack, set()).add(seed)
+    made = "; ".join(f"seeds {', '.join(map(str, sorted(s for s in seeds if s is not None)))} on {escape(stack)}"
+                     for stack, seeds in sorted(stacks.items()))
+    lines = [f"Made by: {made or 'no finished runs'}. Verdicts test non-inferiority at a margin of "
+             f"{frame['margin'].iloc[0]:g} point(s) (one-sided paired t) and a difference (two-sided), Holm-corrected "
+             f"within the table; a pair is used only where both runs share machine and torch."]
+    mixed = [f"{r['label']} ({escape(r['mixed'])})" for _, r in frame.iterrows() if _none(r["mixed"])]
+    if mixed:
+        lines.append("Rows whose seeds are not one measurement: " + "; ".join(mixed) + ".")
+    cross = int(frame["cross_stack_pairs"].fillna(0).sum())
+    if cross:
+        lines.append(f"{cross} seed pair(s) left out of the tests because their two runs ran on different machines "
+                     f"or torch versions.")
+    found = frame.attrs.get("trend")
+    if found and found[1].n >= 2:
+        axis, t = found
+        lines.append(f"Trend across {axis}: {t.slope:+.2f} points per unit of {axis} (95% CI {t.slope - t.ci95:+.2f} to "
+                     f"{t.slope + t.ci95:+.2f}; per-seed least-squares slopes, one-sample t over {t.n} seeds, "
+                     f"p = {t.p:.3f}).")
+    elif found:
+        lines.append(f"Trend across {found[0]}: fewer than 2 seeds have every level; not tested.")
+    return "\n\n".join(f"*{line}*" for line in lines)
+
+
+def paper_key(r: Any) -> tuple:
+    """A paper-table frame row's aggregate key."""
+    return row_key({"model": r["model"], "ratio": r["s"], "dw_size": r["d"], "width": r["width"], "knobs": None})
+
+
+def markdown_table(table: pd.DataFrame, agg: dict[tuple, dict[str, Any]] | None = None) -> str:
+    """One paper table at a glance: row, params, FLOPs, top-1 mean ± std (n), the tested gap to its
+    reference with its interval, the verdict and the paper's top-1; the rest stays in the CSV.
+    With `agg`, a footnote says which seeds, machines and torch versions made the rows."""
     rows = []
     for _, r in table.iterrows():
-        top1 = top1_cells(r["top1_mean"], r["top1_std"], r["top1_ci95"], r["n_seeds"], r["mixed"])
-        if r["status"] == "paper only":
-            top1["Top-1 (%) mean ± std"] = "published only"
-        p, holm_p = _none(r["p_vs_reference"]), _none(r["p_holm"])
-        rows.append({"Model": r["label"], "s": "" if _none(r["s"]) is None else int(r["s"]),
-                     "d": "" if _none(r["d"]) is None else int(r["d"]),
-                     "Params (M)": _fmt(r["params_m"], 3), "FLOPs (M)": _fmt(r["flops_m"], 1),
-                     **top1,
-                     BEST_EPOCH: _fmt(r["top1_best_mean"], 2),
-                     "vs": _none(r["reference"]) or "", "test": _none(r["test"]) or "",
-                     "p": "" if p is None else f"{p:.3f}", "Holm p": "" if holm_p is None else f"{holm_p:.3f}",
-                     "verdict": r["vs_reference"] or "",
-                     "Paper params (M)": _fmt(r["paper_params_m"], 2), "Paper FLOPs (M)": _fmt(r["paper_flops_m"], 0),
-                     "Paper top-1 (%)": _fmt(r["paper_top1"], 1), "Δ top-1 (pp)": _fmt(r["top1_diff"], 2)})
+        mean, std = _none(r["top1_mean"]), _none(r["top1_std"])
+        top1 = ("published only" if r["status"] == "paper only" else "not run" if mean is None else
+                f"{mean:.2f}{'' if std is None else f' ± {std:.2f}'} (n={r['n_seeds']})")
+        ref = _none(r["reference"])
+        gap = diff_cell(r.get("diff_vs_reference"), r.get("diff_ci95"), r.get("diff_n"), r["test"])
+        rows.append({"Model": r["label"], "Params (M)": _fmt(r["params_m"], 3),
+                     "FLOPs (M)": _fmt(r["flops_m"], 1), "Top-1 (%)": top1,
+                     "Δ top-1 vs reference (pp, 95% CI)": f"{gap} vs {ref}" if gap and ref else gap,
+                     "Verdict": r["vs_reference"] or "", "Paper top-1 (%)": _fmt(r["paper_top1"], 1)})
         if "top5_mean" in table:  # the ImageNet tables
             std5 = _none(r["top5_std"])
-            rows[-1].update({"Top-5 (%) mean ± std": _fmt(r["top5_mean"], 2) + (f" ± {std5:.2f}" if std5 else ""),
-                             "Paper top-5 (%)": _fmt(r["paper_top5"], 1), "Δ top-5 (pp)": _fmt(r["top5_diff"], 2)})
+            rows[-1].update({"Top-5 (%)": _fmt(r["top5_mean"], 2) + (f" ± {std5:.2f}" if std5 else ""),
+                             "Paper top-5 (%)": _fmt(r["paper_top5"], 1)})
     published = [f"{r['label']} ({paper.PUBLISHED_ONLY[r['label']]})" for _, r in table.iterrows()
                  if r["status"] == "paper only"]
-    return _md(pd.DataFrame(rows)) + ("\n\nPublished only: " + "; ".join(published) + "." if published else "")
+    out = _md(pd.DataFrame(rows)) + ("\n\nPublished only: " + "; ".join(published) + "." if published else "")
+    return out + ("\n\n" + table_footnote(table, agg) if agg is not None else "")
 
 
 def provenance(runs: pd.DataFrame) -> dict[str, Any]:
@@ -138,9 +186,10 @@ def seeds_markdown(agg: dict[tuple, dict[str, Any]], gaps: tuple[float, ...] = (
     where rows share seeds (what the tables' paired tests use), else the seed-to-seed spread."""
     diffs = paired_differences(agg)
     std = pooled_std(diffs)
-    tail = (f"The paper's ablation gaps are about {paper.TYPICAL_GAP_PP} points (Tables 1 and 2). A row flagged "
-            f"\"within noise\" (Holm-corrected p >= {ALPHA}) is not shown to differ from its reference; with few "
-            f"seeds that is the expected outcome even for a real gap.")
+    tail = (f"The paper's ablation gaps are about {paper.TYPICAL_GAP_PP} points (Tables 1 and 2). A row whose verdict is "
+            f"\"undetermined\" is neither shown to be no worse than its reference nor shown to differ; its verdict "
+            f"names the smallest gap its n could detect. `ghost-ablate plan-seeds` turns a pilot's spread into the "
+            f"n a chosen gap needs.")
     if std is not None:
         said = "; ".join(f"{gap:g} points: {seeds_needed_paired(std, gap)} seeds per row" for gap in gaps)
         return (f"## How many seeds?\n\nPaired by seed (same seed: same batches in the same order), a row's final "

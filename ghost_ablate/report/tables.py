@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..models import MODELS
 from ..records import DamagedRecord, flatten_record, missing, read_records, row_key
 from .labels import _family, full_label
-from .stats import Comparison, compare, corrected_verdicts, seed_stats
+from .stats import MARGIN_PP, Comparison, claim_verdicts, compare, holm, seed_stats, trend
 
 KEY = ("model", "ratio", "dw_size", "width")
 CSV_NAMES = {"table1_dw_size": "table1_dw_size.csv", "table2_ratio": "table2_ratio.csv",
@@ -26,7 +26,9 @@ TOP5_COLUMNS = ["top5_mean", "top5_std", "paper_top5", "top5_diff"]  # ImageNet 
 TABLE_COLUMNS = ["table", "label", "model", "s", "d", "width", "params_m", "flops_m", "top1_mean", "top1_std",
                  "n_seeds", "top1_best_mean", "paper_params_m", "paper_flops_m", "paper_top1",
                  "params_diff_pct", "flops_diff_pct", "top1_diff", "status",
-                 "top1_ci95", "reference", "test", "p_vs_reference", "p_holm", "vs_reference", "mixed"]
+                 "top1_ci95", "reference", "test", "p_vs_reference", "p_holm", "vs_reference", "mixed",
+                 "diff_vs_reference", "diff_ci95", "diff_n", "cross_stack_pairs", "margin", "p_noninferior_holm",
+                 "mde", "verdict_kind"]
 PLOT_FORMATS = ("png", "svg")
 
 
@@ -96,7 +98,7 @@ def aggregate(runs: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
     for _, r in runs.iterrows():
         k = row_key(r)
         entry = out.setdefault(k, {"final": [], "final5": [], "seeds": [], "best": [], "failed": 0, "costs": [],
-                                   "histories": [], "precisions": set(), "devices": set()})
+                                   "histories": [], "precisions": set(), "devices": set(), "stacks": []})
         entry["costs"].append((r["params"], r["flops"]))
         if r["status"] == "finished" and _none(r["final_test_acc"]) is not None:
             entry["final"].append(100 * r["final_test_acc"])
@@ -108,6 +110,7 @@ def aggregate(runs: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
             entry["histories"].append(r["history"])
             entry["precisions"].add(str(_none(r.get("precision")) or "unrecorded"))
             entry["devices"].add(str(_none(r.get("device")) or "unrecorded"))
+            entry["stacks"].append(str(_none(r.get("stack")) or "unrecorded"))
         elif r["status"] in ("failed", "diverged"):
             entry["failed"] += 1
     for entry in out.values():
@@ -125,8 +128,9 @@ def mixed_note(entry: dict[str, Any]) -> str:
     """What a row's seeds do not share, in words ("" when they share precision and device): a mean
     over seeds of fp32 and bf16, or of two kinds of device, is not one measurement."""
     notes = [f"seeds mix {what} ({', '.join(sorted(values))})"
-             for what, values in (("precisions", entry["precisions"]), ("devices", entry["devices"]))
-             if len(values) > 1]
+             for what, values in (("precisions", entry["precisions"]), ("devices", entry["devices"]),
+                                  ("machines and torch versions", set(entry.get("stacks", ()))))
+             if len(values) > 1 and not (what == "devices" and len(set(entry.get("stacks", ()))) > 1)]
     return "; ".join(notes)
 
 
@@ -148,12 +152,38 @@ def vs_reference(ours: dict[str, Any] | None, ref: dict[str, Any] | None) -> Com
     they share seeds, else Welch; an empty Comparison where either is missing."""
     if not ours or not ref:
         return Comparison("", None, 0)
-    return compare(ours["final"], ref["final"], ours.get("seeds"), ref.get("seeds"))
+    return compare(ours["final"], ref["final"], ours.get("seeds"), ref.get("seeds"), ours.get("stacks"),
+                   ref.get("stacks"))
 
 
-def paper_table(table: str, agg: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
+def table_trend(table: str, agg: dict[tuple, dict[str, Any]]) -> tuple[str, Any] | None:
+    """The one trend test of a table whose rows vary one knob of one model (s in Table 2, d in
+    Table 1): ("s" or "d", `stats.Trend`) over the seeds that have every level; None otherwise."""
+    rows = [r for r in paper.rows(table) if r.model and r.run_key in agg]
+    for axis, field in (("s", "ratio"), ("d", "dw_size")):
+        levels: dict[Any, tuple] = {}
+        for r in rows:
+            others = (r.model, *(getattr(r, f) for f in ("ratio", "dw_size", "width") if f != field))
+            levels.setdefault(others, []).append(r)
+        best = max(levels.values(), key=len, default=[])
+        if len(best) < 3:
+            continue
+        values = {}
+        for r in best:
+            entry = agg[r.run_key]
+            for seed, v in zip(entry["seeds"], entry["final"]):
+                values.setdefault(seed, {})[getattr(r, field)] = v
+        xs = sorted(getattr(r, field) for r in best)
+        by_seed = {s: [v[x] for x in xs] for s, v in values.items() if s is not None and len(v) == len(xs)}
+        return axis, trend(xs, by_seed)
+    return None
+
+
+def paper_table(table: str, agg: dict[tuple, dict[str, Any]], margin: float = MARGIN_PP) -> pd.DataFrame:
     """The paper's table with our numbers beside its own, one row per paper row; each row tested
-    against its reference row (`stats.compare`), Holm-corrected across the table."""
+    against its reference row (`stats.compare`) as the paper's claim at `margin` points
+    (`stats.claim_verdicts`), Holm-corrected across the table. The gap shown is the gap tested:
+    `diff_vs_reference` is the mean per-seed difference over the pairs the test used."""
     rows, comparisons = [], []
     for row in paper.rows(table):
         ours = agg.get(row.run_key) if row.model else None
@@ -192,19 +222,23 @@ def paper_table(table: str, agg: dict[tuple, dict[str, Any]]) -> pd.DataFrame:
             "reference": ref.label if ref is not None and ref.key != row.key else None,
             "test": tested.test, "p_vs_reference": _round(tested.p, 4),
             "mixed": ours["mixed"] if ours else "",
+            "diff_vs_reference": _round(tested.diff, 4), "diff_ci95": _round(tested.ci95, 4),
+            "diff_n": tested.n if tested.test else None, "cross_stack_pairs": tested.cross_stack, "margin": margin,
         })
         if table in paper.IMAGENET_TABLES:
             top5 = ours["top5_mean"] if ours else None
             rows[-1].update(top5_mean=_round(top5, 2), top5_std=_round(ours["top5_std"] if ours else None, 2),
                             paper_top5=row.top5,
                             top5_diff=None if _none(top5) is None or row.top5 is None else round(top5 - row.top5, 2))
-    adjusted, verdicts = corrected_verdicts(comparisons)
-    for row, p, verdict in zip(rows, adjusted, verdicts):
-        row.update(p_holm=_round(p, 4), vs_reference=verdict)
+    adjusted = holm([c.p for c in comparisons])
+    for row, p, verdict in zip(rows, adjusted, claim_verdicts(comparisons, margin)):
+        row.update(p_holm=_round(p, 4), vs_reference=verdict.text, verdict_kind=verdict.kind,
+                   p_noninferior_holm=_round(verdict.p_noninferior, 4), mde=_round(verdict.mde, 3))
     columns = TABLE_COLUMNS + (TOP5_COLUMNS if table in paper.IMAGENET_TABLES else [])
     frame = pd.DataFrame(rows, columns=columns)
-    for col in ("s", "d", "n_seeds"):
+    for col in ("s", "d", "n_seeds", "diff_n"):
         frame[col] = frame[col].astype("Int64")
+    frame.attrs["trend"] = table_trend(table, agg)
     return frame
 
 

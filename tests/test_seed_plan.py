@@ -1,0 +1,80 @@
+"""Seeds planned from their noise (issue 29): the planner's n on synthetic pilot records of known
+paired spread, checked against a closed-form power calculation, and `sweep --seeds auto`."""
+import json
+import math
+
+import pytest
+from scipy import stats
+
+from ghost_ablate.config import RunConfig
+from ghost_ablate.errors import UserError
+from ghost_ablate.report.stats import ALPHA, mde_paired
+from ghost_ablate.report.tables import aggregate, load_runs
+from ghost_ablate.seeds import plan_seeds
+
+# per-seed paired differences Ghost-VGG-16 (s=2) - VGG-16 with a known sample sd
+DIFFS = [-1.0, 2.0, -3.0, 1.5, 0.5]
+SD = stats.tstd(DIFFS)
+
+
+def pilot(root, diffs=DIFFS, stack=("cpu: A", "2.14"), epochs=12):
+    for seed, d in enumerate(diffs):
+        base = 50.0 + 3 * seed  # seed-to-seed spread shared by both rows: pairing removes it
+        for model, ratio, dw, acc in (("vgg16", None, None, base), ("ghost_vgg16", 2, 3, base + d)):
+            rc = RunConfig.create(model, ratio, dw, profile="subset", seed=seed, data="abc", epochs=epochs)
+            folder = root / "runs" / rc.run_id
+            folder.mkdir(parents=True)
+            (folder / "result.json").write_text(json.dumps({
+                "run_id": rc.run_id, "config": rc.to_dict(), "status": "finished", "final_test_acc": acc / 100,
+                "best_test_acc": acc / 100, "device": stack[0], "versions": {"torch": stack[1]},
+                "data": {"train_size": 5085, "test_size": 1017, "fingerprint": "abc"}}))
+    return root
+
+
+def test_plan_from_pilot_matches_closed_form(tmp_path):
+    agg = aggregate(load_runs(pilot(tmp_path)))
+    plan = plan_seeds(("table2_ratio",), agg, detect=2.0, max_seeds=1000)
+    s2 = next(c for c in plan.comparisons if c.row == "s=2")
+    assert s2.spread_from == "own pairs" and s2.pilot_pairs == 5 and s2.std_diff == pytest.approx(SD)
+    assert s2.alpha == pytest.approx(ALPHA / 4)  # Table 2 tests s=2..5 against VGG-16: Holm's first step
+    closed = ((stats.norm.ppf(1 - ALPHA / 4) + stats.norm.ppf(0.8)) * SD / 2.0) ** 2
+    assert math.ceil(closed) <= s2.needed <= math.ceil(closed) + 3
+    # rows without pilot pairs take the spread pooled over the comparisons that have them
+    s3 = next(c for c in plan.comparisons if c.row == "s=3")
+    assert s3.spread_from.startswith("pooled") and s3.std_diff == pytest.approx(SD)
+    assert plan.n == max(c.needed for c in plan.comparisons) and plan.limited_by == ""
+    assert plan.mde_at_n <= 2.0
+
+
+def test_caps_say_what_the_capped_plan_can_detect(tmp_path):
+    agg = aggregate(load_runs(pilot(tmp_path)))
+    plan = plan_seeds(("table2_ratio",), agg, detect=0.5, max_seeds=8)
+    assert plan.n == 8 and plan.limited_by == "--max-seeds"
+    assert plan.mde_at_n == pytest.approx(mde_paired(SD, 8, ALPHA / 4)) and plan.mde_at_n > 0.5
+    by_hours = plan_seeds(("table2_ratio",), agg, detect=0.5, max_seeds=100, hours_per_seed=2.0, max_hours=13)
+    assert by_hours.n == 6 and by_hours.limited_by == "--max-hours 13"
+
+
+def test_pairs_across_machines_are_not_pilot_pairs(tmp_path):
+    pilot(tmp_path / "a", DIFFS[:2], stack=("cpu: A", "2.14"))
+    runs = load_runs(tmp_path / "a")
+    # the same seeds' VGG-16 on another machine: no pair survives
+    runs.loc[runs["model"] == "vgg16", "stack"] = "cpu: B / torch 2.15"
+    with pytest.raises(UserError, match="no comparison with 2 seeds on one machine"):
+        plan_seeds(("table2_ratio",), aggregate(runs), detect=2.0, max_seeds=10)
+
+
+def test_sweep_seeds_auto_runs_the_planned_seeds(tmp_path, capsys):
+    from ghost_ablate.cli import main
+
+    pilot(tmp_path / "pilot")
+    (tmp_path / "exp.yaml").write_text("profile: subset\npaper_tables: [table2_ratio]\n")
+    code = main(["sweep", str(tmp_path / "exp.yaml"), "--seeds", "auto", "--pilot", str(tmp_path / "pilot"),
+                 "--detect", "3", "--max-seeds", "6", "--dry-run", "--no-estimate",
+                 "--data-dir", str(tmp_path / "nodata"), "--results-dir", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0 and "chosen from pilot variance to detect 3 points" in out
+    n = int(out.split("n=")[1].split()[0])
+    assert f"{5 * n} runs" in out  # Table 2's five rows, n seeds each
+    assert main(["sweep", str(tmp_path / "exp.yaml"), "--seeds", "auto", "--dry-run", "--no-estimate"]) == 2
+    assert "--seeds auto needs --pilot DIR" in capsys.readouterr().err
