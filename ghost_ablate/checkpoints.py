@@ -10,7 +10,9 @@ the file and so must never get it moved aside.
 """
 from __future__ import annotations
 
+import os
 import pickle
+import stat
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -25,11 +27,24 @@ class CheckpointUnreadable(UserError):
     error, memory, a torch that cannot read it): the run stops and nothing is moved."""
 
 
-def safe_load(path: Path) -> Any:
+def safe_load(path: Path, inside: Path | None = None) -> Any:
     """`torch.load(path, weights_only=True)` on the CPU: tensors and plain Python types only.
 
-    Raises UnsafeCheckpoint when the file holds anything else (code, classes), DamagedCheckpoint
-    when its archive is broken, CheckpointUnreadable for errors of the environment."""
+    Raises UnsafeCheckpoint when the file is no regular file (a FIFO would block the reader, a
+    device never ends), or, with `inside` (a run folder), is a link or lies outside it, and when
+    it holds anything but tensors and plain values (code, classes); DamagedCheckpoint when its
+    archive is broken, CheckpointUnreadable for errors of the environment."""
+    path = Path(path)
+    if inside is not None and (path.is_symlink() or Path(os.path.realpath(path)).parent != Path(
+            os.path.realpath(inside))):
+        raise UnsafeCheckpoint(f"{path}: refused: a checkpoint in a run folder is a regular file of that folder, "
+                               f"not a link")
+    try:
+        regular = stat.S_ISREG(os.stat(path).st_mode)
+    except OSError as err:
+        raise CheckpointUnreadable(f"{path}: could not be read ({err.strerror})") from None
+    if not regular:
+        raise UnsafeCheckpoint(f"{path}: refused: not a regular file")
     problem = archive_problem(path)
     if problem:
         raise DamagedCheckpoint(f"{path}: {problem}")

@@ -218,8 +218,8 @@ class RunConfig:
                     raise ConfigError(f"{name} given twice ({given[name]!r} and {value!r})")
                 given[name] = given[name] if value is None else value
         args = resolve_knobs(model, **given, **others)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2 ** 32 - 1:
+            raise ConfigError(f"seed must be an integer 0..{2 ** 32 - 1}, got {seed!r}")
         from .data import get_dataset
 
         get_dataset(dataset)  # an unknown one names the valid ones

@@ -27,7 +27,7 @@ from filelock import FileLock, Timeout
 
 from .checkpoints import CheckpointUnreadable, DamagedCheckpoint, UnsafeCheckpoint, safe_load
 from .errors import UserError
-from .records import RESULT_FILE, DamagedRecord, read_record, set_aside, write_record
+from .records import RESULT_FILE, DamagedRecord, plain_name, read_record, set_aside, write_record
 
 CHECKPOINTS = ("last.ckpt", "previous.ckpt")
 MOVABLE = ("damaged", "unsafe", "orphaned")
@@ -68,7 +68,7 @@ def lock_is_held(run_dir: Path) -> bool:
 def checkpoint_finding(path: Path) -> Finding | None:
     """Loads the checkpoint the safe way; a Finding if that fails."""
     try:
-        safe_load(path)
+        safe_load(path, inside=path.parent)
     except UnsafeCheckpoint as err:
         return Finding("unsafe", path, str(err).removeprefix(f"{path}: "))
     except DamagedCheckpoint as err:
@@ -87,7 +87,7 @@ def examine_run(run_dir: Path) -> list[Finding]:
         findings.append(Finding("damaged", err.path, err.reason))
     for name in CHECKPOINTS:
         path = run_dir / name
-        if path.exists():
+        if path.exists() or path.is_symlink():
             found = checkpoint_finding(path)
             if found:
                 findings.append(found)
@@ -105,13 +105,17 @@ def examine_run(run_dir: Path) -> list[Finding]:
 
 
 def run_dirs(results_dir: Path) -> list[Path]:
+    """The run folders of a results folder; a symbolic link is never one (it may point anywhere)."""
     runs_dir = Path(results_dir) / "runs"
-    return sorted(d for d in runs_dir.iterdir() if d.is_dir()) if runs_dir.is_dir() else []
+    return sorted(d for d in runs_dir.iterdir() if d.is_dir() and not d.is_symlink()) if runs_dir.is_dir() else []
 
 
 def examine(results_dir: Path) -> list[Finding]:
-    """Every finding under results_dir/runs/*/ (read only)."""
-    return [f for d in run_dirs(results_dir) for f in examine_run(d)]
+    """Every finding under results_dir/runs/*/ (read only); a linked run folder is reported, never followed."""
+    runs_dir = Path(results_dir) / "runs"
+    links = [Finding("unsafe", d, "a symbolic link, not a run folder: not followed")
+             for d in (sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []) if d.is_symlink()]
+    return links + [f for d in run_dirs(results_dir) for f in examine_run(d)]
 
 
 def fix(findings: list[Finding]) -> tuple[list[tuple[Finding, Path]], list[Finding]]:
@@ -120,14 +124,14 @@ def fix(findings: list[Finding]) -> tuple[list[tuple[Finding, Path]], list[Findi
     moved, busy = [], []
     by_run: dict[Path, list[Finding]] = {}
     for f in findings:
-        if f.movable and f.path.exists():
+        if f.movable and (f.path.exists() or f.path.is_symlink()):
             by_run.setdefault(f.path.parent, []).append(f)
     for run_dir, found in by_run.items():
         with run_lock(run_dir) as free:
             if not free:
                 busy += found
                 continue
-            moved += [(f, set_aside(f.path, f.kind)) for f in found if f.path.exists()]
+            moved += [(f, set_aside(f.path, f.kind)) for f in found if f.path.exists() or f.path.is_symlink()]
     return moved, busy
 
 
@@ -180,6 +184,9 @@ def assign_data(results_dir: Path, data_dir: Path) -> list[tuple[str, str | None
             continue
         config = RunConfig.from_dict(record["config"]).with_data(data)
         target = run_dir.parent / config.run_id
+        if target.parent != run_dir.parent or not plain_name(config.run_id):  # ids are plain names; never a path
+            done.append((old, None, f"its new id {config.run_id[:80]!r} is not a plain name: left as it is"))
+            continue
         if target.exists():
             done.append((old, None, f"{target.name} exists already: left as it is"))
             continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 import json
 import logging
 import signal
@@ -36,6 +37,7 @@ from .config import ConfigError, RunConfig, load_profile
 from .errors import UserError
 from .estimate import RunEstimate, format_hours
 from .models import KNOBS, LEGACY, knob_values, varying
+from .record_schema import MAX_SEED
 from .records import (RESULT_FILE, DamagedRecord, StorageError, flatten_record, read_record, read_records, set_aside,
                       storage_error, storage_guard, write_atomic)
 
@@ -63,6 +65,14 @@ class Experiment:
 
 def _fail(path: Path, where: str, message: str) -> ConfigError:
     return ConfigError(f"{path}: {where}: {message}")
+
+
+MAX_RUNS = 10_000  # configurations x seeds in one plan: far past any grid here, short of a typo's memory bill
+
+
+def grid_size(entry: dict[str, Any]) -> int:
+    """How many combinations `_expand` would make, counted from the axes without making them."""
+    return math.prod(len(v) if isinstance(v, list) else 1 for v in entry.values())
 
 
 def _expand(entry: dict[str, Any]) -> list[dict[str, Any]]:
@@ -115,9 +125,15 @@ def load_experiment(path: str | Path) -> Experiment:
     runs = doc.get("runs") or []
     if not isinstance(runs, list):
         raise _fail(path, "runs", "must be a list of {model, KNOB: value or [values], ...} entries")
+    total = 0
     for i, entry in enumerate(runs):
         if not isinstance(entry, dict) or "model" not in entry:
             raise _fail(path, f"runs[{i}]", "each entry is a mapping with at least a model")
+        total += grid_size(entry)
+        if total > MAX_RUNS:
+            raise _fail(path, f"runs[{i}]", f"the grid would make {total:,} configurations by this entry (its axes: "
+                                            f"{' x '.join(str(len(v)) for v in entry.values() if isinstance(v, list))}"
+                                            f"); a plan holds at most {MAX_RUNS:,} runs")
         for key in entry:
             if key not in RUN_KEYS:
                 raise _fail(path, f"runs[{i}].{key}", f"unknown field; valid: {', '.join(RUN_KEYS)}")
@@ -206,8 +222,8 @@ def parse_seeds(spec: str) -> list[int]:
         seeds = [int(s) for s in str(spec).split(",") if s.strip() != ""]
     except ValueError:
         raise ConfigError(f"bad seeds {spec!r}: expected comma-separated integers >= 0, e.g. 0,1,2") from None
-    if not seeds or any(s < 0 for s in seeds):
-        raise ConfigError(f"bad seeds {spec!r}: expected comma-separated integers >= 0, e.g. 0,1,2")
+    if not seeds or any(s < 0 or s > MAX_SEED for s in seeds):
+        raise ConfigError(f"bad seeds {spec[:80]!r}: expected comma-separated integers 0..{MAX_SEED}, e.g. 0,1,2")
     return list(dict.fromkeys(seeds))
 
 
@@ -221,6 +237,9 @@ def plan_runs(experiment: Experiment, seeds: list[int], profile: str | None = No
     position I, so N processes with the same arguments cover the grid without overlap.
     """
     chosen = profile or experiment.profile
+    if len(experiment.configs) * len(seeds) > MAX_RUNS:
+        raise ConfigError(f"{len(experiment.configs)} configurations x {len(seeds)} seeds would make "
+                          f"{len(experiment.configs) * len(seeds):,} runs; a plan holds at most {MAX_RUNS:,}")
     planned: dict[str, RunConfig] = {}
 
     def make(cfg: dict[str, Any], seed: int, recipe: str, source: str | None = None) -> RunConfig:

@@ -94,7 +94,7 @@ def checkpoint_problem(path: Path, expected: dict[str, Any]) -> str | None:
     stored run config are checked on their hyper-parameters alone. Errors of the environment
     raise CheckpointUnreadable instead: they say nothing about the file."""
     try:
-        ckpt = safe_load(path)
+        ckpt = safe_load(path, inside=path.parent)
     except DamagedCheckpoint as err:
         return str(err).removeprefix(f"{path}: ")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:

@@ -5,6 +5,7 @@ User mistakes end in one line on stderr and exit status 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable, Sequence
 
@@ -208,12 +209,20 @@ AFTER_INTERRUPT = {
 }
 
 
+def _terminated(signum: int, frame: object) -> None:
+    """SIGTERM as Ctrl-C: the same clean-up (a report's staging folder removed) and the same one line."""
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, --version, or a bad option (its one line already printed)
         return done.code if isinstance(done.code, int) else EXIT_USAGE
+    before = signal.getsignal(signal.SIGTERM)
+    if args.command not in ("train", "sweep"):  # training: Lightning's own signal handling (SLURM requeue)
+        signal.signal(signal.SIGTERM, _terminated)
     try:
         return COMMANDS[args.command](args)
     except (UserError, ValueError) as err:
@@ -223,6 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ghost-ablate {args.command}: interrupted; "
               f"{AFTER_INTERRUPT.get(args.command, 'nothing was left half-written')}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 if __name__ == "__main__":

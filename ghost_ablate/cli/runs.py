@@ -106,6 +106,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from ..training import is_rank_zero, resolve_device
 
     check_scale(args)
+    if Path(args.results_dir).exists() and not Path(args.results_dir).is_dir():
+        raise UserError(f"--results-dir {args.results_dir}: not a folder (runs go into its runs/ folder)")
     experiment = load_experiment(args.experiment)
     dataset = get_dataset(experiment.dataset)
     shard = parse_shard(args.shard)

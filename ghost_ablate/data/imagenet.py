@@ -67,6 +67,10 @@ def _class_dirs(split: Path) -> list[os.DirEntry]:
     if not split.is_dir():
         raise DataError(f"{split}: no such folder; {LAYOUT}")
     entries = sorted(os.scandir(split), key=lambda e: e.name)
+    dangling = [e for e in entries if e.is_symlink() and not os.path.exists(e.path)]
+    if dangling:
+        raise DataError(f"{split / dangling[0].name}: a link to nothing ({len(dangling)} such); remove it or restore "
+                        f"its target; {LAYOUT}")
     dirs = [e for e in entries if e.is_dir()]
     if not dirs:
         flat = sum(_is_image(e.name) for e in entries)
@@ -167,10 +171,16 @@ def eval_transform(size: int) -> Callable:
     return v2.Compose([v2.Resize(round(size / CROP_RATIO), antialias=True), v2.CenterCrop(size)])
 
 
+MAX_PIXELS = 40_000_000  # ILSVRC-2012's largest images have ~12M pixels; a bigger one is skipped as unreadable
+
+
 def decode_file(path: str) -> torch.Tensor | None:
-    """An image file as uint8 RGB CHW, or None if it cannot be read or decoded."""
+    """An image file as uint8 RGB CHW, or None if it cannot be read or decoded, or has more than
+    MAX_PIXELS pixels (read from its header, before anything is decoded)."""
     try:
         with Image.open(path) as img:
+            if img.width * img.height > MAX_PIXELS:
+                return None
             return pil_to_tensor(img.convert("RGB"))
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
@@ -326,8 +336,13 @@ def read_ground_truth(path: str | Path, devkit: str | Path | None = None) -> dic
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such ground-truth file")
-    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-    if lines and all(ln.isdigit() for ln in lines):
+    try:
+        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot be read as text ({type(err).__name__})") from None
+    if not lines:
+        raise DataError(f"{path}: empty; a ground-truth file has one row per validation image")
+    if all(ln.isdigit() for ln in lines):
         if devkit is None:
             raise DataError(f"{path}: holds class numbers; give the devkit (--devkit, its folder or meta.mat) to map "
                             f"them to wnids")
@@ -358,13 +373,43 @@ def _devkit_wnids(devkit: Path) -> dict[int, str]:
     try:
         synsets = loadmat(str(meta), squeeze_me=True)["synsets"]
         return {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets}
-    except (KeyError, ValueError, TypeError, OSError) as err:
+    except NotImplementedError:  # scipy reads MATLAB files up to v7.2
+        raise DataError(f"{meta}: a MATLAB v7.3 file, which scipy cannot read; the devkit's meta.mat is v5 "
+                        f"(re-download the ILSVRC2012 devkit)") from None
+    except Exception as err:  # noqa: BLE001 - scipy raises many kinds on a truncated or foreign file
         raise DataError(f"{meta}: not the devkit's meta.mat ({type(err).__name__})") from None
+
+
+def plan_val_moves(val: Path, table: dict[str, str]) -> tuple[list[tuple[Path, Path]], int]:
+    """Every move `sort_val` would make, checked before any is made: (source, target) pairs of the
+    flat images and how many are in place already. A DataError names the first problem: a name
+    that is not a plain file name of `val/`, an image missing from the ground truth, a class
+    folder that is a link or not a folder, or a target that exists already."""
+    for name in table:
+        if Path(name).name != name or name in (".", "..") or "/" in name or "\\" in name:
+            raise DataError(f"ground truth names {name[:80]!r}, not a file name inside {val}; nothing was moved")
+    flat = sorted(e.name for e in os.scandir(val) if e.is_file(follow_symlinks=False) and _is_image(e.name))
+    strays = [n for n in flat if n not in table]
+    if strays:
+        raise DataError(f"{val / strays[0]}: not in the ground truth ({len(strays)} such images); nothing was moved")
+    moves = []
+    for name in flat:
+        folder = val / table[name]
+        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+            raise DataError(f"{folder}: a link or a file where a class folder goes; nothing was moved")
+        target = folder / name
+        if target.exists() or target.is_symlink():
+            raise DataError(f"{target}: exists already beside {val / name}; nothing was moved")
+        moves.append((val / name, target))
+    placed = sum(1 for n, w in table.items() if not (val / w).is_symlink() and (val / w / n).is_file()
+                 and not (val / w / n).is_symlink())
+    return moves, placed
 
 
 def sort_val(val_dir: str | Path, ground_truth: str | Path, devkit: str | Path | None = None) -> tuple[int, int]:
     """Move the flat official val/ images into val/<wnid>/ folders; return (moved, already in place).
-    Everything is checked before the first file moves, and running it again moves nothing."""
+    Every move is checked before the first is made (`plan_val_moves`), and running it again moves
+    nothing."""
     val = Path(val_dir)
     if not val.is_dir():
         raise DataError(f"{val}: no such folder")
@@ -372,17 +417,13 @@ def sort_val(val_dir: str | Path, ground_truth: str | Path, devkit: str | Path |
     known = set(wnids())
     unknown = sorted({w for w in table.values() if w not in known})
     if unknown:
-        raise DataError(f"{ground_truth}: {unknown[0]} is not an ILSVRC-2012 class")
-    flat = {e.name for e in os.scandir(val) if e.is_file() and _is_image(e.name)}
-    placed = sum((val / w / n).is_file() for n, w in table.items())
-    strays = sorted(flat - set(table))
-    if strays:
-        raise DataError(f"{val / strays[0]}: not in {ground_truth} ({len(strays)} such images); nothing was moved")
-    for wnid in {table[n] for n in flat}:
-        (val / wnid).mkdir(exist_ok=True)
-    for name in sorted(flat):
-        os.replace(val / name, val / table[name] / name)
-    return len(flat), placed
+        raise DataError(f"{ground_truth}: {unknown[0][:80]!r} is not an ILSVRC-2012 class")
+    moves, placed = plan_val_moves(val, table)
+    for folder in sorted({target.parent for _, target in moves}):
+        folder.mkdir(exist_ok=True)
+    for source, target in moves:
+        os.replace(source, target)
+    return len(moves), placed
 
 
 # ---- sample data in the real layout, for tests, benchmarks and trying the commands -----

@@ -60,17 +60,45 @@ def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | No
         from ..data import fingerprint, find_folder
 
         prefer = fingerprint(data_dir) if find_folder(Path(data_dir)) else None
+    if out.exists() and not out.is_dir() or out.is_symlink():
+        raise ReportError(f"--out {out}: not a folder (the report is written into a folder of its own)")
     runs = load_runs(results_dir, profile, data, prefer)
+    bench = read_bench(results_dir)  # a bad bench.csv is one line before anything is written
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
         written = _write_report(runs, results_dir, staging, out, experiments,
-                                Path(data_dir) if data_dir else None, evidence)
+                                Path(data_dir) if data_dir else None, evidence, bench)
         for path in sorted(written, key=lambda p: p.name == "README.md"):  # README.md last
             os.replace(path, out / path.name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return [out / p.name for p in written]
+
+
+BENCH_COLUMNS = ("model", "ratio", "dw_size", "width", "flops", "device_kind", "latency_bs1_ms", "eval_img_s",
+                 "train_img_s", "train_peak_mem_mb")
+
+
+def read_bench(results_dir: Path) -> pd.DataFrame | None:
+    """results/bench.csv (`ghost-ablate bench`) where it is a regular file of the results folder with
+    the columns the speed-up table reads; a ReportError names what is missing."""
+    import io
+
+    from ..records import read_bounded
+
+    data = read_bounded(results_dir / "bench.csv", results_dir)
+    if data is None:
+        return None
+    try:
+        bench = pd.read_csv(io.BytesIO(data), comment="#")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ReportError(f"{results_dir / 'bench.csv'}: not a CSV ({str(err).splitlines()[0]})") from None
+    missing = [c for c in BENCH_COLUMNS if c not in bench]
+    if missing:
+        raise ReportError(f"{results_dir / 'bench.csv'}: missing column(s) {', '.join(missing)}; "
+                          f"`ghost-ablate bench` writes it")
+    return bench
 
 
 def seed_plan_note(results_dir: Path) -> str:
@@ -94,7 +122,7 @@ def experiment_margins(paths: list[Path]) -> dict[str, float]:
 
 
 def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Path, experiments: list[Path] | None,
-                  data_dir: Path | None, evidence: bool) -> list[Path]:
+                  data_dir: Path | None, evidence: bool, bench: pd.DataFrame | None = None) -> list[Path]:
     """Every file of the report into `out` (a staging folder); `previous` is the report folder,
     read for the evidence section an earlier report computed."""
     agg = aggregate(runs)
@@ -154,9 +182,7 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
     written.append(out / "imagenet_costs.csv")
     sections += ["## ImageNet models: parameters and FLOPs (224x224, not trained here)", "",
                  _md(costs.drop(columns=["table"])), "\nCSV: [imagenet_costs.csv](imagenet_costs.csv)", ""]
-    bench_path = results_dir / "bench.csv"
-    if bench_path.exists():
-        bench = pd.read_csv(bench_path, comment="#")
+    if bench is not None:
         speed = speedup_table(bench)
         write_atomic(out / "speedup.csv", speed.to_csv(index=False))
         written.append(out / "speedup.csv")

@@ -3,6 +3,7 @@ feature maps of one conv unit, the ghost share per layer, and the toy experiment
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +126,27 @@ EVIDENCE_MD = "evidence.md"
 PAIR = (("vgg16", None, None, None, ()), ("ghost_vgg16", 2, 3, None, ()))  # the paper's feature-map figure: layer 2
 
 
+def previous_evidence(previous: Path, title: str) -> str | None:
+    """The evidence section an earlier report wrote into `previous`, carried by content: a regular
+    file of that folder (never a link), at most 256 KB, starting with the section's title and holding
+    no remote link, image or HTML (so nothing else can be pasted into a report through it)."""
+    from ..records import UnsafeFile, read_bounded
+
+    try:
+        data = read_bounded(previous / EVIDENCE_MD, previous, 256 * 1024)
+    except UnsafeFile:
+        return None
+    if data is None or (previous / EVIDENCE_MD).is_symlink():
+        return None
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return None
+    if not text.startswith(title) or "://" in text or re.search(r"<[A-Za-z/!?]", text):
+        return None
+    return text
+
+
 def evidence_section(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Path | None = None,
                      data_dir: Path | None = None, compute: bool = True) -> tuple[list[Path], str]:
     """The report's evidence section: computed from the checkpoints of finished VGG-16 and
@@ -176,8 +198,8 @@ def evidence_section(runs: pd.DataFrame, results_dir: Path, out: Path, previous:
                            f"paper's feature-map figure):", "", *figures, "", md])
         write_atomic(out / EVIDENCE_MD, text)
         return [*paths, *more, out / EVIDENCE_MD], text
-    if (previous / EVIDENCE_MD).is_file():
-        return [], (previous / EVIDENCE_MD).read_text()
+    if kept := previous_evidence(previous, title):
+        return [], kept
     return [], (f"{title}\n\nNot computed ({reason}). Needs finished runs of VGG-16 and Ghost-VGG-16 (s=2, d=3) "
                 f"with their checkpoints on this machine and `--data-dir` with their data: run `make demo` (or "
                 f"`make sweep-cifar`) and then `make report`, or point `ghost-ablate featuremaps` and "

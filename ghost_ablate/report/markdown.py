@@ -145,17 +145,17 @@ def header_markdown(p: dict[str, Any]) -> str:
              f"| data set | {dataset.title}, {', '.join(f'{n:,}' for n in p['train_sizes'])} training / "
              f"{', '.join(f'{n:,}' for n in p['test_sizes'])} test images (full: {dataset.train_size:,} / "
              f"{dataset.test_size:,}) |",
-             f"| data folder | {', '.join(f'`{d}`' for d in p['data_names'])} "
-             f"(fingerprint {', '.join(f'`{d}`' for d in p.get('data_fingerprints', [])) or 'not recorded'}) |",
+             f"| data folder | {', '.join(escape(d) for d in p['data_names'])} "
+             f"(fingerprint {', '.join(escape(d) for d in p.get('data_fingerprints', [])) or 'not recorded'}) |",
              f"| seeds | {', '.join(map(str, p['seeds']))} |",
-             f"| device | {'; '.join(p['devices'])} |",
-             f"| precision | {', '.join(p['precisions']) or 'not recorded (before precision was a recipe field)'} |",
+             f"| device | {'; '.join(escape(d) for d in p['devices'])} |",
+             f"| precision | {', '.join(escape(x) for x in p['precisions']) or 'not recorded (before precision was a recipe field)'} |",
              ""]
     short = [why for ok, why in ((all(n >= dataset.train_size for n in p["train_sizes"]), "a subset of the data"),
                                  (all(e >= paper_epochs for e in p["epochs"]), "fewer epochs than the paper"))
              if not ok]
     if p.get("damaged"):
-        lines += [f"> **{len(p['damaged'])} damaged record(s) left out:** {'; '.join(p['damaged'])}. "
+        lines += [f"> **{len(p['damaged'])} damaged record(s) left out:** {'; '.join(escape(d) for d in p['damaged'])}. "
                   f"`ghost-ablate doctor` lists them; a sweep sets them aside and trains those runs again.", ""]
     if short:
         lines += [f"> **Not a reproduction.** These runs used {' and '.join(short)}; their accuracies say "
