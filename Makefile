@@ -20,8 +20,10 @@ REPORT_RESULTS = $(if $(and $(filter subset,$(PROFILE)),$(filter file,$(origin R
 
 .PHONY: install test count sweep-cifar sweep-cross sweep-imagenet dry-run-imagenet dry-run report bench demo precision-check pilot
 
+# The demo's torch/torchvision pair (experiments/torch-stack.txt): seeds added later train on the same stack.
+STACK ?= experiments/torch-stack.txt
 install: $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' $(if $(STACK),-c $(STACK))
 	$(BIN)/python -c "import torch, torchvision.ops, lightning, fvcore; print('torch', torch.__version__, 'torchvision', torchvision.__version__, 'lightning', lightning.__version__)"
 
 $(BIN)/python:
@@ -114,3 +116,4 @@ pilot:
 	  $(CLI) sweep experiments/cifar10_pilot.yaml --epochs $${r%%:*} --seeds $${r##*:} --data-dir $(DEMO_DATA) \
 	    --results-dir $(PILOT_RESULTS) --no-download || exit $$?; \
 	done
+	$(CLI) pilot-table --results-dir $(PILOT_RESULTS) --out $(REPORTS)

@@ -94,7 +94,8 @@ def plan_seeds(tables: tuple[str, ...], agg: dict[tuple, dict[str, Any]], detect
         raise UserError(f"no comparisons to plan: the experiment declares no paper table with a reference row "
                         f"(tables: {', '.join(tables) or 'none'})")
     own = {(t, r.label): pilot_differences(agg, r, ref) for t, r, ref, _ in found}
-    usable = [d for d in own.values() if len(d) >= 2]
+    distinct = {(r.run_key, ref.run_key): own[(t, r.label)] for t, r, ref, _ in found}  # one per pair of rows
+    usable = [d for d in distinct.values() if len(d) >= 2]
     pooled = pooled_std(usable)
     if pooled is None:
         raise UserError("the pilot holds no comparison with 2 seeds on one machine and torch; run at least seeds "

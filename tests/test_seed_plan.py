@@ -78,3 +78,24 @@ def test_sweep_seeds_auto_runs_the_planned_seeds(tmp_path, capsys):
     assert f"{5 * n} runs" in out  # Table 2's five rows, n seeds each
     assert main(["sweep", str(tmp_path / "exp.yaml"), "--seeds", "auto", "--dry-run", "--no-estimate"]) == 2
     assert "--seeds auto needs --pilot DIR" in capsys.readouterr().err
+
+
+def test_pilot_table_gain_and_spread_by_hand(tmp_path):
+    from ghost_ablate.report.pilot import learning_curves, pilot_table
+
+    # two seeds of VGG-16 at 6 epochs: test top-1 per epoch
+    curves = {0: [10, 20, 30, 40, 44, 45], 1: [12, 22, 32, 42, 46, 49]}
+    for seed, accs in curves.items():
+        rc = RunConfig.create("vgg16", profile="subset", seed=seed, data="abc", epochs=6)
+        folder = tmp_path / "runs" / rc.run_id
+        folder.mkdir(parents=True)
+        (folder / "result.json").write_text(json.dumps({
+            "run_id": rc.run_id, "config": rc.to_dict(), "status": "finished", "final_test_acc": accs[-1] / 100,
+            "best_test_acc": accs[-1] / 100, "device": "cpu: A", "versions": {"torch": "2.14"},
+            "history": [{"epoch": e, "test_acc": a / 100} for e, a in enumerate(accs)],
+            "data": {"train_size": 5085, "test_size": 1017, "fingerprint": "abc"}}))
+    row = pilot_table(learning_curves(load_runs(tmp_path))).iloc[0]
+    assert row["seeds"] == 2 and row["final top-1 mean"] == pytest.approx(47.0)
+    assert row["final top-1 std"] == pytest.approx(stats.tstd([45, 49]))
+    # gain over the last 3 epochs: 45 - 30 = 15 and 49 - 32 = 17
+    assert row["gain over last 3 epochs"] == pytest.approx(16.0)

@@ -14,7 +14,8 @@ from ..errors import UserError
 from .args import add_model_args, add_recipe_args, add_scale_args, add_seed_plan_args
 from .imagenet import add_imagenet_parser, cmd_imagenet
 from .models import cmd_count, cmd_export, cmd_knobs
-from .outputs import cmd_bench, cmd_featuremaps, cmd_precision_table, cmd_redundancy, cmd_report
+from .outputs import (cmd_bench, cmd_featuremaps, cmd_pilot_table, cmd_precision_table, cmd_redundancy,
+                      cmd_report)
 from .runs import YES_ENV, cmd_doctor, cmd_plan_seeds, cmd_sweep, cmd_train
 
 EXIT_USAGE = 2
@@ -49,7 +50,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "count": cmd_count, "knobs": cmd_knobs, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
     "bench": cmd_bench, "export": cmd_export, "doctor": cmd_doctor, "featuremaps": cmd_featuremaps,
     "redundancy": cmd_redundancy, "precision-table": cmd_precision_table, "imagenet": cmd_imagenet,
-    "plan-seeds": cmd_plan_seeds,
+    "plan-seeds": cmd_plan_seeds, "pilot-table": cmd_pilot_table,
 }
 
 
@@ -116,6 +117,10 @@ def build_parser() -> OneLineParser:
     p.add_argument("--shards", type=int, default=1, help="--slurm: array tasks (shards of the plan)")
     add_recipe_args(p)
 
+    p = sub.add_parser("pilot-table", help="the pilot's learning curves: what the last epochs gain, seed spread")
+    p.add_argument("--results-dir", default="results/pilot", help="the pilot's results folder")
+    p.add_argument("--out", default="reports", help="folder for pilot.md and pilot_curves.csv")
+
     p = sub.add_parser("plan-seeds", help="seeds each comparison needs to detect a gap, from a pilot's variance")
     p.add_argument("experiment", help="the experiment to plan, e.g. experiments/cifar10_ablation.yaml")
     p.add_argument("--profile", help="the recipe the plan will train (default: the experiment file's)")
@@ -125,6 +130,7 @@ def build_parser() -> OneLineParser:
     add_recipe_args(p)
 
     p = sub.add_parser("report", help="paper tables (CSV, markdown) and plots from the run records")
+    p.add_argument("--epochs", type=int, help="the schedule length to report, where the results hold several")
     p.add_argument("--results-dir", default="results", help="the folder the runs are in")
     p.add_argument("--out", default="reports", help="the report folder (written whole, README.md last)")
     p.add_argument("--profile", help="which profile's runs (needed when results hold several)")

@@ -17,8 +17,17 @@ def cmd_report(args: argparse.Namespace) -> int:
         load_experiment(path)  # a bad file is one line before anything is written
     written = build_report(args.results_dir, args.out, args.profile,
                            [Path(p) for p in args.experiment] if args.experiment else None,
-                           data_dir=args.data_dir, data=args.data, evidence=not args.no_evidence)
+                           data_dir=args.data_dir, data=args.data, evidence=not args.no_evidence,
+                           epochs=args.epochs)
     print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(p.name for p in written))
+    return 0
+
+
+def cmd_pilot_table(args: argparse.Namespace) -> int:
+    from ..report.pilot import write_pilot_report
+
+    written = write_pilot_report(args.results_dir, args.out)
+    print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
 
 

@@ -52,7 +52,7 @@ def seed_plan(args: argparse.Namespace, experiment, hours_per_seed: float | None
                         "(e.g. results/pilot from `make pilot`)")
     profile = args.profile or experiment.profile
     recipe = make_recipe(load_profile(profile), **recipe_overrides(args))
-    runs = load_runs(args.pilot, Path(profile).stem)
+    runs = load_runs(args.pilot, Path(profile).stem, mixed_epochs=True)
     runs = runs[runs["epochs"] == recipe.epochs]
     if runs.empty:
         raise UserError(f"{args.pilot} holds no {Path(profile).stem} runs of {recipe.epochs} epochs: the pilot must "

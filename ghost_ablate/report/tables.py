@@ -41,7 +41,7 @@ def _none(v: Any) -> Any:
 
 
 def load_runs(results_dir: str | Path, profile: str | None = None, data: str | None = None,
-              prefer: str | None = None) -> pd.DataFrame:
+              prefer: str | None = None, epochs: int | None = None, mixed_epochs: bool = False) -> pd.DataFrame:
     """One row per run record of one profile and one data set (`data`: its fingerprint, needed
     when the results hold runs of several, where `prefer` picks one if present); ReportError if
     there are none."""
@@ -67,6 +67,14 @@ def load_runs(results_dir: str | Path, profile: str | None = None, data: str | N
     if profile is not None:
         runs = runs[runs["profile"] == profile].reset_index(drop=True)
     runs = one_data_set(runs, runs_dir, data, prefer)
+    lengths = sorted(int(e) for e in runs["epochs"].dropna().unique())
+    if epochs is not None:
+        if epochs not in lengths:
+            raise ReportError(f"no runs of {epochs} epochs under {runs_dir}; found: {', '.join(map(str, lengths))}")
+        runs = runs[runs["epochs"] == epochs].reset_index(drop=True)
+    elif len(lengths) > 1 and not mixed_epochs:
+        raise ReportError(f"{runs_dir} holds runs of {', '.join(map(str, lengths))} epochs; a table compares one "
+                          f"schedule: choose one with --epochs")
     runs.attrs["damaged"] = left_out  # unreadable records, named in the report's header
     return runs
 
