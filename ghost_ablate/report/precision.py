@@ -45,7 +45,9 @@ def precision_table(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for key, part in done.groupby(done.apply(row_key, axis=1), sort=False):
         by = {p: part[part["precision"] == p].set_index("seed") for p in PRECISIONS}
-        seeds = sorted(set(by["32"].index) & set(by["bf16"].index))
+        shared = sorted(set(by["32"].index) & set(by["bf16"].index))
+        # a pair is one measurement only on one machine and torch: the precision is all that differs
+        seeds = [s for s in shared if by["32"].loc[s, "stack"] == by["bf16"].loc[s, "stack"]]
         if not seeds:
             continue
         top1 = {p: [100 * float(by[p].loc[s, "final_test_acc"]) for s in seeds] for p in PRECISIONS}
@@ -53,6 +55,7 @@ def precision_table(runs: pd.DataFrame) -> pd.DataFrame:
         diff = paired_stats(top1["32"], top1["bf16"])
         fp32, bf16 = seed_stats(top1["32"]), seed_stats(top1["bf16"])
         rows.append({"model": full_label(*key), "pairs": len(seeds), "seeds": ",".join(map(str, seeds)),
+                     "pairs_across_machines_left_out": len(shared) - len(seeds),
                      "fp32_top1_mean": fp32.mean, "fp32_top1_std": fp32.std,
                      "bf16_top1_mean": bf16.mean, "bf16_top1_std": bf16.std,
                      "diff_mean": diff.mean, "diff_ci95": diff.ci95, "p_paired": diff.p,
@@ -88,6 +91,14 @@ def precision_markdown(frame: pd.DataFrame) -> str:
     return _md(shown)
 
 
+def cross_machine_note(frame: pd.DataFrame) -> list[str]:
+    """A line naming the seeds whose fp32 and bf16 runs ran on different machines or torch versions."""
+    left = [f"{r['model']}: {int(r['pairs_across_machines_left_out'])}" for _, r in frame.iterrows()
+            if r.get("pairs_across_machines_left_out")]
+    return [f"Pairs left out because their two runs ran on different machines or torch versions: "
+            f"{'; '.join(left)}.", ""] if left else []
+
+
 def write_precision_report(results_dir: str | Path, out_dir: str | Path) -> list[Path]:
     """precision.csv and precision.md (with the report's provenance header) into `out_dir`."""
     runs = load_runs(results_dir)
@@ -105,6 +116,6 @@ def write_precision_report(results_dir: str | Path, out_dir: str | Path) -> list
         "the median over pairs of bf16's training images/s over fp32's (each run's median epoch), from the same "
         "runs; other work on the machine while they trained moves it, so `bench --pipeline` is the cleaner "
         "measure of speed.", "",
-        precision_markdown(frame), "", "CSV: [precision.csv](precision.csv)", ""])
+        precision_markdown(frame), "", *cross_machine_note(frame), "CSV: [precision.csv](precision.csv)", ""])
     write_atomic(out / "precision.md", text)
     return [out / "precision.csv", out / "precision.md"]
