@@ -71,6 +71,7 @@ dry-run-imagenet:
 # The evidence section's test images come from DATA_DIR when it holds the runs' data.
 report:
 	$(CLI) report --results-dir $(REPORT_RESULTS) --out $(REPORTS) $(if $(PROFILE),--profile $(PROFILE)) \
+	  $(if $(filter $(DEMO_RESULTS),$(REPORT_RESULTS)),$(if $(filter reports,$(REPORTS)),--readme README.md)) \
 	  $(if $(wildcard $(DATA_DIR)),--data-dir $(DATA_DIR)) $(if $(DATA),--data $(DATA))
 
 # The paper grid on the real 5,085-image CIFAR-10 subset, 2 seeds, then seeds 2 and 3 of

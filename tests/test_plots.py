@@ -125,8 +125,8 @@ def test_table_plot_has_seeds_paired_differences_and_the_paper(table):
     assert_readable(fig, [ours, published])
     shown = [r for r in paper.rows(table) if r.model is not None]
     assert [t.get_text() for t in published.get_xticklabels()] == [r.label for r in shown]
-    # the difference panel: each tested row's paired mean difference (its error bar's centre)
-    centres = [seg[:, 1].mean() for c in diff.collections for seg in c.get_segments()]
+    # the difference panel: each tested row's paired mean difference (a single marker at its x)
+    centres = [line.get_ydata()[0] for line in diff.lines if len(line.get_ydata()) == 1]
     tested = 0
     for row in shown:
         ref = paper.reference_row(row, BASELINES)
@@ -144,3 +144,17 @@ def test_committed_report_shows_the_new_plots():
     text = report.read_text()
     for table in paper.CIFAR_TABLES:
         assert f"({table}.png)" in text
+
+
+def test_an_interval_past_the_panel_is_cut_and_its_bound_written():
+    import matplotlib.pyplot as plt
+
+    from ghost_ablate.report.plots import draw_clipped_intervals
+
+    fig, ax = plt.subplots()
+    draw_clipped_intervals(ax, [(0, -2.0, 40.0, "o", "C0", False), (1, 1.0, 0.5, "o", "C1", True)], -5.0, 5.0)
+    bar = ax.lines[0].get_ydata()
+    assert list(bar) == [-5.0, 5.0]  # cut at the limits, not -42..+38
+    assert sorted(t.get_text() for t in ax.texts) == ["+38.0", "-42.0"]  # only the cut one is written
+    assert list(ax.lines[4].get_ydata()) == [0.5, 1.5]  # the narrow interval whole (after bar, mean, 2 arrows)
+    plt.close(fig)

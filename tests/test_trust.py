@@ -367,7 +367,7 @@ def test_a_report_row_whose_seeds_mix_precisions_says_so(tmp_path):
         (tmp_path / "runs" / run_id / "result.json").write_text(json.dumps(rec))
     build_report(tmp_path, tmp_path / "out", evidence=False)
     md = (tmp_path / "out" / "README.md").read_text()
-    assert "VGG-16 (seeds mix precisions \\(32, bf16\\)" in md  # in the table's footnote, escaped
+    assert "VGG-16 (seeds mix precisions (32, bf16)" in md  # in the table's footnote
     table3 = (tmp_path / "out" / "table3_cifar10.csv").read_text()
     assert "seeds mix precisions (32, bf16)" in table3
 

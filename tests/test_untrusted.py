@@ -133,7 +133,7 @@ def test_record_strings_are_escaped_and_unknown_models_left_out(tmp_path):
     put(tmp_path / "results", alien)
     build_report(tmp_path / "results", tmp_path / "out", evidence=False)
     md = (tmp_path / "out" / "README.md").read_text()
-    assert "\n# Owned" not in md and "![x](https" not in md and "\\!\\[x\\]\\(https" in md
+    assert "\n# Owned" not in md and "![x](https" not in md and "\\!\\[x\\](https" in md
     assert "unknown model 'resnet99'" in md  # named among the damaged records
     table3 = (tmp_path / "out" / "table3_cifar10.csv").read_text()
     assert "resnet99" not in table3

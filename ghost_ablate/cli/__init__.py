@@ -131,6 +131,8 @@ def build_parser() -> OneLineParser:
 
     p = sub.add_parser("report", help="paper tables (CSV, markdown) and plots from the run records")
     p.add_argument("--epochs", type=int, help="the schedule length to report, where the results hold several")
+    p.add_argument("--readme", help="also fill the headline block of this README from the report (make report does "
+                                    "for the committed demo)")
     p.add_argument("--results-dir", default="results", help="the folder the runs are in")
     p.add_argument("--out", default="reports", help="the report folder (written whole, README.md last)")
     p.add_argument("--profile", help="which profile's runs (needed when results hold several)")

@@ -20,6 +20,11 @@ def cmd_report(args: argparse.Namespace) -> int:
                            data_dir=args.data_dir, data=args.data, evidence=not args.no_evidence,
                            epochs=args.epochs)
     print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(p.name for p in written))
+    if args.readme:
+        from ..report import HEADLINE, splice_readme
+
+        splice_readme(Path(args.readme), (Path(args.out) / HEADLINE).read_text())
+        print(f"updated the headline block of {args.readme}")
     return 0
 
 

@@ -17,10 +17,10 @@ from .tables import BASELINES, _none
 
 def escape(text: Any) -> str:
     """A string from a record, safe inside a markdown table cell: no markup, links, images or HTML."""
-    out = str(text)
-    for ch in "\\`*_{}[]()#+!|<>":
+    out = " ".join(str(text).split())  # no line breaks: nothing can start a heading or a list
+    for ch in "\\`*_[]!|<>":  # emphasis, code, links and images, table cells, HTML
         out = out.replace(ch, "\\" + ch)
-    return " ".join(out.split())
+    return "\\" + out if out[:1] in "#+-=" and out else out
 
 
 def _md(frame: pd.DataFrame) -> str:
@@ -66,7 +66,8 @@ def table_footnote(frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]) -> str
     lines = [f"Made by: {made or 'no finished runs'}. Verdicts test non-inferiority at a margin of "
              f"{frame['margin'].iloc[0]:g} point(s) (one-sided paired t) and a difference (two-sided), Holm-corrected "
              f"within the table; a pair is used only where both runs share machine and torch."]
-    mixed = [f"{r['label']} ({escape(r['mixed'])})" for _, r in frame.iterrows() if _none(r["mixed"])]
+    mixed = [f"{r['label']} ({escape(r['mixed'])})" for _, r in frame.iterrows()  # stacks: in "Made by" above
+             if _none(r["mixed"]) and "precisions" in r["mixed"]]
     if mixed:
         lines.append("Rows whose seeds are not one measurement: " + "; ".join(mixed) + ".")
     cross = int(frame["cross_stack_pairs"].fillna(0).sum())

@@ -71,7 +71,8 @@ def _kind_legend(ax, models: list[str], seeds: bool) -> None:  # noqa: ANN001 - 
     ax.legend(handles=handles, fontsize=7, loc="best")
 
 
-def draw_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], cost: str):  # noqa: ANN201 - a matplotlib Figure
+def draw_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], cost: str,  # noqa: ANN201 - a matplotlib Figure
+                          dataset: str = "CIFAR-10"):
     """Top-1 against FLOPs (or params), one column per testbed: ours on top (every seed a small
     dot, the mean a large marker; its own y range, so a trend of a few points shows), the
     paper's below on a y range of its own, so 93% does not flatten our 40-60%."""
@@ -89,20 +90,21 @@ def draw_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], cost: str):  # noqa:
             ax.set_title(f"{title}: {who}" + (" (every seed, and the mean)" if who == "ours" else " (published)"),
                          fontsize=10)
             ax.set_xlabel(xlabel, fontsize=9)
-            ax.set_ylabel("CIFAR-10 top-1 test accuracy (%)", fontsize=9)
+            ax.set_ylabel(f"{dataset} top-1 test accuracy (%)", fontsize=9)
             ax.grid(alpha=0.3)
             _plain_log_ticks(ax.xaxis)
             models = [k[0] for k in agg if _family(k[0]) in families] if who == "ours" else \
                 [r.model for r in paper.distinct_models(paper.CIFAR_TABLES) if _family(r.model) in families]
             if points:
                 _kind_legend(ax, models, seeds=who == "ours")
-    fig.suptitle(f"Accuracy vs {'FLOPs' if cost == 'flops' else 'parameters'} on CIFAR-10")
+    fig.suptitle(f"Accuracy vs {'FLOPs' if cost == 'flops' else 'parameters'} on {dataset}")
     fig.tight_layout()
     return fig
 
 
-def plot_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], out: Path, cost: str) -> list[Path]:
-    return _save(draw_accuracy_vs_cost(agg, cost), out, f"accuracy_vs_{cost}")
+def plot_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], out: Path, cost: str,
+                          dataset: str = "CIFAR-10") -> list[Path]:
+    return _save(draw_accuracy_vs_cost(agg, cost, dataset), out, f"accuracy_vs_{cost}")
 
 
 def draw_table(table: str, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]):  # noqa: ANN201 - a Figure
@@ -121,7 +123,7 @@ def draw_table(table: str, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]
     fig, axes = plt.subplots(3, 1, figsize=(max(6.0, per_row * len(shown) + 2.5), 8.5), sharex=True,
                              gridspec_kw={"height_ratios": [3, 2.2, 1.6]})
     ours_ax, diff_ax, paper_ax = axes
-    values, diffs, published = [], [0.0], []
+    values, diffs, published, intervals = [], [0.0], [], []
     for x, (row, frow) in zip(xs, shown):
         color, mark = COLORS[_family(row.model)], marker(row.model)
         e = agg.get(row.run_key)
@@ -140,9 +142,8 @@ def draw_table(table: str, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]
             significant = not missing(frow["p_holm"]) and frow["p_holm"] < ALPHA
             if tested.diffs:
                 diff_ax.plot([x] * len(tested.diffs), tested.diffs, mark, color=color, ms=3, alpha=0.45, mew=0)
-            diff_ax.errorbar(x, tested.diff, yerr=tested.ci95 or 0, fmt=mark, color=color, capsize=3, ms=7,
-                             mfc=color if significant else "white")
-            diffs += [tested.diff - (tested.ci95 or 0), tested.diff + (tested.ci95 or 0), *tested.diffs]
+            intervals.append((x, tested.diff, tested.ci95 or 0.0, mark, color, significant))
+            diffs += [tested.diff, *tested.diffs]
         if row.top1 is not None:
             paper_ax.plot(x, row.top1, mark, color=color, mfc="none", ms=7)
             published.append(row.top1)
@@ -150,7 +151,9 @@ def draw_table(table: str, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]
     ours_ax.set_ylabel("our top-1 (%)", fontsize=9)
     ours_ax.set_title(f"{paper.TABLES[table]}\nours: every seed (dots) and the mean (bar)", fontsize=10)
     diff_ax.axhline(0, color="0.5", lw=0.8)
-    diff_ax.set_ylim(*y_limits(diffs, floor=-100, ceiling=100, min_span=1.0))
+    low, high = y_limits(diffs, floor=-100, ceiling=100, min_span=1.0)
+    diff_ax.set_ylim(low, high)
+    draw_clipped_intervals(diff_ax, intervals, low, high)
     diff_ax.set_ylabel("vs reference (points)", fontsize=9)
     diff_ax.set_title("difference to the reference row (hollow marker at 0): mean and 95% CI, paired by seed "
                       "where seeds are shared; filled = Holm p < 0.05", fontsize=8)
@@ -165,17 +168,34 @@ def draw_table(table: str, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]
     return fig
 
 
+def draw_clipped_intervals(ax, intervals: list[tuple], low: float, high: float) -> None:  # noqa: ANN001 - Axes
+    """Each (x, mean, half-width, marker, colour, filled) as a 95% interval, cut at the panel's limits
+    (set by the seeds and means, so one wide interval of an undetermined row does not flatten the
+    rest), with an arrowhead and its full bound written where an interval is cut."""
+    for x, mean, half, mark, color, filled in intervals:
+        lo, hi = mean - half, mean + half
+        ax.plot([x, x], [max(lo, low), min(hi, high)], "-", color=color, lw=1.2)
+        ax.plot(x, mean, mark, color=color, ms=7, mfc=color if filled else "white")
+        for bound, edge, arrow, va in ((hi, high, "^", "top"), (lo, low, "v", "bottom")):
+            if (bound > edge) if arrow == "^" else (bound < edge):
+                ax.plot(x, edge, arrow, color=color, ms=6, clip_on=False)
+                ax.annotate(f"{bound:+.1f}", (x, edge), xytext=(6, -2 if va == "top" else 2),
+                            textcoords="offset points", fontsize=6, color=color, va=va)
+
+
 def plot_table(table: str, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]], out: Path) -> list[Path]:
     return _save(draw_table(table, frame, agg), out, table)
 
 
-def plot_curves(agg: dict[tuple, dict[str, Any]], out: Path) -> list[Path]:
-    """Test accuracy and training loss per epoch, one line per configuration (mean over seeds)."""
+def plot_curves(agg: dict[tuple, dict[str, Any]], out: Path, dataset: str = "CIFAR-10") -> list[Path]:
+    """Test accuracy and training loss per epoch, one line per configuration (mean over seeds) with
+    a band from the lowest to the highest seed; the legend sits beside the panels, off the data."""
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
-    panels = (("test_acc", 100, "CIFAR-10 top-1 test accuracy (%)"), ("train_loss", 1, "training loss (cross-entropy)"))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5))
+    panels = (("test_acc", 100, f"{dataset} top-1 test accuracy (%)"),
+              ("train_loss", 1, "training loss (cross-entropy)"))
     for ax, (field, scale, ylabel) in zip(axes, panels):
         ax.set_prop_cycle(color=plt.get_cmap("tab20").colors)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -184,15 +204,20 @@ def plot_curves(agg: dict[tuple, dict[str, Any]], out: Path) -> list[Path]:
             curves = [c for c in curves if len(c)]
             if not curves:
                 continue
-            mean = pd.concat(curves, axis=1).mean(axis=1)
-            ax.plot(mean.index + 1, mean.values, marker="." if len(mean) < 30 else None, label=full_label(*key))
+            frame = pd.concat(curves, axis=1)
+            mean = frame.mean(axis=1)
+            line, = ax.plot(mean.index + 1, mean.values, marker="." if len(mean) < 30 else None, label=full_label(*key))
+            if frame.shape[1] > 1:
+                ax.fill_between(mean.index + 1, frame.min(axis=1), frame.max(axis=1), color=line.get_color(),
+                                alpha=0.15, lw=0)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-    axes[0].set_title("Test accuracy per epoch (mean over seeds)")
-    axes[1].set_title("Training loss per epoch (mean over seeds)")
+    axes[0].set_title("Test accuracy per epoch (mean over seeds; band: lowest to highest seed)")
+    axes[1].set_title("Training loss per epoch (mean over seeds; band: lowest to highest seed)")
     if axes[0].lines:
-        axes[0].legend(fontsize=7, ncol=2)
+        fig.tight_layout(rect=(0, 0, 0.86, 1))
+        fig.legend(*axes[0].get_legend_handles_labels(), fontsize=7, loc="center left", bbox_to_anchor=(0.865, 0.5))
     else:  # records without per-epoch history (interrupted before an epoch ended, or very old)
         axes[0].text(0.5, 0.5, "no per-epoch history recorded", ha="center", transform=axes[0].transAxes)
     return _save(fig, out, "test_accuracy_per_epoch")
