@@ -27,7 +27,8 @@ from filelock import FileLock, Timeout
 
 from .checkpoints import CheckpointUnreadable, DamagedCheckpoint, UnsafeCheckpoint, safe_load
 from .errors import UserError
-from .records import RESULT_FILE, DamagedRecord, plain_name, read_record, set_aside, write_record
+from .record_schema import read_record
+from .records import RESULT_FILE, DamagedRecord, plain_name, set_aside, write_record
 
 CHECKPOINTS = ("last.ckpt", "previous.ckpt")
 MOVABLE = ("damaged", "unsafe", "orphaned")

@@ -1,14 +1,19 @@
 """The run record's schema, declared once (pydantic, strict): every field a reader uses, with its
-type and range. `records.read_record` validates every record through it, so a record from
+type and range, and the readers of records. `read_record` validates every record through it
+(and checks that its folder, run id and config agree), so a record from
 someone else's results folder is either a well-formed run or "damaged: <field>: <why>", never
 a traceback and never a row. Fields not declared here are kept as they are (older and newer
 records carry extra detail) but nothing reads them for a table.
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+
+from .records import RESULT_FILE, DamagedRecord, UnsafeFile, read_bounded
 
 STATUSES = ("running", "finished", "interrupted", "failed", "diverged")
 MAX_SEED = 2 ** 32 - 1  # what numpy/torch seeding takes
@@ -60,23 +65,18 @@ class ConfigEntry(_Strict):
     data: PlainName | None = None
     source: PlainName | None = None
 
-    @field_validator("model")
+    @field_validator("model", "dataset")
     @classmethod
-    def _registered(cls, model: str) -> str:
+    def _declared(cls, name: str, info: Any) -> str:
+        """A registered model, a declared data set: anything else is not one of our runs."""
+        from .data import DATASETS
         from .models import MODELS
 
-        if model not in MODELS:
-            raise ValueError(f"unknown model {model[:60]!r} (not in the registry)")
-        return model
-
-    @field_validator("dataset")
-    @classmethod
-    def _declared(cls, dataset: str) -> str:
-        from .data import DATASETS
-
-        if dataset not in DATASETS:
-            raise ValueError(f"unknown data set {dataset[:60]!r}; valid: {', '.join(DATASETS)}")
-        return dataset
+        known = MODELS if info.field_name == "model" else DATASETS
+        if name not in known:
+            raise ValueError(f"unknown {info.field_name.replace('dataset', 'data set')} {name[:60]!r} "
+                             f"(not declared here)")
+        return name
 
 
 class RunRecord(_Strict):
@@ -123,3 +123,83 @@ def record_problem(record: Any) -> str | None:
             return f"{where}: {str(first['input'])[:80]!r} is not a plain name (letters, digits, '_', '.', '-')"
         return f"{where}: {first['msg'].splitlines()[0]}"
     return None
+
+
+def identity_problem(record: dict[str, Any], folder: str | None) -> str | None:
+    """"mislabelled: ..." unless the folder name (None: a folder the user named, not checked), the
+    record's run id and the id recomputed from its config all agree (a copied or edited record
+    otherwise counts as another run)."""
+    from .config import ConfigError, RunConfig
+
+    try:
+        recomputed = RunConfig.from_dict(record["config"]).run_id
+    except ConfigError as err:
+        return f"config: {err}"
+    if not (folder or record["run_id"]) == record["run_id"] == recomputed:
+        return (f"mislabelled: folder {folder!r}, run_id {record['run_id']!r} and the id of its config "
+                f"{recomputed!r} disagree")
+    return None
+
+
+def read_record(run_dir: Path, root: Path | None = None, named_by_id: bool = True) -> dict[str, Any] | None:
+    """The run's record, or None if it has none (never started, or killed before the first write).
+    `root`: the folder it must lie in (default: the run folder's parent); `named_by_id`: the folder
+    is a results folder's `runs/<run id>` (False for a folder `train --out` was given).
+
+    Raises DamagedRecord, naming the file, if it is not a regular file inside `root`, cannot be
+    parsed, breaks the schema, or is mislabelled.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / RESULT_FILE
+    if run_dir.is_symlink():
+        raise DamagedRecord(path, "refused: the run folder is a symbolic link")
+    try:
+        data = read_bounded(path, root or run_dir.parent)
+        if data is None:
+            return None
+        record = json.loads(data)
+    except UnsafeFile as err:
+        raise DamagedRecord(path, str(err).split(": ", 1)[1]) from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise DamagedRecord(path, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None
+    problem = record_problem(record) or identity_problem(record, run_dir.name if named_by_id else None)
+    if problem:
+        raise DamagedRecord(path, problem)
+    return record
+
+
+def read_records(runs_dir: Path, damaged: list[DamagedRecord] | None = None) -> list[dict[str, Any]]:
+    """All readable records under `runs_dir/<run_id>/result.json`, sorted by run id. Damaged,
+    mislabelled and copied ones (the same training outcome under another seed's id) are left
+    out, and appended to `damaged` when a list is given."""
+    runs_dir = Path(runs_dir)
+    if not runs_dir.is_dir():
+        return []
+    records, seen = [], {}
+    for d in sorted(runs_dir.iterdir()):
+        if not d.is_dir() and not d.is_symlink():
+            continue
+        try:
+            record = read_record(d, runs_dir)
+        except DamagedRecord as err:
+            if damaged is not None:
+                damaged.append(err)
+            continue
+        if record is not None:
+            outcome = _outcome(record)
+            if outcome is not None and outcome in seen:
+                if damaged is not None:
+                    damaged.append(DamagedRecord(d / RESULT_FILE, f"a copy of {seen[outcome]}'s outcome under "
+                                                                  f"another id"))
+                continue
+            if outcome is not None:
+                seen[outcome] = record["run_id"]
+            records.append(record)
+    return records
+
+
+def _outcome(record: dict[str, Any]) -> str | None:
+    """What a finished run measured, per epoch: two runs that differ in seed never match it exactly."""
+    if record.get("status") != "finished" or not record.get("history"):
+        return None
+    return json.dumps([record.get("history"), record.get("test_confusion")], sort_keys=True)

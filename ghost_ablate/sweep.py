@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import math
 import json
+import math
 import logging
 import signal
 import time
@@ -37,8 +37,8 @@ from .config import ConfigError, RunConfig, load_profile
 from .errors import UserError
 from .estimate import RunEstimate, format_hours
 from .models import KNOBS, LEGACY, knob_values, varying
-from .record_schema import MAX_SEED
-from .records import (RESULT_FILE, DamagedRecord, StorageError, flatten_record, read_record, read_records, set_aside,
+from .record_schema import MAX_SEED, read_record, read_records
+from .records import (RESULT_FILE, DamagedRecord, StorageError, flatten_record, set_aside,
                       storage_error, storage_guard, write_atomic)
 
 EXPERIMENT_KEYS = ("description", "dataset", "profile", "finetune_profile", "paper_tables", "margins", "runs")

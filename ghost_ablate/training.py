@@ -30,7 +30,8 @@ from .data import NUM_CLASSES, get_dataset
 from .models import build_model, get_spec
 from .machine import describe_device
 from .precision import Precision, precision_on, resolve_precision
-from .records import DamagedRecord, read_record, set_aside, storage_guard, write_record
+from .record_schema import read_record
+from .records import DamagedRecord, set_aside, storage_guard, write_record
 
 CHECKPOINT = "last.ckpt"
 PREVIOUS_CHECKPOINT = "previous.ckpt"  # the checkpoint before last.ckpt, kept in case last.ckpt is damaged

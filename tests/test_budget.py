@@ -8,7 +8,7 @@ from ghost_ablate.costs import count_flops, measure
 from ghost_ablate.features import load_trained
 from ghost_ablate.models import build_model
 from ghost_ablate.models.budget import ghost_budget, prune_to_budget, rebuild_like, widths
-from ghost_ablate.records import read_records
+from ghost_ablate.record_schema import read_records
 
 from conftest import add_trainer_callback, randomize_bn
 from test_finetune import FAST, TermInFineTune, experiment

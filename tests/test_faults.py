@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from ghost_ablate.cli import main
-from ghost_ablate.records import read_records
+from ghost_ablate.record_schema import read_records
 
 from conftest import add_trainer_callback
 

@@ -11,7 +11,7 @@ import pytest
 from ghost_ablate import paper
 from ghost_ablate.cli import main
 from ghost_ablate.config import ConfigError
-from ghost_ablate.records import read_records
+from ghost_ablate.record_schema import read_records
 
 from conftest import add_trainer_callback
 from ghost_ablate.sweep import load_experiment, parse_seeds, parse_shard, plan_runs

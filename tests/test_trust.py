@@ -18,7 +18,7 @@ from ghost_ablate.config import ConfigError, RunConfig, load_profile
 from ghost_ablate.data import fingerprint
 from ghost_ablate.doctor import assign_data, run_lock
 from ghost_ablate.models import build_model
-from ghost_ablate.records import read_records
+from ghost_ablate.record_schema import read_records
 from ghost_ablate.sweep import load_experiment, plan_runs, run_state
 
 from conftest import SUBSET_DATA, add_trainer_callback, make_cifar_folder

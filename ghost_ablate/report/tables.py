@@ -12,7 +12,8 @@ from ..costs import cost_record
 from ..data import get_dataset
 from ..errors import UserError
 from ..models import MODELS
-from ..records import DamagedRecord, flatten_record, missing, read_records, row_key
+from ..record_schema import read_records
+from ..records import DamagedRecord, flatten_record, missing, row_key
 from .labels import _family, full_label
 from .stats import MARGIN_PP, Comparison, claim_verdicts, compare, holm, seed_stats, trend
 
