@@ -285,3 +285,30 @@ def test_calibration_builds_and_keys_the_configured_cheap_op():
     assert len(calibration_key(dw, "cpu")) == 9  # keys cached before knobs existed stay valid
     net = build_model(dfc.model, **dfc.model_args)
     assert any(getattr(m, "cheap", None) == CheapOp("dfc") for m in net.modules())
+
+
+def test_dropout_is_a_knob_of_the_ghostnet_family_and_keeps_old_ids():
+    """Issue 31: the author's dropout (0.1 or 0.15) can be swept; the default (0.2) is the old
+    hard-coded value, so no run id changes."""
+    import torch
+
+    from ghost_ablate.config import RunConfig
+    from ghost_ablate.models import build_model
+
+    net = build_model("ghostnet", width=1.0, dropout=0.15)
+    assert net.dropout == 0.15
+    # it acts on the pooled features the classifier reads: in training some logits change, in eval none
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 64, 64)
+    net.eval()
+    assert torch.equal(net(x), net(x))
+    net.train()
+    assert not torch.equal(net(x), net(x))
+    assert build_model("ghostnetv2", width=1.0, dropout=0.1).dropout == 0.1
+    default = RunConfig.create("cifar_ghostnet", width=1.0, profile="subset")
+    assert RunConfig.create("cifar_ghostnet", width=1.0, profile="subset", knobs={"dropout": 0.2}).run_id == default.run_id
+    assert "-drop0.1-" in RunConfig.create("cifar_ghostnet", width=1.0, profile="subset", knobs={"dropout": 0.1}).run_id
+    with pytest.raises(ValueError, match=r"dropout must be a number in \[0, 1\)"):
+        RunConfig.create("ghostnet", width=1.0, knobs={"dropout": 1.5})
+    with pytest.raises(ValueError, match="has no dropout to set"):
+        RunConfig.create("vgg16", knobs={"dropout": 0.1})

@@ -173,19 +173,21 @@ class GhostNet(nn.Module):
 
 
 def ghostnet(width: float = 1.0, num_classes: int = 1000, ratio: int = 2, dw_size: int = 3,
-             dfc_from_block: int = 2, **cheap: Any) -> GhostNet:
+             dfc_from_block: int = 2, dropout: float = 0.2, **cheap: Any) -> GhostNet:
     """GhostNet v1: 0.5x 2,587,292 / 1.0x 5,182,508 / 1.3x 7,358,820 params (1000 classes)."""
-    return GhostNet(width, num_classes, ratio=ratio, dw_size=dw_size, cheap=CheapOp.of(cheap),
+    return GhostNet(width, num_classes, dropout, ratio=ratio, dw_size=dw_size, cheap=CheapOp.of(cheap),
                     dfc_from_block=dfc_from_block)
 
 
-def ghostnetv2(width: float = 1.0, num_classes: int = 1000, ratio: int = 2, dw_size: int = 3) -> GhostNet:
+def ghostnetv2(width: float = 1.0, num_classes: int = 1000, ratio: int = 2, dw_size: int = 3,
+               dropout: float = 0.2) -> GhostNet:
     """GhostNetV2: 1.0x 6,156,908 / 1.3x 8,960,404 / 1.6x 12,392,698 params (1000 classes)."""
-    return GhostNet(width, num_classes, ratio=ratio, dw_size=dw_size, cheap=CheapOp("dfc"), dfc_from_block=2)
+    return GhostNet(width, num_classes, dropout, ratio=ratio, dw_size=dw_size, cheap=CheapOp("dfc"),
+                    dfc_from_block=2)
 
 
 def cifar_ghostnet(width: float = 1.0, num_classes: int = 10, ratio: int = 2, dw_size: int = 3,
-                   dfc_from_block: int = 2, **cheap: Any) -> GhostNet:
+                   dfc_from_block: int = 2, dropout: float = 0.2, **cheap: Any) -> GhostNet:
     """GhostNet v1 for 32x32 inputs: stem stride 1, otherwise unchanged (an extra row, not in the paper)."""
-    return GhostNet(width, num_classes, ratio=ratio, dw_size=dw_size, cheap=CheapOp.of(cheap),
+    return GhostNet(width, num_classes, dropout, ratio=ratio, dw_size=dw_size, cheap=CheapOp.of(cheap),
                     dfc_from_block=dfc_from_block, stem_stride=1)

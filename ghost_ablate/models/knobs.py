@@ -102,6 +102,9 @@ KNOBS: dict[str, Knob] = {k.name: k for k in (
     Knob("dfc_from_block", int, 2, "GhostNet family: the first bottleneck (0-15) whose expansion module gets DFC "
          "attention", check=lambda v: 0 <= v <= 15, valid="an integer 0..15", tag="from",
          applies_when=("cheap_op", ("dfc",))),
+    Knob("dropout", float, 0.2, "GhostNet family: dropout before the classifier (0.2 as in the official code; the "
+         "first author's answers name 0.1 or 0.15 for GhostNet 1.0x, iamhankai/ghostnet.pytorch#3)",
+         check=lambda v: 0.0 <= v < 1.0, valid="a number in [0, 1)", tag="drop"),
 )}
 LEGACY = ("ratio", "dw_size", "width")  # run-config fields of their own, from before knobs were declared
 CHEAP_KNOBS = ("cheap_op", "dfc_kernel", "dfc_down", "dfc_up", "dfc_sigmoid")

@@ -54,7 +54,7 @@ def register(spec: ModelSpec) -> None:
 
 
 _GHOST = ("ratio", "dw_size", *CHEAP_KNOBS)
-_GHOSTNET = ("ratio", "dw_size", "width", *CHEAP_KNOBS, "dfc_from_block")
+_GHOSTNET = ("ratio", "dw_size", "width", *CHEAP_KNOBS, "dfc_from_block", "dropout")
 for _spec in (
     ModelSpec("vgg16", lambda num_classes: cifar.vgg16(num_classes), 32, 10, description="VGG-16 (CIFAR)"),
     ModelSpec("ghost_vgg16", cifar.ghost_vgg16, 32, 10, _GHOST, description="Ghost-VGG-16, all 13 convs Ghost",
@@ -77,7 +77,8 @@ for _spec in (
     ModelSpec("cifar_ghostnet", cifar_ghostnet, 32, 10, _GHOSTNET,
               description="GhostNet v1 adapted to 32x32 (stem stride 1)"),
     ModelSpec("ghostnet", ghostnet, 224, 1000, _GHOSTNET, (0.5, 1.0, 1.3), "GhostNet v1"),
-    ModelSpec("ghostnetv2", ghostnetv2, 224, 1000, ("ratio", "dw_size", "width"), (1.0, 1.3, 1.6), "GhostNetV2"),
+    ModelSpec("ghostnetv2", ghostnetv2, 224, 1000, ("ratio", "dw_size", "width", "dropout"), (1.0, 1.3, 1.6),
+              "GhostNetV2"),
     ModelSpec("resnet50", lambda num_classes: resnet.resnet50(num_classes), 224, 1000, description="ResNet-50"),
     ModelSpec("mobilenetv1", mobile.mobilenet_v1, 224, 1000, ("width",), (0.5,), "MobileNetV1 (defined here)"),
     ModelSpec("mobilenetv2", mobile.mobilenet_v2, 224, 1000, ("width",), (0.35, 0.6, 1.0), "MobileNetV2 (torchvision)"),
