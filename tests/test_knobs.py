@@ -127,7 +127,7 @@ def test_costs_follow_the_papers_convention_for_every_cheap_op():
     ({"cheap_op": "conv"}, r"cheap_op must be one of dw, dfc, copy, rep, got 'conv'"),
     ({"bogus": 1}, r"unknown knob 'bogus'; valid: ratio, dw_size, cheap_op"),
     ({"dfc_kernel": 7}, r"dfc_kernel applies only with cheap_op in dfc"),
-    ({"cheap_op": "dfc", "dfc_kernel": 4}, r"dfc_kernel must be an odd integer >= 1, got 4"),
+    ({"cheap_op": "dfc", "dfc_kernel": 4}, r"dfc_kernel must be an odd integer 1..31, got 4"),
     ({"cheap_op": "dfc", "dfc_up": "cubic"}, r"dfc_up must be one of nearest, bilinear"),
     ({"cheap_op": "copy", "dw_size": 5}, r"dw_size applies only with cheap_op in dw, dfc, rep"),
     ({"dfc_from_block": 3}, r"no dfc_from_block to set"),

@@ -14,14 +14,17 @@ RECIPE = {"epochs": 3}
 
 
 def record(results: Path, model, ratio, dw_size, seed, final, best, status="finished", profile="quick", width=None,
-           params=1_000_000, flops=2_000_000, train_size=50_000):
-    run_id = f"{model}-s{ratio}-d{dw_size}-{profile}-seed{seed}"
+           params=1_000_000, flops=2_000_000, train_size=50_000, **recipe):
+    from ghost_ablate.config import RunConfig
+
+    # a record is identified by its config (record_schema.identity_problem): the id its config really has
+    rc = RunConfig.create(model, ratio, dw_size, width, profile, seed, **{**RECIPE, **recipe})
+    run_id = rc.run_id
     history = [{"epoch": e, "test_acc": best if e == 1 else final, "train_time_s": 1.0, "train_images": 10}
                for e in range(3)]
     write_json_atomic(results / "runs" / run_id / "result.json", {
         "run_id": run_id, "status": status, "params": params, "flops": flops,
-        "config": {"model": model, "ratio": ratio, "dw_size": dw_size, "width": width, "profile": profile,
-                   "seed": seed, "recipe": RECIPE},
+        "config": rc.to_dict(),
         "final_test_acc": final if status == "finished" else None,
         "best_test_acc": best if status == "finished" else None, "epochs_done": 3 if status == "finished" else 1,
         "data": {"dir": "/data/cifar", "train_size": train_size, "test_size": 10_000}, "device": "cpu: test",
@@ -191,11 +194,8 @@ def test_smoke_runs_get_no_evidence_section_and_each_section_reports_progress(tm
 
     results = tmp_path / "results"
     for model, s, d in (("vgg16", None, None), ("ghost_vgg16", 2, 3)):
-        record(results, model, s, d, 0, 0.2, 0.2, profile="smoke")
-        path = next((results / "runs").glob(f"{model}-s{s}-*/result.json"))
-        rec = json.loads(path.read_text())
-        rec["config"]["recipe"] = {"epochs": 1, "limit_train_batches": 3}
-        write_json_atomic(path, rec)
+        record(results, model, s, d, 0, 0.2, 0.2, profile="smoke", epochs=1, limit_train_batches=3)
+        path = next((results / "runs").glob(f"{model}-{'s2-d3-' if s else ''}smoke-*/result.json"))
         (path.parent / "last.ckpt").write_bytes(b"not read")  # a checkpoint is there, and still not loaded
     monkeypatch.setattr(features, "load_trained", lambda *a, **k: pytest.fail("evidence computed for smoke runs"))
     build_report(results, tmp_path / "out", data_dir=tmp_path)

@@ -321,3 +321,15 @@ def test_an_image_over_the_pixel_bound_is_skipped_before_decoding(tmp_path):
     started = time.monotonic()
     assert decode_file(str(big)) is None
     assert time.monotonic() - started < 5
+
+
+def test_a_fifo_named_like_a_cifar_batch_is_one_line(tmp_path, capsys):
+    from ghost_ablate.data.cifar import TRAIN_FILES, fingerprint
+    from ghost_ablate.data import DataError
+    from conftest import make_cifar_folder
+
+    folder = make_cifar_folder(tmp_path / "data")
+    (folder / TRAIN_FILES[0]).unlink()
+    os.mkfifo(folder / TRAIN_FILES[0])
+    with deadline(20), pytest.raises(DataError, match="not a CIFAR-10 batch file"):
+        fingerprint(folder.parent)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import pickle
 import socket
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -68,9 +69,24 @@ class UnsafeBatch(pickle.UnpicklingError):
     """A batch file names a global outside BatchUnpickler.ALLOWED."""
 
 
+MAX_BATCH_BYTES = 64 * 2 ** 20  # an official batch is 31 MB
+
+
+def regular_batch(path: Path) -> None:
+    """A DataError unless `path` is a regular file of at most MAX_BATCH_BYTES (a FIFO or device
+    named like a batch file would block or never end)."""
+    try:
+        st = Path(path).stat()
+    except FileNotFoundError:
+        raise DataError(f"{path}: file missing from the CIFAR-10 folder") from None
+    if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_BATCH_BYTES:
+        raise DataError(f"{path}: not a CIFAR-10 batch file (a regular file of at most {MAX_BATCH_BYTES:,} bytes)")
+
+
 def read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """One official batch file -> (N x 3 x 32 x 32 uint8 images, N int64 labels), validated.
     Read with `BatchUnpickler`: nothing in the file can run code."""
+    regular_batch(path)
     try:
         with open(path, "rb") as f:
             raw = BatchUnpickler(f, encoding="bytes").load()
@@ -162,6 +178,8 @@ def fingerprint(data_dir: str | Path) -> str:
         stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     except FileNotFoundError as err:
         raise DataError(f"{err.filename}: file missing from the CIFAR-10 folder") from None
+    for f in files:
+        regular_batch(f)
     cache = JsonCache("data")
     key = cache.key("fingerprint", str(folder.resolve()), stats)
     hit = cache.get(key)

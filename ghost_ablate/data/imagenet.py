@@ -380,7 +380,8 @@ def _devkit_wnids(devkit: Path) -> dict[int, str]:
         raise DataError(f"{meta}: not the devkit's meta.mat ({type(err).__name__})") from None
 
 
-def plan_val_moves(val: Path, table: dict[str, str]) -> tuple[list[tuple[Path, Path]], int]:
+def plan_val_moves(val: Path, table: dict[str, str], source: str = "the ground truth"
+                   ) -> tuple[list[tuple[Path, Path]], int]:
     """Every move `sort_val` would make, checked before any is made: (source, target) pairs of the
     flat images and how many are in place already. A DataError names the first problem: a name
     that is not a plain file name of `val/`, an image missing from the ground truth, a class
@@ -391,7 +392,7 @@ def plan_val_moves(val: Path, table: dict[str, str]) -> tuple[list[tuple[Path, P
     flat = sorted(e.name for e in os.scandir(val) if e.is_file(follow_symlinks=False) and _is_image(e.name))
     strays = [n for n in flat if n not in table]
     if strays:
-        raise DataError(f"{val / strays[0]}: not in the ground truth ({len(strays)} such images); nothing was moved")
+        raise DataError(f"{val / strays[0]}: not in {source} ({len(strays)} such images); nothing was moved")
     moves = []
     for name in flat:
         folder = val / table[name]
@@ -418,7 +419,7 @@ def sort_val(val_dir: str | Path, ground_truth: str | Path, devkit: str | Path |
     unknown = sorted({w for w in table.values() if w not in known})
     if unknown:
         raise DataError(f"{ground_truth}: {unknown[0][:80]!r} is not an ILSVRC-2012 class")
-    moves, placed = plan_val_moves(val, table)
+    moves, placed = plan_val_moves(val, table, str(ground_truth))
     for folder in sorted({target.parent for _, target in moves}):
         folder.mkdir(exist_ok=True)
     for source, target in moves:
