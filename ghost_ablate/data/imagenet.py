@@ -22,6 +22,7 @@ import hashlib
 import logging
 import os
 import re
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -178,11 +179,13 @@ def decode_file(path: str) -> torch.Tensor | None:
     """An image file as uint8 RGB CHW, or None if it cannot be read or decoded, or has more than
     MAX_PIXELS pixels (read from its header, before anything is decoded)."""
     try:
-        with Image.open(path) as img:
-            if img.width * img.height > MAX_PIXELS:
-                return None
-            return pil_to_tensor(img.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL's own, weaker bound: skip too
+            with Image.open(path) as img:
+                if img.width * img.height > MAX_PIXELS:
+                    return None
+                return pil_to_tensor(img.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning):
         return None
 
 
