@@ -42,6 +42,7 @@ class SeedPlan:
     power: float
     max_seeds: int
     n: int  # seeds the plan runs
+    wanted: int  # seeds the widest comparison needs, before any cap (10,001: more than 10,000)
     limited_by: str  # "" when every comparison gets its n, else what capped it
     mde_at_n: float | None  # the largest MDE among the comparisons at n (what the plan can resolve)
     comparisons: tuple[PlannedComparison, ...]
@@ -59,13 +60,11 @@ class SeedPlan:
 
 
 def pilot_differences(agg: dict[tuple, dict[str, Any]], row: paper.PaperRow, ref: paper.PaperRow) -> list[float]:
-    """Per-seed differences row - reference over the seeds both ran on the same machine and torch."""
-    mine, theirs = agg.get(row.run_key), agg.get(ref.run_key)
-    if not mine or not theirs:
-        return []
-    a = {s: (v, st) for s, v, st in zip(mine["seeds"], mine["final"], mine["stacks"]) if s is not None}
-    b = {s: (v, st) for s, v, st in zip(theirs["seeds"], theirs["final"], theirs["stacks"]) if s is not None}
-    return [a[s][0] - b[s][0] for s in sorted(set(a) & set(b)) if a[s][1] == b[s][1]]
+    """Per-seed differences row - reference over the seeds both ran on the same machine and torch:
+    the pairs the report's paired test uses (`tables.vs_reference`); none where fewer than two."""
+    from .report.tables import vs_reference
+
+    return list(vs_reference(agg.get(row.run_key), agg.get(ref.run_key)).diffs)
 
 
 def comparisons_of(tables: tuple[str, ...]) -> list[tuple[str, paper.PaperRow, paper.PaperRow, int]]:
@@ -113,7 +112,7 @@ def plan_seeds(tables: tuple[str, ...], agg: dict[tuple, dict[str, Any]], detect
     if hours_per_seed is not None and max_hours is not None and n * hours_per_seed > max_hours:
         n, limited = max(2, int(max_hours // hours_per_seed)), f"--max-hours {max_hours:g}"
     mde = max((mde_paired(c.std_diff, n, c.alpha, power) or 0.0) for c in planned)
-    return SeedPlan(detect, power, max_seeds, n, limited, mde, tuple(planned))
+    return SeedPlan(detect, power, max_seeds, n, want, limited, mde, tuple(planned))
 
 
 def write_plan(plan: SeedPlan, results_dir: Path, pilot: str) -> Path:

@@ -75,6 +75,7 @@ def cmd_plan_seeds(args: argparse.Namespace) -> int:
     one_seed = plan_runs(experiment, [0], args.profile, recipe_overrides(args),
                          data=dataset.fingerprint(args.data_dir) if sizes else None)
     device = resolve_device("auto")
+    # priced as if none of them had run: a folder that holds no runs
     hours = plan_hours(estimate_runs(one_seed, Path("/nonexistent/runs"), device,
                                      sizes or (dataset.train_size, dataset.test_size)))
     plan = seed_plan(args, experiment, hours)
@@ -88,9 +89,8 @@ def cmd_plan_seeds(args: argparse.Namespace) -> int:
 
     print(plan.summary())
     print(f"cost: {len(one_seed)} runs per seed, {hours:.2f} h per seed on {describe_device(device)}; "
-          f"{plan.n} seeds = {plan.n * hours:.1f} h; the uncapped plan needs "
-          f"{max(c.needed or 10_001 for c in plan.comparisons)} seeds = "
-          f"{max(c.needed or 10_001 for c in plan.comparisons) * hours:.0f} h")
+          f"{plan.n} seeds = {plan.n * hours:.1f} h; the uncapped plan needs {plan.wanted} seeds = "
+          f"{plan.wanted * hours:.0f} h")
     return 0
 
 

@@ -57,8 +57,8 @@ def table_footnote(frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]) -> str
     """Which seeds, machines and torch versions made a table's rows (one line), its margin, and its
     trend test where its rows vary one knob."""
     stacks: dict[str, set] = {}
-    for _, r in frame.iterrows():
-        entry = agg.get(paper_key(r))
+    for key in frame.attrs.get("keys", []):
+        entry = agg.get(key)
         for seed, stack in zip(entry["seeds"] if entry else (), entry["stacks"] if entry else ()):
             stacks.setdefault(stack, set()).add(seed)
     made = "; ".join(f"seeds {', '.join(map(str, sorted(s for s in seeds if s is not None)))} on {escape(stack)}"
@@ -83,11 +83,6 @@ def table_footnote(frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]) -> str
     elif found:
         lines.append(f"Trend across {found[0]}: fewer than 2 seeds have every level; not tested.")
     return "\n\n".join(f"*{line}*" for line in lines)
-
-
-def paper_key(r: Any) -> tuple:
-    """A paper-table frame row's aggregate key."""
-    return row_key({"model": r["model"], "ratio": r["s"], "dw_size": r["d"], "width": r["width"], "knobs": None})
 
 
 def markdown_table(table: pd.DataFrame, agg: dict[tuple, dict[str, Any]] | None = None) -> str:

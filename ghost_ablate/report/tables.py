@@ -248,6 +248,7 @@ def paper_table(table: str, agg: dict[tuple, dict[str, Any]], margin: float = MA
     for col in ("s", "d", "n_seeds", "diff_n"):
         frame[col] = frame[col].astype("Int64")
     frame.attrs["trend"] = table_trend(table, agg)
+    frame.attrs["keys"] = [row.run_key for row in paper.rows(table)]  # each row's aggregate key, knobs included
     return frame
 
 
