@@ -29,7 +29,11 @@ LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # where a run's metrics go 
 # fast, else 32) and the record states what it resolved to; keeping it out of the id
 # means a sweep sharded over mixed machines never splits one configuration in two.
 ID_NEUTRAL_DEFAULTS: dict[str, Any] = {"precision": "auto", "label_smoothing": 0.0, "lr_reference_batch": None,
-                                       "image_size": None}
+                                       "image_size": None, "sync_batchnorm": False, "norm_weight_decay": None,
+                                       "ema_decay": None, "interpolation": "bilinear", "color_jitter": 0.0,
+                                       "randaugment": None, "random_erasing": 0.0, "model_knobs": ()}
+INTERPOLATIONS = ("bilinear", "bicubic")
+AUGMENTATION = ("interpolation", "color_jitter", "randaugment", "random_erasing")  # folder data sets only
 
 
 class ConfigError(UserError, ValueError):
@@ -59,6 +63,26 @@ class Recipe:
     # None: `lr` as given, whatever the batch.
     lr_reference_batch: int | None = None
     image_size: int | None = None  # training crop / evaluation crop side; None: the data set's own
+    sync_batchnorm: bool = False  # under DDP, batch statistics over the global batch, not each device's share
+    # Options of the ImageNet recipes' sources (experiments/profiles/imagenet_*.yaml), each off by default.
+    norm_weight_decay: float | None = None  # weight decay of normalization layers' parameters; None: weight_decay
+    ema_decay: float | None = None  # EMA of the weights, updated each step; they are the ones evaluated and saved
+    interpolation: str = "bilinear"  # of the random-resized crop and the evaluation resize
+    color_jitter: float = 0.0  # brightness, contrast and saturation each scaled by a factor in [1-x, 1+x]
+    randaugment: int | None = None  # RandAugment's magnitude (torchvision, 2 ops per image); None: off
+    random_erasing: float = 0.0  # probability of erasing a random rectangle of a training image
+    # Values for the model's declared knobs (models/knobs.py) that the recipe's source sets, e.g.
+    # the classifier's dropout; used where the model declares the knob and the run leaves it unset.
+    model_knobs: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def augmentation(self) -> dict[str, Any]:
+        """The augmentation options set away from their defaults (folder data sets take them)."""
+        return {k: getattr(self, k) for k in AUGMENTATION if getattr(self, k) != ID_NEUTRAL_DEFAULTS[k]}
+
+    def knobs_for(self, declared: tuple[str, ...]) -> dict[str, Any]:
+        """`model_knobs` restricted to the knobs a model declares."""
+        return {k: v for k, v in self.model_knobs if k in declared}
 
     @property
     def scaled_lr(self) -> float:
@@ -76,12 +100,28 @@ class Recipe:
             "label_smoothing": 0 <= self.label_smoothing < 1,
             "lr_reference_batch": self.lr_reference_batch is None or self.lr_reference_batch >= 1,
             "image_size": self.image_size is None or self.image_size >= 16,
+            "norm_weight_decay": self.norm_weight_decay is None or self.norm_weight_decay >= 0,
+            "ema_decay": self.ema_decay is None or 0 < self.ema_decay < 1,
+            "color_jitter": 0 <= self.color_jitter < 1,
+            "randaugment": self.randaugment is None or 0 <= self.randaugment <= 30,
+            "random_erasing": 0 <= self.random_erasing <= 1,
         }
         bad = [k for k, ok in checks.items() if not ok]
         if bad:
             raise ConfigError(f"invalid value for {bad[0]}: {getattr(self, bad[0])!r}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
+        from .models import KNOBS
+
+        for name, value in self.model_knobs:
+            if name not in KNOBS:
+                raise ConfigError(f"model_knobs: unknown knob {name!r}; valid: {', '.join(KNOBS)}")
+            try:
+                KNOBS[name].coerce(value)
+            except ValueError as err:
+                raise ConfigError(f"model_knobs: {err}") from None
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if any(m < 1 or m > self.epochs for m in self.milestones):
@@ -89,6 +129,30 @@ class Recipe:
 
 
 RECIPE_FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
+MAX_LISTED_COUNTS = 12  # process counts a refused batch split names
+
+
+def check_processes(recipe: Recipe, processes: int, accumulate: int, device: str) -> int:
+    """What a recipe needs of the processes it trains on, checked before any starts: its batch
+    splits over them (`device_batch`, returned), and SyncBatchNorm has GPUs."""
+    if recipe.sync_batchnorm and processes > 1 and device != "cuda":
+        raise ConfigError("sync_batchnorm needs CUDA devices (torch's SyncBatchNorm runs on GPUs only); drop "
+                          "--sync-batchnorm or train on GPUs")
+    return device_batch(recipe.batch_size, processes, accumulate)
+
+
+def device_batch(batch: int, processes: int, accumulate: int = 1) -> int:
+    """The per-device batch that makes the recipe's global `batch` exactly: per-device x
+    processes (devices x nodes) x gradient-accumulation steps. A split that does not divide is
+    refused (a smaller real batch would train at the learning rate of the recipe's)."""
+    if processes < 1 or accumulate < 1:
+        raise ConfigError(f"processes and --accumulate must be >= 1, got {processes} and {accumulate}")
+    if batch % (processes * accumulate):
+        counts = [n for n in range(1, batch + 1) if batch % (n * accumulate) == 0][:MAX_LISTED_COUNTS]
+        raise ConfigError(f"the recipe's global batch {batch} does not split over {processes} process(es) x "
+                          f"{accumulate} accumulation step(s); with --accumulate {accumulate} valid devices x nodes "
+                          f"are {', '.join(map(str, counts))}")
+    return batch // (processes * accumulate)
 
 
 def _coerce(name: str, value: Any) -> Any:
@@ -99,6 +163,10 @@ def _coerce(name: str, value: Any) -> Any:
             if "None" in kind:
                 return None
             raise ValueError("may not be empty")
+        if name == "model_knobs":  # a mapping in YAML, KNOB=VALUE,... on the command line
+            items = (value.items() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else
+                     (part.split("=", 1) for part in str(value).split(",") if part.strip()))
+            return tuple(sorted((str(k).strip(), v.strip() if isinstance(v, str) else v) for k, v in items))
         if kind.startswith("tuple"):
             items = value.split(",") if isinstance(value, str) else list(value)
             return tuple(int(v) for v in items if str(v).strip() != "")
@@ -263,6 +331,8 @@ class RunConfig:
         for name, default in ID_NEUTRAL_DEFAULTS.items():
             if d["recipe"][name] == default:
                 del d["recipe"][name]
+        if "model_knobs" in d["recipe"]:  # a mapping, as in profiles and in the JSON of records
+            d["recipe"]["model_knobs"] = dict(self.recipe.model_knobs)
         if self.knobs:
             d["knobs"] = dict(self.knobs)
         else:

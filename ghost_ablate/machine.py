@@ -2,6 +2,7 @@
 calibration, benchmarks and the throughput tables, so that two machines never share a name."""
 from __future__ import annotations
 
+import os
 import platform
 
 import torch
@@ -41,3 +42,11 @@ def describe_device(kind: str = "cpu") -> str:
     if kind == "cuda":
         return f"cuda: {torch.cuda.get_device_name()}"
     return f"cpu: {cpu_model()} ({torch.get_num_threads()} threads)"
+
+
+def allocated_cpus() -> int:
+    """The CPU cores this process may use: SLURM's allocation (SLURM_CPUS_PER_TASK) or the
+    affinity mask it (or taskset, or a container) set, not the host's core count."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    given = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    return min(int(given), cores) if given.isdigit() and int(given) > 0 else cores

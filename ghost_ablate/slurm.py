@@ -1,7 +1,13 @@
 """A sweep as a SLURM job array, through submitit: task I of N runs shard I/N of the same
-`ghost-ablate sweep` command. The sweep resumes and locks per run, so a task that SLURM
-pre-empts or times out is requeued (`Checkpointable`) and goes on where it stopped, and a
-plan submitted twice never trains a run twice.
+`ghost-ablate sweep` command. The sweep resumes and locks per run, and rank 0 of each task
+decides for all its ranks (`distributed`), so a task that SLURM pre-empts or times out goes on
+where it stopped, and a plan submitted twice never trains a run twice.
+
+Pre-emption: SLURM sends SIGUSR2 `signal_delay_s` before it pre-empts a task or its time runs
+out. `preemption` takes that signal over from submitit's handler: the run is saved at the end
+of the step in progress, the task requeued (`scontrol requeue`) and resumed from that step.
+Submitit's own count of timeouts (`max_num_timeout`) is not used, so a long run is requeued as
+often as it needs; each requeue makes progress, since it resumes where it was saved.
 
 submitit keeps each task's call and result as pickles in its job folder, written by your own
 submit and read by your own tasks; the project itself never reads that folder.
@@ -18,15 +24,14 @@ import yaml
 
 from .errors import UserError
 
-# Lightning saves a mid-epoch checkpoint (our last.ckpt) and requeues on this signal; submitit
-# asks SLURM to send it 90 s before a pre-emption or the time limit.
-REQUEUE_SIGNAL = "USR2"
+REQUEUE_SIGNAL = "USR2"  # submitit's --signal; `preemption` handles it
 CLUSTERS = ("slurm", "local", "debug")
+CPUS_PER_GPU_TASK = 8  # loader workers + the training process, per GPU; --slurm cpus_per_task=N overrides
 
 
-class ShardTask(submitit.helpers.Checkpointable):
-    """One array task: `ghost-ablate sweep ARGV --shard I/N`. On pre-emption or timeout submitit
-    requeues the same call, which resumes."""
+class ShardTask:
+    """One array task: `ghost-ablate sweep ARGV --shard I/N`. A requeued task runs the same call,
+    which resumes."""
 
     def __init__(self, argv: list[str]) -> None:
         self.argv = list(argv)
@@ -52,18 +57,29 @@ def parse_params(items: list[str]) -> dict[str, Any]:
     return params
 
 
-def sweep_argv(args: argparse.Namespace, overrides: dict[str, Any]) -> list[str]:
-    """The sweep command a task runs: this one's arguments, without --slurm, --shards and --shard."""
-    argv = [args.experiment, "--seeds", args.seeds, "--data-dir", str(Path(args.data_dir).resolve()),
-            "--results-dir", str(Path(args.results_dir).resolve()), "--devices", str(args.devices),
-            "--nodes", str(args.nodes), "--accelerator", args.accelerator, "--logger", args.logger]
-    if args.profile:
-        argv += ["--profile", args.profile]
-    for flag in ("no_download", "retry_failed", "no_estimate"):
-        if getattr(args, flag):
-            argv.append(f"--{flag.replace('_', '-')}")
-    for name, value in overrides.items():
-        argv += [f"--{name.replace('_', '-')}", ",".join(map(str, value)) if isinstance(value, tuple) else str(value)]
+NOT_FORWARDED = ("slurm", "shards", "shard", "dry_run", "seeds", "parser", "command")  # the submit's own
+PATHS = ("data_dir", "results_dir", "pilot")  # made absolute: a task may start elsewhere
+
+
+def sweep_argv(args: argparse.Namespace, seeds: list[int]) -> list[str]:
+    """The sweep command each task runs: every option of this one, by the sweep parser's own
+    declarations (so a new option is forwarded without a line here), less --slurm, --shards,
+    --shard and --dry-run; the seeds as planned here (`--seeds auto` is resolved once)."""
+    argv = [args.experiment, "--seeds", ",".join(map(str, seeds))]
+    for action in args.parser._actions:
+        if not action.option_strings or action.dest in NOT_FORWARDED or not hasattr(args, action.dest):
+            continue
+        value = getattr(args, action.dest)
+        if value is None or value == action.default or value is argparse.SUPPRESS:
+            continue
+        flag = action.option_strings[-1]
+        if action.nargs == 0:  # store_true
+            argv.append(flag)
+            continue
+        if action.dest in PATHS:
+            value = Path(value).resolve()
+        for item in value if isinstance(value, list) else [value]:  # an appended option: once per value
+            argv += [flag, ",".join(map(str, item)) if isinstance(item, tuple) else str(item)]
     return argv
 
 
@@ -78,9 +94,11 @@ def submit(argv: list[str], shards: int, params: dict[str, Any], folder: Path, n
         raise UserError(f"--slurm cluster={cluster}: valid: {', '.join(CLUSTERS)}")
     executor = submitit.AutoExecutor(folder=folder / "%j", cluster=cluster)
     defaults: dict[str, Any] = {"name": "ghost-ablate", "nodes": nodes, "tasks_per_node": devices,
-                                "timeout_min": 60 * 24}
-    if gpus and executor.cluster == "slurm":
-        defaults.update(gpus_per_node=devices, slurm_signal_delay_s=90)
+                                "timeout_min": 60 * 24, "cpus_per_task": CPUS_PER_GPU_TASK if gpus else 1}
+    if executor.cluster == "slurm":
+        defaults["slurm_signal_delay_s"] = 90
+        if gpus:
+            defaults["gpus_per_node"] = devices
     try:
         executor.update_parameters(**{**defaults, **params})
     except (ValueError, TypeError) as err:

@@ -424,67 +424,88 @@ class EtaLogger(L.Callback):
                 f"sweep in {format_hours(sweep_left)}")
 
 
+def claim_run(rc: RunConfig, runs_dir: Path, lock: FileLock, retry_failed: bool) -> str:
+    """What this process does with `rc` (rank 0 decides it for every rank): `done`, `diverged`,
+    `waiting` (its source run is not ready), `busy` (another process holds it), or `train`
+    (with its lock taken) after `new`/`partial` or a damaged record set aside."""
+    run_dir = runs_dir / rc.run_id
+    state = run_state(run_dir)
+    if state == "done" or (state == "diverged" and not retry_failed):
+        return state
+    if rc.source and not source_ready(runs_dir / rc.source):
+        return "waiting"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        lock.acquire(timeout=0)
+    except Timeout:
+        return "busy"
+    except OSError as err:
+        raise (storage_error(run_dir, err) or err) from None
+    state = run_state(run_dir)  # again, under the lock
+    if state == "done":  # finished by another process since we looked
+        lock.release()
+        return "done"
+    if state == "damaged":
+        aside = set_aside(run_dir / RESULT_FILE)
+        log.warning("%s: damaged record moved to %s; training the run again", rc.run_id, aside.name)
+    return "resume" if state == "partial" else "start"
+
+
 def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Path, *, devices: int = 1,
               accelerator: str = "auto", download: bool = True, retry_failed: bool = False,
               progress: bool | None = None, estimates: list[RunEstimate] | None = None, nodes: int = 1,
-              logger: str = "csv") -> SweepOutcome:
+              logger: str = "csv", accumulate: int = 1) -> SweepOutcome:
     """Run each planned run unless done; record failures and go on.
 
-    A damaged record is set aside and its run trained again (from its checkpoint where one
-    loads). A full disk or read-only folder (StorageError) or bad data stops the sweep at
-    once: every later run would fail the same way.
+    Under DDP, rank 0 decides each run's fate (`claim_run`, under the run's lock) and every
+    rank follows it, so all ranks train the same run or skip it together. A damaged record is
+    set aside and its run trained again (from its checkpoint where one loads). A full disk or
+    read-only folder (StorageError) or bad data stops the sweep at once: every later run would
+    fail the same way.
     """
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from .training import Diverged, is_rank_zero, train_run
+    from . import distributed, preemption
+    from .training import Diverged, train_run
 
+    ranks = distributed.current()
     runs_dir = Path(results_dir) / "runs"
     outcome = SweepOutcome([], [], [], [])
+    preemption.install()
     for i, rc in enumerate(runs, 1):
+        if ranks.any(preemption.requested()):  # warned between runs: nothing to save
+            stop_for_requeue(ranks)
         run_dir = runs_dir / rc.run_id
-        state = run_state(run_dir)
-        if state == "done" or (state == "diverged" and not retry_failed):
-            (outcome.skipped if state == "done" else outcome.failed).append(rc.run_id)
-            log.info("[%d/%d] %s: %s, skipped", i, len(runs), rc.run_id, state)
-            continue
-        if rc.source and state != "done" and not source_ready(runs_dir / rc.source):
-            outcome.waiting.append(rc.run_id)
-            why = ("finished, but its checkpoint is not on this machine (checkpoints are not committed): train it "
-                   "again in another --results-dir, or put its last.ckpt back" if run_state(runs_dir / rc.source)
-                   == "done" else "not finished (another shard's, or failed); run the sweep again once it is")
-            log.warning("[%d/%d] %s: waits for its source run %s: %s", i, len(runs), rc.run_id, rc.source, why)
-            continue
         lock = FileLock(str(run_dir / ".lock"))
-        # With DDP (--devices > 1) Lightning re-runs this command for ranks 1..N-1; they
-        # join the run that rank 0 holds the lock for instead of skipping it.
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            if is_rank_zero():
-                lock.acquire(timeout=0)
-        except Timeout:
-            outcome.busy.append(rc.run_id)
-            log.info("[%d/%d] %s: another process holds it, skipped", i, len(runs), rc.run_id)
+        verdict = ranks.decide(lambda: claim_run(rc, runs_dir, lock, retry_failed))
+        if verdict in ("done", "diverged", "waiting", "busy"):
+            {"done": outcome.skipped, "diverged": outcome.failed, "waiting": outcome.waiting,
+             "busy": outcome.busy}[verdict].append(rc.run_id)
+            if verdict == "waiting" and ranks.is_zero:
+                ready = run_state(runs_dir / rc.source) == "done"
+                why = ("finished, but its checkpoint is not on this machine (checkpoints are not committed): train "
+                       "it again in another --results-dir, or put its last.ckpt back" if ready else
+                       "not finished (another shard's, or failed); run the sweep again once it is")
+                log.warning("[%d/%d] %s: waits for its source run %s: %s", i, len(runs), rc.run_id, rc.source, why)
+            elif ranks.is_zero:
+                log.info("[%d/%d] %s: %s, skipped", i, len(runs), rc.run_id,
+                         "another process holds it" if verdict == "busy" else verdict)
             continue
-        except OSError as err:
-            raise (storage_error(run_dir, err) or err) from None
         try:
-            state = run_state(run_dir)  # again, under the lock
-            if state == "done":  # finished by another process since we looked
-                outcome.skipped.append(rc.run_id)
-                continue
-            if state == "damaged" and is_rank_zero():
-                aside = set_aside(run_dir / RESULT_FILE)
-                log.warning("[%d/%d] %s: damaged record moved to %s; training the run again",
-                            i, len(runs), rc.run_id, aside.name)
-            log.info("[%d/%d] %s: %s", i, len(runs), rc.run_id, "resuming" if state == "partial" else "starting")
+            if ranks.is_zero:
+                log.info("[%d/%d] %s: %s", i, len(runs), rc.run_id, "resuming" if verdict == "resume" else "starting")
             eta = EtaLogger(f"[{i}/{len(runs)}] {rc.run_id}", estimates[i - 1] if estimates else None,
                             estimates[i:] if estimates else [])
             record = train_run(rc, data_dir, run_dir, devices=devices, accelerator=accelerator,
-                               download=download, progress=progress, callbacks=[eta], nodes=nodes, logger=logger)
+                               download=download, progress=progress, callbacks=[eta], nodes=nodes, logger=logger,
+                               accumulate=accumulate)
             (outcome.done if record["status"] == "finished" else outcome.failed).append(rc.run_id)
         except Diverged as err:
             outcome.failed.append(rc.run_id)
             log.warning("[%d/%d] %s: diverged (%s)", i, len(runs), rc.run_id, err)
+        except preemption.Preempted as err:
+            log.warning("[%d/%d] %s: pre-empted, %s", i, len(runs), rc.run_id, err)
+            stop_for_requeue(ranks)
         except UserError:  # bad data, config or storage: the same for every run, so stop here
             raise
         except SIGTERMException:
@@ -498,9 +519,19 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
             if lock.is_locked:
                 lock.release()
                 _refresh_summary(results_dir)
-    if is_rank_zero() and not (outcome.done or outcome.failed):  # nothing ran: still rebuild a lost summary
+    if ranks.is_zero and not (outcome.done or outcome.failed):  # nothing ran: still rebuild a lost summary
         _refresh_summary(results_dir)
     return outcome
+
+
+def stop_for_requeue(ranks: Any) -> None:
+    """After a pre-emption warning: rank 0 requeues the job, every rank exits (the requeued job
+    resumes the plan)."""
+    from . import preemption
+
+    if ranks.is_zero:
+        preemption.requeue()
+    raise SystemExit(preemption.EXIT_REQUEUED)
 
 
 def _refresh_summary(results_dir: str | Path) -> None:

@@ -23,12 +23,13 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from . import __version__
-from .config import LOGGERS, ConfigError, Recipe, RunConfig, make_recipe
+from . import distributed, preemption
+from .config import LOGGERS, ConfigError, Recipe, RunConfig, check_processes, make_recipe
 from .checkpoints import DamagedCheckpoint, safe_load
 from .costs import measure
 from .data import NUM_CLASSES, get_dataset
 from .models import build_model, get_spec
-from .machine import describe_device
+from .machine import allocated_cpus, describe_device
 from .precision import Precision, precision_on, resolve_precision
 from .record_schema import read_record
 from .records import DamagedRecord, set_aside, storage_guard, write_record
@@ -69,8 +70,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     StorageError and leaves both earlier checkpoints as they were. Reading is always
     `weights_only=True`: tensors and plain types, never code.
 
-    The checkpoint Lightning writes when SLURM pre-empts a job (`hpc_ckpt_N.ckpt`, on the requeue
-    signal) becomes last.ckpt, so a requeued job resumes the way every other restart does."""
+    A checkpoint of Lightning's own requeue handler (`hpc_ckpt_N.ckpt`) would become last.ckpt, so a
+    requeued job resumes the way every other restart does; that handler is off here (`preemption`
+    saves at a step's end instead), so only a Lightning set up by hand writes one."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
         path = Path(path)
@@ -139,7 +141,9 @@ class ImageClassifier(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.recipe: Recipe = make_recipe(**(recipe or {}))
-        self.model = build_model(model, ratio, dw_size, width, num_classes, **(knobs or {}))
+        # the recipe's knob values (its source's dropout, say) where the run does not set the knob
+        knobs = {**self.recipe.knobs_for(get_spec(model).knobs), **(knobs or {})}
+        self.model = build_model(model, ratio, dw_size, width, num_classes, **knobs)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc1 = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
@@ -152,6 +156,7 @@ class ImageClassifier(L.LightningModule):
         self._nonfinite: torch.Tensor | None = None
         self._clock = 0.0
         self._train_time: float | None = None
+        self.start_step: int | None = None  # the optimizer step this attempt started from (> 0: resumed)
         self._train_images = 0
         self._epoch_lr = 0.0
 
@@ -171,6 +176,9 @@ class ImageClassifier(L.LightningModule):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     # -- training ----------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        self.start_step = self.trainer.global_step
+
     def on_train_epoch_start(self) -> None:
         self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         self._train_images = 0
@@ -180,6 +188,8 @@ class ImageClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch
+        if self._nonfinite is None:  # resumed mid-epoch: Lightning does not call on_train_epoch_start
+            self.on_train_epoch_start()
         if not len(y):  # every image of the batch was unreadable (folder data sets skip those)
             return None
         logits = self(self._inputs(x))
@@ -194,7 +204,10 @@ class ImageClassifier(L.LightningModule):
         return loss
 
     def _raise_if_diverged(self) -> None:
-        if self._nonfinite is not None and bool(self._nonfinite):
+        """Raise Diverged on every rank when any rank's loss went non-finite (one reduced flag,
+        so no rank stops alone and leaves the others waiting in a collective)."""
+        seen = self._nonfinite is not None and bool(self._nonfinite)
+        if self.trainer.strategy.reduce_boolean_decision(seen, all=False):
             raise Diverged(self.current_epoch)
 
     def on_validation_epoch_start(self) -> None:
@@ -249,7 +262,7 @@ class ImageClassifier(L.LightningModule):
 
     def configure_optimizers(self):  # noqa: ANN201 - Lightning's union of return types
         r = self.recipe
-        opt = torch.optim.SGD(self.parameters(), lr=r.scaled_lr, momentum=r.momentum, nesterov=r.nesterov,
+        opt = torch.optim.SGD(param_groups(self.model, r), lr=r.scaled_lr, momentum=r.momentum, nesterov=r.nesterov,
                               weight_decay=r.weight_decay)
         main_epochs = r.epochs - r.warmup_epochs
         if r.schedule == "step":
@@ -261,6 +274,18 @@ class ImageClassifier(L.LightningModule):
             warm = torch.optim.lr_scheduler.LinearLR(opt, 0.1, 1.0, total_iters=r.warmup_epochs)
             sched = torch.optim.lr_scheduler.SequentialLR(opt, [warm, sched], milestones=[r.warmup_epochs])
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+
+def param_groups(model: torch.nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
+    """The optimizer's parameter groups: one at the recipe's weight decay, or, with
+    `norm_weight_decay` set, the normalization layers' weights and biases apart at that decay
+    (torchvision's split, as its reference recipes use it)."""
+    if recipe.norm_weight_decay is None:
+        return [{"params": list(model.parameters())}]
+    from torchvision.ops._utils import split_normalization_params
+
+    norm, other = split_normalization_params(model)
+    return [{"params": other}, {"params": norm, "weight_decay": recipe.norm_weight_decay}]
 
 
 def versions() -> dict[str, str]:
@@ -347,28 +372,21 @@ def make_loggers(kind: str, out: Path, config: RunConfig, version: str) -> list[
 
 
 def slurm_plugins() -> list[Any]:
-    """Under SLURM: Lightning's SLURM environment (ranks from srun) with auto-requeue: on the
-    requeue signal (SIGUSR1, or GHOST_ABLATE_REQUEUE_SIGNAL; `sweep --slurm` uses submitit's
-    SIGUSR2) it saves a checkpoint, which becomes last.ckpt, and requeues the job, which resumes."""
-    import signal
-
+    """Under SLURM: Lightning's SLURM environment (ranks from srun). Requeueing on pre-emption is
+    `preemption`'s (a save at a step's end), not Lightning's (a save inside the signal handler)."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
-    if not SLURMEnvironment.detect():
-        return []
-    name = os.environ.get("GHOST_ABLATE_REQUEUE_SIGNAL", "SIGUSR1")
-    if not isinstance(getattr(signal, name, None), signal.Signals):
-        raise ConfigError(f"GHOST_ABLATE_REQUEUE_SIGNAL={name}: not a signal name (e.g. SIGUSR1)")
-    return [SLURMEnvironment(auto_requeue=True, requeue_signal=getattr(signal, name))]
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
 def make_trainer(recipe: Recipe, out: Path, devices: int, device: str, precision: Precision, progress: bool,
-                 attempt: int = 1, nodes: int = 1, loggers: list[Any] | None = None) -> L.Trainer:
+                 attempt: int = 1, nodes: int = 1, loggers: list[Any] | None = None, accumulate: int = 1
+                 ) -> L.Trainer:
     cuda = device == "cuda"
     if cuda:
         torch.set_float32_matmul_precision("high")
     else:
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(max(allocated_cpus() // devices, 1))
     return L.Trainer(
         accelerator="cuda" if cuda else "cpu",
         devices=devices,
@@ -376,6 +394,8 @@ def make_trainer(recipe: Recipe, out: Path, devices: int, device: str, precision
         strategy="ddp" if devices * nodes > 1 else "auto",
         precision=precision.lightning,
         max_epochs=recipe.epochs,
+        accumulate_grad_batches=accumulate,
+        sync_batchnorm=recipe.sync_batchnorm and devices * nodes > 1,
         limit_train_batches=recipe.limit_train_batches or 1.0,
         limit_val_batches=recipe.limit_test_batches or 1.0,
         deterministic=recipe.deterministic,
@@ -467,7 +487,8 @@ def gather_unreadable(data: L.LightningDataModule) -> None:
 
 def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, devices: int = 1,
               accelerator: str = "auto", download: bool = True, progress: bool | None = None,
-              callbacks: list[L.Callback] | None = None, nodes: int = 1, logger: str = "csv") -> dict[str, Any]:
+              callbacks: list[L.Callback] | None = None, nodes: int = 1, logger: str = "csv",
+              accumulate: int = 1) -> dict[str, Any]:
     """Train `config` into `out_dir`, resuming from its last checkpoint; return the record.
 
     A finished run returns its record at once. A folder holding another configuration is
@@ -476,10 +497,11 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     out = Path(out_dir)
     recipe = config.recipe
     world = devices * nodes
-    per_device = max(recipe.batch_size // world, 1)
+    per_device = check_processes(recipe, world, accumulate, resolve_device(accelerator))
+    ranks = distributed.current()
     dataset = get_dataset(config.dataset)
     data = dataset.module(data_dir, per_device, recipe.eval_batch_size, config.seed, download,
-                          image_size=recipe.image_size).load()
+                          image_size=recipe.image_size, augmentation=recipe.augmentation).load()
     seen = dataset.fingerprint(data_dir)
     if config.data is None:
         config = config.with_data(seen)
@@ -494,6 +516,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
                                       f"it from a copy") from None
     prior_wall = (record or {}).get("wall_time_s", 0.0)
     prior_notes = (record or {}).get("checkpoint_notes") or []
+    prior_resumes = (record or {}).get("resumes") or []
     prior_unreadable = ((record or {}).get("unreadable_images") or {}).get("files") or []
     if record is not None:
         if record.get("config") != config.to_dict():
@@ -511,12 +534,19 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     attempt = (record or {}).get("attempts", 0) + 1
     trainer = make_trainer(recipe, out, devices, device, precision,
                            sys.stdout.isatty() if progress is None else progress, attempt, nodes,
-                           make_loggers(logger, out, config, f"attempt-{attempt}"))
+                           make_loggers(logger, out, config, f"attempt-{attempt}"), accumulate)
     for cb in callbacks or []:
         trainer.callbacks.append(cb)
+    if recipe.ema_decay is not None:  # Lightning's EMA: validation and checkpoints hold the averaged weights
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+
+        trainer.callbacks.append(EMAWeightAveraging(decay=recipe.ema_decay))
+    if preemption.install():  # under SLURM: save at the step a pre-emption warning arrives
+        trainer.callbacks.append(preemption.SaveOnPreemption(out / CHECKPOINT, ranks.any))
     module.run_config = config.to_dict()
     identity = {"run_config": module.run_config, "hyper_parameters": dict(module.hparams)}
-    ckpt, notes = resumable_checkpoint(out, identity, move_aside=is_rank_zero())
+    ranks.agree(config.run_id, "run")
+    ckpt, notes = ranks.decide(lambda: resumable_checkpoint(out, identity))  # one checkpoint for every rank
     source = start_from_source(config, module, out.parent) if ckpt is None else (record or {}).get("source")
     shape_from_checkpoint(config, module, ckpt)
     cost = measure(module.model, recipe.image_size or dataset.input_size)  # on this data; before any compile
@@ -525,9 +555,12 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
         "params": cost.params, "flops": cost.flops,
         "data": {"dir": str(data_dir), "fingerprint": seen, "train_size": data.sizes[0], "test_size": data.sizes[1]},
         **({"nodes": nodes} if nodes > 1 else {}),
-        "devices": devices, "effective_batch_size": per_device * world, "effective_lr": recipe.scaled_lr,
+        "devices": devices, **({"accumulate": accumulate} if accumulate > 1 else {}),
+        **({"distributed": ranks.describe()} if ranks.world > 1 else {}),
+        "effective_batch_size": per_device * world * accumulate, "effective_lr": recipe.scaled_lr,
         "started_at": (record or {}).get("started_at", _now()), "attempts": attempt,
         "precision": precision.to_record(), **environment(),
+        **({"scored_weights": f"ema (decay {recipe.ema_decay:g})"} if recipe.ema_decay is not None else {}),
     }
     if source:
         record["source"] = source
@@ -546,6 +579,9 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
         status, error = "diverged", str(err)
         record["diverged_epoch"] = err.epoch
         raise
+    except preemption.Preempted as err:
+        status, error = "interrupted", f"pre-empted: {err}; the requeued job resumes it"
+        raise
     except (KeyboardInterrupt, SystemExit) as err:
         status, error = "interrupted", "interrupted by the user or a signal"
         if isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt):  # Lightning's exit(1)
@@ -558,6 +594,9 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
         unreadable = sorted(set(prior_unreadable) | getattr(data, "unreadable", set()))
         if unreadable:  # folder data sets skip images that cannot be decoded, and say which here
             record["unreadable_images"] = {"count": len(unreadable), "files": unreadable[:UNREADABLE_LISTED]}
+        if ckpt is not None and module.start_step is not None:  # where each resumed attempt picked up
+            record["resumes"] = [*prior_resumes, {"attempt": attempt, "from_step": module.start_step}]
+        record["optimizer_steps"] = trainer.global_step
         record.update(summarize_history(module.history), test_confusion=module.confusion, status=status,
                       error=error,
                       wall_time_s=prior_wall + time.perf_counter() - clock,

@@ -158,3 +158,16 @@ def test_an_interval_past_the_panel_is_cut_and_its_bound_written():
     assert sorted(t.get_text() for t in ax.texts) == ["+38.0", "-42.0"]  # only the cut one is written
     assert list(ax.lines[4].get_ydata()) == [0.5, 1.5]  # the narrow interval whole (after bar, mean, 2 arrows)
     plt.close(fig)
+
+
+def test_an_imagenet_report_draws_only_imagenet_tables_and_names_its_data_set():
+    from ghost_ablate import paper
+    from ghost_ablate.report.plots import draw_accuracy_vs_cost
+
+    fig = draw_accuracy_vs_cost({}, "flops", "ImageNet", paper.IMAGENET_TABLES)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert fig._suptitle.get_text() == "Accuracy vs FLOPs on ImageNet"
+    assert not any("VGG" in t or "ResNet-56" in t for t in titles)
+    labels = {t.get_text() for ax in fig.axes for t in ax.texts}
+    assert "GhostNet 1x" in labels and not any(label.startswith("s=2 d=3") and "VGG" in label for label in labels)
+    assert fig.axes[2].get_xlim()[1] > 4100  # ResNet-50's 4,100M FLOPs: ImageNet points, not CIFAR's

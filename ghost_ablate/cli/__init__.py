@@ -87,6 +87,7 @@ def build_parser() -> OneLineParser:
     add_recipe_args(p)
 
     p = sub.add_parser("sweep", help="run an experiment grid: resumable, shardable, several seeds")
+    p.set_defaults(parser=p)  # `sweep --slurm` rebuilds the tasks' command line from its options
     p.add_argument("experiment", help="experiment YAML, e.g. experiments/cifar10_ablation.yaml")
     p.add_argument("--profile", help=f"override the experiment's profile: one of {profiles}, or a YAML path "
                                      f"(default: the experiment file's)")

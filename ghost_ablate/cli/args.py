@@ -78,6 +78,8 @@ def add_scale_args(p: argparse.ArgumentParser, what: str) -> None:
                                                           f"devices x nodes > 1)")
     p.add_argument("--nodes", type=int, default=1, help="nodes for each run (DDP across nodes: under srun, or "
                                                         "with torchrun's MASTER_ADDR/NODE_RANK set)")
+    p.add_argument("--accumulate", type=int, default=1, help="gradient-accumulation steps: the recipe's global "
+                                                              "batch = per-device batch x devices x nodes x this")
     p.add_argument("--accelerator", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--logger", choices=LOGGERS, default="csv",
                    help="where metrics go besides the CSV logs the records come from (mlflow and wandb: "
@@ -85,8 +87,9 @@ def add_scale_args(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def check_scale(args: argparse.Namespace) -> None:
-    if args.devices < 1 or args.nodes < 1:
-        raise UserError(f"--devices and --nodes must be >= 1, got {args.devices} and {args.nodes}")
+    if args.devices < 1 or args.nodes < 1 or args.accumulate < 1:
+        raise UserError(f"--devices, --nodes and --accumulate must be >= 1, got {args.devices}, {args.nodes} and "
+                        f"{args.accumulate}")
 
 
 def add_seed_plan_args(p: argparse.ArgumentParser) -> None:

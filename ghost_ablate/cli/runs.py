@@ -10,20 +10,26 @@ from .args import check_scale, model_knobs, recipe_overrides
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from ..config import RunConfig
+    from .. import distributed
+    from ..config import RunConfig, check_processes
     from ..data import get_dataset
-    from ..training import Diverged, is_rank_zero, train_run
+    from ..training import Diverged, is_rank_zero, resolve_device, train_run
 
     check_scale(args)
     config = RunConfig.create(args.model, args.ratio, args.dw_size, args.width, args.profile, args.seed,
                               knobs=model_knobs(args), dataset=args.dataset, **recipe_overrides(args))
+    device = resolve_device(args.accelerator)
+    check_processes(config.recipe, args.devices * args.nodes, args.accumulate, device)  # before any launch
     dataset = get_dataset(args.dataset)
-    dataset.prepare(args.data_dir, not args.no_download)
-    config = config.with_data(dataset.fingerprint(args.data_dir))  # the data is part of the run's identity
+    ranks = distributed.start(args.devices, args.nodes, device)
+    ranks.decide(lambda: dataset.prepare(args.data_dir, not args.no_download))  # rank 0 downloads
+    # the data is part of the run's identity: one fingerprint for every rank
+    config = config.with_data(ranks.decide(lambda: dataset.fingerprint(args.data_dir)))
     out = args.out or f"{args.results_dir}/runs/{config.run_id}"
     try:
         record = train_run(config, args.data_dir, out, devices=args.devices, accelerator=args.accelerator,
-                           download=not args.no_download, nodes=args.nodes, logger=args.logger)
+                           download=not args.no_download, nodes=args.nodes, logger=args.logger,
+                           accumulate=args.accumulate)
     except Diverged as err:
         print(f"ghost-ablate train: diverged: {err}; record kept in {out}", file=sys.stderr)
         return 1
@@ -99,6 +105,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     import os
     from pathlib import Path
 
+    from .. import distributed
+    from ..config import check_processes, load_profile, make_recipe
     from ..data import get_dataset
     from ..estimate import format_hours, plan_hours
     from ..sweep import (dry_run_table, estimate_runs, load_experiment, parse_seeds, parse_shard, plan_runs,
@@ -123,17 +131,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         seeds = parse_seeds(args.seeds)
     if args.step_time is not None and (args.step_time <= 0 or not args.dry_run):
         raise UserError(f"--step-time prices a --dry-run and must be > 0 seconds, got {args.step_time}")
+    world = args.devices * args.nodes
+    device = resolve_device(args.accelerator)
+    check_processes(make_recipe(load_profile(args.profile or experiment.profile), **recipe_overrides(args)),
+                       world, args.accumulate, "cuda" if args.slurm is not None and args.accelerator != "cpu" else device)
     if args.slurm is not None:
         return submit_sweep(args, experiment, seeds)
+    # Every rank of a multi-device sweep joins here; from now on rank 0 decides and the others follow.
+    ranks = distributed.current() if args.dry_run else distributed.start(args.devices, args.nodes, device)
     if not args.dry_run:  # a missing data set is a one-line error before any calibration
-        dataset.prepare(args.data_dir, not args.no_download)
+        ranks.decide(lambda: dataset.prepare(args.data_dir, not args.no_download))
     sizes = dataset.split_sizes(args.data_dir)
-    data = dataset.fingerprint(args.data_dir) if sizes else None  # runs are identified by the data they train on
+    # runs are identified by the data they train on
+    data = ranks.decide(lambda: dataset.fingerprint(args.data_dir) if sizes else None)
     runs = plan_runs(experiment, seeds, args.profile, recipe_overrides(args), shard, data)
     results = Path(args.results_dir)
-    device = resolve_device(args.accelerator)
-    world = args.devices * args.nodes
-    estimate = not args.no_estimate and is_rank_zero()
+    estimate = not args.no_estimate and ranks.is_zero
     full = (dataset.train_size, dataset.test_size)
     estimates = (estimate_runs(runs, results / "runs", device, sizes or full, recalibrate=args.recalibrate,
                                world=world, step_time=args.step_time) if estimate else None)
@@ -164,18 +177,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             for name, hours in table_hours(experiment, everything, all_estimates).items():
                 print(f"  {name}: {format_hours(hours)}")
         return 0
-    if estimates is not None and device == "cpu" and not (args.yes or os.environ.get(YES_ENV)):
-        left = plan_hours(estimates)
-        if left > args.max_hours:
-            raise UserError(f"this plan needs about {left:.0f} hours on this CPU ({len(runs)} runs, shard "
-                            f"{args.shard}), over the {args.max_hours:g} h guard; choose a shorter --profile "
-                            f"(e.g. quick or subset), a GPU, --shard I/N over several machines, or --yes "
-                            f"({YES_ENV}=1) to go on")
+
+    def guard() -> None:
+        if estimates is not None and device == "cpu" and not (args.yes or os.environ.get(YES_ENV)):
+            left = plan_hours(estimates)
+            if left > args.max_hours:
+                raise UserError(f"this plan needs about {left:.0f} hours on this CPU ({len(runs)} runs, shard "
+                                f"{args.shard}), over the {args.max_hours:g} h guard; choose a shorter --profile "
+                                f"(e.g. quick or subset), a GPU, --shard I/N over several machines, or --yes "
+                                f"({YES_ENV}=1) to go on")
+
+    ranks.decide(guard)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     outcome = run_sweep(runs, args.data_dir, results, devices=args.devices, accelerator=args.accelerator,
                         download=not args.no_download, retry_failed=args.retry_failed, estimates=estimates,
-                        nodes=args.nodes, logger=args.logger)
-    if not is_rank_zero():  # a DDP helper process re-launched by Lightning
+                        nodes=args.nodes, logger=args.logger, accumulate=args.accumulate)
+    if not ranks.is_zero:  # a DDP helper process re-launched by Lightning
         return 0
     print(f"sweep {args.experiment} shard {args.shard}: {len(outcome.done)} done, {len(outcome.skipped)} skipped "
           f"(already done), {len(outcome.failed)} failed, {len(outcome.busy)} held by another process"
@@ -198,7 +215,7 @@ def submit_sweep(args: argparse.Namespace, experiment, seeds: list[int]) -> int:
     params, overrides = parse_params(args.slurm), recipe_overrides(args)
     runs = plan_runs(experiment, seeds, args.profile, overrides)  # bad overrides fail here, not in a job
     folder = Path(args.results_dir) / "slurm"
-    jobs = submit(sweep_argv(args, overrides), args.shards, params, folder, args.nodes, args.devices,
+    jobs = submit(sweep_argv(args, seeds), args.shards, params, folder, args.nodes, args.devices,
                   gpus=args.accelerator != "cpu")
     print(f"submitted {len(runs)} runs as {len(jobs)} array task(s): job {jobs[0].job_id.split('_')[0]}; logs in "
           f"{folder}/<job id>/; run the same command again to resume after a cancel (finished runs are skipped)")

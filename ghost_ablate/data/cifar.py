@@ -201,6 +201,14 @@ def load_split(folder: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
+def crop_flip_draws(b: int, generator: torch.Generator, pad: int = PAD
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The random part of `random_crop_flip` for a batch of `b`: row and column offsets, flips."""
+    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
+    return dy, dx, torch.rand(b, generator=generator) < 0.5
+
+
 def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int = PAD) -> torch.Tensor:
     """Zero-pad by `pad`, crop back to size at a random offset and flip half, per sample.
 
@@ -208,9 +216,7 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int 
     on the device) and applied with one gather on the images' device.
     """
     b, c, h, w = images.shape
-    dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
-    flip = torch.rand(b, generator=generator) < 0.5
+    dy, dx, flip = crop_flip_draws(b, generator, pad)
     rows = dy[:, None] + torch.arange(h)
     cols = dx[:, None] + torch.arange(w)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
@@ -235,6 +241,11 @@ class TensorBatches:
     Shuffling and augmentation draw from a generator seeded by (seed, epoch), with the
     epoch read from `epoch_fn` at the start of each pass. `rank`/`world_size` give each
     DDP process its own slice of the permutation.
+
+    It is resumable mid-epoch (Lightning's `state_dict`/`load_state_dict` protocol): a run
+    pre-empted after its k-th batch goes on with batch k+1 of the same order and the same
+    crops, as if never stopped. Lightning fetches no batch ahead from a loader with a length,
+    and `preemption` saves at a batch's end, so the batches yielded are the batches trained.
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *,
@@ -245,25 +256,47 @@ class TensorBatches:
         self.batch_size, self.shuffle, self.augment = batch_size, shuffle, augment
         self.seed, self.epoch_fn = seed, epoch_fn
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self._epoch, self._yielded = -1, 0
+        self._resume: tuple[int, int] | None = None  # (epoch, batches already trained) from a checkpoint
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self._epoch, "batches": self._yielded}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = (int(state["epoch"]), max(int(state["batches"]), 0))
 
     def _per_rank(self) -> int:
+        """Images this rank takes: an equal share when batches are dropped (training), else every
+        `world_size`-th image from `rank`, so the ranks together see each image exactly once
+        (evaluation: no padding duplicates, no image left out)."""
         n = len(self.labels)
-        return n // self.world_size if self.drop_last or self.world_size > 1 else n
+        return n // self.world_size if self.drop_last else len(range(self.rank, n, self.world_size))
 
     def __len__(self) -> int:
         n = self._per_rank()
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch_fn())
+        epoch = self.epoch_fn()
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         n = len(self.labels)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         order = order[self.rank::self.world_size][: self._per_rank()].to(self.images.device)
+        # Rank 0 goes on drawing from the shuffling generator (a single device's stream, as it
+        # always was); every other rank draws its crops and flips from its own.
+        aug = g if self.rank == 0 else torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 4099 + self.rank)
+        skip = self._resume[1] if self._resume and self._resume[0] == epoch else 0
+        self._epoch, self._yielded, self._resume = epoch, skip, None
         for i in range(len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            if i < skip:  # trained before the pre-emption: keep the generator where it was
+                if self.augment:
+                    crop_flip_draws(len(idx), aug)
+                continue
             x = self.images[idx]
             if self.augment:
-                x = random_crop_flip(x, g)
+                x = random_crop_flip(x, aug)
+            self._yielded += 1
             yield x, self.labels[idx]
 
 
@@ -271,10 +304,14 @@ class CIFAR10DataModule(L.LightningDataModule):
     """CIFAR-10 train/test from `data_dir`; the test set is the per-epoch evaluation set."""
 
     def __init__(self, data_dir: str | Path, batch_size: int = 128, eval_batch_size: int = 512,
-                 seed: int = 0, download: bool = True, image_size: int | None = None) -> None:
+                 seed: int = 0, download: bool = True, image_size: int | None = None,
+                 augmentation: dict | None = None) -> None:
         super().__init__()
         if image_size not in (None, 32):
             raise DataError(f"CIFAR-10 images are 32x32; image_size {image_size} is for folder data sets (ImageNet)")
+        if augmentation:
+            raise DataError(f"CIFAR-10 trains with the paper's pad-4 crop and flip; {', '.join(augmentation)} "
+                            f"are options of folder data sets (ImageNet)")
         self.data_dir = Path(data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.seed, self.download = seed, download

@@ -25,7 +25,7 @@ import re
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import lightning as L
 import torch
@@ -43,6 +43,7 @@ SPLITS = {"train": "train", "test": "val"}
 EXTENSIONS = (".jpeg", ".jpg", ".png")
 WNID = re.compile(r"^n\d{8}$")
 LAYOUT = "expected train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (wnid: an ILSVRC-2012 class such as n01440764)"
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -160,16 +161,34 @@ def split_sizes(data_dir: str | Path) -> tuple[int, int] | None:
 
 # ---- images -------------------------------------------------------------------------
 
-def train_transform(size: int) -> Callable:
+def train_transform(size: int, interpolation: str = "bilinear", color_jitter: float = 0.0,
+                    randaugment: int | None = None, random_erasing: float = 0.0) -> Callable:
+    """Random-resized crop and flip on uint8 images, then the recipe's extras (torchvision v2):
+    colour jitter, RandAugment (2 ops at this magnitude), random erasing."""
     from torchvision.transforms import v2
 
-    return v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip()])
+    steps = [v2.RandomResizedCrop(size, interpolation=_interpolation(interpolation), antialias=True),
+             v2.RandomHorizontalFlip()]
+    if color_jitter:
+        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+    if randaugment is not None:
+        steps.append(v2.RandAugment(num_ops=2, magnitude=randaugment))
+    if random_erasing:
+        steps.append(v2.RandomErasing(p=random_erasing, value=0))
+    return v2.Compose(steps)
 
 
-def eval_transform(size: int) -> Callable:
+def eval_transform(size: int, interpolation: str = "bilinear") -> Callable:
     from torchvision.transforms import v2
 
-    return v2.Compose([v2.Resize(round(size / CROP_RATIO), antialias=True), v2.CenterCrop(size)])
+    return v2.Compose([v2.Resize(round(size / CROP_RATIO), interpolation=_interpolation(interpolation),
+                                 antialias=True), v2.CenterCrop(size)])
+
+
+def _interpolation(name: str) -> Any:
+    from torchvision.transforms import InterpolationMode
+
+    return {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}[name]
 
 
 MAX_PIXELS = 40_000_000  # ILSVRC-2012's largest images have ~12M pixels; a bigger one is skipped as unreadable
@@ -242,11 +261,25 @@ def collate(items: list[tuple[torch.Tensor | None, int, str]]) -> tuple[Any, tor
 
 
 def default_workers(devices: int) -> int:
-    """Loader workers per training process: its share of the CPU cores, one left for the process
-    itself (GHOST_ABLATE_WORKERS overrides)."""
+    """Loader workers per training process: its share of the CPU cores allocated to it (SLURM's
+    cpus-per-task or the affinity mask, not the host's count), one left for the process itself
+    (GHOST_ABLATE_WORKERS overrides)."""
+    from ..machine import allocated_cpus
+
     if os.environ.get("GHOST_ABLATE_WORKERS"):
         return max(int(os.environ["GHOST_ABLATE_WORKERS"]), 0)
-    return max((os.cpu_count() or 2) // max(devices, 1) - 1, 1)
+    return max(allocated_cpus() // max(devices, 1) - 1, 1)
+
+
+def eval_sampler(files: torch.utils.data.Dataset, trainer: L.Trainer | None) -> torch.utils.data.Sampler | None:
+    """Under DDP, each rank evaluates every world-th image and no image twice (Lightning's default
+    sampler pads the last ranks with repeats: 50,016 images counted on 24 GPUs); None otherwise."""
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+    if trainer is None or trainer.world_size == 1:
+        return None
+    return UnrepeatedDistributedSampler(files, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                        shuffle=False)
 
 
 class ImageNetDataModule(L.LightningDataModule):
@@ -254,17 +287,20 @@ class ImageNetDataModule(L.LightningDataModule):
 
     def __init__(self, data_dir: str | Path, batch_size: int = 256, eval_batch_size: int = 256, seed: int = 0,
                  download: bool = True, image_size: int | None = None, workers: int | None = None,
-                 decode: str = "auto") -> None:
+                 decode: str = "auto", augmentation: dict[str, Any] | None = None) -> None:
         super().__init__()
         if decode not in ("auto", "workers", "device"):
             raise DataError(f"decode must be auto, workers or device, got {decode!r}")
         self.data_dir, self.size = Path(data_dir), image_size or INPUT_SIZE
-        self.transforms = {True: train_transform(self.size), False: eval_transform(self.size)}  # by training
+        extra = dict(augmentation or {})
+        self.transforms = {True: train_transform(self.size, **extra),  # by training
+                           False: eval_transform(self.size, extra.get("interpolation", "bilinear"))}
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.workers, self.decode = workers, decode
         self.train_set: list[tuple[str, int]] | None = None
         self.test_set: list[tuple[str, int]] | None = None
         self.unreadable: set[str] = set()
+        self._draws: torch.Tensor | None = None  # this rank's generator state for device-side augmentation
 
     def load(self) -> ImageNetDataModule:
         if self.train_set is None:
@@ -290,9 +326,10 @@ class ImageNetDataModule(L.LightningDataModule):
         transform = self.transforms[train]
         workers = self.workers if self.workers is not None else default_workers(
             self.trainer.num_devices if self.trainer is not None else 1)
+        files = ImageFiles(samples, transform, raw=self.on_device())
         return torch.utils.data.DataLoader(
-            ImageFiles(samples, transform, raw=self.on_device()), self.batch_size if train else self.eval_batch_size,
-            shuffle=train, drop_last=train, num_workers=workers, collate_fn=collate,
+            files, self.batch_size if train else self.eval_batch_size, sampler=None if train else eval_sampler(
+                files, self.trainer), shuffle=train, drop_last=train, num_workers=workers, collate_fn=collate,
             pin_memory=self._device().type == "cuda", persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(self.seed))
 
@@ -308,6 +345,19 @@ class ImageNetDataModule(L.LightningDataModule):
             return images, labels.to(device), paths, bad
         return images.to(device, non_blocking=True), labels.to(device), paths, bad
 
+    def _per_rank_draws(self, augment: Callable[[], T]) -> T:
+        """Run `augment` (torchvision transforms, which draw from torch's global generator) on this
+        rank's own stream, seeded by (seed, rank): every rank seeded the global generator alike,
+        so it would crop and flip alike. The global generator is left as it was."""
+        if self._draws is None:
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            self._draws = torch.Generator().manual_seed(self.seed * 1_000_003 + 7_919 * rank).get_state()
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self._draws)
+            out = augment()
+            self._draws = torch.get_rng_state()
+        return out
+
     def on_after_batch_transfer(self, batch, dataloader_idx: int):  # noqa: ANN001, ANN201 - Lightning hook
         images, labels, paths, bad = batch
         if isinstance(images, list):
@@ -315,7 +365,7 @@ class ImageNetDataModule(L.LightningDataModule):
             decoded = decode_blobs(images, labels.device)
             bad = bad + [p for p, x in zip(paths, decoded) if x is None]
             keep = torch.tensor([x is not None for x in decoded], device=labels.device)
-            images = [transform(x) for x in decoded if x is not None]
+            images = self._per_rank_draws(lambda: [transform(x) for x in decoded if x is not None])
             images = torch.stack(images) if images else torch.empty(0, 3, self.size, self.size, dtype=torch.uint8,
                                                                       device=labels.device)
             labels = labels[keep]

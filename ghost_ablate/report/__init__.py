@@ -157,8 +157,9 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
     next(steps)
     sections = [header_markdown(provenance(runs))]
     title = get_dataset(datasets[0] if len(datasets) else None).title
-    plots = [("Accuracy vs FLOPs", plot_accuracy_vs_cost(agg, out, "flops", title)),
-             ("Accuracy vs parameters", plot_accuracy_vs_cost(agg, out, "params", title)),
+    drawn = paper.IMAGENET_TABLES if set(tables) & set(paper.IMAGENET_TABLES) else paper.CIFAR_TABLES
+    plots = [("Accuracy vs FLOPs", plot_accuracy_vs_cost(agg, out, "flops", title, drawn)),
+             ("Accuracy vs parameters", plot_accuracy_vs_cost(agg, out, "params", title, drawn)),
              ("Test accuracy and training loss per epoch", plot_curves(agg, out, title))]
     for table, filename in tables.items():
         next(steps)

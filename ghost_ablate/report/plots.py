@@ -53,10 +53,16 @@ def _our_points(agg: dict[tuple, dict[str, Any]], families: tuple[str, ...], fie
             if e["top1_mean"] is not None and _family(key[0]) in families]
 
 
-def _paper_points(families: tuple[str, ...], field: str) -> list[Point]:
+def _paper_points(families: tuple[str, ...], field: str, tables: tuple[str, ...]) -> list[Point]:
     return [Point(getattr(r, field), r.top1, short_label(*r.key), COLORS[_family(r.model)], marker(r.model))
-            for r in paper.distinct_models(paper.CIFAR_TABLES)
+            for r in paper.distinct_models(tables)
             if r.top1 is not None and _family(r.model) in families]
+
+
+# One column per testbed, by the data set whose paper tables the report draws.
+PANELS = {paper.CIFAR_TABLES: {"VGG-16": ("VGG-16",), "ResNet-56 and GhostNet": ("ResNet-56", "GhostNet")},
+          paper.IMAGENET_TABLES: {"ResNet-50 (Table 4)": ("ResNet-50",),
+                                  "GhostNet and mobile networks (Table 7)": ("GhostNet", "GhostNetV2", "other")}}
 
 
 def _kind_legend(ax, models: list[str], seeds: bool) -> None:  # noqa: ANN001 - Axes
@@ -72,18 +78,19 @@ def _kind_legend(ax, models: list[str], seeds: bool) -> None:  # noqa: ANN001 - 
 
 
 def draw_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], cost: str,  # noqa: ANN201 - a matplotlib Figure
-                          dataset: str = "CIFAR-10"):
+                          dataset: str = "CIFAR-10", tables: tuple[str, ...] = paper.CIFAR_TABLES):
     """Top-1 against FLOPs (or params), one column per testbed: ours on top (every seed a small
     dot, the mean a large marker; its own y range, so a trend of a few points shows), the
-    paper's below on a y range of its own, so 93% does not flatten our 40-60%."""
+    paper's below on a y range of its own, so 93% does not flatten our 40-60%. The panels and
+    the published points are those of `tables`, the data set's own paper tables."""
     import matplotlib.pyplot as plt
 
     field, paper_field = ("flops", "flops_m") if cost == "flops" else ("params", "params_m")
     xlabel = ("FLOPs (M multiply-accumulates per image)" if cost == "flops" else "parameters (M)") + ", log scale"
-    panels = {"VGG-16": ("VGG-16",), "ResNet-56 and GhostNet": ("ResNet-56", "GhostNet")}
+    panels = PANELS[tables]
     fig, axes = plt.subplots(2, 2, figsize=(13, 9), gridspec_kw={"height_ratios": [3, 2]})
     for col, (title, families) in enumerate(panels.items()):
-        ours, published = _our_points(agg, families, field), _paper_points(families, paper_field)
+        ours, published = _our_points(agg, families, field), _paper_points(families, paper_field, tables)
         for row, (points, who) in enumerate(((ours, "ours"), (published, "paper"))):
             ax = axes[row, col]
             scatter_with_labels(ax, points)
@@ -94,7 +101,7 @@ def draw_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], cost: str,  # noqa: 
             ax.grid(alpha=0.3)
             _plain_log_ticks(ax.xaxis)
             models = [k[0] for k in agg if _family(k[0]) in families] if who == "ours" else \
-                [r.model for r in paper.distinct_models(paper.CIFAR_TABLES) if _family(r.model) in families]
+                [r.model for r in paper.distinct_models(tables) if _family(r.model) in families]
             if points:
                 _kind_legend(ax, models, seeds=who == "ours")
     fig.suptitle(f"Accuracy vs {'FLOPs' if cost == 'flops' else 'parameters'} on {dataset}")
@@ -103,8 +110,8 @@ def draw_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], cost: str,  # noqa: 
 
 
 def plot_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], out: Path, cost: str,
-                          dataset: str = "CIFAR-10") -> list[Path]:
-    return _save(draw_accuracy_vs_cost(agg, cost, dataset), out, f"accuracy_vs_{cost}")
+                          dataset: str = "CIFAR-10", tables: tuple[str, ...] = paper.CIFAR_TABLES) -> list[Path]:
+    return _save(draw_accuracy_vs_cost(agg, cost, dataset, tables), out, f"accuracy_vs_{cost}")
 
 
 def draw_table(table: str, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]):  # noqa: ANN201 - a Figure

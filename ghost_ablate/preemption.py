@@ -1,0 +1,101 @@
+"""Pre-emption and time limits under SLURM: save at the next step, requeue, resume at that step.
+
+SLURM warns a job before it pre-empts it or its time runs out by sending a signal
+(`--signal=USR1@90`; `sweep --slurm` asks for USR2, submitit's). One handler serves every way
+a sweep runs under SLURM (a hand-written sbatch, or submitit's job array, whose own handler
+it replaces): the signal only raises a flag. At the end of the step in progress every rank
+learns of it (one reduced flag, so a signal that reached one rank stops them all at the same
+step), the run's checkpoint is written there, rank 0 requeues the job with `scontrol requeue`,
+and the processes exit. The requeued job runs the same command, which resumes the run from
+that step (`TensorBatches` is resumable mid-epoch) and goes on with the rest of the plan.
+
+Why not Lightning's own requeue handler: it writes the checkpoint inside the signal handler,
+mid-step, and is not installed where another handler exists (submitit installs one first).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from .errors import UserError
+
+log = logging.getLogger(__name__)
+SIGNAL_ENV = "GHOST_ABLATE_REQUEUE_SIGNAL"  # the signal's name; `sweep --slurm` sets SIGUSR2
+DEFAULT_SIGNAL = "SIGUSR1"
+EXIT_REQUEUED = 3  # exit status of a process whose job was requeued (its run is saved)
+_requested = False
+
+
+class Preempted(Exception):
+    """Raised on every rank at the step where the run was saved for a requeue."""
+
+
+def requested() -> bool:
+    return _requested
+
+
+def _raise_flag(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
+    global _requested
+    _requested = True
+    log.warning("received %s: the run is saved and the job requeued at the end of this step",
+                signal.Signals(signum).name)
+
+
+def requeue_signal() -> signal.Signals:
+    name = os.environ.get(SIGNAL_ENV, DEFAULT_SIGNAL)
+    sig = getattr(signal, name, None)
+    if not isinstance(sig, signal.Signals):
+        raise UserError(f"{SIGNAL_ENV}={name}: not a signal name (e.g. SIGUSR1)")
+    return sig
+
+
+def on_slurm() -> bool:
+    """Inside a SLURM job (batch jobs can be requeued)."""
+    return "SLURM_JOB_ID" in os.environ
+
+
+def install() -> bool:
+    """Catch the requeue signal (replacing any handler, submitit's included) when running under
+    SLURM; return whether it was installed."""
+    if not on_slurm():
+        return False
+    signal.signal(requeue_signal(), _raise_flag)
+    return True
+
+
+def job_id() -> str:
+    """The id `scontrol requeue` takes: ARRAYJOB_TASK for an array task, else the job id."""
+    array, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    return f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]
+
+
+def requeue() -> None:
+    """Put this job back in the queue (rank 0 only); SLURM then ends the running one."""
+    jid = job_id()
+    result = subprocess.run(["scontrol", "requeue", jid], capture_output=True, text=True, timeout=60)
+    if result.returncode:
+        log.error("scontrol requeue %s failed: %s; resubmit the same command to resume", jid,
+                  result.stderr.strip() or result.returncode)
+    else:
+        log.warning("job %s requeued; it resumes from the saved step", jid)
+
+
+class SaveOnPreemption(L.Callback):
+    """At each step's end, if any rank got the requeue signal: save the run there and raise
+    Preempted on every rank."""
+
+    def __init__(self, checkpoint: Path, any_rank: Any) -> None:
+        self.checkpoint, self.any_rank = Path(checkpoint), any_rank  # any_rank: distributed.Ranks.any
+
+    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.any_rank(requested()):
+            trainer.save_checkpoint(self.checkpoint)
+            raise Preempted(f"saved at step {trainer.global_step} (epoch {trainer.current_epoch}, batch "
+                            f"{batch_idx + 1})")
