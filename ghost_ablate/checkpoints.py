@@ -1,4 +1,5 @@
-"""Reading checkpoints and weight files without running code.
+"""Checkpoints: written atomically (`AtomicCheckpointIO`), chosen for a resume
+(`resumable_checkpoint`), and read without running code.
 
 Every checkpoint or state_dict the project reads (a run's own `last.ckpt` on resume, a
 results folder `report` or `doctor` looks at, a `--weights` file from anywhere) goes
@@ -10,6 +11,7 @@ the file and so must never get it moved aside.
 """
 from __future__ import annotations
 
+import logging
 import os
 import pickle
 import stat
@@ -18,8 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from .errors import UserError
+from .records import set_aside, storage_guard
+
+log = logging.getLogger(__name__)
+CHECKPOINT = "last.ckpt"
+PREVIOUS_CHECKPOINT = "previous.ckpt"  # the checkpoint before last.ckpt, kept in case last.ckpt is damaged
 
 
 class CheckpointUnreadable(UserError):
@@ -91,3 +99,71 @@ def archive_problem(path: Path) -> str | None:
         raise CheckpointUnreadable(f"{path}: could not be read ({type(err).__name__}: {err}); nothing was "
                                    f"moved") from None
     return None if bad is None else f"cannot be loaded (CRC error in {bad})"
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Write checkpoints to a temp file and rename, so a kill never leaves a truncated last.ckpt;
+    the checkpoint it replaces becomes previous.ckpt. A full disk or read-only folder raises
+    StorageError and leaves both earlier checkpoints as they were. Reading is always
+    `weights_only=True`: tensors and plain types, never code.
+
+    A checkpoint of Lightning's own requeue handler (`hpc_ckpt_N.ckpt`) would become last.ckpt, so a
+    requeued job resumes the way every other restart does; that handler is off here (`preemption`
+    saves at a step's end instead), so only a Lightning set up by hand writes one."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | Path, storage_options: Any = None) -> None:
+        path = Path(path)
+        if path.name.startswith("hpc_ckpt_"):
+            path = path.with_name(CHECKPOINT)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with storage_guard(path, cleanup=tmp):
+            super().save_checkpoint(checkpoint, tmp, storage_options)
+            if path.exists():
+                os.replace(path, path.with_name(PREVIOUS_CHECKPOINT))
+            os.replace(tmp, path)
+
+    def load_checkpoint(self, path: str | Path, map_location: Any = None, weights_only: bool | None = None
+                        ) -> dict[str, Any]:
+        return safe_load(Path(path))
+
+
+def checkpoint_problem(path: Path, expected: dict[str, Any]) -> str | None:
+    """Why the checkpoint at `path` cannot resume this run (damaged, unsafe, or of another
+    configuration), or None if it can. `expected` holds the run's config (`run_config`,
+    seed and data included) and the module's `hyper_parameters`; checkpoints older than the
+    stored run config are checked on their hyper-parameters alone. Errors of the environment
+    raise CheckpointUnreadable instead: they say nothing about the file."""
+    try:
+        ckpt = safe_load(path, inside=path.parent)
+    except DamagedCheckpoint as err:
+        return str(err).removeprefix(f"{path}: ")
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        return "not a Lightning checkpoint"
+    for key, want in expected.items():
+        saved = ckpt.get(key)
+        if saved is not None and dict(saved) != want:
+            return "holds another configuration"
+    return None
+
+
+def resumable_checkpoint(out: Path, expected: dict[str, Any],
+                         move_aside: bool = True) -> tuple[Path | None, list[str]]:
+    """last.ckpt, else previous.ckpt, whichever can resume this run; unusable ones are moved aside
+    (never deleted; DDP helper ranks only look). Returns the checkpoint (None: start over) and
+    one note per unusable file."""
+    notes = []
+    for path in (out / CHECKPOINT, out / PREVIOUS_CHECKPOINT):
+        if not path.exists():
+            continue
+        problem = checkpoint_problem(path, expected)
+        if problem is None:
+            return path, notes
+        if not move_aside:
+            continue
+        aside = set_aside(path)
+        notes.append(f"{path} {problem}; moved to {aside.name}")
+        log.warning("warning: %s", notes[-1])
+    if notes:
+        notes.append("no loadable checkpoint: the run started over")
+        log.warning("warning: %s: %s", out, notes[-1])
+    return None, notes
