@@ -251,17 +251,31 @@ def test_sigkill_loop_then_finish_equals_an_uninterrupted_sweep(tiny_cifar, tmp_
     def attempts(results):
         return sum(r.get("attempts", 0) for r in read_records(results / "runs"))
 
+    def checkpoints(results):  # every epoch's end rewrites its run's last.ckpt
+        stamps = {}
+        for path in (results / "runs").glob("*/last.ckpt"):
+            try:
+                stamps[path.parent.name] = path.stat().st_mtime_ns
+            except FileNotFoundError:  # being replaced right now
+                pass
+        return stamps
+
+    # Each process is killed at the end of a randomly chosen epoch of its own (1st to 3rd it
+    # finishes), however fast this machine: the moment is set by progress, not by the clock.
     rng = random.Random(1234)
     killed = tmp_path / "killed"
+    (killed / "runs").mkdir(parents=True)
     kills = 0
     for _ in range(10):
-        started = attempts(killed)
+        target, events, seen = rng.randint(1, 3), 0, checkpoints(killed)
         proc = subprocess.Popen(cmd(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                 start_new_session=True)
         deadline = time.time() + 120
-        while proc.poll() is None and attempts(killed) == started and time.time() < deadline:
-            time.sleep(0.05)  # until this process has begun (or resumed) training a run
-        time.sleep(rng.uniform(0.0, 2.0))  # then anywhere in its epochs
+        while proc.poll() is None and events < target and time.time() < deadline:
+            now = checkpoints(killed)
+            events += sum(seen.get(run) != stamp for run, stamp in now.items())
+            seen = now
+            time.sleep(0.002)
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             kills += 1

@@ -138,10 +138,20 @@ def test_submitit_job_array_killed_and_resubmitted_finishes_every_run_once(sampl
                           "  - {model: ghostnet, width: [0.5, 1.0]}\n  - {model: mobilenetv2, width: [0.35, 0.6]}\n")
     results = tmp_path / "results"
     os.environ["GHOST_ABLATE_WORKERS"] = "0"
-    # 2 epochs a run: seconds of work left in each task when the first run finishes, so the cancel
-    # lands while runs are left, however slow the machine (the tasks' start-up is most of the wait)
+    # 2 epochs a run: the cancel usually lands inside a task's second run
     argv = [str(experiment), "--seeds", "0", "--data-dir", str(sample), "--results-dir", str(results),
             "--no-estimate", "--accelerator", "cpu", "--epochs", "2"]
+    from filelock import FileLock
+
+    from ghost_ablate.data import get_dataset
+
+    # One run is held by this process until the cancel, so runs are left when it lands, however fast
+    # the machine trains the others.
+    held = RunConfig.create("mobilenetv2", width=0.6, profile="imagenet_smoke", dataset="imagenet", epochs=2,
+                            data=get_dataset("imagenet").fingerprint(sample)).run_id
+    (results / "runs" / held).mkdir(parents=True)
+    lock = FileLock(str(results / "runs" / held / ".lock"))
+    lock.acquire()
     jobs = submit(argv, 2, {"cluster": "local", "timeout_min": 10}, results / "slurm", gpus=False)
     assert len(jobs) == 2 and all(isinstance(j, submitit.Job) for j in jobs)
     deadline = time.time() + 240
@@ -151,7 +161,9 @@ def test_submitit_job_array_killed_and_resubmitted_finishes_every_run_once(sampl
         job.cancel()
     while not all(job.done() for job in jobs) and time.time() < deadline:  # the killed tasks have let go
         time.sleep(0.2)
+    lock.release()
     first = {r["run_id"]: r for r in records(results) if r["status"] == "finished"}
+    assert held not in first
     assert 1 <= len(first) < 4, "kill the array while runs are left"
     stamps = {run: (results / "runs" / run / "result.json").stat().st_mtime_ns for run in first}
     jobs = submit(argv, 2, {"cluster": "local", "timeout_min": 10}, results / "slurm", gpus=False)
