@@ -146,11 +146,10 @@ def checkpoint_problem(path: Path, expected: dict[str, Any]) -> str | None:
     return None
 
 
-def resumable_checkpoint(out: Path, expected: dict[str, Any],
-                         move_aside: bool = True) -> tuple[Path | None, list[str]]:
+def resumable_checkpoint(out: Path, expected: dict[str, Any]) -> tuple[Path | None, list[str]]:
     """last.ckpt, else previous.ckpt, whichever can resume this run; unusable ones are moved aside
-    (never deleted; DDP helper ranks only look). Returns the checkpoint (None: start over) and
-    one note per unusable file."""
+    (never deleted). Under DDP rank 0 alone calls it (`distributed.Ranks.decide`). Returns the
+    checkpoint (None: start over) and one note per unusable file."""
     notes = []
     for path in (out / CHECKPOINT, out / PREVIOUS_CHECKPOINT):
         if not path.exists():
@@ -158,8 +157,6 @@ def resumable_checkpoint(out: Path, expected: dict[str, Any],
         problem = checkpoint_problem(path, expected)
         if problem is None:
             return path, notes
-        if not move_aside:
-            continue
         aside = set_aside(path)
         notes.append(f"{path} {problem}; moved to {aside.name}")
         log.warning("warning: %s", notes[-1])

@@ -43,8 +43,8 @@ class Ranks:
         return self.rank == 0
 
     def describe(self) -> dict[str, Any]:
-        """What a record says of the processes a run trained on (nothing for a single one)."""
-        return {"processes": self.world, "backend": str(dist.get_backend())} if self.world > 1 else {}
+        """What a record says of the processes a run trained on (world > 1: the group exists)."""
+        return {"processes": self.world, "backend": str(dist.get_backend())}
 
     def decide(self, choose: Callable[[], T]) -> T:
         """`choose()` run on rank 0 only; every rank returns its result. When it raises, rank 0

@@ -426,8 +426,8 @@ class EtaLogger(L.Callback):
 
 def claim_run(rc: RunConfig, runs_dir: Path, lock: FileLock, retry_failed: bool) -> str:
     """What this process does with `rc` (rank 0 decides it for every rank): `done`, `diverged`,
-    `waiting` (its source run is not ready), `busy` (another process holds it), or `train`
-    (with its lock taken) after `new`/`partial` or a damaged record set aside."""
+    `waiting` (its source run is not ready), `busy` (another process holds it), or, with its
+    lock taken, `resume` (partial) or `start` (new, or a damaged record set aside)."""
     run_dir = runs_dir / rc.run_id
     state = run_state(run_dir)
     if state == "done" or (state == "diverged" and not retry_failed):

@@ -305,7 +305,8 @@ def slurm_plugins() -> list[Any]:
     `preemption`'s (a save at a step's end), not Lightning's (a save inside the signal handler)."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
 
-    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+    env = distributed.cluster_environment()
+    return [env] if isinstance(env, SLURMEnvironment) else []
 
 
 def make_trainer(recipe: Recipe, out: Path, devices: int, device: str, precision: Precision, progress: bool,

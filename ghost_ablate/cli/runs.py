@@ -13,7 +13,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .. import distributed
     from ..config import RunConfig, check_processes
     from ..data import get_dataset
-    from ..training import Diverged, is_rank_zero, resolve_device, train_run
+    from ..training import Diverged, resolve_device, train_run
 
     check_scale(args)
     config = RunConfig.create(args.model, args.ratio, args.dw_size, args.width, args.profile, args.seed,
@@ -34,7 +34,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"ghost-ablate train: diverged: {err}; record kept in {out}", file=sys.stderr)
         return 1
     acc = record.get("final_test_acc")
-    if not is_rank_zero():
+    if not ranks.is_zero:
         return 0 if record["status"] == "finished" else 1
     print(f"{config.run_id}: {record['status']}, {record['epochs_done']} epochs, "
           f"final test acc {acc if acc is None else f'{100 * acc:.2f}%'} -> {out}")
