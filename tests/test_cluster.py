@@ -83,12 +83,14 @@ def records(results: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(results.glob("runs/*/result.json"))}
 
 
-def wait_for_job(job: str, timeout: float = 240) -> None:
-    """Until the job (every task of an array) has left the queue."""
+def wait_for_job(job: str, timeout: float = 240, settled=lambda: True) -> None:  # noqa: ANN001
+    """Until the queue of this module's own cluster is empty (the job, every task of its array,
+    a requeued task under whatever id SLURM lists it) and `settled()` holds: a requeued task can
+    be off the queue for a moment between its requeue and its new start."""
     deadline = time.time() + timeout
     while time.time() < deadline:
-        out = subprocess.run(["squeue", "-h", "-j", job, "-o", "%i %T"], capture_output=True, text=True)
-        if out.returncode == 0 and not out.stdout.strip():
+        out = subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True)
+        if out.returncode == 0 and not out.stdout.strip() and settled():
             return
         time.sleep(1)
     pytest.fail(f"job {job} still queued after {timeout} s: {out.stdout.strip()}")
@@ -161,7 +163,7 @@ def test_preempted_array_task_saves_its_step_is_requeued_and_resumes_there(clust
     assert task_log is not None, "task 0 never finished an epoch"
     subprocess.run(["scancel", "--signal=USR2", f"{job}_0"], check=True)
     start_requeued_now(f"{job}_0")
-    wait_for_job(job)
+    wait_for_job(job, settled=lambda: [r["status"] for r in records(results).values()] == ["finished"] * 2)
 
     done = records(results)
     assert len(done) == 2 and all(r["status"] == "finished" for r in done.values())
