@@ -183,6 +183,8 @@ class RunEstimate:
     epoch_s: float
     epochs_left: int
     devices: int = 1  # devices x nodes the run trains on
+    step_s: float = 0.0  # one global batch
+    batch_size: int = 0  # the global batch
 
     @property
     def hours_left(self) -> float:
@@ -197,7 +199,19 @@ def estimate_run(rc: RunConfig, cal: Calibration, epochs_done: int, data_sizes: 
                  world: int = 1) -> RunEstimate:
     """Epoch time and epochs left; each of `world` devices runs 1/world of the batches and test images."""
     epoch_s = cal.epoch_seconds(train_batches(rc, data_sizes[0]), math.ceil(test_images(rc, data_sizes[1]) / world))
-    return RunEstimate(rc.run_id, epoch_s, max(rc.recipe.epochs - epochs_done, 0), world)
+    return RunEstimate(rc.run_id, epoch_s, max(rc.recipe.epochs - epochs_done, 0), world, cal.step_s,
+                       rc.recipe.batch_size)
+
+
+def input_side(estimates: list[RunEstimate], rate_per_core: float, workers: int) -> tuple[str, float]:
+    """The input pipeline against the hungriest run of the plan: each device's model wants
+    batch / world / step_s images per second, and `workers` loader workers at `rate_per_core`
+    feed it. Returns (the run, wanted / fed): above 1 the run is input-bound by that factor."""
+    wanted = {e.run_id: e.batch_size / e.devices / e.step_s for e in estimates if e.step_s > 0 and e.epochs_left}
+    if not wanted:
+        return "", 0.0
+    run = max(wanted, key=wanted.get)
+    return run, wanted[run] / (rate_per_core * max(workers, 1))
 
 
 def plan_hours(estimates: list[RunEstimate], shards: int = 1) -> float:

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from ghost_ablate.cli import main
-from ghost_ablate.data import DataError, imagenet
+from ghost_ablate.data import DataError, imagenet, imagenet_sample, imagenet_val
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "ghost_ablate.cli"]
@@ -24,7 +24,7 @@ CLI = [sys.executable, "-m", "ghost_ablate.cli"]
 def sample(tmp_path_factory) -> Path:
     """10 classes x 12 training JPEGs of 64x64 (one cut short), 30 val images sorted from the flat folder."""
     root = tmp_path_factory.mktemp("imagenet") / "ilsvrc"
-    truth = imagenet.write_sample(root, classes=10, per_class=12, val_per_class=3, size=64, corrupt=1)
+    truth = imagenet_sample.write_sample(root, classes=10, per_class=12, val_per_class=3, size=64, corrupt=1)
     assert main(["imagenet", "sort-val", str(root / "val"), "--ground-truth", str(truth)]) == 0
     return root
 
@@ -35,12 +35,12 @@ def records(results: Path) -> list[dict]:
 
 def test_layout_errors_name_the_folder_and_what_was_expected(tmp_path):
     root = tmp_path / "inet"
-    truth = imagenet.write_sample(root, classes=3, per_class=2, val_per_class=2, size=32)
+    truth = imagenet_sample.write_sample(root, classes=3, per_class=2, val_per_class=2, size=32)
     with pytest.raises(DataError, match=r"val: no class folders \(6 images lie there unsorted: run `ghost-ablate "
                                         r"imagenet sort-val"):
         imagenet.prepare(root)
-    assert imagenet.sort_val(root / "val", truth) == (6, 0)
-    assert imagenet.sort_val(root / "val", truth) == (0, 6)  # once only: nothing moves again
+    assert imagenet_val.sort_val(root / "val", truth) == (6, 0)
+    assert imagenet_val.sort_val(root / "val", truth) == (0, 6)  # once only: nothing moves again
     assert imagenet.prepare(root) == root
     (root / "train" / "n99999999").mkdir()
     with pytest.raises(DataError, match=r"train/n99999999: not an ILSVRC-2012 class folder; expected train/<wnid>"):
@@ -63,7 +63,7 @@ def test_sort_val_reads_the_devkit_and_checks_before_moving(tmp_path):
     import numpy as np
 
     root = tmp_path / "inet"
-    imagenet.write_sample(root, classes=2, per_class=1, val_per_class=2, size=32)
+    imagenet_sample.write_sample(root, classes=2, per_class=1, val_per_class=2, size=32)
     names = imagenet.wnids()
     # The devkit numbers classes its own way (ILSVRC2012_ID), not in wnid order.
     synsets = np.zeros(2, dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O")])
@@ -71,13 +71,13 @@ def test_sort_val_reads_the_devkit_and_checks_before_moving(tmp_path):
     savemat(tmp_path / "meta.mat", {"synsets": synsets})
     (tmp_path / "gt.txt").write_text("9\n9\n7\n7\n")
     with pytest.raises(DataError, match="give the devkit"):
-        imagenet.sort_val(root / "val", tmp_path / "gt.txt")
+        imagenet_val.sort_val(root / "val", tmp_path / "gt.txt")
     (tmp_path / "short.txt").write_text(f"ILSVRC2012_val_00000001.JPEG {names[0]}\n")
     with pytest.raises(DataError, match=r"ILSVRC2012_val_00000002.JPEG: not in .*short.txt \(3 such images\); "
                                         r"nothing was moved"):
-        imagenet.sort_val(root / "val", tmp_path / "short.txt")
+        imagenet_val.sort_val(root / "val", tmp_path / "short.txt")
     assert len(list((root / "val").glob("*.JPEG"))) == 4
-    assert imagenet.sort_val(root / "val", tmp_path / "gt.txt", tmp_path / "meta.mat") == (4, 0)
+    assert imagenet_val.sort_val(root / "val", tmp_path / "gt.txt", tmp_path / "meta.mat") == (4, 0)
     assert sorted(p.name for p in (root / "val" / names[0]).iterdir()) == ["ILSVRC2012_val_00000001.JPEG",
                                                                            "ILSVRC2012_val_00000002.JPEG"]
 

@@ -101,20 +101,24 @@ def test_ema_weights_track_the_live_ones_and_are_the_ones_scored_and_saved(tiny_
 
 
 def test_augmentation_options_build_torchvision_transforms_and_cifar_refuses_them(tiny_cifar, tmp_path):
-    from torchvision.transforms import InterpolationMode, v2
+    from torchvision.transforms import v2
 
     from ghost_ablate.data.imagenet import ImageNetDataModule
 
+    from torchvision.io import encode_jpeg
+
+    from ghost_ablate.data.imagenet import crop_one
+
     dm = ImageNetDataModule(tmp_path, image_size=64, augmentation=load_profile("imagenet_ghostnet_mindcv").augmentation)
-    kinds = [type(t) for t in dm.transforms[True].transforms]
-    assert kinds == [v2.RandomResizedCrop, v2.RandomHorizontalFlip, v2.RandAugment, v2.RandomErasing]
-    assert dm.transforms[True].transforms[2].magnitude == 9 and dm.transforms[True].transforms[3].p == 0.25
+    extras = dm.crops[True].extras.transforms
+    assert [type(t) for t in extras] == [v2.RandAugment, v2.RandomErasing]
+    assert extras[0].magnitude == 9 and extras[1].p == 0.25 and dm.crops[False].extras is None
     author = ImageNetDataModule(tmp_path, image_size=64, augmentation=load_profile("imagenet_ghostnet").augmentation)
-    crop, _, jitter = author.transforms[True].transforms
-    assert crop.interpolation == InterpolationMode.BICUBIC and jitter.brightness == (0.6, 1.4)
-    assert author.transforms[False].transforms[0].interpolation == InterpolationMode.BICUBIC
-    images = torch.randint(0, 256, (3, 80, 80), dtype=torch.uint8)
-    assert dm.transforms[True](images).shape == (3, 64, 64)
+    (jitter,) = author.crops[True].extras.transforms
+    assert author.crops[True].interpolation == author.crops[False].interpolation == "bicubic"
+    assert jitter.brightness == (0.6, 1.4)
+    jpeg = encode_jpeg(torch.randint(0, 256, (3, 80, 100), dtype=torch.uint8)).numpy().tobytes()
+    assert crop_one(jpeg, dm.crops[True]).shape == crop_one(jpeg, author.crops[False]).shape == (3, 64, 64)
     config = RunConfig.create("resnet56", profile="smoke", color_jitter=0.4)
     with pytest.raises(UserError, match="CIFAR-10 trains with the paper's pad-4 crop and flip; color_jitter are "
                                           "options of folder data sets"):

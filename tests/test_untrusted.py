@@ -313,7 +313,7 @@ def test_sigterm_during_report_leaves_no_staging_folder(tmp_path, monkeypatch, c
 def test_an_image_over_the_pixel_bound_is_skipped_before_decoding(tmp_path):
     from PIL import Image
 
-    from ghost_ablate.data.imagenet import MAX_PIXELS, decode_file
+    from ghost_ablate.data.decode import MAX_PIXELS, decode_file
 
     big = tmp_path / "big.png"
     Image.new("L", (12_000, 12_000)).save(big)  # ~140 KB on disk, 144M pixels

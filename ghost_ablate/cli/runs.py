@@ -176,6 +176,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                       f"{sum(e.device_hours_left for e in all_estimates):,.1f} device-hours for the whole plan")
             for name, hours in table_hours(experiment, everything, all_estimates).items():
                 print(f"  {name}: {format_hours(hours)}")
+            if dataset.input_rate is not None:
+                print(input_report(dataset, args, everything, all_estimates))
         return 0
 
     def guard() -> None:
@@ -201,6 +203,28 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for run_id in outcome.failed:
         print(f"  failed: {run_id} (see {results / 'runs' / run_id / 'result.json'})")
     return 1 if outcome.failed else 0
+
+
+def input_report(dataset, args: argparse.Namespace, runs: list, estimates: list) -> str:  # noqa: ANN001
+    """One line on whether the CPU input pipeline (its rate per core on this machine's CPU, times
+    the loader workers each device gets from the CPUs here or SLURM allocated) can feed the plan's
+    hungriest run."""
+    from ..data.imagenet import default_workers
+    from ..estimate import input_side
+    from ..machine import cpu_model
+
+    sizes = {rc.recipe.image_size or dataset.input_size for rc in runs}
+    rate, what = dataset.input_rate(args.data_dir, max(sizes))
+    workers = default_workers(args.devices)
+    run, factor = input_side(estimates, rate, workers)
+    if not run:
+        return "input side: nothing left to train"
+    head = (f"input side: our CPU pipeline crops {rate:,.0f} images/s per core on {cpu_model()} (measured on {what}); "
+            f"{workers} loader worker(s) per device")
+    if factor > 1:
+        return (f"{head} feed {run} {factor:.1f}x too slowly: it is input-bound, each epoch about {factor:.1f}x the "
+                f"time priced; decode on the GPU (GHOST_ABLATE_DECODE=device or dali) or give each task more CPUs")
+    return f"{head} keep up with every run (the hungriest, {run}, needs {factor:.0%} of what they feed)"
 
 
 def submit_sweep(args: argparse.Namespace, experiment, seeds: list[int]) -> int:  # noqa: ANN001 - sweep.Experiment

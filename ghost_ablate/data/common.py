@@ -31,6 +31,9 @@ class DataSet:
     prepare: Callable[[str | Path, bool], Path]  # (data_dir, download) -> its folder, or DataError naming what is missing
     fingerprint: Callable[[str | Path], str]  # a hash of its contents: part of every run's identity
     split_sizes: Callable[[str | Path], "tuple[int, int] | None"]  # (train, test) images there; None if absent
+    # (data_dir or None, image size) -> (training images/s one CPU core decodes and crops, measured on what);
+    # None for data sets held decoded in memory, which never wait on their input
+    input_rate: "Callable[[str | Path | None, int], tuple[float, str]] | None" = None
 
     @property
     def num_classes(self) -> int:

@@ -16,24 +16,22 @@ class folders once, from the ground-truth file.
 """
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import logging
 import os
 import re
-import warnings
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import lightning as L
 import torch
-from PIL import Image
-from torchvision.io import read_file
-from torchvision.transforms.v2.functional import pil_to_tensor
 
+from . import shards
 from .common import DataError, normalize_with
+from .decode import center_boxes, crop_batch, decode_crop, header, random_resized_boxes
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -89,7 +87,7 @@ def _class_dirs(split: Path) -> list[os.DirEntry]:
 
 
 def find_folder(data_dir: Path) -> Path | None:
-    """`data_dir` if it holds train/ or val/, else None."""
+    """`data_dir` if it holds train/ or val/ (class folders, or shards), else None."""
     return data_dir if any((data_dir / s).is_dir() for s in SPLITS.values()) else None
 
 
@@ -108,7 +106,10 @@ def layout(root: Path) -> dict[str, list[os.DirEntry]]:
 
 def prepare(data_dir: str | Path, download: bool = True) -> Path:
     root = Path(data_dir)
-    layout(root)
+    if shards.find_shards(root):
+        shards.read_manifest(root)
+    else:
+        layout(root)
     return root
 
 
@@ -148,106 +149,116 @@ def _inventory(data_dir: str | Path) -> dict[str, Any]:
     return value
 
 
+def inventory(data_dir: str | Path) -> dict[str, Any]:
+    """{"fingerprint", "train", "test"} of the folder layout or, where `shards.json` is, of the
+    shards (the same images give the same fingerprint in both)."""
+    return shards.inventory(data_dir) if shards.find_shards(data_dir) else _inventory(data_dir)
+
+
 def fingerprint(data_dir: str | Path) -> str:
-    return _inventory(data_dir)["fingerprint"]
+    return inventory(data_dir)["fingerprint"]
 
 
 def split_sizes(data_dir: str | Path) -> tuple[int, int] | None:
     if find_folder(Path(data_dir)) is None:
         return None
-    inv = _inventory(data_dir)
+    inv = inventory(data_dir)
     return inv["train"], inv["test"]
 
 
 # ---- images -------------------------------------------------------------------------
 
-def train_transform(size: int, interpolation: str = "bilinear", color_jitter: float = 0.0,
-                    randaugment: int | None = None, random_erasing: float = 0.0) -> Callable:
-    """Random-resized crop and flip on uint8 images, then the recipe's extras (torchvision v2):
-    colour jitter, RandAugment (2 ops at this magnitude), random erasing."""
+def extras_transform(color_jitter: float = 0.0, randaugment: int | None = None,
+                     random_erasing: float = 0.0) -> Callable | None:
+    """The recipe's augmentation after the crop and flip, on one uint8 image (torchvision v2):
+    colour jitter, RandAugment (2 ops at this magnitude), random erasing; None if it has none."""
     from torchvision.transforms import v2
 
-    steps = [v2.RandomResizedCrop(size, interpolation=_interpolation(interpolation), antialias=True),
-             v2.RandomHorizontalFlip()]
+    steps = []
     if color_jitter:
         steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
     if randaugment is not None:
         steps.append(v2.RandAugment(num_ops=2, magnitude=randaugment))
     if random_erasing:
         steps.append(v2.RandomErasing(p=random_erasing, value=0))
-    return v2.Compose(steps)
+    return v2.Compose(steps) if steps else None
 
 
-def eval_transform(size: int, interpolation: str = "bilinear") -> Callable:
-    from torchvision.transforms import v2
+@dataclass(frozen=True)
+class Crops:
+    """How one split's images become the model's input: a random-resized crop and flip (training)
+    or the evaluation centre crop, at `size`, then the recipe's extras (training only)."""
+    size: int
+    train: bool
+    interpolation: str = "bilinear"
+    extras: Callable | None = None
 
-    return v2.Compose([v2.Resize(round(size / CROP_RATIO), interpolation=_interpolation(interpolation),
-                                 antialias=True), v2.CenterCrop(size)])
+    def boxes(self, widths: torch.Tensor, heights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crop boxes and flips for images of these sizes, drawn from torch's global generator."""
+        if not self.train:
+            return center_boxes(widths, heights, self.size, CROP_RATIO), torch.zeros(len(widths), dtype=torch.bool)
+        return random_resized_boxes(widths, heights), torch.rand(len(widths)) < 0.5
 
-
-def _interpolation(name: str) -> Any:
-    from torchvision.transforms import InterpolationMode
-
-    return {"bilinear": InterpolationMode.BILINEAR, "bicubic": InterpolationMode.BICUBIC}[name]
-
-
-MAX_PIXELS = 40_000_000  # ILSVRC-2012's largest images have ~12M pixels; a bigger one is skipped as unreadable
-
-
-def decode_file(path: str) -> torch.Tensor | None:
-    """An image file as uint8 RGB CHW, or None if it cannot be read or decoded, or has more than
-    MAX_PIXELS pixels (read from its header, before anything is decoded)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL's own, weaker bound: skip too
-            with Image.open(path) as img:
-                if img.width * img.height > MAX_PIXELS:
-                    return None
-                return pil_to_tensor(img.convert("RGB"))
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning):
-        return None
-
-
-def decode_blobs(blobs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
-    """Raw JPEG bytes -> uint8 RGB CHW images on `device` (nvJPEG on CUDA, in one batched call);
-    a blob the batch decoder refuses is decoded alone (PNGs on the CPU), or None."""
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
-
-    try:
-        return list(decode_jpeg(blobs, mode=ImageReadMode.RGB, device=device))
-    except RuntimeError:
-        pass
-    out: list[torch.Tensor | None] = []
-    for blob in blobs:
-        try:
-            out.append(decode_jpeg(blob, mode=ImageReadMode.RGB, device=device))
-        except RuntimeError:
-            try:
-                out.append(decode_image(blob, mode=ImageReadMode.RGB).to(device))
-            except RuntimeError:
-                out.append(None)
-    return out
+    def finish(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        return images if self.extras is None else [self.extras(x) for x in images]
 
 
 class ImageFiles(torch.utils.data.Dataset):
-    """(image, label, path) per file: decoded and transformed, or (with `raw`) its bytes for
-    decoding on the device; the image is None where the file cannot be read or decoded."""
+    """(image, label, path) per file, the image made from the file's bytes by `load` (`crop_one`),
+    None where the file cannot be read or decoded."""
 
-    def __init__(self, samples: list[tuple[str, int]], transform: Callable, raw: bool = False) -> None:
-        self.samples, self.transform, self.raw = samples, transform, raw
+    def __init__(self, samples: list[tuple[str, int]], load: Callable[[bytes], torch.Tensor | None]) -> None:
+        self.samples, self.load = samples, load
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str]:
         path, label = self.samples[i]
-        if self.raw:
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError:
+            return None, label, path
+        return self.load(data), label, path
+
+
+def crop_one(data: bytes, crops: Crops, raw: bool = False) -> torch.Tensor | None:
+    """One encoded image -> its uint8 crop (or, with `raw`, its bytes as a uint8 tensor); None if
+    its header or its data cannot be decoded."""
+    if raw:
+        return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    size = header(data)
+    if size is None:
+        return None
+    boxes, flips = crops.boxes(torch.tensor([size[0]]), torch.tensor([size[1]]))
+    image = decode_crop(data, tuple(boxes[0].tolist()), crops.size, crops.interpolation, bool(flips[0]))
+    return None if image is None else crops.finish([image])[0]
+
+
+def decode_blobs(blobs: list[torch.Tensor], device: torch.device) -> list[torch.Tensor | None]:
+    """Raw image bytes -> uint8 RGB CHW images on `device` (nvJPEG on CUDA, in one batched call);
+    None where the header is not an image's or exceeds MAX_PIXELS, and where decoding fails (a
+    blob the batch decoder refuses is decoded alone: PNGs on the CPU)."""
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+    out: list[torch.Tensor | None] = [None] * len(blobs)
+    good = [i for i, b in enumerate(blobs) if header(b.numpy().tobytes()) is not None]
+    try:
+        for i, image in zip(good, decode_jpeg([blobs[i] for i in good], mode=ImageReadMode.RGB, device=device)):
+            out[i] = image
+        return out
+    except RuntimeError:
+        pass
+    for i in good:
+        try:
+            out[i] = decode_jpeg(blobs[i], mode=ImageReadMode.RGB, device=device)
+        except RuntimeError:
             try:
-                return read_file(path), label, path
+                out[i] = decode_image(blobs[i], mode=ImageReadMode.RGB).to(device)
             except RuntimeError:
-                return None, label, path
-        image = decode_file(path)
-        return (None if image is None else self.transform(image)), label, path
+                pass
+    return out
 
 
 def collate(items: list[tuple[torch.Tensor | None, int, str]]) -> tuple[Any, torch.Tensor, list[str], list[str]]:
@@ -282,35 +293,52 @@ def eval_sampler(files: torch.utils.data.Dataset, trainer: L.Trainer | None) -> 
                                         shuffle=False)
 
 
+DECODE_ENV = "GHOST_ABLATE_DECODE"
+# auto: nvJPEG on CUDA, else the workers; workers: PIL/libjpeg-turbo in loader workers;
+# device: nvJPEG (or the CPU) with batch crops; dali: NVIDIA DALI (GPU on CUDA, its CPU mode otherwise)
+DECODERS = ("auto", "workers", "device", "dali")
+
+
 class ImageNetDataModule(L.LightningDataModule):
-    """ILSVRC-2012 train/val from `data_dir`; val is the per-epoch evaluation set."""
+    """ILSVRC-2012 train/val from `data_dir` (class folders, or shards from `imagenet shard`); val
+    is the per-epoch evaluation set."""
 
     def __init__(self, data_dir: str | Path, batch_size: int = 256, eval_batch_size: int = 256, seed: int = 0,
                  download: bool = True, image_size: int | None = None, workers: int | None = None,
                  decode: str = "auto", augmentation: dict[str, Any] | None = None) -> None:
         super().__init__()
-        if decode not in ("auto", "workers", "device"):
-            raise DataError(f"decode must be auto, workers or device, got {decode!r}")
+        if decode == "auto":
+            decode = os.environ.get(DECODE_ENV) or "auto"
+        if decode not in DECODERS:
+            raise DataError(f"the decoder must be one of {', '.join(DECODERS)} (set by {DECODE_ENV}), got {decode!r}")
         self.data_dir, self.size = Path(data_dir), image_size or INPUT_SIZE
         extra = dict(augmentation or {})
-        self.transforms = {True: train_transform(self.size, **extra),  # by training
-                           False: eval_transform(self.size, extra.get("interpolation", "bilinear"))}
+        interpolation = extra.pop("interpolation", "bilinear")
+        self.crops = {True: Crops(self.size, True, interpolation, extras_transform(**extra)),  # by training
+                      False: Crops(self.size, False, interpolation)}
         self.batch_size, self.eval_batch_size, self.seed = batch_size, eval_batch_size, seed
         self.workers, self.decode = workers, decode
         self.train_set: list[tuple[str, int]] | None = None
         self.test_set: list[tuple[str, int]] | None = None
+        self.counts: tuple[int, int] | None = None  # images per split, when reading shards
         self.unreadable: set[str] = set()
         self._draws: torch.Tensor | None = None  # this rank's generator state for device-side augmentation
 
     def load(self) -> ImageNetDataModule:
-        if self.train_set is None:
-            dirs = layout(self.data_dir)
-            self.train_set, self.test_set = samples(dirs["train"]), samples(dirs["val"])
+        if self.train_set is None and self.counts is None:
+            if shards.find_shards(self.data_dir):
+                manifest = shards.read_manifest(self.data_dir)
+                inv = shards.inventory(self.data_dir)
+                self.counts = inv["train"], inv["test"]
+                self.unreadable |= {n for v in manifest["splits"].values() for n, _ in v["unreadable"]}
+            else:
+                dirs = layout(self.data_dir)
+                self.train_set, self.test_set = samples(dirs["train"]), samples(dirs["val"])
         return self
 
     @property
     def sizes(self) -> tuple[int, int]:
-        return len(self.train_set), len(self.test_set)
+        return self.counts or (len(self.train_set), len(self.test_set))
 
     def setup(self, stage: str | None = None) -> None:
         self.load()
@@ -322,22 +350,37 @@ class ImageNetDataModule(L.LightningDataModule):
         """Whether JPEGs are decoded on the device (nvJPEG) rather than in the workers."""
         return self.decode == "device" or (self.decode == "auto" and self._device().type == "cuda")
 
-    def _loader(self, samples: list[tuple[str, int]], train: bool) -> torch.utils.data.DataLoader:
-        transform = self.transforms[train]
+    def _loader(self, train: bool) -> Any:
+        world = self.trainer.world_size if self.trainer is not None else 1
         workers = self.workers if self.workers is not None else default_workers(
             self.trainer.num_devices if self.trainer is not None else 1)
-        files = ImageFiles(samples, transform, raw=self.on_device())
+        batch = self.batch_size if train else self.eval_batch_size
+        if self.decode == "dali":
+            from .dali import DaliBatches
+
+            source = (shards.shard_paths(self.data_dir, "train" if train else "val") if self.counts
+                      else self.train_set if train else self.test_set)
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            return DaliBatches(source, self.crops[train], batch, rank, world, self.seed, self._device(),
+                               threads=max(workers, 1), per_rank=self.counts[0] // world if self.counts else 0)
+        load = functools.partial(crop_one, crops=self.crops[train], raw=self.on_device())
+        common = dict(batch_size=batch, drop_last=train, num_workers=workers, collate_fn=collate,
+                      pin_memory=self._device().type == "cuda", persistent_workers=workers > 0)
+        if self.counts is not None:
+            split = "train" if train else "val"
+            images = shards.ShardImages(shards.shard_paths(self.data_dir, split), load, train, self.counts[0] // world,
+                                        batch, workers, self.seed)
+            return torch.utils.data.DataLoader(images, **common)
+        files = ImageFiles(self.train_set if train else self.test_set, load)
         return torch.utils.data.DataLoader(
-            files, self.batch_size if train else self.eval_batch_size, sampler=None if train else eval_sampler(
-                files, self.trainer), shuffle=train, drop_last=train, num_workers=workers, collate_fn=collate,
-            pin_memory=self._device().type == "cuda", persistent_workers=workers > 0,
-            generator=torch.Generator().manual_seed(self.seed))
+            files, sampler=None if train else eval_sampler(files, self.trainer), shuffle=train,
+            generator=torch.Generator().manual_seed(self.seed), **common)
 
-    def train_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader(self.train_set, train=True)
+    def train_dataloader(self) -> Any:
+        return self._loader(train=True)
 
-    def val_dataloader(self) -> torch.utils.data.DataLoader:
-        return self._loader(self.test_set, train=False)
+    def val_dataloader(self) -> Any:
+        return self._loader(train=False)
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):  # noqa: ANN001, ANN201 - Lightning hook
         images, labels, paths, bad = batch
@@ -361,160 +404,20 @@ class ImageNetDataModule(L.LightningDataModule):
     def on_after_batch_transfer(self, batch, dataloader_idx: int):  # noqa: ANN001, ANN201 - Lightning hook
         images, labels, paths, bad = batch
         if isinstance(images, list):
-            transform = self.transforms[self.trainer is None or self.trainer.training]
+            crops = self.crops[self.trainer is None or self.trainer.training]
             decoded = decode_blobs(images, labels.device)
             bad = bad + [p for p, x in zip(paths, decoded) if x is None]
-            keep = torch.tensor([x is not None for x in decoded], device=labels.device)
-            images = self._per_rank_draws(lambda: [transform(x) for x in decoded if x is not None])
-            images = torch.stack(images) if images else torch.empty(0, 3, self.size, self.size, dtype=torch.uint8,
-                                                                      device=labels.device)
-            labels = labels[keep]
+            keep = [i for i, x in enumerate(decoded) if x is not None]
+            kept = [decoded[i] for i in keep]
+            sizes = torch.tensor([[x.shape[2], x.shape[1]] for x in kept]).view(-1, 2)
+            boxes, flips = self._per_rank_draws(lambda: crops.boxes(sizes[:, 0], sizes[:, 1]))
+            images = crop_batch(kept, boxes, self.size, flips)
+            if crops.extras is not None:
+                images = torch.stack(self._per_rank_draws(lambda: crops.finish(list(images)))) if keep else images
+            labels = labels[torch.tensor(keep, dtype=torch.long, device=labels.device)]
         for path in bad:
-            name = os.path.relpath(path, self.data_dir)
+            name = os.path.relpath(path, self.data_dir) if os.path.isabs(path) else path  # shards hold relative names
             if name not in self.unreadable:
                 log.warning("warning: %s: unreadable image, skipped (counted in the run's record)", path)
                 self.unreadable.add(name)
         return normalize_with(images, MEAN, STD), labels
-
-
-# ---- the official validation folder, sorted once ------------------------------------
-
-def read_ground_truth(path: str | Path, devkit: str | Path | None = None) -> dict[str, str]:
-    """Image file name -> wnid, from one of the ground-truth files users have:
-    - the devkit's ILSVRC2012_validation_ground_truth.txt (one class number per line, for
-      ILSVRC2012_val_00000001.JPEG onwards), with `devkit` (its folder, or data/meta.mat) to
-      map the numbers to wnids;
-    - a table with one image and its wnid per row: Kaggle's LOC_val_solution.csv (ImageId,
-      PredictionString starting with the wnid) or lines of `file wnid`."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such ground-truth file")
-    try:
-        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot be read as text ({type(err).__name__})") from None
-    if not lines:
-        raise DataError(f"{path}: empty; a ground-truth file has one row per validation image")
-    if all(ln.isdigit() for ln in lines):
-        if devkit is None:
-            raise DataError(f"{path}: holds class numbers; give the devkit (--devkit, its folder or meta.mat) to map "
-                            f"them to wnids")
-        numbers = _devkit_wnids(Path(devkit))
-        try:
-            return {f"ILSVRC2012_val_{i:08d}.JPEG": numbers[int(n)] for i, n in enumerate(lines, 1)}
-        except KeyError as err:
-            raise DataError(f"{path}: class number {err} is not in the devkit's meta.mat") from None
-    table: dict[str, str] = {}
-    for row in csv.reader(lines) if "," in lines[0] else (ln.split() for ln in lines):
-        if len(row) < 2 or row[0] == "ImageId":
-            continue
-        name, wnid = row[0], row[1].split()[0]
-        table[name if _is_image(name) else f"{name}.JPEG"] = wnid
-    if not table or not all(WNID.match(w) for w in table.values()):
-        raise DataError(f"{path}: not a ground-truth file (expected rows of `file wnid`, Kaggle's "
-                        f"LOC_val_solution.csv, or the devkit's class numbers)")
-    return table
-
-
-def _devkit_wnids(devkit: Path) -> dict[int, str]:
-    """ILSVRC2012_ID -> wnid from the devkit's meta.mat (read with scipy: data, never code)."""
-    from scipy.io import loadmat
-
-    meta = devkit if devkit.suffix == ".mat" else devkit / "data" / "meta.mat"
-    if not meta.is_file():
-        raise DataError(f"{meta}: no such file; give the ILSVRC2012 devkit folder or its data/meta.mat")
-    try:
-        synsets = loadmat(str(meta), squeeze_me=True)["synsets"]
-        return {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in synsets}
-    except NotImplementedError:  # scipy reads MATLAB files up to v7.2
-        raise DataError(f"{meta}: a MATLAB v7.3 file, which scipy cannot read; the devkit's meta.mat is v5 "
-                        f"(re-download the ILSVRC2012 devkit)") from None
-    except Exception as err:  # noqa: BLE001 - scipy raises many kinds on a truncated or foreign file
-        raise DataError(f"{meta}: not the devkit's meta.mat ({type(err).__name__})") from None
-
-
-def plan_val_moves(val: Path, table: dict[str, str], source: str = "the ground truth"
-                   ) -> tuple[list[tuple[Path, Path]], int]:
-    """Every move `sort_val` would make, checked before any is made: (source, target) pairs of the
-    flat images and how many are in place already. A DataError names the first problem: a name
-    that is not a plain file name of `val/`, an image missing from the ground truth, a class
-    folder that is a link or not a folder, or a target that exists already."""
-    for name in table:
-        if Path(name).name != name or name in (".", "..") or "/" in name or "\\" in name:
-            raise DataError(f"ground truth names {name[:80]!r}, not a file name inside {val}; nothing was moved")
-    flat = sorted(e.name for e in os.scandir(val) if e.is_file(follow_symlinks=False) and _is_image(e.name))
-    strays = [n for n in flat if n not in table]
-    if strays:
-        raise DataError(f"{val / strays[0]}: not in {source} ({len(strays)} such images); nothing was moved")
-    moves = []
-    for name in flat:
-        folder = val / table[name]
-        if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
-            raise DataError(f"{folder}: a link or a file where a class folder goes; nothing was moved")
-        target = folder / name
-        if target.exists() or target.is_symlink():
-            raise DataError(f"{target}: exists already beside {val / name}; nothing was moved")
-        moves.append((val / name, target))
-    placed = sum(1 for n, w in table.items() if not (val / w).is_symlink() and (val / w / n).is_file()
-                 and not (val / w / n).is_symlink())
-    return moves, placed
-
-
-def sort_val(val_dir: str | Path, ground_truth: str | Path, devkit: str | Path | None = None) -> tuple[int, int]:
-    """Move the flat official val/ images into val/<wnid>/ folders; return (moved, already in place).
-    Every move is checked before the first is made (`plan_val_moves`), and running it again moves
-    nothing."""
-    val = Path(val_dir)
-    if not val.is_dir():
-        raise DataError(f"{val}: no such folder")
-    table = read_ground_truth(ground_truth, devkit)
-    known = set(wnids())
-    unknown = sorted({w for w in table.values() if w not in known})
-    if unknown:
-        raise DataError(f"{ground_truth}: {unknown[0][:80]!r} is not an ILSVRC-2012 class")
-    moves, placed = plan_val_moves(val, table, str(ground_truth))
-    for folder in sorted({target.parent for _, target in moves}):
-        folder.mkdir(exist_ok=True)
-    for source, target in moves:
-        os.replace(source, target)
-    return len(moves), placed
-
-
-# ---- sample data in the real layout, for tests, benchmarks and trying the commands -----
-
-def write_sample(root: str | Path, classes: int = 10, per_class: int = 12, val_per_class: int = 3, size: int = 64,
-                 seed: int = 0, corrupt: int = 0) -> Path:
-    """An ILSVRC-2012-layout folder of generated JPEGs: train/<wnid>/ sorted as users have it, and
-    val/ flat as the official archive unpacks, with its ground truth beside the root
-    (`<root>.val_ground_truth.txt`, rows of `file wnid`). Each class has its own colour cast over
-    smooth noise, so a network can learn something; `corrupt` training images are cut short.
-    Returns the path of the ground-truth file."""
-    import torch.nn.functional as F
-    from torchvision.io import encode_jpeg
-
-    root = Path(root)
-    g = torch.Generator().manual_seed(seed)
-    names = wnids()[:classes]
-    rows, index = [], 0
-
-    def image(c: int) -> torch.Tensor:
-        noise = F.interpolate(torch.rand(1, 3, 8, 8, generator=g), size=(size, size), mode="bilinear")[0]
-        tint = torch.tensor([(c * 37) % 255, (c * 91) % 255, (c * 53) % 255]).view(3, 1, 1) / 255.0
-        return ((0.6 * noise + 0.4 * tint) * 255).clamp(0, 255).to(torch.uint8)
-
-    (root / "val").mkdir(parents=True, exist_ok=True)
-    for c, wnid in enumerate(names):
-        (root / "train" / wnid).mkdir(parents=True, exist_ok=True)
-        for i in range(per_class):
-            (root / "train" / wnid / f"{wnid}_{i}.JPEG").write_bytes(encode_jpeg(image(c), quality=90).numpy().tobytes())
-        for _ in range(val_per_class):
-            index += 1
-            name = f"ILSVRC2012_val_{index:08d}.JPEG"
-            (root / "val" / name).write_bytes(encode_jpeg(image(c), quality=90).numpy().tobytes())
-            rows.append(f"{name} {wnid}")
-    for wnid in names[:corrupt]:
-        victim = root / "train" / wnid / f"{wnid}_0.JPEG"
-        victim.write_bytes(victim.read_bytes()[:200])
-    truth = root.with_name(f"{root.name}.val_ground_truth.txt")
-    truth.write_text("\n".join(rows) + "\n")
-    return truth

@@ -1,0 +1,176 @@
+"""Decoding and cropping photographs (ImageNet's JPEGs) into a model's square input.
+
+One crop rule serves every decoder: a box in the original image's pixels, drawn by
+`random_resized_boxes` for training (torchvision's RandomResizedCrop rule: area 8-100%, aspect
+3/4-4/3, ten tries, then the centre) or set by `center_boxes` for evaluation (the region a
+resize of the short side to size/0.875 and a centre crop would keep). The box is resampled to
+`size` in one step, so no full-size resize is ever made.
+
+- In loader workers (`decode_crop`): the header is read first; where the box is at least twice
+  the output on both sides, libjpeg decodes at 1/2, 1/4 or 1/8 scale (PIL's draft mode, a DCT
+  shortcut), else libjpeg-turbo decodes the whole image (torchvision). Only uint8 leaves.
+- On the device (`crop_batch`): nvJPEG's decoded images are cropped, resized and flipped as one
+  batch (`torchvision.ops.roi_align`, averaging ceil(box/size) samples per output pixel when
+  shrinking), not per image in Python.
+"""
+from __future__ import annotations
+
+import io
+import math
+import warnings
+
+import torch
+from PIL import Image
+
+MAX_PIXELS = 40_000_000  # ILSVRC-2012's largest images have ~12M pixels; a bigger one is skipped as unreadable
+SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # RandomResizedCrop's defaults, which the paper's recipes keep
+PAD_BUDGET = 64 * 2 ** 20  # float32 elements per padded chunk in `crop_batch` (256 MB)
+_PIL_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning)
+
+
+def random_resized_boxes(widths: torch.Tensor, heights: torch.Tensor, attempts: int = 10,
+                         generator: torch.Generator | None = None) -> torch.Tensor:
+    """(left, top, width, height) per image, int64 (N, 4), by RandomResizedCrop's rule, for all
+    images at once: the first of `attempts` draws of area and log-aspect that fits, else the
+    largest centred box within the aspect range. Its uniforms come from `generator` (torch's
+    global one if None) in one draw; the arithmetic is numpy's, which costs microseconds where a
+    loader worker calls this once per image."""
+    import numpy as np
+
+    n = len(widths)
+    u = torch.rand(n, 2 * attempts + 2, dtype=torch.float64, generator=generator).numpy()
+    W, H = widths.numpy().astype(np.float64), heights.numpy().astype(np.float64)
+    area = (W * H)[:, None] * (SCALE[0] + (SCALE[1] - SCALE[0]) * u[:, :attempts])
+    lo, hi = math.log(RATIO[0]), math.log(RATIO[1])
+    aspect = np.exp(lo + (hi - lo) * u[:, attempts:2 * attempts])
+    w, h = np.round(np.sqrt(area * aspect)), np.round(np.sqrt(area / aspect))
+    fits = (w > 0) & (w <= W[:, None]) & (h > 0) & (h <= H[:, None])
+    ok, first = fits.any(1), fits.argmax(1)
+    rows = np.arange(n)
+    # the fallback: the whole image, narrowed to the aspect range
+    ratio = W / H
+    fw = np.where(ratio > RATIO[1], np.round(H * RATIO[1]), W)
+    fh = np.where(ratio < RATIO[0], np.round(W / RATIO[0]), H)
+    bw, bh = np.where(ok, w[rows, first], fw), np.where(ok, h[rows, first], fh)
+    left = np.floor(np.where(ok, u[:, -2] * (W - bw + 1), (W - bw) / 2))
+    top = np.floor(np.where(ok, u[:, -1] * (H - bh + 1), (H - bh) / 2))
+    return torch.from_numpy(np.stack([left, top, bw, bh], 1).astype(np.int64))
+
+
+def center_boxes(widths: torch.Tensor, heights: torch.Tensor, size: int, crop_ratio: float) -> torch.Tensor:
+    """(left, top, width, height), int64 (N, 4): the region of each image that resizing its short
+    side to round(size / crop_ratio) and centre-cropping `size` would keep."""
+    short = torch.minimum(widths, heights).double()
+    side = (short * size / round(size / crop_ratio)).round().clamp_min(1)
+    bw, bh = torch.minimum(side, widths.double()), torch.minimum(side, heights.double())
+    return torch.stack([((widths - bw) / 2).round(), ((heights - bh) / 2).round(), bw, bh], 1).long()
+
+
+def header(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from an image's header, or None if it is not an image PIL can open or has
+    more than MAX_PIXELS pixels; nothing is decoded."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # PIL's own, weaker bound: skip too
+            with Image.open(io.BytesIO(data)) as img:
+                w, h = img.size
+    except _PIL_ERRORS:
+        return None
+    return (w, h) if 0 < w * h <= MAX_PIXELS else None
+
+
+def intact(data: bytes) -> bool:
+    """Whether an image looks whole before a decoder that cannot skip it (DALI) sees it: its header
+    passes `header` and, for JPEG, an end-of-image marker lies within its last KB (a cut-short file
+    has none)."""
+    if header(data) is None:
+        return False
+    return not data.startswith(b"\xff\xd8") or data.rfind(b"\xff\xd9") >= len(data) - 1024
+
+
+def decode_file(path: str) -> torch.Tensor | None:
+    """An image file as uint8 RGB CHW, or None if it cannot be read or decoded, or has more than
+    MAX_PIXELS pixels (read from its header, before anything is decoded)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        return _full(data) if header(data) is not None else None
+    except (OSError, RuntimeError):
+        return None
+
+
+def decode_crop(data: bytes, box: tuple[int, int, int, int], size: int, interpolation: str = "bilinear",
+                flip: bool = False) -> torch.Tensor | None:
+    """The `box` (left, top, width, height) of an encoded image whose `header` passed, resampled
+    to uint8 RGB (3, size, size) and flipped if asked; None if it cannot be decoded. Decodes at a
+    reduced scale where the box allows (at least 2 x size on both sides)."""
+    from torchvision.transforms.v2.functional import InterpolationMode, resized_crop
+
+    left, top, bw, bh = box
+    shrink = min(bw, bh) // size
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if shrink >= 2:
+                image, scale = _draft(data, shrink)
+            else:
+                image, scale = _full(data), 1.0
+    except (*_PIL_ERRORS, RuntimeError):
+        return None
+    if image is None:
+        return None
+    mode = InterpolationMode.BICUBIC if interpolation == "bicubic" else InterpolationMode.BILINEAR
+    t, l = int(top * scale), int(left * scale)
+    h, w = max(int(round(bh * scale)), 1), max(int(round(bw * scale)), 1)
+    out = resized_crop(image, t, l, h, w, [size, size], interpolation=mode, antialias=True)
+    return out.flip(-1) if flip else out
+
+
+def _full(data: bytes) -> torch.Tensor:
+    """The whole image, uint8 RGB CHW, by libjpeg-turbo (torchvision), or PIL for other formats."""
+    from torchvision.io import ImageReadMode, decode_image
+
+    return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
+
+
+def _draft(data: bytes, shrink: int) -> tuple[torch.Tensor | None, float]:
+    """The image decoded at 1/k of its size, k the largest of 1, 2, 4, 8 not above `shrink`
+    (JPEG only; other formats decode whole), and the scale it came out at."""
+    from torchvision.transforms.v2.functional import pil_to_tensor
+
+    with Image.open(io.BytesIO(data)) as img:
+        w, h = img.size
+        if not 0 < w * h <= MAX_PIXELS:
+            return None, 1.0
+        img.draft("RGB", (math.ceil(w / shrink), math.ceil(h / shrink)))
+        rgb = img.convert("RGB")
+    return pil_to_tensor(rgb), rgb.width / w
+
+
+def crop_batch(images: list[torch.Tensor], boxes: torch.Tensor, size: int, flips: torch.Tensor) -> torch.Tensor:
+    """Decoded uint8 CHW images of any sizes, on one device -> uint8 (N, 3, size, size): each
+    image's box (left, top, width, height) resampled to `size` and flipped where `flips` says, as
+    batched kernels over zero-padded chunks of at most PAD_BUDGET elements."""
+    from torchvision.ops import roi_align
+
+    device = images[0].device if images else torch.device("cpu")
+    out = torch.empty(len(images), 3, size, size, dtype=torch.uint8, device=device)
+    start = 0
+    while start < len(images):
+        end, hmax, wmax = start, 0, 0
+        while end < len(images):
+            h, w = max(hmax, images[end].shape[1]), max(wmax, images[end].shape[2])
+            if end > start and (end - start + 1) * 3 * h * w > PAD_BUDGET:
+                break
+            hmax, wmax, end = h, w, end + 1
+        padded = torch.zeros(end - start, 3, hmax, wmax, device=device)
+        for i, img in enumerate(images[start:end]):
+            padded[i, :, :img.shape[1], :img.shape[2]] = img
+        b = boxes[start:end].to(device=device, dtype=torch.float32)
+        rois = torch.cat([torch.arange(end - start, device=device, dtype=torch.float32).view(-1, 1),
+                          b[:, :2], b[:, :2] + b[:, 2:]], 1)
+        crops = roi_align(padded, rois, (size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+        out[start:end] = crops.round_().clamp_(0, 255).to(torch.uint8)
+        start = end
+    flip = flips.to(device).view(-1, 1, 1, 1)
+    return torch.where(flip, out.flip(-1), out)

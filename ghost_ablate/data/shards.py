@@ -1,0 +1,193 @@
+"""ImageNet as tar shards (WebDataset), for cluster file systems that serve a few large files far
+better than 1.28M small ones.
+
+Why WebDataset rather than LitData: a shard is a plain POSIX tar (listed with `tar t`, copied
+with cp or rsync, checked by anyone), read front to back in one stream; DALI's own
+`readers.webdataset` reads the same files; and nothing but the tar module is needed to get the
+images back out. LitData's chunks need LitData to read.
+
+`write_shards` (the `ghost-ablate imagenet shard` command) copies the image bytes as they are,
+with no re-encoding: each sample is `<key>.<ext>` (the image), `<key>.cls` (its label) and
+`<key>.txt` (its path in the folder layout). The training split is shuffled once, with a seed,
+before it is cut into shards; reading then shuffles the shard order and a buffer of samples. A
+file that cannot be read while sharding is left out and named in `shards.json`; one that cannot
+be decoded is stored and, like in the folder, skipped and counted by the run that meets it.
+
+The fingerprint is computed from the shards' contents (split, class, file name, size) exactly as
+the folder's is, so the same images give the same fingerprint in both layouts and a run planned
+on one resumes on the other.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import tarfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .common import DataError
+
+MANIFEST = "shards.json"
+SPLITS = ("train", "val")
+FORMAT = "ghost-ablate webdataset shards v1"
+MAX_MANIFEST_BYTES = 16 * 2 ** 20
+# Lightning warns of any IterableDataset with a length under several workers; ShardImages splits
+# its epoch over the workers itself (whole batches each), so the length is exact.
+warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined", category=UserWarning)
+
+
+def find_shards(root: str | Path) -> bool:
+    return (Path(root) / MANIFEST).is_file()
+
+
+def write_shards(root: str | Path, dest: str | Path, per_shard: int = 1000, seed: int = 0,
+                 progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """The folder layout at `root` as shards in `dest`/{train,val}/shard-NNNNNN.tar and a manifest
+    (`shards.json`); returns the manifest. `dest` must be new or empty."""
+    import webdataset as wds
+
+    from .imagenet import layout, samples
+
+    dest = Path(dest)
+    if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
+        raise DataError(f"{dest}: exists and is not an empty folder; shards go into a new folder")
+    if per_shard < 1:
+        raise DataError(f"--per-shard must be >= 1, got {per_shard}")
+    dirs = layout(Path(root))
+    manifest: dict[str, Any] = {"format": FORMAT, "source": str(Path(root).resolve()), "splits": {}}
+    for split in SPLITS:
+        items = samples(dirs[split])
+        if split == "train":
+            random.Random(seed).shuffle(items)
+        (dest / split).mkdir(parents=True)
+        unreadable, count = [], 0
+        with wds.ShardWriter(str(dest / split / "shard-%06d.tar"), maxcount=per_shard, verbose=0) as sink:
+            for i, (path, label) in enumerate(items):
+                name = os.path.relpath(path, root)
+                try:
+                    data = Path(path).read_bytes()
+                except OSError:
+                    unreadable.append([name, os.stat(path).st_size])
+                    continue
+                ext = Path(path).suffix.lower().lstrip(".")
+                sink.write({"__key__": f"{i:08d}", ext: data, "cls": str(label).encode(), "txt": name.encode()})
+                count += 1
+                if progress is not None:
+                    progress(1)
+        shards = sorted(p.name for p in (dest / split).glob("shard-*.tar"))
+        manifest["splits"][split] = {"shards": shards, "images": count, "unreadable": unreadable}
+    (dest / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
+    return manifest
+
+
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    """The manifest, checked: every shard a plain file name present in its split's folder."""
+    from ..records import read_bounded
+
+    root = Path(root)
+    raw = read_bounded(root / MANIFEST, root, MAX_MANIFEST_BYTES)
+    try:
+        manifest = json.loads(raw or b"")
+        splits = {s: manifest["splits"][s] for s in SPLITS}
+        ok = manifest.get("format") == FORMAT and all(
+            isinstance(v["shards"], list) and isinstance(v["images"], int) and isinstance(v["unreadable"], list)
+            for v in splits.values())
+    except (ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise DataError(f"{root / MANIFEST}: not a shard manifest ({FORMAT}); write shards with "
+                        f"`ghost-ablate imagenet shard FOLDER DEST`")
+    for split, v in splits.items():
+        for name in v["shards"]:
+            if not isinstance(name, str) or Path(name).name != name or not (root / split / name).is_file():
+                raise DataError(f"{root / MANIFEST}: names shard {str(name)[:80]!r}, not a file of {root / split}")
+    return manifest
+
+
+def shard_paths(root: str | Path, split: str) -> list[str]:
+    root = Path(root)
+    return [str(root / split / name) for name in read_manifest(root)["splits"][split]["shards"]]
+
+
+def inventory(root: str | Path) -> dict[str, Any]:
+    """Fingerprint and split sizes from the shards themselves, computed as the folder layout's
+    are (split/class/file:size, in the folder's order), so the two layouts agree. Cached per
+    shard file's size and modification time."""
+    from ..cache import JsonCache
+
+    root = Path(root)
+    manifest = read_manifest(root)
+    stamps = [(s, p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for s in SPLITS for p in shard_paths(root, s)]
+    cache = JsonCache("data")
+    key = cache.key("imagenet-shards-inventory", str(root.resolve()), stamps)
+    hit = cache.get(key)
+    if isinstance(hit, dict):
+        return hit
+    entries: list[tuple[int, str]] = []
+    counts = {}
+    for order, split in enumerate(SPLITS):
+        counts[split] = 0
+        for path in shard_paths(root, split):
+            sizes, names = {}, {}
+            with tarfile.open(path, "r:") as tar:
+                for m in tar:
+                    key, _, ext = m.name.partition(".")
+                    if ext == "txt":
+                        names[key] = tar.extractfile(m).read(4096).decode(errors="replace")
+                    elif ext not in ("cls",) and m.isfile():
+                        sizes[key] = m.size
+            for k, size in sizes.items():
+                name = names.get(k, "")
+                entries.append((order, f"{split}/{name.split('/', 1)[-1]}:{size}"))
+                counts[split] += 1
+        # a file that could not be read while sharding was in the folder: its name and size
+        entries += [(order, f"{split}/{str(n).split('/', 1)[-1]}:{int(size)}")
+                    for n, size in manifest["splits"][split]["unreadable"]]
+    digest = hashlib.sha256()
+    for _, line in sorted(entries, key=lambda e: (e[0], e[1].rsplit(":", 1)[0])):
+        digest.update(f"{line}\n".encode())
+    value = {"fingerprint": digest.hexdigest()[:16], "train": counts["train"], "test": counts["val"]}
+    cache.put(key, value)
+    return value
+
+
+class ShardImages(torch.utils.data.IterableDataset):
+    """(image, label, name) from one split's shards, each image passed through `load` (bytes ->
+    uint8 tensor or None). Training reads shards drawn with replacement (WebDataset's resampled
+    mode), the same whole number of batches on every rank and worker (`len`, at most
+    workers x batch - 1 images per rank short of `per_rank`), so every rank takes the same steps;
+    evaluation gives each rank every world-th shard, once."""
+
+    def __init__(self, shards: list[str], load: Callable[[bytes], Any], train: bool, per_rank: int = 0,
+                 batch: int = 1, workers: int = 0, seed: int = 0, buffer: int = 1000) -> None:
+        super().__init__()
+        self.shards, self.load, self.train, self.seed, self.buffer = shards, load, train, seed, buffer
+        self.workers = max(workers, 1)
+        self.per_worker = per_rank // (self.workers * batch) * batch  # whole batches per worker
+
+    def __len__(self) -> int:
+        if not self.train:
+            raise TypeError("evaluation shards are read to their end; their length per rank is not counted")
+        return self.per_worker * self.workers
+
+    def _pipeline(self) -> Any:
+        import webdataset as wds
+
+        if self.train:  # seeded per (rank, worker, epoch) by WebDataset's deterministic mode
+            return wds.DataPipeline(wds.ResampledShards(self.shards, seed=self.seed, deterministic=True),
+                                    wds.tarfile_to_samples(), wds.shuffle(self.buffer, seed=self.seed)
+                                    ).with_epoch(self.per_worker)
+        return wds.DataPipeline(wds.SimpleShardList(self.shards), wds.split_by_node, wds.split_by_worker,
+                                wds.tarfile_to_samples())
+
+    def __iter__(self) -> Iterator[tuple[Any, int, str]]:
+        for sample in self._pipeline():
+            name = sample.get("txt", b"").decode(errors="replace")
+            image = next((v for k, v in sample.items() if k in ("jpeg", "jpg", "png")), None)
+            yield (None if image is None else self.load(image)), int(sample["cls"]), name

@@ -1,0 +1,138 @@
+"""How many training images per second one CPU core turns out, for the peer (torchvision's
+ImageFolder with PIL and the float transforms every ImageNet example uses) and for each of ours
+(the folder or shards through the loader workers' `crop_one`, DALI's CPU mode), side by side in
+one process; and whether, at that rate, the cores a run gets can feed its model.
+
+Every reader runs in this process with no loader workers and one torch (and DALI) thread, so a
+figure is per core; a run's loader multiplies it by its workers. Ours hands uint8 crops over and
+normalises on the device; the peer's float conversion and normalisation are part of its cost,
+as they are in the peer's own loop.
+"""
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .imagenet import MEAN, STD, ImageNetDataModule, default_workers, inventory
+
+PEER = "torchvision ImageFolder + PIL (peer)"
+
+
+def _peer(data_dir: Path, size: int, batch: int) -> Iterable:
+    from torchvision import datasets, transforms as T
+
+    transform = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
+    images = datasets.ImageFolder(str(data_dir / "train"), transform=transform)
+    return torch.utils.data.DataLoader(images, batch_size=batch, shuffle=True, num_workers=0)
+
+
+def _ours(data_dir: Path, size: int, batch: int, decode: str) -> Iterable:
+    return ImageNetDataModule(data_dir, batch, batch, image_size=size, workers=0, decode=decode).load().train_dataloader()
+
+
+def readers(data_dir: Path, size: int, batch: int, shards_dir: Path | None = None,
+            dali: bool = True) -> dict[str, Callable[[], Iterable]]:
+    """Backend name -> a maker of a fresh iterable of training batches from `data_dir`'s train/."""
+    out: dict[str, Callable[[], Iterable]] = {
+        PEER: lambda: _peer(data_dir, size, batch),
+        "ours: folder, PIL/libjpeg-turbo crops": lambda: _ours(data_dir, size, batch, "workers"),
+    }
+    if shards_dir is not None:
+        out["ours: WebDataset shards, same crops"] = lambda: _ours(shards_dir, size, batch, "workers")
+    if dali:
+        out["ours: folder, DALI CPU mode"] = lambda: _ours(data_dir, size, batch, "dali")
+    return out
+
+
+def _count(batch: Any) -> int:
+    labels = batch[1]
+    return len(labels) + (len(batch[3]) if len(batch) > 3 else 0)
+
+
+def images_per_second(make: Callable[[], Iterable], images: int) -> float:
+    """Images per second through one epoch-long pass of `make()`'s batches, timed from the end of
+    its first batch (start-up excluded) until `images` more have come out (or the epoch ends)."""
+    seen, start = 0, None
+    for batch in make():
+        if start is None:
+            start = time.perf_counter()
+            continue
+        seen += _count(batch)
+        if seen >= images:
+            break
+    if start is None or seen == 0:
+        raise ValueError("too few images to time: give more than two batches' worth")
+    return seen / (time.perf_counter() - start)
+
+
+def compare(data_dir: str | Path, size: int = 224, batch: int = 32, images: int = 256, repeats: int = 3,
+            shards_dir: str | Path | None = None, dali: bool | None = None) -> list[dict[str, Any]]:
+    """One row per reader: its median images/s per core over `repeats` passes and its ratio to the
+    peer's, all measured in this one process, reader after reader, pass after pass (so a burst
+    of load elsewhere hits every reader alike)."""
+    from .dali import available
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        makers = readers(Path(data_dir), size, batch, Path(shards_dir) if shards_dir else None,
+                         available() if dali is None else dali)
+        rates: dict[str, list[float]] = {name: [] for name in makers}
+        for _ in range(repeats):
+            for name, make in makers.items():
+                rates[name].append(images_per_second(make, images))
+    finally:
+        torch.set_num_threads(threads)
+    peer = statistics.median(rates[PEER])
+    return [{"reader": name, "images_per_s_per_core": statistics.median(r), "vs_peer": statistics.median(r) / peer,
+             "passes": len(r)} for name, r in rates.items()]
+
+
+def input_rate_per_core(data_dir: str | Path | None, size: int) -> tuple[float, str]:
+    """Our CPU pipeline's training images/s on one core, measured on `data_dir`'s images where it
+    holds some, else on generated photograph-like JPEGs of ImageNet's size; cached per data set
+    fingerprint, image size and CPU. Returns (rate, what it was measured on)."""
+    from ..cache import JsonCache
+    from ..machine import cpu_model
+    from .imagenet_sample import write_sample
+    from .imagenet_val import sort_val
+
+    source = None
+    if data_dir is not None:
+        try:
+            inv = inventory(data_dir)
+            source = (Path(data_dir), inv["fingerprint"]) if inv["train"] >= 64 else None
+        except Exception:  # noqa: BLE001 - no usable data here: measure on generated images instead
+            source = None
+    cache = JsonCache("input-rate")
+    key = cache.key(source[1] if source else "generated-natural-v1", size, cpu_model())
+    hit = cache.get(key)
+    if isinstance(hit, list) and len(hit) == 2:
+        return float(hit[0]), str(hit[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        if source is None:
+            truth = write_sample(Path(tmp) / "inet", classes=4, per_class=24, val_per_class=1, natural=True)
+            sort_val(Path(tmp) / "inet" / "val", truth)
+        root = source[0] if source else Path(tmp) / "inet"
+        what = str(root) if source else "generated 500x375 photograph-like JPEGs"
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            rate = images_per_second(lambda: _ours(root, size, 16, "workers"), 64)
+        finally:
+            torch.set_num_threads(threads)
+    cache.put(key, [rate, what])
+    return rate, what
+
+
+def input_bound(step_s: float, batch_per_device: int, devices: int, rate_per_core: float) -> tuple[float, float, int]:
+    """(the model's images/s per device, what the CPU pipeline feeds each device with the
+    training default's workers, those workers)."""
+    workers = default_workers(devices)
+    return batch_per_device / step_s, rate_per_core * workers, workers

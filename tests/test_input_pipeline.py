@@ -1,0 +1,228 @@
+"""The ImageNet input pipeline (issue 31): one crop rule for every decoder, reduced-size decoding
+only where the crop allows, crops on the batch on the device path, tar shards, and DALI's CPU
+mode, each reading the same images with the same labels and the same unreadable-image count."""
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.io import encode_jpeg
+from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as TF
+
+from ghost_ablate.cli import main
+from ghost_ablate.data import decode, imagenet, imagenet_sample, shards
+from ghost_ablate.data.imagenet import Crops, ImageFiles, ImageNetDataModule, collate, crop_one
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    """10 classes x 12 training JPEGs (one cut short), 30 val images, sorted into class folders."""
+    root = tmp_path_factory.mktemp("inet") / "ilsvrc"
+    truth = imagenet_sample.write_sample(root, classes=10, per_class=12, val_per_class=3, size=64, corrupt=1)
+    assert main(["imagenet", "sort-val", str(root / "val"), "--ground-truth", str(truth)]) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def sharded(folder, tmp_path_factory) -> Path:
+    dest = tmp_path_factory.mktemp("shards") / "ilsvrc-shards"
+    assert main(["imagenet", "shard", str(folder), str(dest), "--per-shard", "25"]) == 0
+    return dest
+
+
+def photo(width: int = 500, height: int = 375, seed: int = 0) -> bytes:
+    image = imagenet_sample.natural_image(height, width, torch.Generator().manual_seed(seed))
+    return encode_jpeg(image, quality=90).numpy().tobytes()
+
+
+# ---- the crop rule -------------------------------------------------------------------
+
+def test_random_resized_boxes_follow_torchvision_s_rule():
+    torch.manual_seed(0)
+    n = 4000
+    w, h = torch.full((n,), 500), torch.full((n,), 375)
+    boxes = decode.random_resized_boxes(w, h)
+    left, top, bw, bh = boxes.T
+    assert (left >= 0).all() and (top >= 0).all() and (left + bw <= w).all() and (top + bh <= h).all()
+    area, aspect = (bw * bh).double() / (500 * 375), bw.double() / bh
+    assert area.min() >= 0.079 and area.max() <= 1.0 and aspect.min() >= 0.74 and aspect.max() <= 1.34
+    ours = area.mean().item()
+    theirs = [math.prod(v2.RandomResizedCrop.get_params(torch.empty(3, 375, 500), [0.08, 1.0], [3 / 4, 4 / 3])[2:])
+              / (500 * 375) for _ in range(n)]
+    assert abs(ours - sum(theirs) / n) < 0.02  # same distribution of crop areas (means of 4000 draws)
+    # the fallback: nothing fits a 1000x10 strip, so the centred box at the widest aspect allowed
+    assert decode.random_resized_boxes(torch.tensor([1000]), torch.tensor([10])).tolist() == [[493, 0, 13, 10]]
+
+
+def test_the_evaluation_box_keeps_what_resize_and_centre_crop_keep():
+    box = decode.center_boxes(torch.tensor([500]), torch.tensor([375]), 224, 0.875)[0]
+    assert box.tolist() == [86, 24, 328, 328]  # 375 * 224/256 = 328 px of the short side, centred
+    # torchvision's region, in the original's pixels: resize to 256 x 341, crop 224 at (16, 58)
+    assert abs(58 * 500 / 341 - 86) < 1 and abs(16 * 375 / 256 - 24) < 1 and abs(224 * 375 / 256 - 328) < 1
+    smooth = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 8, generator=torch.Generator().manual_seed(0)),
+                                             size=(375, 500), mode="bicubic")[0].clamp(0, 1).mul(255).byte()
+    data = encode_jpeg(smooth, quality=95).numpy().tobytes()
+    ours = decode.decode_crop(data, tuple(box.tolist()), 224)
+    peer = TF.center_crop(TF.resize(decode._full(data), 256, antialias=True), [224, 224])
+    assert ours.shape == peer.shape == (3, 224, 224)
+    assert (ours.float() - peer.float()).abs().mean() < 2.0  # one resample instead of two: the same picture
+
+
+def test_reduced_size_decoding_only_where_the_box_allows(monkeypatch):
+    calls = []
+    real = decode._draft
+    monkeypatch.setattr(decode, "_draft", lambda data, shrink: calls.append(shrink) or real(data, shrink))
+    data = photo(1200, 900, seed=1)
+    small = decode.decode_crop(data, (100, 100, 300, 300), 224)
+    assert calls == []  # 300 px < 2 x 224: decoded whole
+    big = decode.decode_crop(data, (100, 50, 800, 700), 224)
+    assert calls == [3]  # 700 // 224: libjpeg decodes at 1/2, the largest power of two <= 3
+    monkeypatch.setattr(decode, "_draft", lambda data, shrink: (decode._full(data), 1.0))
+    whole = decode.decode_crop(data, (100, 50, 800, 700), 224)
+    assert small.shape == big.shape == (3, 224, 224)
+    assert (big.float() - whole.float()).abs().mean() < 3.0
+
+
+def test_the_device_path_crops_and_flips_the_batch_at_once():
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8, generator=g) for h, w in ((40, 60), (64, 48), (32, 32))]
+    boxes = torch.tensor([[10, 5, 30, 30], [0, 0, 48, 64], [0, 0, 32, 32]])
+    flips = torch.tensor([False, True, False])
+    out = decode.crop_batch(images, boxes, 32, flips)
+    assert out.dtype == torch.uint8 and out.shape == (3, 3, 32, 32)
+    assert torch.equal(out[2], images[2])  # a box the output's size samples each pixel at its centre
+    for i, (l, t, w, h) in enumerate(boxes.tolist()):
+        one = TF.resized_crop(images[i].float(), t, l, h, w, [32, 32], antialias=True)
+        one = one.flip(-1) if flips[i] else one
+        assert (out[i].float() - one).abs().mean() < 12  # roi_align's box averages vs antialiased bilinear
+    assert torch.equal(decode.crop_batch(images, boxes, 32, flips), out)  # no randomness inside
+
+
+def test_an_image_that_cannot_be_decoded_is_none_on_every_path():
+    cut = photo()[:300]
+    assert decode.header(b"not an image") is None and decode.intact(cut) is False and decode.intact(photo())
+    crops = Crops(32, True)
+    assert crop_one(cut, crops) is None and crop_one(b"\x00" * 100, crops) is None
+    blobs = [torch.frombuffer(bytearray(x), dtype=torch.uint8) for x in (photo(), cut)]
+    decoded = imagenet.decode_blobs(blobs, torch.device("cpu"))
+    assert decoded[0].shape == (3, 375, 500) and decoded[1] is None
+
+
+# ---- shards and DALI read what the folder holds --------------------------------------
+
+def read_once(data_dir: Path, decoder: str) -> tuple[Counter, int, list[str]]:
+    """Every training image once, with evaluation crops: (labels, images read, unreadable names)."""
+    dm = ImageNetDataModule(data_dir, image_size=32, workers=0, decode=decoder).load()
+    crops = dm.crops[False]
+    load = functools.partial(crop_one, crops=crops)
+    if decoder == "dali":
+        from ghost_ablate.data.dali import DaliBatches
+
+        source = shards.shard_paths(data_dir, "train") if dm.counts else dm.train_set
+        loader = DaliBatches(source, crops, 8, 0, 1, 0, torch.device("cpu"))
+    elif dm.counts:
+        loader = torch.utils.data.DataLoader(shards.ShardImages(shards.shard_paths(data_dir, "train"), load, False),
+                                             batch_size=8, collate_fn=collate)
+    else:
+        loader = torch.utils.data.DataLoader(ImageFiles(dm.train_set, load), batch_size=8, collate_fn=collate)
+    labels, bad = Counter(), []
+    for images, y, _, unreadable in loader:
+        assert images.dtype == torch.uint8 and images.shape[1:] == (3, 32, 32)
+        labels.update(y.tolist())
+        bad += unreadable
+    return labels, sum(labels.values()), [Path(p).name for p in bad]
+
+
+def test_shards_and_dali_read_the_folder_s_images_labels_and_unreadable_count(folder, sharded):
+    pytest.importorskip("nvidia.dali", reason="DALI is the optional `dali` extra; `make install` installs it")
+    reference = read_once(folder, "workers")
+    assert reference[1] == 119 and reference[2] == ["n01440764_0.JPEG"]  # 120 files, one cut short
+    assert reference[0] == Counter({i: 12 for i in range(10)}) - Counter({0: 1})
+    for data_dir, decoder in ((sharded, "workers"), (folder, "dali"), (sharded, "dali")):
+        assert read_once(data_dir, decoder) == reference, (data_dir.name, decoder)
+    # the same images: the same fingerprint and sizes, so a run planned on one layout resumes on the other
+    assert imagenet.inventory(sharded) == imagenet.inventory(folder)
+    manifest = json.loads((sharded / "shards.json").read_text())
+    assert [len(v["shards"]) for v in manifest["splits"].values()] == [5, 2]
+
+
+def test_training_on_shards_and_through_dali_records_the_unreadable_image(folder, sharded, tmp_path, monkeypatch):
+    pytest.importorskip("nvidia.dali", reason="DALI is the optional `dali` extra; `make install` installs it")
+    runs = []
+    for data_dir, decoder in ((sharded, "workers"), (folder, "dali")):
+        monkeypatch.setenv("GHOST_ABLATE_DECODE", decoder)
+        results = tmp_path / decoder
+        assert main(["train", "--model", "ghostnet", "--dataset", "imagenet", "--data-dir", str(data_dir),
+                     "--profile", "imagenet_smoke", "--results-dir", str(results)]) == 0
+        (record,) = [json.loads(p.read_text()) for p in results.glob("runs/*/result.json")]
+        assert record["status"] == "finished" and record["unreadable_images"]["count"] == 1
+        assert record["optimizer_steps"] == 7 and record["final_test_acc"] is not None  # 119 // 16 batches
+        runs.append(record["run_id"])
+    assert runs[0] == runs[1]  # the same data set, whichever layout or decoder read it
+
+
+def test_a_training_epoch_from_shards_is_whole_batches_on_every_rank(sharded):
+    load = functools.partial(crop_one, crops=Crops(32, True))
+    paths = shards.shard_paths(sharded, "train")
+    images = shards.ShardImages(paths, load, True, per_rank=119 // 2, batch=8, workers=2, seed=1)
+    assert len(images) == 48  # 59 images per rank: 3 batches of 8 for each of 2 workers
+    loader = torch.utils.data.DataLoader(images, batch_size=8, num_workers=2, collate_fn=collate, drop_last=True)
+    batches = [len(y) + len(bad) for _, y, _, bad in loader]
+    assert batches == [8] * 6
+
+    def names(seed: int) -> list[str]:
+        again = shards.ShardImages(paths, load, True, 119 // 2, 8, 2, seed=seed)
+        return [n for *_, good, bad in torch.utils.data.DataLoader(again, batch_size=8, num_workers=2,
+                                                                  collate_fn=collate, drop_last=True)
+                for n in good + bad]
+
+    assert names(1) == names(1) != names(2)  # the order is the seed's
+
+
+def test_shard_command_errors_are_one_line(folder, sharded, tmp_path, capsys):
+    assert main(["imagenet", "shard", str(folder), str(sharded)]) == 2
+    err = capsys.readouterr().err
+    assert "exists and is not an empty folder" in err and err.count("\n") == 1
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "shards.json").write_text('{"format": "something else"}')
+    (tmp_path / "bad" / "train").mkdir()
+    assert main(["train", "--model", "ghostnet", "--dataset", "imagenet", "--data-dir", str(tmp_path / "bad"),
+                 "--profile", "imagenet_smoke", "--results-dir", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "not a shard manifest" in err and "Traceback" not in err
+
+
+# ---- the dry-run prices the input side too -------------------------------------------
+
+def test_input_side_names_the_hungriest_run_and_its_factor():
+    from ghost_ablate.estimate import RunEstimate, input_side
+
+    runs = [RunEstimate("slow", 100.0, 5, devices=2, step_s=1.0, batch_size=64),  # 32 images/s per device
+            RunEstimate("fast", 100.0, 5, devices=2, step_s=0.1, batch_size=64),  # 320
+            RunEstimate("done", 100.0, 0, devices=2, step_s=0.01, batch_size=64)]  # nothing left: ignored
+    assert input_side(runs, rate_per_core=40.0, workers=4) == ("fast", 2.0)
+    assert input_side(runs[:1], rate_per_core=40.0, workers=4) == ("slow", 0.2)
+    assert input_side(runs[2:], 40.0, 4) == ("", 0.0)
+
+
+@pytest.mark.parametrize("rate, verdict", [(100.0, "keep up with every run"), (5.0, "2.1x too slowly")])
+def test_the_imagenet_dry_run_says_whether_the_input_side_keeps_up(rate, verdict, tmp_path, capsys, monkeypatch):
+    import dataclasses
+
+    from ghost_ablate.data import DATASETS
+
+    monkeypatch.setitem(DATASETS, "imagenet", dataclasses.replace(DATASETS["imagenet"],
+                                                                  input_rate=lambda d, s: (rate, "mocked images")))
+    monkeypatch.setenv("GHOST_ABLATE_WORKERS", "3")
+    assert main(["sweep", "experiments/imagenet_resnet50.yaml", "--dry-run", "--step-time", "0.5",
+                 "--data-dir", str(tmp_path / "absent"), "--results-dir", str(tmp_path), "--devices", "8",
+                 "--nodes", "2"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("input side"))
+    # 256 images per 0.5 s step over 16 devices: 32 images/s per device; 3 workers feed 3 x rate
+    assert f"{rate:,.0f} images/s per core" in line and verdict in line
