@@ -18,7 +18,7 @@ DEMO_RESULTS ?= results/demo
 # profile, or RESULTS=... given, reports $(RESULTS).
 REPORT_RESULTS = $(if $(and $(filter subset,$(PROFILE)),$(filter file,$(origin RESULTS))),$(DEMO_RESULTS),$(RESULTS))
 
-.PHONY: install test count sweep-cifar sweep-cross sweep-imagenet dry-run-imagenet dry-run report bench demo precision-check pilot
+.PHONY: install test count sweep-cifar sweep-cross sweep-imagenet dry-run-imagenet dry-run report bench bench-input demo precision-check pilot
 
 # The demo's torch/torchvision pair (experiments/torch-stack.txt): seeds added later train on the same stack.
 STACK ?= experiments/torch-stack.txt
@@ -96,6 +96,15 @@ demo:
 DEVICE ?= cpu
 bench:
 	$(CLI) bench --device $(DEVICE) --out $(RESULTS)/bench.csv
+
+# The ImageNet readers per CPU core against torchvision's ImageFolder + PIL, on 400 generated
+# photograph-like JPEGs of ImageNet's size (the README's input-pipeline table).
+INPUT_BENCH ?= /tmp/ghost-ablate-natural
+bench-input:
+	rm -rf $(INPUT_BENCH) $(INPUT_BENCH).val_ground_truth.txt
+	$(CLI) imagenet sample $(INPUT_BENCH) --natural --classes 4 --per-class 100 --val-per-class 1
+	$(CLI) imagenet sort-val $(INPUT_BENCH)/val --ground-truth $(INPUT_BENCH).val_ground_truth.txt
+	$(CLI) imagenet throughput $(INPUT_BENCH) --images 320 --repeats 5
 
 # fp32 against bf16 on this CPU, paired by seed (issue 21): each seed in both precisions before the
 # next seed, so an interrupted check still has complete pairs; run it again to resume.

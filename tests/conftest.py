@@ -63,6 +63,19 @@ def tiny_cifar(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.fixture(scope="module")
+def imagenet_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """ILSVRC-2012 layout: 10 classes x 12 training JPEGs of 64x64 (one cut short), 30 val images
+    sorted from the flat folder as users sort theirs."""
+    from ghost_ablate.cli import main
+    from ghost_ablate.data.imagenet_sample import write_sample
+
+    root = tmp_path_factory.mktemp("imagenet") / "ilsvrc"
+    truth = write_sample(root, classes=10, per_class=12, val_per_class=3, size=64, corrupt=1)
+    assert main(["imagenet", "sort-val", str(root / "val"), "--ground-truth", str(truth)]) == 0
+    return root
+
+
 @pytest.fixture
 def real_subset() -> Path:
     if not (REAL_SUBSET / FOLDER / TRAIN_FILES[0]).exists():

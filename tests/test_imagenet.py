@@ -21,12 +21,8 @@ CLI = [sys.executable, "-m", "ghost_ablate.cli"]
 
 
 @pytest.fixture(scope="module")
-def sample(tmp_path_factory) -> Path:
-    """10 classes x 12 training JPEGs of 64x64 (one cut short), 30 val images sorted from the flat folder."""
-    root = tmp_path_factory.mktemp("imagenet") / "ilsvrc"
-    truth = imagenet_sample.write_sample(root, classes=10, per_class=12, val_per_class=3, size=64, corrupt=1)
-    assert main(["imagenet", "sort-val", str(root / "val"), "--ground-truth", str(truth)]) == 0
-    return root
+def sample(imagenet_folder) -> Path:
+    return imagenet_folder
 
 
 def records(results: Path) -> list[dict]:

@@ -21,12 +21,8 @@ from ghost_ablate.data.imagenet import Crops, ImageFiles, ImageNetDataModule, co
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory) -> Path:
-    """10 classes x 12 training JPEGs (one cut short), 30 val images, sorted into class folders."""
-    root = tmp_path_factory.mktemp("inet") / "ilsvrc"
-    truth = imagenet_sample.write_sample(root, classes=10, per_class=12, val_per_class=3, size=64, corrupt=1)
-    assert main(["imagenet", "sort-val", str(root / "val"), "--ground-truth", str(truth)]) == 0
-    return root
+def folder(imagenet_folder) -> Path:
+    return imagenet_folder
 
 
 @pytest.fixture(scope="module")
@@ -226,3 +222,22 @@ def test_the_imagenet_dry_run_says_whether_the_input_side_keeps_up(rate, verdict
     line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("input side"))
     # 256 images per 0.5 s step over 16 devices: 32 images/s per device; 3 workers feed 3 x rate
     assert f"{rate:,.0f} images/s per core" in line and verdict in line
+
+
+def test_throughput_puts_the_peer_and_each_of_ours_side_by_side(tmp_path, capsys):
+    pytest.importorskip("nvidia.dali", reason="DALI is the optional `dali` extra; `make install` installs it")
+    root = tmp_path / "natural"
+    truth = imagenet_sample.write_sample(root, classes=2, per_class=12, val_per_class=1, natural=True)
+    assert main(["imagenet", "sort-val", str(root / "val"), "--ground-truth", str(truth)]) == 0
+    jpegs = list((root / "train").rglob("*.JPEG"))
+    assert 60_000 < sum(p.stat().st_size for p in jpegs) / len(jpegs) < 160_000  # ImageNet-sized files
+    assert main(["imagenet", "throughput", str(root), "--image-size", "64", "--batch-size", "4", "--images", "8",
+                 "--repeats", "1", "--models"]) == 0
+    out = capsys.readouterr().out
+    rows = [ln.split("|")[1].strip() for ln in out.splitlines() if ln.startswith("| ") and "reader" not in ln]
+    assert rows == ["torchvision ImageFolder + PIL (peer)", "ours: folder, PIL/libjpeg-turbo crops",
+                    "ours: WebDataset shards, same crops", "ours: folder, DALI CPU mode"]
+    from ghost_ablate.machine import cpu_model
+
+    assert "1.00x" in out and cpu_model() in out  # every figure names the CPU it was measured on
+    assert main(["imagenet", "throughput", str(root), "--images", "2", "--batch-size", "4"]) == 2
