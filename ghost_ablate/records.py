@@ -161,6 +161,7 @@ def flatten_record(rec: dict[str, Any]) -> dict[str, Any]:
             "knobs": cfg.get("knobs") or {}, **{k: cfg.get(k) for k in ("profile", "seed")},
             "dataset": cfg.get("dataset", "cifar10"),
             "epochs": cfg.get("recipe", {}).get("epochs"),
+            "image_size": cfg.get("recipe", {}).get("image_size"),  # None: the data set's own input size
             "limit_train_batches": cfg.get("recipe", {}).get("limit_train_batches"), "train_size": data.get("train_size"),
             "test_size": data.get("test_size"), "data_dir": data.get("dir"), "data_fingerprint": cfg.get("data"),
             "precision": (rec.get("precision") or {}).get("resolved"), "stack": stack_label(rec)}

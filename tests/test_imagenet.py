@@ -102,6 +102,10 @@ def test_make_sweep_imagenet_smoke_to_a_report_with_table_7(sample, tmp_path):
     assert (table["status"] == "paper only").sum() == 5  # ShuffleNetV1 x2, FE-Net, FBNet-B, ProxylessNAS
     readme = (reports / "README.md").read_text()
     assert "## Table 7: GhostNet widths on ImageNet" in readme and "Paper top-5 (%)" in readme
+    # each row says which recipe made it and at which input size its FLOPs were counted (the smoke's 64 px)
+    assert set(table.loc[table["status"] == "run", "recipe"]) == {"imagenet_smoke"}
+    assert set(table.loc[table["status"] == "run", "input_px"].astype(str)) == {"64"}
+    assert "FLOPs (M, 64 px)" in readme
     assert not (reports / "table1_dw_size.csv").exists()  # an ImageNet report has ImageNet's tables
 
 

@@ -86,10 +86,13 @@ def table_footnote(frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]) -> str
 
 
 def markdown_table(table: pd.DataFrame, agg: dict[tuple, dict[str, Any]] | None = None) -> str:
-    """One paper table at a glance: row, params, FLOPs, top-1 mean ± std (n), the tested gap to its
+    """One paper table at a glance: row, params, FLOPs (with the input size they were counted at),
+    top-1 mean ± std (n), the tested gap to its
     reference with its interval, the verdict and the paper's top-1; the rest stays in the CSV.
     With `agg`, a footnote says which seeds, machines and torch versions made the rows."""
     rows = []
+    sizes = {str(v) for v in table.get("input_px", pd.Series(dtype=object)).dropna()}
+    flops_col = f"FLOPs (M, {next(iter(sizes))} px)" if len(sizes) == 1 else "FLOPs (M)"  # the input counted at
     for _, r in table.iterrows():
         mean, std = _none(r["top1_mean"]), _none(r["top1_std"])
         top1 = ("published only" if r["status"] == "paper only" else "not run" if mean is None else
@@ -97,7 +100,9 @@ def markdown_table(table: pd.DataFrame, agg: dict[tuple, dict[str, Any]] | None 
         ref = _none(r["reference"])
         gap = diff_cell(r.get("diff_vs_reference"), r.get("diff_ci95"), r.get("diff_n"), r["test"])
         rows.append({"Model": r["label"], "Params (M)": _fmt(r["params_m"], 3),
-                     "FLOPs (M)": _fmt(r["flops_m"], 1), "Top-1 (%)": top1,
+                     flops_col: _fmt(r["flops_m"], 1) + (f" at {r['input_px']} px" if len(sizes) > 1 and
+                                                         _none(r.get("input_px")) and _none(r["flops_m"]) else ""),
+                     "Top-1 (%)": top1,
                      "Δ top-1 vs reference (pp, 95% CI)": f"{gap} vs {ref}" if gap and ref else gap,
                      "Verdict": r["vs_reference"] or "", "Paper top-1 (%)": _fmt(r["paper_top1"], 1)})
         if "top5_mean" in table:  # the ImageNet tables

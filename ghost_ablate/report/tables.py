@@ -29,7 +29,7 @@ TABLE_COLUMNS = ["table", "label", "model", "s", "d", "width", "params_m", "flop
                  "params_diff_pct", "flops_diff_pct", "top1_diff", "status",
                  "top1_ci95", "reference", "test", "p_vs_reference", "p_holm", "vs_reference", "mixed",
                  "diff_vs_reference", "diff_ci95", "diff_n", "cross_stack_pairs", "margin", "p_noninferior_holm",
-                 "mde", "verdict_kind"]
+                 "mde", "verdict_kind", "recipe", "input_px"]
 PLOT_FORMATS = ("png", "svg")
 
 
@@ -107,8 +107,13 @@ def aggregate(runs: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
     for _, r in runs.iterrows():
         k = row_key(r)
         entry = out.setdefault(k, {"final": [], "final5": [], "seeds": [], "best": [], "failed": 0, "costs": [],
-                                   "histories": [], "precisions": set(), "devices": set(), "stacks": []})
+                                   "histories": [], "precisions": set(), "devices": set(), "stacks": [],
+                                   "profiles": set(), "input_px": set()})
         entry["costs"].append((r["params"], r["flops"]))
+        if _none(r.get("profile")) is not None:
+            entry["profiles"].add(str(r["profile"]))
+        size = _none(r.get("image_size"))  # the size its params/FLOPs were counted at
+        entry["input_px"].add(int(size) if size is not None else get_dataset(_none(r.get("dataset"))).input_size)
         if r["status"] == "finished" and _none(r["final_test_acc"]) is not None:
             entry["final"].append(100 * r["final_test_acc"])
             if _none(r.get("final_test_acc5")) is not None:
@@ -196,11 +201,12 @@ def paper_table(table: str, agg: dict[tuple, dict[str, Any]], margin: float = MA
     rows, comparisons = [], []
     for row in paper.rows(table):
         ours = agg.get(row.run_key) if row.model else None
+        params_from_runs = bool(ours and ours["params"] is not None)
         if row.model is None:
             params = flops = None
             status = "paper only"
         else:
-            if ours and ours["params"] is not None:
+            if params_from_runs:
                 params, flops = ours["params"], ours["flops"]
             else:
                 cost = cost_record(*row.key)
@@ -233,6 +239,10 @@ def paper_table(table: str, agg: dict[tuple, dict[str, Any]], margin: float = MA
             "mixed": ours["mixed"] if ours else "",
             "diff_vs_reference": _round(tested.diff, 4), "diff_ci95": _round(tested.ci95, 4),
             "diff_n": tested.n if tested.test else None, "cross_stack_pairs": tested.cross_stack, "margin": margin,
+            "recipe": ", ".join(sorted(ours["profiles"])) if ours and ours.get("profiles") else None,
+            # the input side the FLOPs are counted at: the runs' own, else the model's declared one
+            "input_px": (", ".join(map(str, sorted(ours["input_px"]))) if params_from_runs and ours.get("input_px")
+                         else str(MODELS[row.model].input_size) if row.model else None),
         })
         if table in paper.IMAGENET_TABLES:
             top5 = ours["top5_mean"] if ours else None
