@@ -111,7 +111,25 @@ def test_accuracy_vs_cost_shows_every_seed_and_keeps_labels_apart(cost):
     assert paper_vgg.get_ylim()[0] > 90 and ours_resnet.get_ylim()[1] < 70
     markers = {line.get_marker() for line in ours_vgg.lines}
     assert {"o", "s", "^"} <= markers  # Ghost, plain and pruned as separate marker families
+    for ax in fig.axes[:4]:  # no two leader lines cross (the VGG panels drew crossing lines before)
+        leaders = [line.get_xydata() for line in ax.lines if len(line.get_xdata()) == 3]
+        assert len(leaders) == len(ax.texts) and len(leaders) >= 3
+        for a, b in itertools.combinations(leaders, 2):
+            assert not any(segments_cross(a[i], a[i + 1], b[j], b[j + 1]) for i in range(2) for j in range(2))
     plt.close(fig)
+
+
+def segments_cross(p1, p2, q1, q2) -> bool:  # noqa: ANN001 - 2-vectors
+    """Whether two segments intersect anywhere but a shared end point (orientation test)."""
+    def side(a, b, c) -> float:  # noqa: ANN001
+        return (b[0] - a[0]) * (c[1] - a[1]) - (b[1] - a[1]) * (c[0] - a[0])
+
+    d1, d2, d3, d4 = side(q1, q2, p1), side(q1, q2, p2), side(p1, p2, q1), side(p1, p2, q2)
+    return d1 * d2 < 0 and d3 * d4 < 0
+
+
+def test_segments_cross_detects_a_crossing():
+    assert segments_cross((0, 0), (1, 1), (0, 1), (1, 0)) and not segments_cross((0, 0), (1, 0), (0, 1), (1, 1))
 
 
 @pytest.mark.parametrize("table", paper.CIFAR_TABLES)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 LABEL_COLUMN = 0.64  # labels start at this fraction of the axes' width; points keep the left part
 POINTS_SPAN = (0.05, 0.58)  # where on the x axis (fractions) the points' range is put
+BEND = 0.035  # leader lines turn towards their label this far (axes fraction) before the label column
 
 
 @dataclass(frozen=True)
@@ -62,7 +63,8 @@ def log_x_limits(xs: Sequence[float]) -> tuple[float, float]:
 
 def scatter_with_labels(ax, points: Sequence[Point], fontsize: float = 7.0) -> None:  # noqa: ANN001 - Axes
     """Each point's seeds as small dots and its mean as a large marker, on a log x axis, with
-    its label in the right-hand column joined to it by a thin line."""
+    its label in the right-hand column joined to it by a thin line that crosses no other
+    (`leader`)."""
     if not points:
         ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes, color="0.4")
         return
@@ -72,13 +74,24 @@ def scatter_with_labels(ax, points: Sequence[Point], fontsize: float = 7.0) -> N
     ax.set_ylim(*y_limits(values))
     for p in points:
         if p.seeds:
-            ax.plot([p.x] * len(p.seeds), p.seeds, p.marker, color=p.color, ms=3, alpha=0.45, mew=0)
-        ax.plot(p.x, p.mean, p.marker, color=p.color, ms=8, mec="white", mew=0.8)
+            ax.plot([p.x] * len(p.seeds), p.seeds, p.marker, color=p.color, ms=3, alpha=0.45, mew=0, zorder=2)
+        ax.plot(p.x, p.mean, p.marker, color=p.color, ms=8, mec="white", mew=0.8, zorder=3)
     low, high = ax.get_ylim()
     height_in = ax.figure.get_size_inches()[1] * ax.get_position().height
     gap = 1.35 * fontsize / 72 / height_in  # one line of text, in axes fractions
-    targets = [(p.mean - low) / (high - low) for p in points]
-    for p, y in zip(points, spread(targets, gap, gap / 2 + 0.01, 1 - gap / 2 - 0.01)):
-        ax.annotate(p.label, xy=(p.x, p.mean), xytext=(LABEL_COLUMN, y), textcoords="axes fraction",
-                    va="center", ha="left", fontsize=fontsize, color=p.color,
-                    arrowprops={"arrowstyle": "-", "color": "0.7", "lw": 0.5, "shrinkA": 0, "shrinkB": 4})
+    to_axes = ax.transData + ax.transAxes.inverted()
+    anchors = [tuple(to_axes.transform((p.x, p.mean))) for p in points]
+    for p, (x, y), label_y in zip(points, anchors, spread([a[1] for a in anchors], gap, gap / 2 + 0.01,
+                                                          1 - gap / 2 - 0.01)):
+        ax.plot(*leader(x, y, label_y), transform=ax.transAxes, color="0.75", lw=0.5, zorder=1)
+        ax.text(LABEL_COLUMN, label_y, p.label, transform=ax.transAxes, va="center", ha="left", fontsize=fontsize,
+                color=p.color)
+
+
+def leader(x: float, y: float, label_y: float) -> tuple[list[float], list[float]]:
+    """A label's leader line, in axes fractions: level from its point to just short of the label
+    column, then a short slant to the label. Level runs never cross one another, and the slants
+    all span the same narrow strip in the labels' order (`spread` keeps it), so no two leaders
+    cross."""
+    bend, end = LABEL_COLUMN - BEND, LABEL_COLUMN - 0.006
+    return [x, bend, end], [y, y, label_y]
