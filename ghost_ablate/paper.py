@@ -41,25 +41,45 @@ class PaperRow:
         return (*self.key, self.knobs)
 
 
-TABLES: dict[str, str] = {
-    "table1_dw_size": "Table 1: kernel size d of the cheap operation (Ghost-VGG-16, s=2, CIFAR-10)",
-    "table2_ratio": "Table 2: ratio s (Ghost-VGG-16, d=3, CIFAR-10)",
-    "table3_cifar10": "Table 3: comparison on CIFAR-10",
-    "resnet50_imagenet": "Table 4: ResNet-50 and pruning methods on ImageNet",
-    "ghostnet_imagenet": "Table 7: GhostNet widths on ImageNet",
-    "ghostnetv2_imagenet": "GhostNetV2 paper, Table 2: GhostNetV2 widths on ImageNet",
-    "budget_cifar10": "Same budget (ours, not in the paper): VGG-16 and ResNet-56 pruned globally to the Ghost "
-                      "network's FLOPs by l1 magnitude or BN scale",
+@dataclass(frozen=True)
+class PaperTable:
+    """One table a report reproduces: its title, the data set its rows train on (`data.DATASETS`),
+    the CSV the report writes, and the row each row is tested against (by label; None: each row
+    against its own plain network, the registry's `baseline`)."""
+    title: str
+    dataset: str
+    csv: str
+    reference: str | None = None
+
+
+PAPER_TABLES: dict[str, PaperTable] = {
+    "table1_dw_size": PaperTable("Table 1: kernel size d of the cheap operation (Ghost-VGG-16, s=2, CIFAR-10)",
+                                 "cifar10", "table1_dw_size.csv", "d=3"),
+    "table2_ratio": PaperTable("Table 2: ratio s (Ghost-VGG-16, d=3, CIFAR-10)", "cifar10", "table2_ratio.csv",
+                               "Vanilla VGG-16"),
+    "table3_cifar10": PaperTable("Table 3: comparison on CIFAR-10", "cifar10", "table3_cifar10.csv"),
+    "budget_cifar10": PaperTable("Same budget (ours, not in the paper): VGG-16 and ResNet-56 pruned globally to "
+                                 "the Ghost network's FLOPs by l1 magnitude or BN scale", "cifar10",
+                                 "budget_cifar10.csv"),
+    "resnet50_imagenet": PaperTable("Table 4: ResNet-50 and pruning methods on ImageNet", "imagenet",
+                                    "table4_imagenet.csv"),
+    "ghostnet_imagenet": PaperTable("Table 7: GhostNet widths on ImageNet", "imagenet", "table7_imagenet.csv"),
+    "ghostnetv2_imagenet": PaperTable("GhostNetV2 paper, Table 2: GhostNetV2 widths on ImageNet", "imagenet",
+                                      "ghostnetv2_table2_imagenet.csv"),
 }
-CIFAR_TABLES = ("table1_dw_size", "table2_ratio", "table3_cifar10", "budget_cifar10")
-# The row each CIFAR table's rows are tested against (Welch's t-test over seeds), by label.
-# None: each Ghost row against its own plain network (the registry's `baseline`).
-REFERENCE_ROWS: dict[str, str | None] = {"table1_dw_size": "d=3", "table2_ratio": "Vanilla VGG-16",
-                                         "table3_cifar10": None, "budget_cifar10": None}
+TABLES: dict[str, str] = {name: t.title for name, t in PAPER_TABLES.items()}
+
+
+def tables_of(dataset: str) -> tuple[str, ...]:
+    """The tables whose rows train on `dataset`, in the paper's order."""
+    return tuple(name for name, t in PAPER_TABLES.items() if t.dataset == dataset)
+
+
+CIFAR_TABLES = tables_of("cifar10")
+IMAGENET_TABLES = tables_of("imagenet")
 # The size of the differences the paper's ablations turn on (Tables 1 and 2: 0.1-0.8 points),
 # for the report's "how many seeds would resolve it" estimate.
 TYPICAL_GAP_PP = 0.3
-IMAGENET_TABLES = ("resnet50_imagenet", "ghostnet_imagenet", "ghostnetv2_imagenet")
 
 _G = "ghost_vgg16"
 ROWS: tuple[PaperRow, ...] = (
@@ -185,7 +205,7 @@ def reference_row(row: PaperRow, baselines: dict[str, str | None]) -> PaperRow |
     """The row `row` is compared against in its table; `baselines` maps a model to its plain network."""
     if row.model is None:
         return None
-    label = REFERENCE_ROWS.get(row.table)
+    label = PAPER_TABLES[row.table].reference
     table_rows = rows(row.table, buildable=True)
     if label is not None:
         return next((r for r in table_rows if r.label == label), None)

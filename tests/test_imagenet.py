@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ghost_ablate import paper
 from ghost_ablate.cli import main
 from ghost_ablate.data import DataError, imagenet, imagenet_sample, imagenet_val
 
@@ -104,9 +105,10 @@ def test_make_sweep_imagenet_smoke_to_a_report_with_table_7(sample, tmp_path):
     assert "## Table 7: GhostNet widths on ImageNet" in readme and "Paper top-5 (%)" in readme
     # each row says which recipe made it and at which input size its FLOPs were counted (the smoke's 64 px)
     assert set(table.loc[table["status"] == "run", "recipe"]) == {"imagenet_smoke"}
-    assert set(table.loc[table["status"] == "run", "input_px"].astype(str)) == {"64"}
+    assert set(table.loc[table["status"] == "run", "input_px"]) == {64}
     assert "FLOPs (M, 64 px)" in readme
-    assert not (reports / "table1_dw_size.csv").exists()  # an ImageNet report has ImageNet's tables
+    assert not (reports / "table1_dw_size.csv").exists()  # an ImageNet report has ImageNet's tables, all of them
+    assert {p.name for p in reports.glob("*_imagenet.csv")} >= {paper.PAPER_TABLES[t].csv for t in paper.IMAGENET_TABLES}
 
 
 def test_ddp_over_two_cpu_processes(sample, tmp_path):

@@ -26,13 +26,13 @@ from .markdown import (_fmt, _md, escape, header_markdown, markdown_table, prove
                        top1_cells)
 from .plots import headless, plot_accuracy_vs_cost, plot_confusion, plot_curves, plot_latency, plot_table
 from .stats import MARGIN_PP
-from .tables import (CSV_NAMES, TABLES_BY_DATASET, ReportError, aggregate, best_runs_by_family, imagenet_costs,
+from .tables import (ReportError, aggregate, best_runs_by_family, imagenet_costs,
                      load_runs, paper_table, per_class_accuracy, speedup_table)
 
 __all__ = ["ReportError", "build_report", "load_runs"]
 
 
-def report_steps(tables: dict[str, str] = CSV_NAMES) -> tuple[str, ...]:
+def report_steps(tables: tuple[str, ...] = paper.CIFAR_TABLES) -> tuple[str, ...]:
     """The sections a report announces as it writes them, with one step per trained table."""
     return ("accuracy-vs-cost plots", *(f"{t} table and plot" for t in tables),
             "experiment tables and per-class accuracy", "evidence (feature maps, redundancy)",
@@ -152,16 +152,16 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
     written: list[Path] = []
     margins = experiment_margins(experiments or [])
     datasets = runs["dataset"].dropna().unique()  # one data set per report (`load_runs`)
-    tables = TABLES_BY_DATASET.get(datasets[0] if len(datasets) else "cifar10", CSV_NAMES)
+    tables = paper.tables_of(datasets[0] if len(datasets) else "cifar10")
     steps = track(report_steps(tables), "report", "section", label=str)  # one line per finished section off a terminal
     next(steps)
     sections = [header_markdown(provenance(runs))]
     title = get_dataset(datasets[0] if len(datasets) else None).title
-    drawn = paper.IMAGENET_TABLES if set(tables) & set(paper.IMAGENET_TABLES) else paper.CIFAR_TABLES
-    plots = [("Accuracy vs FLOPs", plot_accuracy_vs_cost(agg, out, "flops", title, drawn)),
-             ("Accuracy vs parameters", plot_accuracy_vs_cost(agg, out, "params", title, drawn)),
+    plots = [("Accuracy vs FLOPs", plot_accuracy_vs_cost(agg, out, "flops", title, tables)),
+             ("Accuracy vs parameters", plot_accuracy_vs_cost(agg, out, "params", title, tables)),
              ("Test accuracy and training loss per epoch", plot_curves(agg, out, title))]
-    for table, filename in tables.items():
+    for table in tables:
+        filename = paper.PAPER_TABLES[table].csv
         next(steps)
         frame = paper_table(table, agg, margins.get(table, MARGIN_PP))
         write_atomic(out / filename, frame.to_csv(index=False))

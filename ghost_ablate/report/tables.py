@@ -18,11 +18,6 @@ from .labels import _family, full_label
 from .stats import MARGIN_PP, Comparison, claim_verdicts, compare, holm, seed_stats, trend
 
 KEY = ("model", "ratio", "dw_size", "width")
-CSV_NAMES = {"table1_dw_size": "table1_dw_size.csv", "table2_ratio": "table2_ratio.csv",
-             "table3_cifar10": "table3_cifar10.csv", "budget_cifar10": "budget_cifar10.csv"}
-# The trained tables of a report, by the data set its runs are on.
-TABLES_BY_DATASET = {"cifar10": CSV_NAMES,
-                     "imagenet": {"resnet50_imagenet": "table4_imagenet.csv", "ghostnet_imagenet": "table7_imagenet.csv"}}
 TOP5_COLUMNS = ["top5_mean", "top5_std", "paper_top5", "top5_diff"]  # ImageNet tables only
 TABLE_COLUMNS = ["table", "label", "model", "s", "d", "width", "params_m", "flops_m", "top1_mean", "top1_std",
                  "n_seeds", "top1_best_mean", "paper_params_m", "paper_flops_m", "paper_top1",
