@@ -22,7 +22,7 @@ from ..records import write_atomic
 from .evidence import evidence_section
 from .experiments import experiment_sections
 from .labels import full_label
-from .markdown import (_fmt, _md, escape, header_markdown, markdown_table, provenance, pruned_markdown, seeds_markdown,
+from .markdown import (_md, escape, fmt_number, header_markdown, markdown_table, provenance, pruned_markdown, seeds_markdown,
                        top1_cells)
 from .plots import headless, plot_accuracy_vs_cost, plot_confusion, plot_curves, plot_latency, plot_table
 from .stats import MARGIN_PP
@@ -181,8 +181,8 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
     in_paper = {r.run_key for r in paper.rows(buildable=True)}
     extra = [k for k in agg if k not in in_paper]
     if extra:
-        rows = [{"Model": full_label(*k), "Params (M)": _fmt(agg[k]["params"] / 1e6, 3),
-                 "FLOPs (M)": _fmt(agg[k]["flops"] / 1e6, 1),
+        rows = [{"Model": full_label(*k), "Params (M)": fmt_number(agg[k]["params"] / 1e6, 3),
+                 "FLOPs (M)": fmt_number(agg[k]["flops"] / 1e6, 1),
                  **top1_cells(agg[k]["top1_mean"], agg[k]["top1_std"], agg[k]["top1_ci95"], agg[k]["n"],
                              agg[k]["mixed"])}
                 for k in extra]

@@ -20,7 +20,7 @@ from ..records import config_key, missing, write_atomic
 from ..sweep import Experiment, load_experiment
 from .labels import COLORS, NAMES, _family, marker
 from .layout import Point, scatter_with_labels
-from .markdown import _fmt, _md
+from .markdown import _md, fmt_number
 from .stats import MARGIN_PP, claim_verdicts, holm
 from .tables import _round, vs_reference
 
@@ -84,10 +84,10 @@ def experiment_markdown(frame: pd.DataFrame) -> str:
     shown = frame.copy()
     shown["model"] = shown["model"].map(lambda m: NAMES.get(m, m))
     top1 = "top1 (%) mean ± 95% CI"
-    shown[top1] = [f"{_fmt(m, 2)} ± {_fmt(c, 2)}" if n > 1 else _fmt(m, 2)
+    shown[top1] = [f"{fmt_number(m, 2)} ± {fmt_number(c, 2)}" if n > 1 else fmt_number(m, 2)
                          for m, c, n in zip(frame["top1_mean"], frame["top1_ci95"], frame["n_seeds"])]
-    shown["p vs ref"] = frame["p_vs_reference"].map(lambda v: _fmt(v, 3))
-    shown["Holm p"] = frame["p_holm"].map(lambda v: _fmt(v, 3))
+    shown["p vs ref"] = frame["p_vs_reference"].map(lambda v: fmt_number(v, 3))
+    shown["Holm p"] = frame["p_holm"].map(lambda v: fmt_number(v, 3))
     keep = ["model", *_knob_columns(frame), "params_m", "flops_m", top1, "n_seeds", "test", "p vs ref", "Holm p",
             "vs_reference"]
     shown = shown[keep].rename(columns={"params_m": "Params (M)", "flops_m": "FLOPs (M)", "n_seeds": "n",

@@ -27,9 +27,10 @@ def _md(frame: pd.DataFrame) -> str:
     return frame.to_markdown(index=False, missingval="", disable_numparse=True)  # keep our formatting
 
 
-def _fmt(v: Any, digits: int) -> str:
+def fmt_number(v: Any, digits: int = 2, sign: bool = False) -> str:
+    """A table cell: `v` to `digits` places (with its sign if asked), or empty where missing."""
     v = _none(v)
-    return "" if v is None else f"{v:.{digits}f}"
+    return "" if v is None else f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
 
 
 def top1_cells(mean: Any, std: Any, ci95: Any, n: int, mixed: str = "") -> dict[str, str]:
@@ -99,16 +100,16 @@ def markdown_table(table: pd.DataFrame, agg: dict[tuple, dict[str, Any]] | None 
                 f"{mean:.2f}{'' if std is None else f' ± {std:.2f}'} (n={r['n_seeds']})")
         ref = _none(r["reference"])
         gap = diff_cell(r.get("diff_vs_reference"), r.get("diff_ci95"), r.get("diff_n"), r["test"])
-        rows.append({"Model": r["label"], "Params (M)": _fmt(r["params_m"], 3),
-                     flops_col: _fmt(r["flops_m"], 1) + (f" at {r['input_px']} px" if len(sizes) > 1 and
+        rows.append({"Model": r["label"], "Params (M)": fmt_number(r["params_m"], 3),
+                     flops_col: fmt_number(r["flops_m"], 1) + (f" at {r['input_px']} px" if len(sizes) > 1 and
                                                          _none(r.get("input_px")) and _none(r["flops_m"]) else ""),
                      "Top-1 (%)": top1,
                      "Δ top-1 vs reference (pp, 95% CI)": f"{gap} vs {ref}" if gap and ref else gap,
-                     "Verdict": r["vs_reference"] or "", "Paper top-1 (%)": _fmt(r["paper_top1"], 1)})
+                     "Verdict": r["vs_reference"] or "", "Paper top-1 (%)": fmt_number(r["paper_top1"], 1)})
         if "top5_mean" in table:  # the ImageNet tables
             std5 = _none(r["top5_std"])
-            rows[-1].update({"Top-5 (%)": _fmt(r["top5_mean"], 2) + (f" ± {std5:.2f}" if std5 else ""),
-                             "Paper top-5 (%)": _fmt(r["paper_top5"], 1)})
+            rows[-1].update({"Top-5 (%)": fmt_number(r["top5_mean"], 2) + (f" ± {std5:.2f}" if std5 else ""),
+                             "Paper top-5 (%)": fmt_number(r["paper_top5"], 1)})
     published = [f"{r['label']} ({paper.PUBLISHED_ONLY[r['label']]})" for _, r in table.iterrows()
                  if r["status"] == "paper only"]
     out = _md(pd.DataFrame(rows)) + ("\n\nPublished only: " + "; ".join(published) + "." if published else "")

@@ -9,7 +9,7 @@ import pandas as pd
 
 from ..records import write_atomic
 from .labels import full_label
-from .markdown import _fmt, _md, escape
+from .markdown import _md, escape, fmt_number
 from .stats import seed_stats
 from .tables import ReportError, load_runs
 
@@ -57,9 +57,9 @@ def write_pilot_report(results_dir: str | Path, out: str | Path) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "pilot_curves.csv", curves.to_csv(index=False))
     shown = table.copy()
-    shown["final top-1 (%)"] = [f"{_fmt(m, 2)}" + (f" ± {s:.2f}" if pd.notna(s) else "")
+    shown["final top-1 (%)"] = [f"{fmt_number(m, 2)}" + (f" ± {s:.2f}" if pd.notna(s) else "")
                                 for m, s in zip(table["final top-1 mean"], table["final top-1 std"])]
-    shown[f"gain over last {LAST} epochs (pp)"] = table[f"gain over last {LAST} epochs"].map(lambda v: _fmt(v, 2))
+    shown[f"gain over last {LAST} epochs (pp)"] = table[f"gain over last {LAST} epochs"].map(lambda v: fmt_number(v, 2))
     shown["machines"] = table["machines"].map(escape)
     shown = shown[["model", "schedule (epochs)", "seeds", "final top-1 (%)", f"gain over last {LAST} epochs (pp)",
                    "machines"]]

@@ -17,17 +17,11 @@ import pandas as pd
 
 from ..records import row_key, write_atomic
 from .labels import full_label
-from .markdown import _md, header_markdown, provenance
+from .markdown import _md, fmt_number, header_markdown, provenance
 from .stats import ALPHA, holm, paired_stats, seed_stats
 from .tables import ReportError, load_runs
 
 PRECISIONS = ("32", "bf16")
-
-
-def _fmt(v: float | None, digits: int = 2, sign: bool = False) -> str:
-    if v is None:
-        return ""
-    return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
 
 
 def steady_rate(run: Any) -> float:
@@ -79,12 +73,12 @@ def verdict(row: Any) -> str:
 def precision_markdown(frame: pd.DataFrame) -> str:
     shown = pd.DataFrame([{
         "Model": r["model"], "pairs (seeds)": f"{r['pairs']} ({r['seeds']})",
-        "fp32 top-1 (%)": f"{_fmt(r['fp32_top1_mean'])} ± {_fmt(r['fp32_top1_std'])}",
-        "bf16 top-1 (%)": f"{_fmt(r['bf16_top1_mean'])} ± {_fmt(r['bf16_top1_std'])}",
-        "bf16 − fp32 (pp), paired": _fmt(r["diff_mean"], sign=True),
+        "fp32 top-1 (%)": f"{fmt_number(r['fp32_top1_mean'])} ± {fmt_number(r['fp32_top1_std'])}",
+        "bf16 top-1 (%)": f"{fmt_number(r['bf16_top1_mean'])} ± {fmt_number(r['bf16_top1_std'])}",
+        "bf16 − fp32 (pp), paired": fmt_number(r["diff_mean"], sign=True),
         "95% CI": "" if r["diff_ci95"] is None or pd.isna(r["diff_ci95"]) else
         f"{r['diff_mean'] - r['diff_ci95']:+.2f} to {r['diff_mean'] + r['diff_ci95']:+.2f}",
-        "paired t p": _fmt(r["p_paired"], 3), "Holm p": _fmt(r["p_holm"], 3),
+        "paired t p": fmt_number(r["p_paired"], 3), "Holm p": fmt_number(r["p_holm"], 3),
         "bf16 lower in": f"{r['bf16_lower_in']} of {r['pairs']}",
         "bf16 training speed-up": f"{r['bf16_speedup_median']:.2f}x", "verdict": verdict(r)}
         for _, r in frame.iterrows()])
