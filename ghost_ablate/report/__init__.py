@@ -22,8 +22,8 @@ from ..records import write_atomic
 from .evidence import evidence_section
 from .experiments import experiment_sections
 from .labels import full_label
-from .markdown import (_md, escape, fmt_number, header_markdown, markdown_table, provenance, pruned_markdown, seeds_markdown,
-                       top1_cells)
+from .markdown import (_md, escape, fmt_number, header_markdown, markdown_table, provenance, pruned_markdown,
+                       seeds_markdown, top1_cells)
 from .plots import headless, plot_accuracy_vs_cost, plot_confusion, plot_curves, plot_latency, plot_table
 from .stats import MARGIN_PP
 from .tables import (ReportError, aggregate, best_runs_by_family, imagenet_costs,
