@@ -15,7 +15,7 @@ import pytest
 
 from ghost_ablate import paper
 from ghost_ablate.cli import main
-from ghost_ablate.data import DataError, imagenet, imagenet_sample, imagenet_val
+from ghost_ablate.data import DataError, imagenet, imagenet_layout, imagenet_sample, imagenet_val
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "ghost_ablate.cli"]
@@ -43,7 +43,7 @@ def test_layout_errors_name_the_folder_and_what_was_expected(tmp_path):
     with pytest.raises(DataError, match=r"train/n99999999: not an ILSVRC-2012 class folder; expected train/<wnid>"):
         imagenet.prepare(root)
     (root / "train" / "n99999999").rmdir()
-    empty = root / "train" / imagenet.wnids()[5]
+    empty = root / "train" / imagenet_layout.wnids()[5]
     empty.mkdir()
     with pytest.raises(DataError, match=rf"{empty.name}: class folder holds no images"):
         imagenet.prepare(root)
@@ -61,7 +61,7 @@ def test_sort_val_reads_the_devkit_and_checks_before_moving(tmp_path):
 
     root = tmp_path / "inet"
     imagenet_sample.write_sample(root, classes=2, per_class=1, val_per_class=2, size=32)
-    names = imagenet.wnids()
+    names = imagenet_layout.wnids()
     # The devkit numbers classes its own way (ILSVRC2012_ID), not in wnid order.
     synsets = np.zeros(2, dtype=[("ILSVRC2012_ID", "O"), ("WNID", "O")])
     synsets[0], synsets[1] = (7, names[1]), (9, names[0])

@@ -17,7 +17,8 @@ from torchvision.transforms.v2 import functional as TF
 
 from ghost_ablate.cli import main
 from ghost_ablate.data import decode, imagenet, imagenet_sample, shards
-from ghost_ablate.data.imagenet import Crops, ImageFiles, ImageNetDataModule, collate, crop_one
+from ghost_ablate.data.decode import Crops
+from ghost_ablate.data.imagenet import ImageFiles, ImageNetDataModule, collate, crop_one
 
 
 @pytest.fixture(scope="module")

@@ -171,7 +171,7 @@ def test_a_huge_grid_is_refused_from_its_axes(tmp_path, capsys):
 
 # 7. sort-val checks every move first and never touches files outside val/
 def test_sort_val_checks_every_move_before_the_first(tmp_path, capsys):
-    from ghost_ablate.data.imagenet import wnids
+    from ghost_ablate.data.imagenet_layout import wnids
 
     a, b = wnids()[:2]
     val = tmp_path / "val"
@@ -252,12 +252,12 @@ def test_bad_folders_and_files_are_one_line(tmp_path, capsys):
 
 def test_a_dangling_class_folder_is_one_line(tmp_path):
     from ghost_ablate.data import DataError
-    from ghost_ablate.data.imagenet import _class_dirs, wnids
+    from ghost_ablate.data.imagenet_layout import class_dirs, wnids
 
     (tmp_path / "train").mkdir()
     (tmp_path / "train" / wnids()[0]).symlink_to(tmp_path / "gone")
     with pytest.raises(DataError, match="a link to nothing"):
-        _class_dirs(tmp_path / "train")
+        class_dirs(tmp_path / "train")
 
 
 @pytest.mark.parametrize("change,field", [

@@ -6,7 +6,7 @@ always had (`fingerprint`, `prepare`, `CIFAR10DataModule`, ...) stay importable 
 """
 from __future__ import annotations
 
-from . import cifar, imagenet, throughput
+from . import cifar, imagenet, imagenet_layout, throughput
 from .cifar import (ARCHIVE_MD5, ARCHIVE_NAME, ARCHIVE_URL, CLASSES, FOLDER, MEAN, NUM_CLASSES, PAD, STD, TEST_FILES,
                     TRAIN_FILES, BatchUnpickler, CIFAR10DataModule, TensorBatches, UnsafeBatch, find_folder,
                     fingerprint, load_split, normalize, prepare, random_crop_flip, read_batch, split_sizes)
@@ -22,7 +22,7 @@ DATASETS: dict[str, DataSet] = {
     "cifar10": DataSet("cifar10", "CIFAR-10", CLASSES, 32, MEAN, STD, 50_000, 10_000, CIFAR10DataModule,
                        cifar.prepare, cifar.fingerprint, cifar.split_sizes),
     # Class names are the wnids; the split sizes are ILSVRC-2012's (1,281,167 / 50,000).
-    "imagenet": DataSet("imagenet", "ImageNet", imagenet.wnids(), imagenet.INPUT_SIZE, imagenet.MEAN, imagenet.STD,
+    "imagenet": DataSet("imagenet", "ImageNet", imagenet_layout.wnids(), imagenet.INPUT_SIZE, imagenet.MEAN, imagenet.STD,
                         1_281_167, 50_000, ImageNetDataModule, imagenet.prepare, imagenet.fingerprint,
                         imagenet.split_sizes, throughput.input_rate_per_core),
 }

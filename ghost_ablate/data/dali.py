@@ -19,8 +19,7 @@ from typing import Any
 import torch
 
 from .common import DataError
-from .decode import RATIO, SCALE, intact
-from .imagenet import CROP_RATIO, DECODE_ENV, Crops
+from .decode import CROP_RATIO, DECODE_ENV, RATIO, SCALE, Crops, intact
 
 
 def available() -> bool:

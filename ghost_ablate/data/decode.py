@@ -18,10 +18,17 @@ from __future__ import annotations
 import io
 import math
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from PIL import Image
 
+CROP_RATIO = 0.875  # evaluation: resize the short side to size / 0.875 (256 for 224), centre-crop size
+DECODE_ENV = "GHOST_ABLATE_DECODE"
+# auto: nvJPEG on CUDA, else the workers; workers: PIL/libjpeg-turbo in loader workers;
+# device: nvJPEG (or the CPU) with batch crops; dali: NVIDIA DALI (GPU on CUDA, its CPU mode otherwise)
+DECODERS = ("auto", "workers", "device", "dali")
 MAX_PIXELS = 40_000_000  # ILSVRC-2012's largest images have ~12M pixels; a bigger one is skipped as unreadable
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # RandomResizedCrop's defaults, which the paper's recipes keep
 PAD_BUDGET = 64 * 2 ** 20  # float32 elements per padded chunk in `crop_batch` (256 MB)
@@ -174,3 +181,38 @@ def crop_batch(images: list[torch.Tensor], boxes: torch.Tensor, size: int, flips
         start = end
     flip = flips.to(device).view(-1, 1, 1, 1)
     return torch.where(flip, out.flip(-1), out)
+
+
+def extras_transform(color_jitter: float = 0.0, randaugment: int | None = None,
+                     random_erasing: float = 0.0) -> Callable | None:
+    """The recipe's augmentation after the crop and flip, on one uint8 image (torchvision v2):
+    colour jitter, RandAugment (2 ops at this magnitude), random erasing; None if it has none."""
+    from torchvision.transforms import v2
+
+    steps = []
+    if color_jitter:
+        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
+    if randaugment is not None:
+        steps.append(v2.RandAugment(num_ops=2, magnitude=randaugment))
+    if random_erasing:
+        steps.append(v2.RandomErasing(p=random_erasing, value=0))
+    return v2.Compose(steps) if steps else None
+
+
+@dataclass(frozen=True)
+class Crops:
+    """How one split's images become the model's input: a random-resized crop and flip (training)
+    or the evaluation centre crop, at `size`, then the recipe's extras (training only)."""
+    size: int
+    train: bool
+    interpolation: str = "bilinear"
+    extras: Callable | None = None
+
+    def boxes(self, widths: torch.Tensor, heights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Crop boxes and flips for images of these sizes, drawn from torch's global generator."""
+        if not self.train:
+            return center_boxes(widths, heights, self.size, CROP_RATIO), torch.zeros(len(widths), dtype=torch.bool)
+        return random_resized_boxes(widths, heights), torch.rand(len(widths)) < 0.5
+
+    def finish(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        return images if self.extras is None else [self.extras(x) for x in images]

@@ -1,28 +1,20 @@
-"""ILSVRC-2012 (ImageNet-1k) in the layout users keep it: `train/<wnid>/*.JPEG` and
-`val/<wnid>/*.JPEG`, with the paper's augmentation (random-resized crop and flip for training,
-resize to size/0.875 and centre crop for evaluation).
+"""ILSVRC-2012 (ImageNet-1k) as a data set: its declaration's functions (prepare, fingerprint,
+sizes) over the folder layout (`imagenet_layout`) or its shards (`shards`), and the data module,
+with the paper's augmentation (random-resized crop and flip for training, the size/0.875 resize
+and centre crop for evaluation; the rule is `decode`'s).
 
-Images leave the loader workers as uint8 and are normalised on the device, as CIFAR-10's are.
-Decoding runs in the workers with PIL by default, or, with `decode="device"` (the default when
-training on CUDA), on the GPU with nvJPEG (`torchvision.io.decode_jpeg`): the workers then only
-read bytes. An image that cannot be read or decoded is skipped, named in the log once, and
-counted in the run's record (`unreadable_images`); it never stops training.
-
-Class folders are the 1000 ILSVRC-2012 WordNet ids (timm ships the list), and a
-folder's label is its wnid's index in that sorted list, so a folder with fewer classes (the
-sample data `write_sample` makes) still trains the paper's 1000-way classifier with the right
-labels. The official validation images come as one flat folder; `sort_val` moves them into
-class folders once, from the ground-truth file.
+Images leave the loader as uint8 and are normalised on the device, as CIFAR-10's are. Where they
+are decoded is `GHOST_ABLATE_DECODE`'s choice (`decode.DECODERS`): in the loader workers, on the
+device (nvJPEG, crops on the batch), or by DALI (`dali`). An image that cannot be read or decoded
+is skipped, named in the log once, and counted in the run's record (`unreadable_images`); it
+never stops training.
 """
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import os
-import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -31,77 +23,14 @@ import torch
 
 from . import shards
 from .common import DataError, normalize_with
-from .decode import center_boxes, crop_batch, decode_crop, header, random_resized_boxes
+from .decode import DECODE_ENV, DECODERS, Crops, crop_batch, decode_crop, extras_transform, header
+from .imagenet_layout import find_folder, folder_inventory, layout, samples
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
 INPUT_SIZE = 224
-CROP_RATIO = 0.875  # evaluation: resize the short side to 256, centre-crop 224
-SPLITS = {"train": "train", "test": "val"}
-EXTENSIONS = (".jpeg", ".jpg", ".png")
-WNID = re.compile(r"^n\d{8}$")
-LAYOUT = "expected train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (wnid: an ILSVRC-2012 class such as n01440764)"
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-
-
-@functools.lru_cache(maxsize=1)
-def wnids() -> tuple[str, ...]:
-    """The 1000 ILSVRC-2012 class ids, sorted (the usual label order), from the list timm ships
-    (read as a file: importing timm costs seconds)."""
-    import importlib.util
-
-    spec = importlib.util.find_spec("timm")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "_info" / "imagenet_synsets.txt"
-    names = tuple(sorted(line.strip() for line in path.read_text().splitlines() if line.strip()))
-    assert len(names) == 1000, f"{path}: expected 1000 ILSVRC-2012 classes, found {len(names)}"
-    return names
-
-
-def _is_image(name: str) -> bool:
-    return name.lower().endswith(EXTENSIONS)
-
-
-def _class_dirs(split: Path) -> list[os.DirEntry]:
-    """The class folders of one split, validated: present, all known wnids, none empty."""
-    if not split.is_dir():
-        raise DataError(f"{split}: no such folder; {LAYOUT}")
-    entries = sorted(os.scandir(split), key=lambda e: e.name)
-    dangling = [e for e in entries if e.is_symlink() and not os.path.exists(e.path)]
-    if dangling:
-        raise DataError(f"{split / dangling[0].name}: a link to nothing ({len(dangling)} such); remove it or restore "
-                        f"its target; {LAYOUT}")
-    dirs = [e for e in entries if e.is_dir()]
-    if not dirs:
-        flat = sum(_is_image(e.name) for e in entries)
-        hint = (f" ({flat} images lie there unsorted: run `ghost-ablate imagenet sort-val {split} --ground-truth "
-                f"FILE` once)" if flat else "")
-        raise DataError(f"{split}: no class folders{hint}; {LAYOUT}")
-    known = set(wnids())
-    for e in dirs:
-        if e.name not in known:
-            raise DataError(f"{split / e.name}: not an ILSVRC-2012 class folder; {LAYOUT}")
-        if not any(_is_image(f.name) for f in os.scandir(e.path)):
-            raise DataError(f"{split / e.name}: class folder holds no images (*.JPEG, *.jpg, *.png); {LAYOUT}")
-    return dirs
-
-
-def find_folder(data_dir: Path) -> Path | None:
-    """`data_dir` if it holds train/ or val/ (class folders, or shards), else None."""
-    return data_dir if any((data_dir / s).is_dir() for s in SPLITS.values()) else None
-
-
-def layout(root: Path) -> dict[str, list[os.DirEntry]]:
-    """The class folders of both splits ("train", "val"), checked (no download exists: ImageNet
-    needs a licence); DataError names the folder and what was expected."""
-    if find_folder(root) is None:
-        raise DataError(f"{root}: no ImageNet here (ILSVRC-2012 is not downloadable without a licence: get it "
-                        f"from image-net.org); {LAYOUT}")
-    dirs = {s: _class_dirs(root / s) for s in SPLITS.values()}
-    missing = sorted({e.name for e in dirs["val"]} - {e.name for e in dirs["train"]})
-    if missing:
-        raise DataError(f"{root / 'val'}: classes with no training folder ({', '.join(missing[:3])}); {LAYOUT}")
-    return dirs
 
 
 def prepare(data_dir: str | Path, download: bool = True) -> Path:
@@ -113,46 +42,10 @@ def prepare(data_dir: str | Path, download: bool = True) -> Path:
     return root
 
 
-def samples(class_dirs: list[os.DirEntry]) -> list[tuple[str, int]]:
-    """(path, label) of every image in these class folders, sorted by path."""
-    index = {w: i for i, w in enumerate(wnids())}
-    out = []
-    for e in class_dirs:
-        out += [(f.path, index[e.name]) for f in sorted(os.scandir(e.path), key=lambda f: f.name) if _is_image(f.name)]
-    return out
-
-
-def _inventory(data_dir: str | Path) -> dict[str, Any]:
-    """Fingerprint and split sizes, from every image's name and size (not its bytes: 150 GB).
-    Cached per folder and its class folders' modification times, which change when files are
-    added, removed or renamed, so a full listing happens once."""
-    from ..cache import JsonCache
-
-    root = Path(data_dir)
-    dirs = layout(root)
-    stamps = [(s, e.name, e.stat().st_mtime_ns) for s, entries in dirs.items() for e in entries]
-    cache = JsonCache("data")
-    key = cache.key("imagenet-inventory", str(root.resolve()), stamps)
-    hit = cache.get(key)
-    if isinstance(hit, dict):
-        return hit
-    digest, counts = hashlib.sha256(), {}
-    for s, entries in dirs.items():
-        counts[s] = 0
-        for e in entries:
-            for f in sorted(os.scandir(e.path), key=lambda f: f.name):
-                if _is_image(f.name):
-                    digest.update(f"{s}/{e.name}/{f.name}:{f.stat().st_size}\n".encode())
-                    counts[s] += 1
-    value = {"fingerprint": digest.hexdigest()[:16], "train": counts["train"], "test": counts["val"]}
-    cache.put(key, value)
-    return value
-
-
 def inventory(data_dir: str | Path) -> dict[str, Any]:
     """{"fingerprint", "train", "test"} of the folder layout or, where `shards.json` is, of the
     shards (the same images give the same fingerprint in both)."""
-    return shards.inventory(data_dir) if shards.find_shards(data_dir) else _inventory(data_dir)
+    return shards.inventory(data_dir) if shards.find_shards(data_dir) else folder_inventory(data_dir)
 
 
 def fingerprint(data_dir: str | Path) -> str:
@@ -167,41 +60,6 @@ def split_sizes(data_dir: str | Path) -> tuple[int, int] | None:
 
 
 # ---- images -------------------------------------------------------------------------
-
-def extras_transform(color_jitter: float = 0.0, randaugment: int | None = None,
-                     random_erasing: float = 0.0) -> Callable | None:
-    """The recipe's augmentation after the crop and flip, on one uint8 image (torchvision v2):
-    colour jitter, RandAugment (2 ops at this magnitude), random erasing; None if it has none."""
-    from torchvision.transforms import v2
-
-    steps = []
-    if color_jitter:
-        steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter, saturation=color_jitter))
-    if randaugment is not None:
-        steps.append(v2.RandAugment(num_ops=2, magnitude=randaugment))
-    if random_erasing:
-        steps.append(v2.RandomErasing(p=random_erasing, value=0))
-    return v2.Compose(steps) if steps else None
-
-
-@dataclass(frozen=True)
-class Crops:
-    """How one split's images become the model's input: a random-resized crop and flip (training)
-    or the evaluation centre crop, at `size`, then the recipe's extras (training only)."""
-    size: int
-    train: bool
-    interpolation: str = "bilinear"
-    extras: Callable | None = None
-
-    def boxes(self, widths: torch.Tensor, heights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Crop boxes and flips for images of these sizes, drawn from torch's global generator."""
-        if not self.train:
-            return center_boxes(widths, heights, self.size, CROP_RATIO), torch.zeros(len(widths), dtype=torch.bool)
-        return random_resized_boxes(widths, heights), torch.rand(len(widths)) < 0.5
-
-    def finish(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
-        return images if self.extras is None else [self.extras(x) for x in images]
-
 
 class ImageFiles(torch.utils.data.Dataset):
     """(image, label, path) per file, the image made from the file's bytes by `load` (`crop_one`),
@@ -291,12 +149,6 @@ def eval_sampler(files: torch.utils.data.Dataset, trainer: L.Trainer | None) -> 
         return None
     return UnrepeatedDistributedSampler(files, num_replicas=trainer.world_size, rank=trainer.global_rank,
                                         shuffle=False)
-
-
-DECODE_ENV = "GHOST_ABLATE_DECODE"
-# auto: nvJPEG on CUDA, else the workers; workers: PIL/libjpeg-turbo in loader workers;
-# device: nvJPEG (or the CPU) with batch crops; dali: NVIDIA DALI (GPU on CUDA, its CPU mode otherwise)
-DECODERS = ("auto", "workers", "device", "dali")
 
 
 class ImageNetDataModule(L.LightningDataModule):

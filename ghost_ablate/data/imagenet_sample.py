@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .imagenet import wnids
+from .imagenet_layout import wnids
 
 NATURAL_SIZE = (500, 375)  # width, height: ILSVRC-2012's most common image size
 NATURAL_QUALITY = 90  # with 1/f amplitudes this gives ~110 KB per 500x375 JPEG, ImageNet's mean file size

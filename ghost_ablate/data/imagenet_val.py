@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 from .common import DataError
-from .imagenet import WNID, _is_image, wnids
+from .imagenet_layout import WNID, is_image, wnids
 
 def read_ground_truth(path: str | Path, devkit: str | Path | None = None) -> dict[str, str]:
     """Image file name -> wnid, from one of the ground-truth files users have:
@@ -39,7 +39,7 @@ def read_ground_truth(path: str | Path, devkit: str | Path | None = None) -> dic
         if len(row) < 2 or row[0] == "ImageId":
             continue
         name, wnid = row[0], row[1].split()[0]
-        table[name if _is_image(name) else f"{name}.JPEG"] = wnid
+        table[name if is_image(name) else f"{name}.JPEG"] = wnid
     if not table or not all(WNID.match(w) for w in table.values()):
         raise DataError(f"{path}: not a ground-truth file (expected rows of `file wnid`, Kaggle's "
                         f"LOC_val_solution.csv, or the devkit's class numbers)")
@@ -72,7 +72,7 @@ def plan_val_moves(val: Path, table: dict[str, str], source: str = "the ground t
     for name in table:
         if Path(name).name != name or name in (".", "..") or "/" in name or "\\" in name:
             raise DataError(f"ground truth names {name[:80]!r}, not a file name inside {val}; nothing was moved")
-    flat = sorted(e.name for e in os.scandir(val) if e.is_file(follow_symlinks=False) and _is_image(e.name))
+    flat = sorted(e.name for e in os.scandir(val) if e.is_file(follow_symlinks=False) and is_image(e.name))
     strays = [n for n in flat if n not in table]
     if strays:
         raise DataError(f"{val / strays[0]}: not in {source} ({len(strays)} such images); nothing was moved")

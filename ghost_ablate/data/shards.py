@@ -52,7 +52,7 @@ def write_shards(root: str | Path, dest: str | Path, per_shard: int = 1000, seed
     (`shards.json`); returns the manifest. `dest` must be new or empty."""
     import webdataset as wds
 
-    from .imagenet import layout, samples
+    from .imagenet_layout import layout, samples
 
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
