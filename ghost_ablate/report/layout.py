@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 LABEL_COLUMN = 0.64  # labels start at this fraction of the axes' width; points keep the left part
 POINTS_SPAN = (0.05, 0.58)  # where on the x axis (fractions) the points' range is put
 BEND = 0.035  # leader lines turn towards their label this far (axes fraction) before the label column
+RUN_GAP = 0.008  # level runs of points at one height start this far apart (axes fraction), inside the markers
 
 
 @dataclass(frozen=True)
@@ -81,9 +82,13 @@ def scatter_with_labels(ax, points: Sequence[Point], fontsize: float = 7.0) -> N
     gap = 1.35 * fontsize / 72 / height_in  # one line of text, in axes fractions
     to_axes = ax.transData + ax.transAxes.inverted()
     anchors = [tuple(to_axes.transform((p.x, p.mean))) for p in points]
-    for p, (x, y), label_y in zip(points, anchors, spread([a[1] for a in anchors], gap, gap / 2 + 0.01,
-                                                          1 - gap / 2 - 0.01)):
-        ax.plot(*leader(x, y, label_y), transform=ax.transAxes, color="0.75", lw=0.5, zorder=1)
+    heights = [a[1] for a in anchors]
+    # Points level with one another would share one level run; each run starts a little apart
+    # inside its marker instead, in the labels' order, so every line can be followed.
+    runs = spread(heights, RUN_GAP, 0.0, 1.0)
+    for p, (x, _), run_y, label_y in zip(points, anchors, runs, spread(heights, gap, gap / 2 + 0.01,
+                                                                       1 - gap / 2 - 0.01)):
+        ax.plot(*leader(x, run_y, label_y), transform=ax.transAxes, color="0.75", lw=0.5, zorder=1)
         ax.text(LABEL_COLUMN, label_y, p.label, transform=ax.transAxes, va="center", ha="left", fontsize=fontsize,
                 color=p.color)
 
