@@ -164,6 +164,16 @@ def test_training_on_shards_and_through_dali_records_the_unreadable_image(folder
     assert runs[0] == runs[1]  # the same data set, whichever layout or decoder read it
 
 
+def test_the_shards_inventory_is_read_once_then_cached(sharded, monkeypatch):
+    first = shards.inventory(sharded)
+
+    def no_tar(*args, **kwargs):  # noqa: ANN002, ANN003
+        raise AssertionError("the shards were read again")
+
+    monkeypatch.setattr(shards.tarfile, "open", no_tar)
+    assert shards.inventory(sharded) == first  # same shard files, same sizes and times: from the cache
+
+
 def test_a_training_epoch_from_shards_is_whole_batches_on_every_rank(sharded):
     load = functools.partial(crop_one, crops=Crops(32, True))
     paths = shards.shard_paths(sharded, "train")
@@ -193,6 +203,14 @@ def test_shard_command_errors_are_one_line(folder, sharded, tmp_path, capsys):
                  "--profile", "imagenet_smoke", "--results-dir", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert "not a shard manifest" in err and "Traceback" not in err
+    manifest = json.loads((sharded / "shards.json").read_text())
+    manifest["splits"]["train"]["unreadable"] = [["train/x.JPEG", "big"]]
+    (tmp_path / "odd").mkdir()
+    for split in ("train", "val"):
+        (tmp_path / "odd" / split).symlink_to(sharded / split)
+    (tmp_path / "odd" / "shards.json").write_text(json.dumps(manifest))
+    with pytest.raises(shards.DataError, match=r"an unreadable entry .* is not \[name, size\]"):
+        shards.read_manifest(tmp_path / "odd")
 
 
 # ---- the dry-run prices the input side too -------------------------------------------

@@ -107,12 +107,18 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
         for name in v["shards"]:
             if not isinstance(name, str) or Path(name).name != name or not (root / split / name).is_file():
                 raise DataError(f"{root / MANIFEST}: names shard {str(name)[:80]!r}, not a file of {root / split}")
+        for entry in v["unreadable"]:
+            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
+                    and isinstance(entry[1], int)):
+                raise DataError(f"{root / MANIFEST}: an unreadable entry {str(entry)[:80]!r} is not [name, size]")
     return manifest
 
 
-def shard_paths(root: str | Path, split: str) -> list[str]:
+def shard_paths(root: str | Path, split: str, manifest: dict[str, Any] | None = None) -> list[str]:
+    """One split's shard files, from `manifest` (read and checked here if not given)."""
     root = Path(root)
-    return [str(root / split / name) for name in read_manifest(root)["splits"][split]["shards"]]
+    manifest = read_manifest(root) if manifest is None else manifest
+    return [str(root / split / name) for name in manifest["splits"][split]["shards"]]
 
 
 def inventory(root: str | Path) -> dict[str, Any]:
@@ -123,7 +129,8 @@ def inventory(root: str | Path) -> dict[str, Any]:
 
     root = Path(root)
     manifest = read_manifest(root)
-    stamps = [(s, p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for s in SPLITS for p in shard_paths(root, s)]
+    paths = {s: shard_paths(root, s, manifest) for s in SPLITS}
+    stamps = [(s, p, os.stat(p).st_size, os.stat(p).st_mtime_ns) for s in SPLITS for p in paths[s]]
     cache = JsonCache("data")
     key = cache.key("imagenet-shards-inventory", str(root.resolve()), stamps)
     hit = cache.get(key)
@@ -133,15 +140,15 @@ def inventory(root: str | Path) -> dict[str, Any]:
     counts = {}
     for order, split in enumerate(SPLITS):
         counts[split] = 0
-        for path in shard_paths(root, split):
+        for path in paths[split]:
             sizes, names = {}, {}
             with tarfile.open(path, "r:") as tar:
                 for m in tar:
-                    key, _, ext = m.name.partition(".")
+                    sample, _, ext = m.name.partition(".")
                     if ext == "txt":
-                        names[key] = tar.extractfile(m).read(4096).decode(errors="replace")
-                    elif ext not in ("cls",) and m.isfile():
-                        sizes[key] = m.size
+                        names[sample] = tar.extractfile(m).read(4096).decode(errors="replace")
+                    elif ext != "cls" and m.isfile():
+                        sizes[sample] = m.size
             for k, size in sizes.items():
                 name = names.get(k, "")
                 entries.append((order, f"{split}/{name.split('/', 1)[-1]}:{size}"))
