@@ -313,13 +313,14 @@ def test_sigterm_during_report_leaves_no_staging_folder(tmp_path, monkeypatch, c
 def test_an_image_over_the_pixel_bound_is_skipped_before_decoding(tmp_path):
     from PIL import Image
 
-    from ghost_ablate.data.decode import MAX_PIXELS, decode_file
+    from ghost_ablate.data.decode import MAX_PIXELS, Crops
+    from ghost_ablate.data.imagenet import crop_one
 
     big = tmp_path / "big.png"
     Image.new("L", (12_000, 12_000)).save(big)  # ~140 KB on disk, 144M pixels
     assert 12_000 ** 2 > MAX_PIXELS and big.stat().st_size < 1_000_000
     started = time.monotonic()
-    assert decode_file(str(big)) is None
+    assert crop_one(big.read_bytes(), Crops(32, True)) is None  # what the loader workers run on every file
     assert time.monotonic() - started < 5
 
 

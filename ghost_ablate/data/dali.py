@@ -117,8 +117,9 @@ class DaliBatches:
         import numpy as np
         from nvidia.dali.plugin.pytorch import feed_ndarray
 
-        good = [(b, y, p) for b, y, p in chunk if b is not None and intact(b)]
-        bad = [p for b, y, p in chunk if b is None or not intact(b)]
+        whole = [b is not None and intact(b) for b, _, _ in chunk]  # one header parse per image
+        good = [item for item, ok in zip(chunk, whole) if ok]
+        bad = [p for (_, _, p), ok in zip(chunk, whole) if not ok]
         size = self.crops.size
         images = torch.empty(len(good), 3, size, size, dtype=torch.uint8, device=self.device)
         if good:

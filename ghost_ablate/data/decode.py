@@ -95,17 +95,6 @@ def intact(data: bytes) -> bool:
     return not data.startswith(b"\xff\xd8") or data.rfind(b"\xff\xd9") >= len(data) - 1024
 
 
-def decode_file(path: str) -> torch.Tensor | None:
-    """An image file as uint8 RGB CHW, or None if it cannot be read or decoded, or has more than
-    MAX_PIXELS pixels (read from its header, before anything is decoded)."""
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-        return _full(data) if header(data) is not None else None
-    except (OSError, RuntimeError):
-        return None
-
-
 def decode_crop(data: bytes, box: tuple[int, int, int, int], size: int, interpolation: str = "bilinear",
                 flip: bool = False) -> torch.Tensor | None:
     """The `box` (left, top, width, height) of an encoded image whose `header` passed, resampled
@@ -115,16 +104,9 @@ def decode_crop(data: bytes, box: tuple[int, int, int, int], size: int, interpol
 
     left, top, bw, bh = box
     shrink = min(bw, bh) // size
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            if shrink >= 2:
-                image, scale = _draft(data, shrink)
-            else:
-                image, scale = _full(data), 1.0
+    try:  # `header` bounded the pixels already, below PIL's own decompression-bomb limit
+        image, scale = _draft(data, shrink) if shrink >= 2 else (_full(data), 1.0)
     except (*_PIL_ERRORS, RuntimeError):
-        return None
-    if image is None:
         return None
     mode = InterpolationMode.BICUBIC if interpolation == "bicubic" else InterpolationMode.BILINEAR
     t, l = int(top * scale), int(left * scale)
@@ -140,15 +122,13 @@ def _full(data: bytes) -> torch.Tensor:
     return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
 
 
-def _draft(data: bytes, shrink: int) -> tuple[torch.Tensor | None, float]:
+def _draft(data: bytes, shrink: int) -> tuple[torch.Tensor, float]:
     """The image decoded at 1/k of its size, k the largest of 1, 2, 4, 8 not above `shrink`
     (JPEG only; other formats decode whole), and the scale it came out at."""
     from torchvision.transforms.v2.functional import pil_to_tensor
 
     with Image.open(io.BytesIO(data)) as img:
         w, h = img.size
-        if not 0 < w * h <= MAX_PIXELS:
-            return None, 1.0
         img.draft("RGB", (math.ceil(w / shrink), math.ceil(h / shrink)))
         rgb = img.convert("RGB")
     return pil_to_tensor(rgb), rgb.width / w

@@ -173,6 +173,7 @@ class ImageNetDataModule(L.LightningDataModule):
         self.train_set: list[tuple[str, int]] | None = None
         self.test_set: list[tuple[str, int]] | None = None
         self.counts: tuple[int, int] | None = None  # images per split, when reading shards
+        self.shard_files: dict[str, list[str]] = {}  # the shards of "train" and "val", when reading shards
         self.unreadable: set[str] = set()
         self._draws: torch.Tensor | None = None  # this rank's generator state for device-side augmentation
 
@@ -180,6 +181,7 @@ class ImageNetDataModule(L.LightningDataModule):
         if self.train_set is None and self.counts is None:
             if shards.find_shards(self.data_dir):
                 manifest = shards.read_manifest(self.data_dir)
+                self.shard_files = {s: shards.shard_paths(self.data_dir, s, manifest) for s in shards.SPLITS}
                 inv = shards.inventory(self.data_dir)
                 self.counts = inv["train"], inv["test"]
                 self.unreadable |= {n for v in manifest["splits"].values() for n, _ in v["unreadable"]}
@@ -210,7 +212,7 @@ class ImageNetDataModule(L.LightningDataModule):
         if self.decode == "dali":
             from .dali import DaliBatches
 
-            source = (shards.shard_paths(self.data_dir, "train" if train else "val") if self.counts
+            source = (self.shard_files["train" if train else "val"] if self.counts
                       else self.train_set if train else self.test_set)
             rank = self.trainer.global_rank if self.trainer is not None else 0
             return DaliBatches(source, self.crops[train], batch, rank, world, self.seed, self._device(),
@@ -219,9 +221,8 @@ class ImageNetDataModule(L.LightningDataModule):
         common = dict(batch_size=batch, drop_last=train, num_workers=workers, collate_fn=collate,
                       pin_memory=self._device().type == "cuda", persistent_workers=workers > 0)
         if self.counts is not None:
-            split = "train" if train else "val"
-            images = shards.ShardImages(shards.shard_paths(self.data_dir, split), load, train, self.counts[0] // world,
-                                        batch, workers, self.seed)
+            images = shards.ShardImages(self.shard_files["train" if train else "val"], load, train,
+                                        self.counts[0] // world, batch, workers, self.seed)
             return torch.utils.data.DataLoader(images, **common)
         files = ImageFiles(self.train_set if train else self.test_set, load)
         return torch.utils.data.DataLoader(
