@@ -92,7 +92,9 @@ def throughput(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     from ..data import shards
-    from ..data.throughput import compare, input_bound
+    from ..data.imagenet import default_workers
+    from ..data.throughput import OURS, compare
+    from ..estimate import RunEstimate, input_side
     from ..machine import cpu_model
     from ..models import build_model
 
@@ -110,7 +112,8 @@ def throughput(args: argparse.Namespace) -> int:
           f"{args.repeats} interleaved passes of {args.images} images, on {cpu_model()}, {when}:")
     print(tabulate([[r["reader"], f"{r['images_per_s_per_core']:,.0f}", f"{r['vs_peer']:.2f}x"] for r in rows],
                    headers=["reader", "images/s per core", "vs peer"], tablefmt="github"))
-    ours = max(r["images_per_s_per_core"] for r in rows if r["reader"].startswith("ours: folder, PIL"))
+    ours = next(r["images_per_s_per_core"] for r in rows if r["reader"] == OURS)
+    workers = default_workers(1)
     torch.set_num_threads(args.threads or os.cpu_count() or 1)
     x = torch.randn(args.batch_size, 3, args.image_size, args.image_size)
     y = torch.randint(0, 1000, (args.batch_size,))
@@ -124,8 +127,9 @@ def throughput(args: argparse.Namespace) -> int:
             F.cross_entropy(model(x), y).backward()
             opt.step()
             times.append(time.perf_counter() - t0)
-        model_rate, fed, workers = input_bound(min(times[1:]), args.batch_size, 1, ours)
-        bound = "the input pipeline" if fed < model_rate else "the model"
-        print(f"{name}: {model_rate:,.1f} training images/s (fp32, {torch.get_num_threads()} threads); "
-              f"{workers} loader worker(s) feed {fed:,.0f}/s: {bound} bounds training here")
+        step = min(times[1:])
+        _, factor = input_side([RunEstimate(name, 0.0, 1, step_s=step, batch_size=args.batch_size)], ours, workers)
+        bound = "the input pipeline" if factor > 1 else "the model"
+        print(f"{name}: {args.batch_size / step:,.1f} training images/s (fp32, {torch.get_num_threads()} threads); "
+              f"{workers} loader worker(s) feed {ours * workers:,.0f}/s: {bound} bounds training here")
     return 0

@@ -10,18 +10,32 @@ as they are in the peer's own loop.
 """
 from __future__ import annotations
 
+import contextlib
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .imagenet import MEAN, STD, ImageNetDataModule, default_workers, inventory
+from .common import DataError
+from .imagenet import MEAN, STD, ImageNetDataModule, inventory
 
 PEER = "torchvision ImageFolder + PIL (peer)"
+OURS = "ours: folder, PIL/libjpeg-turbo crops"  # the default CPU path, what a run's loader workers do
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """torch on one thread for the block (a figure per core), as it was afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _peer(data_dir: Path, size: int, batch: int) -> Iterable:
@@ -41,7 +55,7 @@ def readers(data_dir: Path, size: int, batch: int, shards_dir: Path | None = Non
     """Backend name -> a maker of a fresh iterable of training batches from `data_dir`'s train/."""
     out: dict[str, Callable[[], Iterable]] = {
         PEER: lambda: _peer(data_dir, size, batch),
-        "ours: folder, PIL/libjpeg-turbo crops": lambda: _ours(data_dir, size, batch, "workers"),
+        OURS: lambda: _ours(data_dir, size, batch, "workers"),
     }
     if shards_dir is not None:
         out["ours: WebDataset shards, same crops"] = lambda: _ours(shards_dir, size, batch, "workers")
@@ -78,17 +92,13 @@ def compare(data_dir: str | Path, size: int = 224, batch: int = 32, images: int 
     of load elsewhere hits every reader alike)."""
     from .dali import available
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_thread():
         makers = readers(Path(data_dir), size, batch, Path(shards_dir) if shards_dir else None,
                          available() if dali is None else dali)
         rates: dict[str, list[float]] = {name: [] for name in makers}
         for _ in range(repeats):
             for name, make in makers.items():
                 rates[name].append(images_per_second(make, images))
-    finally:
-        torch.set_num_threads(threads)
     peer = statistics.median(rates[PEER])
     return [{"reader": name, "images_per_s_per_core": statistics.median(r), "vs_peer": statistics.median(r) / peer,
              "passes": len(r)} for name, r in rates.items()]
@@ -108,7 +118,7 @@ def input_rate_per_core(data_dir: str | Path | None, size: int) -> tuple[float, 
         try:
             inv = inventory(data_dir)
             source = (Path(data_dir), inv["fingerprint"]) if inv["train"] >= 64 else None
-        except Exception:  # noqa: BLE001 - no usable data here: measure on generated images instead
+        except DataError:  # no usable data here: measure on generated images instead
             source = None
     cache = JsonCache("input-rate")
     key = cache.key(source[1] if source else "generated-natural-v1", size, cpu_model())
@@ -121,18 +131,7 @@ def input_rate_per_core(data_dir: str | Path | None, size: int) -> tuple[float, 
             sort_val(Path(tmp) / "inet" / "val", truth)
         root = source[0] if source else Path(tmp) / "inet"
         what = str(root) if source else "generated 500x375 photograph-like JPEGs"
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
+        with one_thread():
             rate = images_per_second(lambda: _ours(root, size, 16, "workers"), 64)
-        finally:
-            torch.set_num_threads(threads)
     cache.put(key, [rate, what])
     return rate, what
-
-
-def input_bound(step_s: float, batch_per_device: int, devices: int, rate_per_core: float) -> tuple[float, float, int]:
-    """(the model's images/s per device, what the CPU pipeline feeds each device with the
-    training default's workers, those workers)."""
-    workers = default_workers(devices)
-    return batch_per_device / step_s, rate_per_core * workers, workers
