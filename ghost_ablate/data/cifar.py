@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import DataError, normalize_with
+from .common import DataError, epoch_seed, normalize_with
 
 try:  # numpy >= 2 (older pickles name numpy.core, which find_class maps to the same helpers)
     from numpy._core import multiarray as _multiarray
@@ -278,13 +278,13 @@ class TensorBatches:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch = self.epoch_fn()
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        g = torch.Generator().manual_seed(epoch_seed(self.seed, epoch))
         n = len(self.labels)
         order = torch.randperm(n, generator=g) if self.shuffle else torch.arange(n)
         order = order[self.rank::self.world_size][: self._per_rank()].to(self.images.device)
         # Rank 0 goes on drawing from the shuffling generator (a single device's stream, as it
         # always was); every other rank draws its crops and flips from its own.
-        aug = g if self.rank == 0 else torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) * 4099 + self.rank)
+        aug = g if self.rank == 0 else torch.Generator().manual_seed(epoch_seed(self.seed, epoch) * 4099 + self.rank)
         skip = self._resume[1] if self._resume and self._resume[0] == epoch else 0
         self._epoch, self._yielded, self._resume = epoch, skip, None
         for i in range(len(self)):

@@ -45,3 +45,23 @@ def normalize_with(images: torch.Tensor, mean: tuple[float, ...], std: tuple[flo
     m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
     s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
     return (images.float() / 255.0 - m) / s
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of a run's shuffling in one epoch (the same on every rank, so ranks split one order)."""
+    return seed * 1_000_003 + epoch
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of one rank's own augmentation stream on the ImageNet paths (nvJPEG's batch crops, DALI)."""
+    return seed * 1_000_003 + 7_919 * rank
+
+
+def read_or_none(path: str) -> bytes | None:
+    """A file's bytes, or None if it cannot be read (counted as unreadable by the caller)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+

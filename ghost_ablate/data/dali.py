@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from .common import DataError
+from .common import DataError, epoch_seed, rank_seed, read_or_none
 from .decode import CROP_RATIO, DECODE_ENV, RATIO, SCALE, Crops, intact
 
 
@@ -80,16 +80,12 @@ class DaliBatches:
             return
         order = list(self.source)
         if self.crops.train:
-            random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+            random.Random(epoch_seed(self.seed, self.epoch)).shuffle(order)
             order = order[self.rank::self.world][:len(self.source) // self.world]
         else:
             order = order[self.rank::self.world]
         for path, label in order:
-            try:
-                with open(path, "rb") as f:
-                    yield f.read(), label, path
-            except OSError:
-                yield None, label, path
+            yield read_or_none(path), label, path
 
     def __len__(self) -> int:
         if self.crops.train:
@@ -101,7 +97,7 @@ class DaliBatches:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str], list[str]]]:
         if self.pipe is None:
             self.pipe = _pipeline(self.crops, self.batch, self.threads, self.device,
-                                  self.seed * 1_000_003 + 7_919 * self.rank)
+                                  rank_seed(self.seed, self.rank))
         chunk: list[tuple[bytes | None, int, str]] = []
         for item in self._items():
             chunk.append(item)

@@ -22,7 +22,7 @@ import lightning as L
 import torch
 
 from . import shards
-from .common import DataError, normalize_with
+from .common import DataError, normalize_with, rank_seed, read_or_none
 from .decode import DECODE_ENV, DECODERS, Crops, crop_batch, decode_crop, extras_transform, header
 from .imagenet_layout import find_folder, folder_inventory, layout, samples
 
@@ -73,12 +73,8 @@ class ImageFiles(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor | None, int, str]:
         path, label = self.samples[i]
-        try:
-            with open(path, "rb") as f:
-                data = f.read()
-        except OSError:
-            return None, label, path
-        return self.load(data), label, path
+        data = read_or_none(path)
+        return (None if data is None else self.load(data)), label, path
 
 
 def crop_one(data: bytes, crops: Crops, raw: bool = False) -> torch.Tensor | None:
@@ -247,7 +243,7 @@ class ImageNetDataModule(L.LightningDataModule):
         so it would crop and flip alike. The global generator is left as it was."""
         if self._draws is None:
             rank = self.trainer.global_rank if self.trainer is not None else 0
-            self._draws = torch.Generator().manual_seed(self.seed * 1_000_003 + 7_919 * rank).get_state()
+            self._draws = torch.Generator().manual_seed(rank_seed(self.seed, rank)).get_state()
         with torch.random.fork_rng(devices=[]):
             torch.set_rng_state(self._draws)
             out = augment()

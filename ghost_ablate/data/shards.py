@@ -31,7 +31,7 @@ from typing import Any
 
 import torch
 
-from .common import DataError
+from .common import DataError, read_or_none
 
 MANIFEST = "shards.json"
 SPLITS = ("train", "val")
@@ -70,9 +70,8 @@ def write_shards(root: str | Path, dest: str | Path, per_shard: int = 1000, seed
         with wds.ShardWriter(str(dest / split / "shard-%06d.tar"), maxcount=per_shard, verbose=0) as sink:
             for i, (path, label) in enumerate(items):
                 name = os.path.relpath(path, root)
-                try:
-                    data = Path(path).read_bytes()
-                except OSError:
+                data = read_or_none(path)
+                if data is None:
                     unreadable.append([name, os.stat(path).st_size])
                     continue
                 ext = Path(path).suffix.lower().lstrip(".")
