@@ -37,7 +37,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from .costs import measure
+from .flops import measure
 from .machine import describe_device
 from .models import KNOBS, MODELS, build_model, format_assignments, fuse_rep
 from .precision import Precision, resolve_precision
@@ -315,26 +315,6 @@ def merge_into(out: Path, frame: pd.DataFrame, env: dict[str, Any]) -> pd.DataFr
 
 # ---- training pipeline: ours vs a plain PyTorch loop ---------------------------------------------
 
-def write_synthetic_cifar(root: Path, n_train: int, n_test: int = 1000, seed: int = 0) -> Path:
-    """A CIFAR-10-format folder of random images (for speed only), so the real loader path runs."""
-    import pickle
-
-    import numpy as np
-
-    from .data import FOLDER, TEST_FILES, TRAIN_FILES
-
-    rng = np.random.default_rng(seed)
-    folder = root / FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    per_file = [n_train // 5 + (i < n_train % 5) for i in range(5)]
-    for name, n in list(zip(TRAIN_FILES, per_file)) + [(TEST_FILES[0], n_test)]:
-        batch = {b"batch_label": b"synthetic", b"labels": rng.integers(0, 10, n).tolist(),
-                 b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"filenames": [b"x.png"] * n}
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f, protocol=2)
-    return root
-
-
 def steady_rate(rates: list[float]) -> float:
     """The median images/s over the epochs after the first (the first pays for warm-up)."""
     return statistics.median(rates[1:] if len(rates) > 1 else rates)
@@ -346,12 +326,12 @@ def plain_loop_rate(model_name: str, data_dir: Path, batch_size: int, epochs: in
     import torchvision.transforms as T
     from PIL import Image
 
-    from .data import MEAN, STD, load_split, prepare
+    from .data.cifar import CIFAR10, PAD, load_split, prepare
 
     images, labels = load_split(prepare(data_dir, download=False), train=True)
     pixels = images.permute(0, 2, 3, 1).numpy()  # HWC, as torchvision's CIFAR10 keeps them
-    transform = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                           T.Normalize(MEAN, STD)])
+    transform = T.Compose([T.RandomCrop(images.shape[-1], padding=PAD), T.RandomHorizontalFlip(), T.ToTensor(),
+                           T.Normalize(CIFAR10.mean, CIFAR10.std)])
 
     class Dataset(torch.utils.data.Dataset):
         def __len__(self) -> int:
@@ -403,9 +383,11 @@ def pipeline_comparison(models: list[str], device: str, n_train: int, batch_size
                         log: Callable[[str], None] = print) -> pd.DataFrame:
     """Ours (in the precision `auto` resolves to, and in fp32 where that differs) vs the plain loop,
     side by side in one process, per model; median images/s of the epochs after the first."""
+    from .data.cifar import CIFAR10, write_folder
+
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        data = data_dir or write_synthetic_cifar(Path(tmp), n_train)
+        data = data_dir or write_folder(Path(tmp), CIFAR10, n_train)
         for name in models:
             plain = plain_loop_rate(name, data, batch_size, epochs, device, num_workers)
             ours, precision = ours_rate(name, data, batch_size, epochs, device)

@@ -161,14 +161,13 @@ def assign_data(results_dir: Path, data_dir: Path) -> list[tuple[str, str | None
     folder's fingerprint, gets the run id that follows, and its folder is renamed to it (under
     the run's lock). Returns (old id, new id or None, what happened) per such record."""
     from .config import RunConfig
-    from .data import fingerprint, split_sizes
+    from .data import DEFAULT, DataError, get_dataset
 
-    sizes = split_sizes(data_dir)
+    cifar10 = get_dataset(DEFAULT)  # records from before the data fingerprint are all CIFAR-10 runs
+    sizes = cifar10.split_sizes(data_dir)
     if sizes is None:
-        from .data import DataError
-
-        raise DataError(f"CIFAR-10 is not in {data_dir}; name the folder the runs were trained on")
-    data = fingerprint(data_dir)
+        raise DataError(f"{cifar10.title} is not in {data_dir}; name the folder the runs were trained on")
+    data = cifar10.fingerprint(data_dir)
     done = []
     for run_dir in run_dirs(results_dir):
         try:

@@ -93,7 +93,7 @@ def load_trained(source: str | Path | None = None, weights: str | Path | None = 
                  ratio: int | None = None, dw_size: int | None = None, width: float | None = None,
                  knobs: dict[str, Any] | None = None) -> Trained:
     """A trained network from a run folder, a Lightning checkpoint, or a state_dict with its model name."""
-    from .report.labels import full_label
+    from .labels import full_label
 
     if weights is not None:
         if model is None:
@@ -287,11 +287,15 @@ def top_pairs(fits: list[MapFit], n: int = 4) -> list[MapFit]:
 
 # ---- data ------------------------------------------------------------------------------------
 
-def test_images(data_dir: str | Path, count: int, first: int = 0) -> torch.Tensor:
-    """`count` test images from `first` on, normalised as in training."""
-    from .data import load_split, normalize, prepare
+def test_images(data_dir: str | Path | None, count: int, first: int = 0, dataset: str | None = None) -> torch.Tensor:
+    """`count` test images of the data set `dataset` (default CIFAR-10) in `data_dir` (default its
+    declared folder) from `first` on, normalised as in training."""
+    from .data import get_dataset
 
-    images, _ = load_split(prepare(data_dir, download=False), train=False)
+    declared = get_dataset(dataset)
+    if declared.test_images is None:
+        raise FeatureError(f"{declared.title} is not held in memory; feature maps take a CIFAR-format data set")
+    images, _ = declared.test_images(declared.folder(data_dir))
     if not 0 <= first < len(images):
         raise FeatureError(f"image {first}: the test set has images 0..{len(images) - 1}")
-    return normalize(images[first:first + count])
+    return declared.normalize(images[first:first + count])

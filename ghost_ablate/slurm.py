@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +31,16 @@ CPUS_PER_GPU_TASK = 8  # loader workers + the training process, per GPU; --slurm
 
 
 class ShardTask:
-    """One array task: `ghost-ablate sweep ARGV --shard I/N`. A requeued task runs the same call,
-    which resumes."""
+    """One array task: `ghost-ablate sweep ARGV --shard I/N`, run in-process through `entry` (the
+    command line's `main`, which the submitting command hands over: submitit pickles it by name).
+    A requeued task runs the same call, which resumes."""
 
-    def __init__(self, argv: list[str]) -> None:
-        self.argv = list(argv)
+    def __init__(self, argv: list[str], entry: Callable[[Sequence[str]], int]) -> None:
+        self.argv, self.entry = list(argv), entry
 
     def __call__(self, shard: str) -> int:
-        from .cli import main
-
         os.environ.setdefault("GHOST_ABLATE_REQUEUE_SIGNAL", f"SIG{REQUEUE_SIGNAL}")
-        code = main(["sweep", *self.argv, "--shard", shard, "--yes"])
+        code = self.entry(["sweep", *self.argv, "--shard", shard, "--yes"])
         if code:
             raise RuntimeError(f"ghost-ablate sweep {' '.join(self.argv)} --shard {shard} exited with {code}")
         return code
@@ -57,7 +57,7 @@ def parse_params(items: list[str]) -> dict[str, Any]:
     return params
 
 
-NOT_FORWARDED = ("slurm", "shards", "shard", "dry_run", "seeds", "parser", "command")  # the submit's own
+NOT_FORWARDED = ("slurm", "shards", "shard", "dry_run", "seeds", "parser", "entry", "command")  # the submit's own
 PATHS = ("data_dir", "results_dir", "pilot")  # made absolute: a task may start elsewhere
 
 
@@ -83,10 +83,10 @@ def sweep_argv(args: argparse.Namespace, seeds: list[int]) -> list[str]:
     return argv
 
 
-def submit(argv: list[str], shards: int, params: dict[str, Any], folder: Path, nodes: int = 1, devices: int = 1,
-           gpus: bool = True) -> list[submitit.Job]:
-    """Submit `shards` array tasks of the sweep `argv`; each task gets `nodes` nodes with `devices`
-    tasks (one per GPU) on each, as Lightning's DDP under srun expects."""
+def submit(argv: list[str], entry: Callable[[Sequence[str]], int], shards: int, params: dict[str, Any],
+           folder: Path, nodes: int = 1, devices: int = 1, gpus: bool = True) -> list[submitit.Job]:
+    """Submit `shards` array tasks of the sweep `argv`, each run through `entry`; each task gets
+    `nodes` nodes with `devices` tasks (one per GPU) on each, as Lightning's DDP under srun expects."""
     if shards < 1:
         raise UserError(f"--shards must be >= 1, got {shards}")
     cluster = params.pop("cluster", None)
@@ -103,4 +103,4 @@ def submit(argv: list[str], shards: int, params: dict[str, Any], folder: Path, n
         executor.update_parameters(**{**defaults, **params})
     except (ValueError, TypeError) as err:
         raise UserError(f"--slurm: {err}") from None
-    return executor.map_array(ShardTask(argv), [f"{i}/{shards}" for i in range(shards)])
+    return executor.map_array(ShardTask(argv, entry), [f"{i}/{shards}" for i in range(shards)])

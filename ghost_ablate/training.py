@@ -25,8 +25,8 @@ from . import __version__
 from . import distributed, preemption
 from .config import LOGGERS, ConfigError, Recipe, RunConfig, check_processes, make_recipe
 from .checkpoints import CHECKPOINT, AtomicCheckpointIO, resumable_checkpoint
-from .costs import measure
-from .data import NUM_CLASSES, get_dataset
+from .flops import measure
+from .data import get_dataset
 from .models import build_model, get_spec
 from .machine import allocated_cpus, describe_device
 from .precision import Precision, precision_on, resolve_precision
@@ -65,10 +65,11 @@ class ImageClassifier(L.LightningModule):
     """Cross-entropy classification with SGD, step or cosine schedule, top-1/top-5 accuracy."""
 
     def __init__(self, model: str, ratio: int | None = None, dw_size: int | None = None,
-                 width: float | None = None, num_classes: int = NUM_CLASSES,
+                 width: float | None = None, num_classes: int | None = None,
                  recipe: dict[str, Any] | None = None, knobs: dict[str, Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters()
+        num_classes = num_classes or get_spec(model).num_classes  # the model's own classes where none given
         self.recipe: Recipe = make_recipe(**(recipe or {}))
         # the recipe's knob values (its source's dropout, say) where the run does not set the knob
         knobs = {**self.recipe.knobs_for(get_spec(model).knobs), **(knobs or {})}

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from ghost_ablate.data import FOLDER, TEST_FILES, TRAIN_FILES
+from ghost_ablate.data.cifar import FOLDER, TEST_FILES, TRAIN_FILES
 
 REAL_SUBSET = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset"
 SUBSET_DATA = "0ed6d2672e412419"  # data.fingerprint of REAL_SUBSET, named by every committed demo record

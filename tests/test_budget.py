@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ghost_ablate.cli import main
-from ghost_ablate.costs import count_flops, measure
+from ghost_ablate.flops import count_flops, measure
 from ghost_ablate.features import load_trained
 from ghost_ablate.models import build_model
 from ghost_ablate.models.budget import ghost_budget, prune_to_budget, rebuild_like, widths

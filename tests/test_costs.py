@@ -2,7 +2,8 @@ import pytest
 from torch import nn
 
 from ghost_ablate import paper
-from ghost_ablate.costs import cost_record, count_flops, measure
+from ghost_ablate.costs import cost_record
+from ghost_ablate.flops import count_flops, measure
 from ghost_ablate.models import build_model
 
 GHOST_FAMILY = ("ghost_vgg16", "ghost_resnet56", "vgg16", "resnet56", "l1_vgg16", "l1_resnet56", "ghostnet",

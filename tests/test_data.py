@@ -7,8 +7,9 @@ import torch
 
 from conftest import write_batch
 from ghost_ablate import data as data_mod
-from ghost_ablate.data import (MEAN, CIFAR10DataModule, DataError, TensorBatches, load_split, normalize,
-                               prepare, random_crop_flip, read_batch)
+from ghost_ablate.data import DataError
+from ghost_ablate.data.cifar import (MEAN, CIFAR10DataModule, TensorBatches, load_split, normalize,
+                                     prepare, random_crop_flip, read_batch)
 
 
 def test_reads_official_format(tiny_cifar):
@@ -124,7 +125,7 @@ def test_normalize_uses_cifar_stats():
     images = torch.full((1, 3, 2, 2), 255, dtype=torch.uint8)
     out = normalize(images)
     assert out.dtype == torch.float32
-    assert torch.allclose(out[0, :, 0, 0], (1 - torch.tensor(MEAN)) / torch.tensor(data_mod.STD))
+    assert torch.allclose(out[0, :, 0, 0], (1 - torch.tensor(MEAN)) / torch.tensor(data_mod.cifar.STD))
 
 
 def test_datamodule_load_is_cpu_uint8(tiny_cifar):
@@ -173,7 +174,8 @@ def test_a_run_counts_its_model_at_its_data_sets_input_size(tiny_cifar, tmp_path
     dry-run's cost column, count that, not the 224 px / 1000-class network `count` shows."""
     from ghost_ablate.cli import main
     from ghost_ablate.config import RunConfig
-    from ghost_ablate.costs import config_cost, cost_record, measure
+    from ghost_ablate.costs import config_cost, cost_record
+    from ghost_ablate.flops import measure
     from ghost_ablate.models import build_model
     from ghost_ablate.sweep import dry_run_table
 

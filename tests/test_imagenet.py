@@ -154,7 +154,7 @@ def test_submitit_job_array_killed_and_resubmitted_finishes_every_run_once(sampl
     (results / "runs" / held).mkdir(parents=True)
     lock = FileLock(str(results / "runs" / held / ".lock"))
     lock.acquire()
-    jobs = submit(argv, 2, {"cluster": "local", "timeout_min": 10}, results / "slurm", gpus=False)
+    jobs = submit(argv, main, 2, {"cluster": "local", "timeout_min": 10}, results / "slurm", gpus=False)
     assert len(jobs) == 2 and all(isinstance(j, submitit.Job) for j in jobs)
     deadline = time.time() + 240
     while not any(r["status"] == "finished" for r in records(results)) and time.time() < deadline:
@@ -168,7 +168,7 @@ def test_submitit_job_array_killed_and_resubmitted_finishes_every_run_once(sampl
     assert held not in first
     assert 1 <= len(first) < 4, "kill the array while runs are left"
     stamps = {run: (results / "runs" / run / "result.json").stat().st_mtime_ns for run in first}
-    jobs = submit(argv, 2, {"cluster": "local", "timeout_min": 10}, results / "slurm", gpus=False)
+    jobs = submit(argv, main, 2, {"cluster": "local", "timeout_min": 10}, results / "slurm", gpus=False)
     assert [job.result() for job in jobs] == [0, 0]
     final = records(results)
     assert len(final) == 4 and all(r["status"] == "finished" for r in final)

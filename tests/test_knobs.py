@@ -11,7 +11,8 @@ from torch import nn
 from ghost_ablate.bench import deploy_form, variant_keys
 from ghost_ablate.cli import main
 from ghost_ablate.config import RunConfig
-from ghost_ablate.costs import config_cost, count_flops
+from ghost_ablate.costs import config_cost
+from ghost_ablate.flops import count_flops
 from ghost_ablate.models import KNOBS, CheapOp, GhostModule, build_model, fuse_rep, get_spec, knob_values, varying
 from ghost_ablate.models.ghost import GhostCopies, RepDepthwise
 from ghost_ablate.report import build_report

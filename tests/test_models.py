@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from ghost_ablate.costs import count_params
+from ghost_ablate.flops import count_params
 from ghost_ablate.models import MODELS, GhostModule, build_model, resolve_args
 
 

@@ -99,8 +99,13 @@ def test_accuracy_vs_cost_shows_every_seed_and_keeps_labels_apart(cost):
     import matplotlib.pyplot as plt
 
     fig = draw_accuracy_vs_cost(_agg(), cost)
-    ours_vgg, ours_resnet, paper_vgg, paper_resnet = fig.axes[:4]
-    assert_readable(fig, fig.axes[:4])
+    by_title = {ax.get_title().split(" (")[0]: ax for ax in fig.axes}
+    # one column per model family (from the specs), ours above the paper's
+    assert list(by_title) == ["VGG-16: ours", "ResNet-56: ours", "GhostNet: ours",
+                              "VGG-16: paper", "ResNet-56: paper", "GhostNet: paper"]
+    assert [t.get_text() for t in by_title["GhostNet: paper"].texts] == ["no published row on CIFAR-10"]
+    ours_vgg, ours_resnet, paper_vgg = by_title["VGG-16: ours"], by_title["ResNet-56: ours"], by_title["VGG-16: paper"]
+    assert_readable(fig, fig.axes)
     seeds = [y for line in ours_vgg.lines for y in line.get_ydata() if line.get_markersize() < 5]
     assert sorted(seeds) == sorted(v for k, vs in FINAL.items()
                                    if k[0] in ("vgg16", "ghost_vgg16", "l1_vgg16", "budget_vgg16") for v in vs)
@@ -111,7 +116,7 @@ def test_accuracy_vs_cost_shows_every_seed_and_keeps_labels_apart(cost):
     assert paper_vgg.get_ylim()[0] > 90 and ours_resnet.get_ylim()[1] < 70
     markers = {line.get_marker() for line in ours_vgg.lines}
     assert {"o", "s", "^"} <= markers  # Ghost, plain and pruned as separate marker families
-    for ax in fig.axes[:4]:  # no two leader lines cross (the VGG panels drew crossing lines before)
+    for ax in (ours_vgg, ours_resnet, paper_vgg, by_title["ResNet-56: paper"]):  # no two leader lines cross (the VGG panels drew crossing lines before)
         leaders = [line.get_xydata() for line in ax.lines if len(line.get_xdata()) == 3]
         assert len(leaders) == len(ax.texts) and len(leaders) >= 3
         for a, b in itertools.combinations(leaders, 2):
@@ -188,4 +193,9 @@ def test_an_imagenet_report_draws_only_imagenet_tables_and_names_its_data_set():
     assert not any("VGG" in t or "ResNet-56" in t for t in titles)
     labels = {t.get_text() for ax in fig.axes for t in ax.texts}
     assert "GhostNet 1x" in labels and not any(label.startswith("s=2 d=3") and "VGG" in label for label in labels)
-    assert fig.axes[2].get_xlim()[1] > 4100  # ResNet-50's 4,100M FLOPs: ImageNet points, not CIFAR's
+    resnet50 = next(ax for ax in fig.axes if ax.get_title().startswith("ResNet-50: paper"))
+    assert resnet50.get_xlim()[1] > 4100  # ResNet-50's 4,100M FLOPs: ImageNet points, not CIFAR's
+    # one column per family the ImageNet tables hold; the mobile networks drawn with GhostNet (Table 7)
+    assert [t.split(":")[0] for t in titles[:3]] == ["GhostNet", "GhostNetV2", "ResNet-50"]
+    ghostnet = next(ax for ax in fig.axes if ax.get_title().startswith("GhostNet: paper"))
+    assert {"MobileNetV2 1x", "GhostNet 1.3x"} <= {t.get_text() for t in ghostnet.texts}

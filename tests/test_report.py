@@ -155,7 +155,7 @@ def test_report_includes_feature_map_evidence_from_checkpoints(tiny_cifar, tmp_p
     from ghost_ablate.config import RunConfig
     from ghost_ablate.training import train_run
 
-    from ghost_ablate.data import fingerprint
+    from ghost_ablate.data.cifar import fingerprint
 
     results = tmp_path / "results"
     for model, knobs in (("vgg16", {}), ("ghost_vgg16", {"ratio": 2, "dw_size": 3})):
@@ -190,7 +190,6 @@ def test_report_includes_feature_map_evidence_from_checkpoints(tiny_cifar, tmp_p
 
 def test_smoke_runs_get_no_evidence_section_and_each_section_reports_progress(tmp_path, monkeypatch, capsys):
     from ghost_ablate import features
-    import json
 
     results = tmp_path / "results"
     for model, s, d in (("vgg16", None, None), ("ghost_vgg16", 2, 3)):

@@ -15,7 +15,7 @@ import torch
 from ghost_ablate import precision, training
 from ghost_ablate.cli import main
 from ghost_ablate.config import ConfigError, RunConfig, load_profile
-from ghost_ablate.data import fingerprint
+from ghost_ablate.data.cifar import fingerprint
 from ghost_ablate.doctor import assign_data, run_lock
 from ghost_ablate.models import build_model
 from ghost_ablate.record_schema import read_records

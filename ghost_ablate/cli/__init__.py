@@ -76,9 +76,10 @@ def build_parser() -> OneLineParser:
     p = sub.add_parser("train", help="train one model on CIFAR-10 or ImageNet into a folder (resumable)")
     add_model_args(p, required=True)
     p.add_argument("--profile", default="standard", help=f"a recipe: one of {profiles}, or a YAML path")
-    p.add_argument("--dataset", default="cifar10", help="cifar10 or imagenet (data.DATASETS)")
-    p.add_argument("--data-dir", default="data/cifar10", help="holds cifar-10-batches-py (or the archive); for "
-                                                              "ImageNet, train/ and val/")
+    p.add_argument("--dataset", help="a data set of data.DATASETS (cifar10, imagenet; default: data.DEFAULT, "
+                                     "CIFAR-10)")
+    p.add_argument("--data-dir", help="the data set's folder (default: its declared one, data/<name>): for CIFAR-10, "
+                                      "cifar-10-batches-py (or the archive); for ImageNet, train/ and val/")
     p.add_argument("--out", help="run folder (default: RESULTS_DIR/runs/<run id>)")
     p.add_argument("--results-dir", default="results", help="where runs/<run id>/ go")
     p.add_argument("--seed", type=int, default=0, help="seed of the weights and of the batch order")
@@ -87,14 +88,15 @@ def build_parser() -> OneLineParser:
     add_recipe_args(p)
 
     p = sub.add_parser("sweep", help="run an experiment grid: resumable, shardable, several seeds")
-    p.set_defaults(parser=p)  # `sweep --slurm` rebuilds the tasks' command line from its options
+    # `sweep --slurm` rebuilds the tasks' command line from its options and runs it through `main`
+    p.set_defaults(parser=p, entry=main)
     p.add_argument("experiment", help="experiment YAML, e.g. experiments/cifar10_ablation.yaml")
     p.add_argument("--profile", help=f"override the experiment's profile: one of {profiles}, or a YAML path "
                                      f"(default: the experiment file's)")
     p.add_argument("--seeds", default="0", help="comma-separated, e.g. 0,1,2; or auto: as many as --detect needs, "
                                                 "from the pilot's variance (--pilot)")
     add_seed_plan_args(p)
-    p.add_argument("--data-dir", default="data/cifar10", help="holds cifar-10-batches-py (or the archive)")
+    p.add_argument("--data-dir", help="the experiment's data set (default: its declared folder, data/<name>)")
     p.add_argument("--results-dir", default="results", help="where runs/<run id>/ and summary.csv go")
     p.add_argument("--shard", default="0/1", help="I/N: this process runs every N-th run from I")
     p.add_argument("--dry-run", action="store_true", help="list the runs with costs and status; train nothing")
@@ -126,7 +128,8 @@ def build_parser() -> OneLineParser:
     p.add_argument("experiment", help="the experiment to plan, e.g. experiments/cifar10_ablation.yaml")
     p.add_argument("--profile", help="the recipe the plan will train (default: the experiment file's)")
     add_seed_plan_args(p)
-    p.add_argument("--data-dir", default="data/cifar10", help="the data the plan trains on (prices the seeds)")
+    p.add_argument("--data-dir", help="the data the plan trains on, which prices the seeds (default: the "
+                                      "experiment's data set's declared folder)")
     p.add_argument("--max-hours", type=float, help="cap the plan at this many hours on this machine")
     add_recipe_args(p)
 
@@ -182,7 +185,7 @@ def build_parser() -> OneLineParser:
         p.add_argument("sources", nargs="*", help="run folders (with last.ckpt) or Lightning checkpoints")
         p.add_argument("--weights", help="a plain state_dict file (keys as our models name them); needs --model")
         add_model_args(p, required=False)
-        p.add_argument("--data-dir", default="data/cifar10", help="CIFAR-10 folder the test images come from")
+        p.add_argument("--data-dir", help="the folder the test images come from (default: CIFAR-10's declared one)")
         p.add_argument("--out", default="reports", help="folder for the figures and tables")
     sub.choices["featuremaps"].add_argument("--layer", default="2",
                                             help="conv unit by position (default 2: the second) or module name")

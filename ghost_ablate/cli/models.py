@@ -9,7 +9,8 @@ from .args import model_knobs
 
 
 def cmd_count(args: argparse.Namespace) -> int:
-    from ..costs import breakdown, cost_record, paper_cost_records
+    from ..costs import cost_record, paper_cost_records
+    from ..flops import breakdown
     from ..models import MODELS, build_model
 
     if args.model is None:

@@ -89,15 +89,18 @@ def cmd_redundancy(args: argparse.Namespace) -> int:
     from ..report.evidence import redundancy_outputs
     from ..report.plots import headless
 
+    from ..data import get_dataset
+
     networks = _networks(args)
-    images = test_images(args.data_dir, args.images)
+    folder = get_dataset(None).folder(args.data_dir)
+    images = test_images(folder, args.images)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     headless()
     paths, md = redundancy_outputs(networks, images, out, threshold=args.threshold)
     sources = "; ".join(f"{n.label} ({Path(n.source).parent.name or n.source})" for n in networks)
     write_atomic(out / "redundancy.md", f"# Feature-map redundancy\n\nNetworks: {sources}. Images: the first "
-                                        f"{len(images)} test images of `{Path(args.data_dir).name}`.\n\n{md}")
+                                        f"{len(images)} test images of `{folder.name}`.\n\n{md}")
     print(f"wrote {', '.join(str(p) for p in [*paths, out / 'redundancy.md'])}")
     return 0
 
@@ -141,7 +144,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
             default = resolve_knobs(name)
             keys.append((name, default["ratio"], default["dw_size"], default["width"]))
     if args.cifar_only:
-        keys = [k for k in keys if MODELS[k[0]].input_size == 32]
+        from ..data import get_dataset
+
+        keys = [k for k in keys if MODELS[k[0]].input_size == get_dataset("cifar10").input_size]
     if not keys:
         raise UserError("--cifar-only leaves none of the models named; drop one of the two")
     out = Path(args.out or "results/bench.csv")

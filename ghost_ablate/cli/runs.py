@@ -16,11 +16,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ..training import Diverged, resolve_device, train_run
 
     check_scale(args)
+    dataset = get_dataset(args.dataset)
+    args.data_dir = str(dataset.folder(args.data_dir))
     config = RunConfig.create(args.model, args.ratio, args.dw_size, args.width, args.profile, args.seed,
-                              knobs=model_knobs(args), dataset=args.dataset, **recipe_overrides(args))
+                              knobs=model_knobs(args), dataset=dataset.name, **recipe_overrides(args))
     device = resolve_device(args.accelerator)
     check_processes(config.recipe, args.devices * args.nodes, args.accumulate, device)  # before any launch
-    dataset = get_dataset(args.dataset)
     ranks = distributed.start(args.devices, args.nodes, device)
     ranks.decide(lambda: dataset.prepare(args.data_dir, not args.no_download))  # rank 0 downloads
     # the data is part of the run's identity: one fingerprint for every rank
@@ -77,6 +78,7 @@ def cmd_plan_seeds(args: argparse.Namespace) -> int:
 
     experiment = load_experiment(args.experiment)
     dataset = get_dataset(experiment.dataset)
+    args.data_dir = str(dataset.folder(args.data_dir))
     sizes = dataset.split_sizes(args.data_dir)
     one_seed = plan_runs(experiment, [0], args.profile, recipe_overrides(args),
                          data=dataset.fingerprint(args.data_dir) if sizes else None)
@@ -118,6 +120,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         raise UserError(f"--results-dir {args.results_dir}: not a folder (runs go into its runs/ folder)")
     experiment = load_experiment(args.experiment)
     dataset = get_dataset(experiment.dataset)
+    args.data_dir = str(dataset.folder(args.data_dir))  # default: the data set's declared folder
     shard = parse_shard(args.shard)
     if args.seeds == "auto":
         plan = seed_plan(args, experiment)
@@ -239,7 +242,7 @@ def submit_sweep(args: argparse.Namespace, experiment, seeds: list[int]) -> int:
     params, overrides = parse_params(args.slurm), recipe_overrides(args)
     runs = plan_runs(experiment, seeds, args.profile, overrides)  # bad overrides fail here, not in a job
     folder = Path(args.results_dir) / "slurm"
-    jobs = submit(sweep_argv(args, seeds), args.shards, params, folder, args.nodes, args.devices,
+    jobs = submit(sweep_argv(args, seeds), args.entry, args.shards, params, folder, args.nodes, args.devices,
                   gpus=args.accelerator != "cpu")
     print(f"submitted {len(runs)} runs as {len(jobs)} array task(s): job {jobs[0].job_id.split('_')[0]}; logs in "
           f"{folder}/<job id>/; run the same command again to resume after a cancel (finished runs are skipped)")

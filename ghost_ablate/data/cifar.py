@@ -1,4 +1,5 @@
-"""CIFAR-10 from the official python pickles, as uint8 tensors with batch-wise augmentation.
+"""CIFAR-format data sets (CIFAR-10, and any other in Krizhevsky's python layout: `CifarLayout`)
+from the official pickles, as uint8 tensors with batch-wise augmentation.
 
 The whole training set is one uint8 tensor (150 MB at full size), kept on the GPU when
 training there. Each batch is gathered by index and augmented in one vectorised step
@@ -8,11 +9,13 @@ has no per-sample Python and no PIL. Randomness comes from a generator seeded by
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import pickle
 import socket
 import stat
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,23 +24,48 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .common import DataError, epoch_seed, normalize_with
+from .common import DataError, DataSet, epoch_seed, normalize_with
 
 try:  # numpy >= 2 (older pickles name numpy.core, which find_class maps to the same helpers)
     from numpy._core import multiarray as _multiarray
 except ImportError:  # numpy 1.x
     from numpy.core import multiarray as _multiarray
 
-FOLDER = "cifar-10-batches-py"
-TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_FILES = ("test_batch",)
-ARCHIVE_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-ARCHIVE_NAME = "cifar-10-python.tar.gz"
-ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
-MEAN = (0.4914, 0.4822, 0.4465)
-STD = (0.2470, 0.2435, 0.2616)
-NUM_CLASSES = 10
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+@dataclass(frozen=True)
+class CifarLayout:
+    """What a data set in the CIFAR python layout holds and where: 32x32 RGB images pickled as
+    N x 3072 uint8 rows beside a list of labels, in named batch files under one folder."""
+    title: str
+    folder: str  # the archive's folder, e.g. cifar-10-batches-py
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    classes: tuple[str, ...]
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    label_key: str = "labels"  # CIFAR-100 keeps "fine_labels" (and "coarse_labels")
+    train_size: int = 50_000  # images of the full splits (a subset folder may hold fewer)
+    test_size: int = 10_000
+    archive_url: str | None = None
+    archive_name: str | None = None
+    archive_md5: str | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+CIFAR10 = CifarLayout(
+    "CIFAR-10", "cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
+    ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), "labels", 50_000, 10_000,
+    "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-python.tar.gz",
+    "c58f30108f718f92721af3b95e74349a")
+# CIFAR-10's own names, as this module always had them
+FOLDER, TRAIN_FILES, TEST_FILES = CIFAR10.folder, CIFAR10.train_files, CIFAR10.test_files
+ARCHIVE_URL, ARCHIVE_NAME, ARCHIVE_MD5 = CIFAR10.archive_url, CIFAR10.archive_name, CIFAR10.archive_md5
+MEAN, STD, CLASSES, NUM_CLASSES = CIFAR10.mean, CIFAR10.std, CIFAR10.classes, CIFAR10.num_classes
 PAD = 4
 
 
@@ -72,97 +100,103 @@ class UnsafeBatch(pickle.UnpicklingError):
 MAX_BATCH_BYTES = 64 * 2 ** 20  # an official batch is 31 MB
 
 
-def regular_batch(path: Path) -> None:
+def regular_batch(path: Path, layout: CifarLayout = CIFAR10) -> None:
     """A DataError unless `path` is a regular file of at most MAX_BATCH_BYTES (a FIFO or device
     named like a batch file would block or never end)."""
     try:
         st = Path(path).stat()
     except FileNotFoundError:
-        raise DataError(f"{path}: file missing from the CIFAR-10 folder") from None
+        raise DataError(f"{path}: file missing from the {layout.title} folder") from None
     if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_BATCH_BYTES:
-        raise DataError(f"{path}: not a CIFAR-10 batch file (a regular file of at most {MAX_BATCH_BYTES:,} bytes)")
+        raise DataError(f"{path}: not a {layout.title} batch file (a regular file of at most "
+                        f"{MAX_BATCH_BYTES:,} bytes)")
 
 
-def read_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+def read_batch(path: Path, layout: CifarLayout = CIFAR10) -> tuple[torch.Tensor, torch.Tensor]:
     """One official batch file -> (N x 3 x 32 x 32 uint8 images, N int64 labels), validated.
     Read with `BatchUnpickler`: nothing in the file can run code."""
-    regular_batch(path)
+    regular_batch(path, layout)
+    what = layout.title
     try:
         with open(path, "rb") as f:
             raw = BatchUnpickler(f, encoding="bytes").load()
     except FileNotFoundError:
-        raise DataError(f"{path}: file missing from the CIFAR-10 folder") from None
+        raise DataError(f"{path}: file missing from the {what} folder") from None
     except UnsafeBatch as err:
-        raise DataError(f"{path}: holds objects that are not CIFAR-10 data ({err}); refused without running "
+        raise DataError(f"{path}: holds objects that are not {what} data ({err}); refused without running "
                         f"it. Replace it with the official file") from None
     except Exception as err:  # truncated pickles raise EOFError, UnpicklingError, ValueError...
-        raise DataError(f"{path}: truncated or corrupt CIFAR-10 batch file ({type(err).__name__})") from None
+        raise DataError(f"{path}: truncated or corrupt {what} batch file ({type(err).__name__})") from None
     if not isinstance(raw, dict):
-        raise DataError(f"{path}: not a CIFAR-10 batch (expected a pickled dict)")
+        raise DataError(f"{path}: not a {what} batch (expected a pickled dict)")
     raw = {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
-    if "data" not in raw or "labels" not in raw:
-        raise DataError(f"{path}: not a CIFAR-10 batch (keys 'data' and 'labels' missing)")
+    if "data" not in raw or layout.label_key not in raw:
+        raise DataError(f"{path}: not a {what} batch (keys 'data' and {layout.label_key!r} missing)")
     data = np.asarray(raw["data"])
-    labels = np.asarray(raw["labels"])
+    labels = np.asarray(raw[layout.label_key])
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32:
         raise DataError(f"{path}: data must be N x 3072 uint8, got {data.shape} {data.dtype}")
     if labels.shape != (data.shape[0],):
         raise DataError(f"{path}: {labels.size} labels for {data.shape[0]} images")
-    if labels.size and (labels.min() < 0 or labels.max() >= NUM_CLASSES):
-        raise DataError(f"{path}: labels must lie in 0..9, found {labels.min()}..{labels.max()}")
+    if labels.size and (labels.min() < 0 or labels.max() >= layout.num_classes):
+        raise DataError(f"{path}: labels must lie in 0..{layout.num_classes - 1}, found {labels.min()}..{labels.max()}")
     images = torch.from_numpy(data.reshape(-1, 3, 32, 32).copy())  # rows are channel-major RGB
     return images, torch.from_numpy(labels.astype(np.int64))
 
 
-def find_folder(data_dir: Path) -> Path | None:
-    """`data_dir` itself if it holds the batch files, else its cifar-10-batches-py subfolder."""
-    for candidate in (data_dir, data_dir / FOLDER):
-        if (candidate / TRAIN_FILES[0]).exists() or (candidate / TEST_FILES[0]).exists():
+def find_folder(data_dir: Path, layout: CifarLayout = CIFAR10) -> Path | None:
+    """`data_dir` itself if it holds the batch files, else its subfolder of the archive's name
+    (cifar-10-batches-py)."""
+    for candidate in (data_dir, data_dir / layout.folder):
+        if (candidate / layout.train_files[0]).exists() or (candidate / layout.test_files[0]).exists():
             return candidate
     return None
 
 
-def prepare(data_dir: str | Path, download: bool = True) -> Path:
+def prepare(data_dir: str | Path, download: bool = True, layout: CifarLayout = CIFAR10) -> Path:
     """Locate the extracted folder; else extract or download (md5-checked) the official archive."""
     from torchvision.datasets.utils import check_integrity, download_and_extract_archive, extract_archive
 
     data_dir = Path(data_dir)
-    folder = find_folder(data_dir)
+    folder = find_folder(data_dir, layout)
     if folder is not None:
         return folder
-    archive = data_dir / ARCHIVE_NAME
-    where = f"put {ARCHIVE_NAME} (md5 {ARCHIVE_MD5}) or its extracted {FOLDER}/ into {data_dir}"
+    if layout.archive_name is None:
+        raise DataError(f"{layout.title} is not in {data_dir}; put its extracted {layout.folder}/ there")
+    archive = data_dir / layout.archive_name
+    where = f"put {layout.archive_name} (md5 {layout.archive_md5}) or its extracted {layout.folder}/ into {data_dir}"
     if archive.exists():
-        if not check_integrity(str(archive), ARCHIVE_MD5):
+        if not check_integrity(str(archive), layout.archive_md5):
             raise DataError(f"{archive}: md5 mismatch, the archive is corrupt; {where}")
         extract_archive(str(archive), str(data_dir))
     elif download:
         old_timeout = socket.getdefaulttimeout()
         socket.setdefaulttimeout(30)
         try:
-            download_and_extract_archive(ARCHIVE_URL, str(data_dir), filename=ARCHIVE_NAME, md5=ARCHIVE_MD5)
+            download_and_extract_archive(layout.archive_url, str(data_dir), filename=layout.archive_name,
+                                         md5=layout.archive_md5)
         except Exception as err:
-            raise DataError(f"CIFAR-10 is not in {data_dir} and could not be downloaded "
+            raise DataError(f"{layout.title} is not in {data_dir} and could not be downloaded "
                             f"({type(err).__name__}); {where}") from None
         finally:
             socket.setdefaulttimeout(old_timeout)
     else:
-        raise DataError(f"CIFAR-10 is not in {data_dir}; {where}")
-    folder = find_folder(data_dir)
+        raise DataError(f"{layout.title} is not in {data_dir}; {where}")
+    folder = find_folder(data_dir, layout)
     if folder is None:
-        raise DataError(f"{data_dir}: the archive did not contain {FOLDER}/; {where}")
+        raise DataError(f"{data_dir}: the archive did not contain {layout.folder}/; {where}")
     return folder
 
 
-def split_sizes(data_dir: str | Path) -> tuple[int, int] | None:
+def split_sizes(data_dir: str | Path, layout: CifarLayout = CIFAR10) -> tuple[int, int] | None:
     """(training, test) image counts of the extracted data set in `data_dir`, None if it is not there."""
-    folder = find_folder(Path(data_dir))
+    folder = find_folder(Path(data_dir), layout)
     if folder is None:
         return None
-    return len(load_split(folder, train=True)[1]), len(load_split(folder, train=False)[1])
+    return len(load_split(folder, True, layout)[1]), len(load_split(folder, False, layout)[1])
 
 
-def fingerprint(data_dir: str | Path) -> str:
+def fingerprint(data_dir: str | Path, layout: CifarLayout = CIFAR10) -> str:
     """A short hash of the data set's contents (the names and bytes of its batch files, not their
     path): part of every run's identity, so a run is only ever "done" for the data it saw.
 
@@ -170,16 +204,16 @@ def fingerprint(data_dir: str | Path) -> str:
     file sizes and modification times, so it is computed once."""
     from ..cache import JsonCache
 
-    folder = find_folder(Path(data_dir))
+    folder = find_folder(Path(data_dir), layout)
     if folder is None:
-        raise DataError(f"CIFAR-10 is not in {data_dir}; nothing to fingerprint")
-    files = [folder / name for name in TRAIN_FILES + TEST_FILES]
+        raise DataError(f"{layout.title} is not in {data_dir}; nothing to fingerprint")
+    files = [folder / name for name in layout.train_files + layout.test_files]
     try:
         stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     except FileNotFoundError as err:
-        raise DataError(f"{err.filename}: file missing from the CIFAR-10 folder") from None
+        raise DataError(f"{err.filename}: file missing from the {layout.title} folder") from None
     for f in files:
-        regular_batch(f)
+        regular_batch(f, layout)
     cache = JsonCache("data")
     key = cache.key("fingerprint", str(folder.resolve()), stats)
     hit = cache.get(key)
@@ -196,8 +230,8 @@ def fingerprint(data_dir: str | Path) -> str:
     return value
 
 
-def load_split(folder: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    parts = [read_batch(folder / name) for name in (TRAIN_FILES if train else TEST_FILES)]
+def load_split(folder: Path, train: bool, layout: CifarLayout = CIFAR10) -> tuple[torch.Tensor, torch.Tensor]:
+    parts = [read_batch(folder / name, layout) for name in (layout.train_files if train else layout.test_files)]
     return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
 
@@ -230,9 +264,9 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int 
     ]
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 NCHW -> float32 normalised with the CIFAR-10 channel mean and std."""
-    return normalize_with(images, MEAN, STD)
+def normalize(images: torch.Tensor, layout: CifarLayout = CIFAR10) -> torch.Tensor:
+    """uint8 NCHW -> float32 normalised with the data set's channel mean and std."""
+    return normalize_with(images, layout.mean, layout.std)
 
 
 class TensorBatches:
@@ -300,17 +334,20 @@ class TensorBatches:
             yield x, self.labels[idx]
 
 
-class CIFAR10DataModule(L.LightningDataModule):
-    """CIFAR-10 train/test from `data_dir`; the test set is the per-epoch evaluation set."""
+class CifarDataModule(L.LightningDataModule):
+    """A CIFAR-format data set's train/test from `data_dir` (CIFAR-10 unless `layout` says other);
+    the test set is the per-epoch evaluation set."""
 
     def __init__(self, data_dir: str | Path, batch_size: int = 128, eval_batch_size: int = 512,
                  seed: int = 0, download: bool = True, image_size: int | None = None,
-                 augmentation: dict | None = None) -> None:
+                 augmentation: dict | None = None, layout: CifarLayout = CIFAR10) -> None:
         super().__init__()
+        self.layout = layout
         if image_size not in (None, 32):
-            raise DataError(f"CIFAR-10 images are 32x32; image_size {image_size} is for folder data sets (ImageNet)")
+            raise DataError(f"{layout.title} images are 32x32; image_size {image_size} is for folder data sets "
+                            f"(ImageNet)")
         if augmentation:
-            raise DataError(f"CIFAR-10 trains with the paper's pad-4 crop and flip; {', '.join(augmentation)} "
+            raise DataError(f"{layout.title} trains with the paper's pad-4 crop and flip; {', '.join(augmentation)} "
                             f"are options of folder data sets (ImageNet)")
         self.data_dir = Path(data_dir)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
@@ -319,14 +356,14 @@ class CIFAR10DataModule(L.LightningDataModule):
         self.test_set: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def prepare_data(self) -> None:
-        prepare(self.data_dir, self.download)
+        prepare(self.data_dir, self.download, self.layout)
 
     def load(self) -> CIFAR10DataModule:
         """Read and validate both splits into CPU memory (idempotent); raises DataError."""
         if self.train_set is None:
-            folder = prepare(self.data_dir, self.download)
-            self.train_set = load_split(folder, train=True)
-            self.test_set = load_split(folder, train=False)
+            folder = prepare(self.data_dir, self.download, self.layout)
+            self.train_set = load_split(folder, True, self.layout)
+            self.test_set = load_split(folder, False, self.layout)
         return self
 
     @property
@@ -358,4 +395,39 @@ class CIFAR10DataModule(L.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):  # noqa: ANN001 - Lightning hook
         images, labels = batch
-        return normalize(images), labels
+        return normalize(images, self.layout), labels
+
+
+CIFAR10DataModule = CifarDataModule  # the name it always had
+
+
+def write_folder(root: Path, layout: CifarLayout, n_train: int, n_test: int = 1000, seed: int = 0) -> Path:
+    """A folder in `layout` of random images and labels under `root` (for speed and for tests), so
+    the real loader path runs; returns `root`."""
+    rng = np.random.default_rng(seed)
+    folder = Path(root) / layout.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    per_file = [n_train // len(layout.train_files) + (i < n_train % len(layout.train_files))
+                for i in range(len(layout.train_files))]
+    for name, n in [*zip(layout.train_files, per_file), (layout.test_files[0], n_test)]:
+        batch = {b"batch_label": b"synthetic", layout.label_key.encode(): rng.integers(0, layout.num_classes, n).tolist(),
+                 b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"filenames": [b"x.png"] * n}
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f, protocol=2)
+    return Path(root)
+
+
+def test_split(layout: CifarLayout, data_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test split as uint8 images and labels, from an extracted folder (no download)."""
+    return load_split(prepare(data_dir, False, layout), False, layout)
+
+
+def declare(name: str, layout: CifarLayout, default_dir: str | None = None) -> DataSet:
+    """The `DataSet` of a CIFAR-format data set: a new one is this call with its layout, and an
+    entry in `data.DATASETS`."""
+    bind = functools.partial
+    return DataSet(name, layout.title, layout.classes, 32, layout.mean, layout.std, layout.train_size,
+                   layout.test_size, bind(CifarDataModule, layout=layout), bind(prepare, layout=layout),
+                   bind(fingerprint, layout=layout), bind(split_sizes, layout=layout),
+                   test_images=bind(test_split, layout), default_dir=default_dir or f"data/{name}")
+

@@ -34,6 +34,18 @@ class DataSet:
     # (data_dir or None, image size) -> (training images/s one CPU core decodes and crops, measured on what);
     # None for data sets held decoded in memory, which never wait on their input
     input_rate: "Callable[[str | Path | None, int], tuple[float, str]] | None" = None
+    # data_dir -> (uint8 test images, labels) held in memory, for feature maps and redundancy;
+    # None for data sets too large to hold so
+    test_images: "Callable[[str | Path], tuple[torch.Tensor, torch.Tensor]] | None" = None
+    default_dir: str = ""  # where commands look when no --data-dir is given (default: data/<name>)
+
+    def folder(self, data_dir: str | Path | None) -> Path:
+        """`data_dir`, or the declared default folder where none is given."""
+        return Path(data_dir) if data_dir else Path(self.default_dir or f"data/{self.name}")
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 NCHW -> float32 normalised with this data set's channel mean and std."""
+        return normalize_with(images, self.mean, self.std)
 
     @property
     def num_classes(self) -> int:

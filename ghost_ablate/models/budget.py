@@ -40,7 +40,7 @@ INPUT_SIZE = 32
 @functools.lru_cache(maxsize=None)
 def ghost_budget(baseline: str, ratio: int) -> int:
     """FLOPs (MACs, our counter) of the Ghost version of `baseline` at ratio `ratio`, d=3."""
-    from ..costs import count_flops
+    from ..flops import count_flops
 
     ghost = ghost_vgg16(ratio, 3) if baseline == "vgg16" else ghost_resnet56(ratio, 3)
     return count_flops(ghost, INPUT_SIZE)
@@ -93,7 +93,7 @@ def prune_to_budget(trained: nn.Module, budget_flops: int, criterion: str = "l1"
 
     import torch_pruning as tp
 
-    from ..costs import count_flops
+    from ..flops import count_flops
 
     if not isinstance(trained, (VGG16, CifarResNet)):
         raise ValueError(f"prune_to_budget takes a VGG-16 or ResNet-56, got {type(trained).__name__}")

@@ -7,7 +7,7 @@ errors name the valid choices.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from torch import nn
@@ -28,6 +28,8 @@ class ModelSpec:
     description: str = ""
     baseline: str | None = None  # the plain network a Ghost model is compared against
     shaped_by_source: bool = False  # widths come from pruning its trained source (models/budget.py)
+    label: str = ""  # its name in tables and plots (default: the registry name)
+    family: str = ""  # the plot panel and colour it shares (default: its baseline's family, else its label)
 
     @property
     def is_ghost(self) -> bool:
@@ -46,51 +48,65 @@ class ModelSpec:
 MODELS: dict[str, ModelSpec] = {}
 
 
-def register(spec: ModelSpec) -> None:
+def register(spec: ModelSpec) -> ModelSpec:
+    """Add `spec` to MODELS, its label and family filled in; a baseline must be registered first."""
     unknown = [k for k in spec.knobs if k not in KNOBS]
     if unknown:
         raise unknown_knob(unknown[0], KNOBS)
-    MODELS[spec.name] = spec
+    if spec.baseline is not None and spec.baseline not in MODELS:
+        raise ValueError(f"{spec.name}: baseline {spec.baseline!r} is not registered (register it first)")
+    label = spec.label or spec.name
+    family = spec.family or (MODELS[spec.baseline].family if spec.baseline else label)
+    MODELS[spec.name] = replace(spec, label=label, family=family)
+    return MODELS[spec.name]
 
 
 _GHOST = ("ratio", "dw_size", *CHEAP_KNOBS)
 _GHOSTNET = ("ratio", "dw_size", "width", *CHEAP_KNOBS, "dfc_from_block", "dropout")
+_PRUNED = ("criterion", "budget_s", "init")
+_MOBILE = "GhostNet"  # the family Table 7 compares the mobile networks with: drawn in GhostNet's panel
 for _spec in (
-    ModelSpec("vgg16", lambda num_classes: cifar.vgg16(num_classes), 32, 10, description="VGG-16 (CIFAR)"),
+    ModelSpec("vgg16", lambda num_classes: cifar.vgg16(num_classes), 32, 10, description="VGG-16 (CIFAR)",
+              label="VGG-16"),
     ModelSpec("ghost_vgg16", cifar.ghost_vgg16, 32, 10, _GHOST, description="Ghost-VGG-16, all 13 convs Ghost",
-              baseline="vgg16"),
+              baseline="vgg16", label="Ghost-VGG-16"),
     ModelSpec("ghost_vgg16_keep_first", lambda **kw: cifar.ghost_vgg16(keep_first=True, **kw), 32, 10, _GHOST,
-              description="Ghost-VGG-16, first conv plain", baseline="vgg16"),
-    ModelSpec("resnet56", lambda num_classes: cifar.resnet56(num_classes), 32, 10, description="ResNet-56 (CIFAR)"),
+              description="Ghost-VGG-16, first conv plain", baseline="vgg16", label="Ghost-VGG-16 (plain 1st)"),
+    ModelSpec("resnet56", lambda num_classes: cifar.resnet56(num_classes), 32, 10, description="ResNet-56 (CIFAR)",
+              label="ResNet-56"),
     ModelSpec("ghost_resnet56", cifar.ghost_resnet56, 32, 10, _GHOST, description="Ghost-ResNet-56",
-              baseline="resnet56"),
-    ModelSpec("l1_vgg16", pruned.l1_vgg16, 32, 10, ("init",), description="VGG-16-pruned-A (Li et al., l1 filter pruning)",
-              baseline="vgg16"),
+              baseline="resnet56", label="Ghost-ResNet-56"),
+    ModelSpec("l1_vgg16", pruned.l1_vgg16, 32, 10, ("init",), description="VGG-16-pruned-A (Li et al., l1 filter "
+              "pruning)", baseline="vgg16", label="l1-VGG-16"),
     ModelSpec("l1_resnet56", pruned.l1_resnet56, 32, 10, ("l1_variant", "init"),
-              description="ResNet-56-pruned-B or -A (Li et al., l1 filter pruning)", baseline="resnet56"),
-    ModelSpec("budget_vgg16", budget.budget_vgg16, 32, 10, ("criterion", "budget_s", "init"),
-              description="VGG-16 pruned globally to Ghost-VGG-16's FLOPs (torch-pruning)", baseline="vgg16",
-              shaped_by_source=True),
-    ModelSpec("budget_resnet56", budget.budget_resnet56, 32, 10, ("criterion", "budget_s", "init"),
+              description="ResNet-56-pruned-B or -A (Li et al., l1 filter pruning)", baseline="resnet56",
+              label="l1-ResNet-56"),
+    ModelSpec("budget_vgg16", budget.budget_vgg16, 32, 10, _PRUNED, baseline="vgg16", shaped_by_source=True,
+              description="VGG-16 pruned globally to Ghost-VGG-16's FLOPs (torch-pruning)", label="budget-VGG-16"),
+    ModelSpec("budget_resnet56", budget.budget_resnet56, 32, 10, _PRUNED, baseline="resnet56", shaped_by_source=True,
               description="ResNet-56 pruned globally to Ghost-ResNet-56's FLOPs (torch-pruning)",
-              baseline="resnet56", shaped_by_source=True),
+              label="budget-ResNet-56"),
     ModelSpec("cifar_ghostnet", cifar_ghostnet, 32, 10, _GHOSTNET,
-              description="GhostNet v1 adapted to 32x32 (stem stride 1)"),
-    ModelSpec("ghostnet", ghostnet, 224, 1000, _GHOSTNET, (0.5, 1.0, 1.3), "GhostNet v1"),
+              description="GhostNet v1 adapted to 32x32 (stem stride 1)", label="GhostNet (CIFAR)", family="GhostNet"),
+    ModelSpec("ghostnet", ghostnet, 224, 1000, _GHOSTNET, (0.5, 1.0, 1.3), "GhostNet v1", label="GhostNet"),
     ModelSpec("ghostnetv2", ghostnetv2, 224, 1000, ("ratio", "dw_size", "width", "dropout"), (1.0, 1.3, 1.6),
-              "GhostNetV2"),
-    ModelSpec("resnet50", lambda num_classes: resnet.resnet50(num_classes), 224, 1000, description="ResNet-50"),
-    ModelSpec("mobilenetv1", mobile.mobilenet_v1, 224, 1000, ("width",), (0.5,), "MobileNetV1 (defined here)"),
-    ModelSpec("mobilenetv2", mobile.mobilenet_v2, 224, 1000, ("width",), (0.35, 0.6, 1.0), "MobileNetV2 (torchvision)"),
+              "GhostNetV2", label="GhostNetV2"),
+    ModelSpec("resnet50", lambda num_classes: resnet.resnet50(num_classes), 224, 1000, description="ResNet-50",
+              label="ResNet-50"),
+    ModelSpec("mobilenetv1", mobile.mobilenet_v1, 224, 1000, ("width",), (0.5,), "MobileNetV1 (defined here)",
+              label="MobileNetV1", family=_MOBILE),
+    ModelSpec("mobilenetv2", mobile.mobilenet_v2, 224, 1000, ("width",), (0.35, 0.6, 1.0), "MobileNetV2 (torchvision)",
+              label="MobileNetV2", family=_MOBILE),
     ModelSpec("shufflenetv2", mobile.shufflenet_v2, 224, 1000, ("width",), (0.5, 1.0, 1.5),
-              "ShuffleNetV2 (torchvision)"),
+              "ShuffleNetV2 (torchvision)", label="ShuffleNetV2", family=_MOBILE),
     ModelSpec("mobilenetv3_small", mobile.mobilenet_v3_small, 224, 1000, ("width",), (0.75,),
-              "MobileNetV3-Small (timm)"),
+              "MobileNetV3-Small (timm)", label="MobileNetV3-Small", family=_MOBILE),
     ModelSpec("mobilenetv3_large", mobile.mobilenet_v3_large, 224, 1000, ("width",), (0.75, 1.0),
-              "MobileNetV3-Large (timm)"),
-    ModelSpec("mnasnet_a1", mobile.mnasnet_a1, 224, 1000, ("width",), (1.0,), "MnasNet-A1 (timm)"),
+              "MobileNetV3-Large (timm)", label="MobileNetV3-Large", family=_MOBILE),
+    ModelSpec("mnasnet_a1", mobile.mnasnet_a1, 224, 1000, ("width",), (1.0,), "MnasNet-A1 (timm)",
+              label="MnasNet-A1", family=_MOBILE),
     ModelSpec("ghost_resnet50", resnet.ghost_resnet50, 224, 1000, _GHOST, description="Ghost-ResNet-50",
-              baseline="resnet50"),
+              baseline="resnet50", label="Ghost-ResNet-50"),
 ):
     register(_spec)
 

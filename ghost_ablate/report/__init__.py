@@ -16,12 +16,12 @@ from pathlib import Path
 import pandas as pd
 
 from .. import paper
-from ..data import get_dataset
+from ..data import data_fingerprint, get_dataset
+from ..labels import full_label
 from ..progress import track
 from ..records import write_atomic
 from .evidence import evidence_section
 from .experiments import experiment_sections
-from .labels import full_label
 from .markdown import (_md, escape, fmt_number, header_markdown, markdown_table, provenance, pruned_markdown,
                        seeds_markdown, top1_cells)
 from .plots import headless, plot_accuracy_vs_cost, plot_confusion, plot_curves, plot_latency, plot_table
@@ -58,9 +58,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | No
     results_dir, out = Path(results_dir), Path(out_dir)
     prefer = None
     if data_dir is not None and data is None:
-        from ..data import fingerprint, find_folder
-
-        prefer = fingerprint(data_dir) if find_folder(Path(data_dir)) else None
+        prefer = data_fingerprint(data_dir)
     if out.exists() and not out.is_dir() or out.is_symlink():
         raise ReportError(f"--out {out}: not a folder (the report is written into a folder of its own)")
     runs = load_runs(results_dir, profile, data, prefer, epochs)
@@ -152,11 +150,12 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
     written: list[Path] = []
     margins = experiment_margins(experiments or [])
     datasets = runs["dataset"].dropna().unique()  # one data set per report (`load_runs`)
-    tables = paper.tables_of(datasets[0] if len(datasets) else "cifar10")
+    dataset = get_dataset(datasets[0] if len(datasets) else None)
+    tables = paper.tables_of(dataset.name)
     steps = track(report_steps(tables), "report", "section", label=str)  # one line per finished section off a terminal
     next(steps)
     sections = [header_markdown(provenance(runs))]
-    title = get_dataset(datasets[0] if len(datasets) else None).title
+    title = dataset.title
     plots = [("Accuracy vs FLOPs", plot_accuracy_vs_cost(agg, out, "flops", title, tables)),
              ("Accuracy vs parameters", plot_accuracy_vs_cost(agg, out, "params", title, tables)),
              ("Test accuracy and training loss per epoch", plot_curves(agg, out, title))]

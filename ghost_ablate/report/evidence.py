@@ -154,7 +154,7 @@ def evidence_section(runs: pd.DataFrame, results_dir: Path, out: Path, previous:
     `data_dir` when it holds the data those runs were trained on (by fingerprint: a path in a
     record is never followed); else the section an earlier report wrote into `previous`
     (checkpoints are never committed); else what to run. Files go into `out`."""
-    from ..data import DataError, fingerprint
+    from ..data import DataError, get_dataset
     from ..features import FeatureError, load_trained, test_images
     from ..records import missing, row_key
 
@@ -178,11 +178,12 @@ def evidence_section(runs: pd.DataFrame, results_dir: Path, out: Path, previous:
     if reason is None:
         try:
             wanted = {r["data_fingerprint"] for r in chosen}
-            seen = fingerprint(data_dir)
+            dataset = chosen[0].get("dataset")
+            seen = get_dataset(dataset).fingerprint(data_dir)
             if wanted != {seen}:
                 raise DataError(f"{data_dir} holds data {seen}, the runs were trained on {', '.join(map(str, wanted))}")
             networks = [load_trained(results_dir / "runs" / r["run_id"]) for r in chosen]
-            image, images = test_images(data_dir, 1), test_images(data_dir, 32)
+            image, images = test_images(data_dir, 1, dataset=dataset), test_images(data_dir, 32, dataset=dataset)
         except (FeatureError, DataError) as err:
             return [], f"{title}\n\nNot computed: {err}\n"
         paths = []

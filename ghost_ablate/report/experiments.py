@@ -18,7 +18,7 @@ from ..costs import config_cost
 from ..models import KNOBS, MODELS, knob_values, varying
 from ..records import config_key, missing, write_atomic
 from ..sweep import Experiment, load_experiment
-from .labels import COLORS, NAMES, _family, marker
+from ..labels import color, marker, name
 from .layout import Point, scatter_with_labels
 from .markdown import _md, fmt_number
 from .stats import MARGIN_PP, claim_verdicts, holm
@@ -82,7 +82,7 @@ def experiment_table(experiment: Experiment, agg: dict[tuple, dict[str, Any]],
 
 def experiment_markdown(frame: pd.DataFrame) -> str:
     shown = frame.copy()
-    shown["model"] = shown["model"].map(lambda m: NAMES.get(m, m))
+    shown["model"] = shown["model"].map(name)
     top1 = "top1 (%) mean ± 95% CI"
     shown[top1] = [f"{fmt_number(m, 2)} ± {fmt_number(c, 2)}" if n > 1 else fmt_number(m, 2)
                          for m, c, n in zip(frame["top1_mean"], frame["top1_ci95"], frame["n_seeds"])]
@@ -111,10 +111,10 @@ def draw_experiment(experiment: Experiment, frame: pd.DataFrame, agg: dict[tuple
             continue
         ref = reference[r["model"]]
         changed = [f"{c}={r[c]}" for c in columns if not missing(r[c]) and (missing(ref[c]) or r[c] != ref[c])]
-        label = " ".join(changed) or ("reference" if MODELS[r["model"]].knobs else NAMES.get(r["model"], r["model"]))
+        label = " ".join(changed) or ("reference" if MODELS[r["model"]].knobs else name(r["model"]))
         if len({m for m in frame["model"]}) > 1 and MODELS[r["model"]].knobs:
-            label = f"{NAMES.get(r['model'], r['model'])} {label}"
-        points.append(Point(r["flops_m"], r["top1_mean"], label, COLORS[_family(r["model"])], marker(r["model"]),
+            label = f"{name(r['model'])} {label}"
+        points.append(Point(r["flops_m"], r["top1_mean"], label, color(r["model"]), marker(r["model"]),
                             tuple(agg.get(key, {}).get("final", ()))))
     fig, ax = plt.subplots(figsize=(8, 5))
     scatter_with_labels(ax, points)

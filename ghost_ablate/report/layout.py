@@ -62,12 +62,13 @@ def log_x_limits(xs: Sequence[float]) -> tuple[float, float]:
     return 10 ** (lo - POINTS_SPAN[0] * unit), 10 ** (lo + (1 - POINTS_SPAN[0]) * unit)
 
 
-def scatter_with_labels(ax, points: Sequence[Point], fontsize: float = 7.0) -> None:  # noqa: ANN001 - Axes
+def scatter_with_labels(ax, points: Sequence[Point], fontsize: float = 7.0,  # noqa: ANN001 - Axes
+                        empty: str = "no finished runs") -> None:
     """Each point's seeds as small dots and its mean as a large marker, on a log x axis, with
     its label in the right-hand column joined to it by a thin line that crosses no other
-    (`leader`)."""
+    (`leader`); `empty` written in the middle where there is no point."""
     if not points:
-        ax.text(0.5, 0.5, "no finished runs", ha="center", va="center", transform=ax.transAxes, color="0.4")
+        ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, color="0.4")
         return
     values = [v for p in points for v in (*p.seeds, p.mean)]
     ax.set_xscale("log")

@@ -213,7 +213,7 @@ def seeds_markdown(agg: dict[tuple, dict[str, Any]], gaps: tuple[float, ...] = (
 def pruned_markdown(runs: pd.DataFrame) -> str:
     """What a pruned row's accuracy includes, in words ("" without finished pruned runs): it starts
     from its source run's final weights, so it has trained for the source's epochs and its own."""
-    from .labels import full_label
+    from ..labels import full_label
 
     if "source" not in runs:
         return ""

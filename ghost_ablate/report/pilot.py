@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..records import write_atomic
-from .labels import full_label
+from ..labels import full_label
 from .markdown import _md, escape, fmt_number
 from .stats import seed_stats
 from .tables import ReportError, load_runs

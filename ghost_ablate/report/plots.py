@@ -8,7 +8,7 @@ import pandas as pd
 
 from .. import paper
 from ..records import missing, row_key
-from .labels import COLORS, KIND_NAMES, MARKERS, _family, full_label, marker, short_label
+from ..labels import KIND_NAMES, MARKERS, color, families, family, full_label, marker, short_label
 from .layout import Point, scatter_with_labels, y_limits
 from .tables import BASELINES, PLOT_FORMATS, vs_reference
 
@@ -46,23 +46,25 @@ def _save(fig, out: Path, stem: str) -> list[Path]:  # noqa: ANN001 - matplotlib
     return paths
 
 
-def _our_points(agg: dict[tuple, dict[str, Any]], families: tuple[str, ...], field: str) -> list[Point]:
-    return [Point(e[field] / 1e6, e["top1_mean"], short_label(*key), COLORS[_family(key[0])], marker(key[0]),
+def _our_points(agg: dict[tuple, dict[str, Any]], panel: str, field: str) -> list[Point]:
+    return [Point(e[field] / 1e6, e["top1_mean"], short_label(*key), color(key[0]), marker(key[0]),
                   tuple(e["final"]))
             for key, e in sorted(agg.items(), key=lambda kv: str(kv[0]))
-            if e["top1_mean"] is not None and _family(key[0]) in families]
+            if e["top1_mean"] is not None and family(key[0]) == panel]
 
 
-def _paper_points(families: tuple[str, ...], field: str, tables: tuple[str, ...]) -> list[Point]:
-    return [Point(getattr(r, field), r.top1, short_label(*r.key), COLORS[_family(r.model)], marker(r.model))
+def _paper_points(panel: str, field: str, tables: tuple[str, ...]) -> list[Point]:
+    return [Point(getattr(r, field), r.top1, short_label(*r.key), color(r.model), marker(r.model))
             for r in paper.distinct_models(tables)
-            if r.top1 is not None and _family(r.model) in families]
+            if r.top1 is not None and family(r.model) == panel]
 
 
-# One column per testbed, by the data set whose paper tables the report draws.
-PANELS = {paper.CIFAR_TABLES: {"VGG-16": ("VGG-16",), "ResNet-56 and GhostNet": ("ResNet-56", "GhostNet")},
-          paper.IMAGENET_TABLES: {"ResNet-50 (Table 4)": ("ResNet-50",),
-                                  "GhostNet and mobile networks (Table 7)": ("GhostNet", "GhostNetV2", "other")}}
+def panels(agg: dict[tuple, dict[str, Any]], tables: tuple[str, ...]) -> list[str]:
+    """One column per model family with a point to draw (ours, or the paper's in `tables`), in
+    registry order: the families come from the model specs, so a new family gets its panel."""
+    present = {family(key[0]) for key, e in agg.items() if e["top1_mean"] is not None}
+    present |= {family(r.model) for r in paper.distinct_models(tables) if r.top1 is not None}
+    return [f for f in [*families(), "other"] if f in present]
 
 
 def _kind_legend(ax, models: list[str], seeds: bool) -> None:  # noqa: ANN001 - Axes
@@ -87,23 +89,26 @@ def draw_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], cost: str,  # noqa: 
 
     field, paper_field = ("flops", "flops_m") if cost == "flops" else ("params", "params_m")
     xlabel = ("FLOPs (M multiply-accumulates per image)" if cost == "flops" else "parameters (M)") + ", log scale"
-    panels = PANELS[tables]
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9), gridspec_kw={"height_ratios": [3, 2]})
-    for col, (title, families) in enumerate(panels.items()):
-        ours, published = _our_points(agg, families, field), _paper_points(families, paper_field, tables)
+    columns = panels(agg, tables) or ["no finished runs"]
+    fig, axes = plt.subplots(2, len(columns), figsize=(6.5 * len(columns), 9), squeeze=False,
+                             gridspec_kw={"height_ratios": [3, 2]})
+    for col, title in enumerate(columns):
+        ours, published = _our_points(agg, title, field), _paper_points(title, paper_field, tables)
         for row, (points, who) in enumerate(((ours, "ours"), (published, "paper"))):
             ax = axes[row, col]
-            scatter_with_labels(ax, points)
+            scatter_with_labels(ax, points, empty="no finished runs" if who == "ours" else
+                                f"no published row on {dataset}")
             ax.set_title(f"{title}: {who}" + (" (every seed, and the mean)" if who == "ours" else " (published)"),
                          fontsize=10)
             ax.set_xlabel(xlabel, fontsize=9)
             ax.set_ylabel(f"{dataset} top-1 test accuracy (%)", fontsize=9)
             ax.grid(alpha=0.3)
             _plain_log_ticks(ax.xaxis)
-            models = [k[0] for k in agg if _family(k[0]) in families] if who == "ours" else \
-                [r.model for r in paper.distinct_models(tables) if _family(r.model) in families]
+            models = [k[0] for k in agg if family(k[0]) == title] if who == "ours" else \
+                [r.model for r in paper.distinct_models(tables) if family(r.model) == title]
             if points:
                 _kind_legend(ax, models, seeds=who == "ours")
+
     fig.suptitle(f"Accuracy vs {'FLOPs' if cost == 'flops' else 'parameters'} on {dataset}")
     fig.tight_layout()
     return fig
@@ -132,27 +137,27 @@ def draw_table(table: str, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]
     ours_ax, diff_ax, paper_ax = axes
     values, diffs, published, intervals = [], [0.0], [], []
     for x, (row, frow) in zip(xs, shown):
-        color, mark = COLORS[_family(row.model)], marker(row.model)
+        colour, mark = color(row.model), marker(row.model)
         e = agg.get(row.run_key)
         if e and e["final"]:
             jitter = [x + 0.12 * (i - (len(e["final"]) - 1) / 2) / max(len(e["final"]) - 1, 1)
                       for i in range(len(e["final"]))]
-            ours_ax.plot(jitter, e["final"], mark, color=color, ms=4, alpha=0.5, mew=0)
-            ours_ax.plot([x - 0.22, x + 0.22], [e["top1_mean"]] * 2, "-", color=color, lw=2)
+            ours_ax.plot(jitter, e["final"], mark, color=colour, ms=4, alpha=0.5, mew=0)
+            ours_ax.plot([x - 0.22, x + 0.22], [e["top1_mean"]] * 2, "-", color=colour, lw=2)
             values += e["final"]
         ref = paper.reference_row(row, BASELINES)
         ref_e = agg.get(ref.run_key) if ref is not None and ref.key != row.key else None
         tested = vs_reference(e, ref_e)
         if row.key in references:
-            diff_ax.plot(x, 0, mark, color=color, mfc="white", ms=7)
+            diff_ax.plot(x, 0, mark, color=colour, mfc="white", ms=7)
         elif tested.diff is not None:
             significant = not missing(frow["p_holm"]) and frow["p_holm"] < ALPHA
             if tested.diffs:
-                diff_ax.plot([x] * len(tested.diffs), tested.diffs, mark, color=color, ms=3, alpha=0.45, mew=0)
-            intervals.append((x, tested.diff, tested.ci95 or 0.0, mark, color, significant))
+                diff_ax.plot([x] * len(tested.diffs), tested.diffs, mark, color=colour, ms=3, alpha=0.45, mew=0)
+            intervals.append((x, tested.diff, tested.ci95 or 0.0, mark, colour, significant))
             diffs += [tested.diff, *tested.diffs]
         if row.top1 is not None:
-            paper_ax.plot(x, row.top1, mark, color=color, mfc="none", ms=7)
+            paper_ax.plot(x, row.top1, mark, color=colour, mfc="none", ms=7)
             published.append(row.top1)
     ours_ax.set_ylim(*y_limits(values or [0.0, 100.0]))
     ours_ax.set_ylabel("our top-1 (%)", fontsize=9)
@@ -179,15 +184,15 @@ def draw_clipped_intervals(ax, intervals: list[tuple], low: float, high: float) 
     """Each (x, mean, half-width, marker, colour, filled) as a 95% interval, cut at the panel's limits
     (set by the seeds and means, so one wide interval of an undetermined row does not flatten the
     rest), with an arrowhead and its full bound written where an interval is cut."""
-    for x, mean, half, mark, color, filled in intervals:
+    for x, mean, half, mark, colour, filled in intervals:
         lo, hi = mean - half, mean + half
-        ax.plot([x, x], [max(lo, low), min(hi, high)], "-", color=color, lw=1.2)
-        ax.plot(x, mean, mark, color=color, ms=7, mfc=color if filled else "white")
+        ax.plot([x, x], [max(lo, low), min(hi, high)], "-", color=colour, lw=1.2)
+        ax.plot(x, mean, mark, color=colour, ms=7, mfc=colour if filled else "white")
         for bound, edge, arrow, va in ((hi, high, "^", "top"), (lo, low, "v", "bottom")):
             if (bound > edge) if arrow == "^" else (bound < edge):
-                ax.plot(x, edge, arrow, color=color, ms=6, clip_on=False)
+                ax.plot(x, edge, arrow, color=colour, ms=6, clip_on=False)
                 ax.annotate(f"{bound:+.1f}", (x, edge), xytext=(6, -2 if va == "top" else 2),
-                            textcoords="offset points", fontsize=6, color=color, va=va)
+                            textcoords="offset points", fontsize=6, color=colour, va=va)
 
 
 def plot_table(table: str, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]], out: Path) -> list[Path]:
@@ -269,10 +274,10 @@ def plot_latency(bench: pd.DataFrame, out: Path) -> list[Path]:
         part = bench[bench["device_kind"] == kind]
         texts = []
         for _, r in part.iterrows():
-            color = COLORS[_family(r["model"])]
+            colour = color(r["model"])
             x, y = r["flops"] / 1e6, r["latency_bs1_ms"]
-            ax.plot(x, y, "o", color=color)
-            texts.append(ax.text(x, y, full_label(*row_key(r)), fontsize=7, color=color))
+            ax.plot(x, y, "o", color=colour)
+            texts.append(ax.text(x, y, full_label(*row_key(r)), fontsize=7, color=colour))
         ax.set_xscale("log")
         ax.set_yscale("log")
         _plain_log_ticks(ax.xaxis)

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from ..records import row_key, write_atomic
-from .labels import full_label
+from ..labels import full_label
 from .markdown import _md, fmt_number, header_markdown, provenance
 from .stats import ALPHA, holm, paired_stats, seed_stats
 from .tables import ReportError, load_runs

@@ -14,7 +14,7 @@ from ..errors import UserError
 from ..models import MODELS
 from ..record_schema import read_records
 from ..records import DamagedRecord, flatten_record, missing, row_key
-from .labels import _family, full_label
+from ..labels import family, full_label
 from .stats import MARGIN_PP, Comparison, claim_verdicts, compare, holm, seed_stats, trend
 
 KEY = ("model", "ratio", "dw_size", "width")
@@ -312,15 +312,15 @@ def best_runs_by_family(runs: pd.DataFrame) -> dict[str, pd.Series]:
                   & runs["test_confusion"].map(lambda c: isinstance(c, list) and 0 < len(c) <= CONFUSION_CLASSES)]
     best: dict[str, pd.Series] = {}
     for _, r in usable.sort_values(["final_test_acc", "run_id"], ascending=[False, True]).iterrows():
-        best.setdefault(_family(r["model"]), r)
+        best.setdefault(family(r["model"]), r)
     return dict(sorted(best.items()))
 
 
 def per_class_accuracy(best: dict[str, pd.Series]) -> pd.DataFrame:
-    """Per CIFAR-10 class, the accuracy (%) of each family's best run: confusion diagonal / row sum."""
+    """Per class of the runs' data set, the accuracy (%) of each family's best run: confusion diagonal / row sum."""
     first = next(iter(best.values()))
     table = pd.DataFrame({"class": list(get_dataset(first.get("dataset")).classes)})
-    for family, r in best.items():
+    for r in best.values():
         matrix = r["test_confusion"]
         label = f"{full_label(*row_key(r))} (seed {int(r['seed'])})"
         table[label] = [round(100 * row[i] / sum(row), 1) if sum(row) else None for i, row in enumerate(matrix)]
