@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 
 from .flops import measure
+from .timing import seconds, sgd_step, steady_rate, synchronizer
 from .machine import describe_device
 from .models import KNOBS, MODELS, build_model, format_assignments, fuse_rep
 from .precision import Precision, resolve_precision
@@ -57,33 +58,12 @@ class BenchSettings:
     precision: str = "auto"  # resolved as training resolves it; fp32 is measured beside it if different
 
 
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
 def _median_ms(fn: Callable[[], Any], device: str, warmup: int, repeats: int) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        _sync(device)
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
+    return 1000 * statistics.median(seconds(fn, repeats, warmup, synchronizer(device)))
 
 
 def _rate(fn: Callable[[], Any], device: str, images_per_call: int, warmup: int, calls: int) -> float:
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    _sync(device)
-    return images_per_call * calls / (time.perf_counter() - t0)
+    return images_per_call * calls / sum(seconds(fn, calls, warmup, synchronizer(device)))
 
 
 def _peak_rss_mb() -> float:
@@ -125,20 +105,12 @@ def _measure_path(model: torch.nn.Module, name: str, s: BenchSettings, precision
     # training step first, so the RSS baseline is not raised by earlier work
     x = torch.randn(s.train_batch_size, 3, size, size, device=s.device).contiguous(memory_format=fmt)
     y = torch.randint(0, MODELS[name].num_classes, (s.train_batch_size,), device=s.device)
-    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     model.train()
-
-    def train_step() -> None:
-        with autocast():
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    train_step = sgd_step(model, x, y, autocast=autocast)
     if s.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
         train_step()
-        _sync(s.device)
+        torch.cuda.synchronize()
         peak_mb, method = torch.cuda.max_memory_allocated() / 2**20, "cuda max_memory_allocated"
     else:
         peak_mb, method = _cpu_peak_growth_mb(train_step), "cpu peak RSS rise during first training step"
@@ -208,7 +180,7 @@ def measure_inference(key: tuple, s: BenchSettings, deploy: bool) -> dict[str, A
             torch.cuda.reset_peak_memory_stats()
             start = torch.cuda.memory_allocated()
             model(xb)
-            _sync(s.device)
+            torch.cuda.synchronize()
             peak_mb = (torch.cuda.max_memory_allocated() - start) / 2**20
         else:
             peak_mb = _cpu_peak_growth_mb(lambda: model(xb))
@@ -315,11 +287,6 @@ def merge_into(out: Path, frame: pd.DataFrame, env: dict[str, Any]) -> pd.DataFr
 
 # ---- training pipeline: ours vs a plain PyTorch loop ---------------------------------------------
 
-def steady_rate(rates: list[float]) -> float:
-    """The median images/s over the epochs after the first (the first pays for warm-up)."""
-    return statistics.median(rates[1:] if len(rates) > 1 else rates)
-
-
 def plain_loop_rate(model_name: str, data_dir: Path, batch_size: int, epochs: int, device: str,
                     num_workers: int) -> float:
     """Steady images/s of a textbook loop: DataLoader + PIL transforms, fp32, loss.item() per step."""
@@ -346,10 +313,10 @@ def plain_loop_rate(model_name: str, data_dir: Path, batch_size: int, epochs: in
     torch.manual_seed(0)
     model = build_model(model_name).to(device).train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
-    rates = []
+    rates, sync = [], synchronizer(device)
     for _ in range(epochs):
         seen, running = 0, 0.0
-        _sync(device)
+        sync()
         t0 = time.perf_counter()
         for x, y in loader:
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
@@ -359,7 +326,7 @@ def plain_loop_rate(model_name: str, data_dir: Path, batch_size: int, epochs: in
             opt.step()
             running += loss.item()
             seen += len(y)
-        _sync(device)
+        sync()
         rates.append(seen / (time.perf_counter() - t0))
     return steady_rate(rates)
 

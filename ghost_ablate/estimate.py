@@ -20,12 +20,10 @@ a CIFAR-10 batch holds pixels and scaled linearly: a CPU's step time grows with 
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from .cache import JsonCache
 from .machine import describe_device
@@ -33,6 +31,7 @@ from .config import RunConfig
 from .data import DATASETS, get_dataset
 from .models import build_model
 from .precision import resolve_precision
+from .timing import seconds, sgd_step, synchronizer
 
 FULL_CIFAR = (DATASETS["cifar10"].train_size, DATASETS["cifar10"].test_size)  # when the data folder is not at hand
 TRAIN_STEPS = 4  # timed steps after one warm-up step
@@ -87,29 +86,12 @@ def measure_calibration(rc: RunConfig, device: str, world: int = 1) -> Calibrati
     x = torch.randn(bs, 3, size, size, device=device).contiguous(memory_format=precision.memory_format)
     y = torch.randint(0, dataset.num_classes, (bs,), device=device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=rc.recipe.weight_decay)
-
-    def sync() -> None:
-        if device == "cuda":
-            torch.cuda.synchronize()
-
-    def step() -> None:
-        with precision.autocast(device):
-            loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
+    sync = synchronizer(device)
+    step = sgd_step(model, x, y, opt, autocast=lambda: precision.autocast(device))
     model.train()
-    step()
-    sync()
     rounds = []
-    for _ in range(ROUNDS):
-        times = []
-        for _ in range(TRAIN_STEPS):
-            t0 = time.perf_counter()
-            step()
-            sync()
-            times.append(time.perf_counter() - t0)
+    for i in range(ROUNDS):
+        times = seconds(step, TRAIN_STEPS, warmup=1 if i == 0 else 0, sync=sync)
         rounds.append(sorted(times)[len(times) // 2])
         if steady(times):
             break
@@ -117,13 +99,7 @@ def measure_calibration(rc: RunConfig, device: str, world: int = 1) -> Calibrati
     model.eval()
     xe = torch.randn(ebs, 3, size, size, device=device).contiguous(memory_format=precision.memory_format)
     with torch.inference_mode(), precision.autocast(device):
-        model(xe)
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(EVAL_BATCHES):
-            model(xe)
-        sync()
-    eval_img_s = EVAL_BATCHES * ebs / (time.perf_counter() - t0)
+        eval_img_s = EVAL_BATCHES * ebs / sum(seconds(lambda: model(xe), EVAL_BATCHES, warmup=1, sync=sync))
     return Calibration(step_s, eval_img_s)
 
 

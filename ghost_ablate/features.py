@@ -30,7 +30,7 @@ from torch import nn
 from .errors import UserError
 from .models import LEGACY, MODELS, build_model, extras
 from .models.budget import rebuild_like
-from .models.ghost import GhostModule, following_bn, is_plain_conv
+from .models.ghost import GhostModule, conv_unit, is_plain_conv
 
 KERNELS = (1, 3, 5, 7)
 GHOST_THRESHOLD = 0.1  # normalised MSE under which a map counts as a ghost of its partner
@@ -147,15 +147,8 @@ def conv_units(model: nn.Module) -> list[str]:
         for child_name, child in module.named_children():
             if not is_plain_conv(child):
                 continue
-            siblings = list(module.named_children())
-            last = child_name
-            bn = following_bn(siblings, child_name, child.out_channels)
-            if bn is not None:
-                last = bn
-                names = [n for n, _ in siblings]
-                nxt = names.index(bn) + 1
-                if isinstance(module, nn.Sequential) and nxt < len(siblings) and isinstance(siblings[nxt][1], nn.ReLU):
-                    last = siblings[nxt][0]
+            bn, relu = conv_unit(module, list(module.named_children()), child_name, child.out_channels)
+            last = relu or bn or child_name
             units.append(f"{name}.{last}" if name else last)
     return units
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import csv
 import platform
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ import torch.nn.functional as F
 
 from .cache import JsonCache
 from .machine import cpu_model
+from .timing import seconds
 
 LIGHTNING_PRECISION = {"32": "32-true", "bf16": "bf16-mixed"}
 MIN_SPEEDUP = 1.15  # bf16 must beat fp32 by this much on the probe for `auto` to choose it
@@ -74,14 +74,13 @@ def _probe_step_time(bf16: bool, repeats: int = 3) -> float:
     net = torch.nn.Sequential(torch.nn.Conv2d(128, 128, 3, padding=1), torch.nn.BatchNorm2d(128), torch.nn.ReLU(),
                               torch.nn.Conv2d(128, 128, 3, padding=1)).to(memory_format=torch.channels_last)
     x = torch.randn(64, 128, 16, 16).contiguous(memory_format=torch.channels_last)
-    times = []
-    for i in range(repeats + 1):
-        t0 = time.perf_counter()
+
+    def probe() -> None:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             loss = F.mse_loss(net(x).float(), x)
         loss.backward()
-        if i:  # the first pass sets up oneDNN's primitives
-            times.append(time.perf_counter() - t0)
+
+    times = seconds(probe, repeats, warmup=1)  # the untimed pass sets up oneDNN's primitives
     return sorted(times)[len(times) // 2]
 
 

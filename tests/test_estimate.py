@@ -111,3 +111,19 @@ def test_eta_line_refines_later_runs_by_measured_speed():
     # 2 epochs took 40 s: 20 s each, twice the calibration; 4 epochs left here (80 s), the later run 2 x 60 s
     line = eta.line(2, 6, 140.0)
     assert line == "[1/3] r: epoch 2/6 (20 s/epoch); run done in 1 min, sweep in 3 min"
+
+
+def test_one_timing_primitive_times_each_call_after_its_warmup(monkeypatch):
+    """`timing.seconds` (what calibration, bench, the precision probe and the throughput command
+    time with) runs the warm-up untimed and synchronises around each timed call; the clock is mocked."""
+    from ghost_ablate import timing
+
+    clock = iter([0.0, 1.0, 10.0, 12.5])
+    monkeypatch.setattr(timing, "perf_counter", lambda: next(clock))
+    calls, syncs = [], []
+    assert timing.seconds(lambda: calls.append(len(syncs)), 2, warmup=3, sync=lambda: syncs.append(1)) == [1.0, 2.5]
+    assert calls == [0, 0, 0, 1, 3]  # three untimed calls, then each timed one after a sync
+    assert len(syncs) == 4
+    # the steady rate: the median after the warm-up epochs; all of them where there are no more
+    assert timing.steady_rate([1.0, 10.0, 12.0, 11.0]) == 11.0
+    assert timing.steady_rate([1.0, 10.0, 12.0], warmup=0) == 10.0 and timing.steady_rate([4.0]) == 4.0

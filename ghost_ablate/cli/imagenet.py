@@ -3,7 +3,6 @@ data in the real layout, and measure whether decoding or the model bounds traini
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 from ..errors import UserError
@@ -88,11 +87,11 @@ def throughput(args: argparse.Namespace) -> int:
     import tempfile
 
     import torch
-    import torch.nn.functional as F
     from tabulate import tabulate
 
     from ..data import shards
     from ..data.imagenet import default_workers
+    from ..timing import seconds, sgd_step
     from ..data.throughput import OURS, compare
     from ..estimate import RunEstimate, input_side
     from ..machine import cpu_model
@@ -119,15 +118,7 @@ def throughput(args: argparse.Namespace) -> int:
     y = torch.randint(0, 1000, (args.batch_size,))
     for name in args.models:
         model = build_model(name, num_classes=1000).train()
-        opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y).backward()
-            opt.step()
-            times.append(time.perf_counter() - t0)
-        step = min(times[1:])
+        step = min(seconds(sgd_step(model, x, y), 2, warmup=1))
         _, factor = input_side([RunEstimate(name, 0.0, 1, step_s=step, batch_size=args.batch_size)], ours, workers)
         bound = "the input pipeline" if factor > 1 else "the model"
         print(f"{name}: {args.batch_size / step:,.1f} training images/s (fp32, {torch.get_num_threads()} threads); "

@@ -247,6 +247,19 @@ def following_bn(siblings: list[tuple[str, nn.Module]], name: str, channels: int
     return None
 
 
+def conv_unit(parent: nn.Module, siblings: list[tuple[str, nn.Module]], name: str,
+              channels: int) -> tuple[str | None, str | None]:
+    """The conv `name`'s unit among its siblings: (its BatchNorm, the ReLU right after that BN),
+    each None where absent. A ReLU counts only inside an nn.Sequential, where it applies to this
+    output alone (elsewhere it may be shared or applied functionally)."""
+    bn = following_bn(siblings, name, channels)
+    if bn is None or not isinstance(parent, nn.Sequential):
+        return bn, None
+    names = [n for n, _ in siblings]
+    j = names.index(bn) + 1
+    return bn, siblings[j][0] if j < len(siblings) and isinstance(siblings[j][1], nn.ReLU) else None
+
+
 def ghostify(model: nn.Module, ratio: int, dw_size: int = 3, skip: Iterable[str] = (),
              cheap: CheapOp = DW) -> nn.Module:
     """Replace every plain Conv2d of `model` (in place) by a GhostModule; return the model.
@@ -270,13 +283,7 @@ def ghostify(model: nn.Module, ratio: int, dw_size: int = 3, skip: Iterable[str]
         qualified = f"{parent_name}.{name}" if parent_name else name
         if qualified in skip or not is_plain_conv(conv):
             continue
-        bn_name = following_bn(siblings, name, conv.out_channels)
-        relu_name = None
-        if bn_name is not None and isinstance(parent, nn.Sequential):
-            names = [n for n, _ in siblings]
-            j = names.index(bn_name) + 1
-            if j < len(siblings) and isinstance(siblings[j][1], nn.ReLU):
-                relu_name = siblings[j][0]
+        bn_name, relu_name = conv_unit(parent, siblings, name, conv.out_channels)
         ghost = GhostModule(
             conv.in_channels,
             conv.out_channels,

@@ -15,8 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from ..records import row_key, write_atomic
 from ..labels import full_label
+from ..records import row_key, write_atomic
+from ..timing import steady_rate
 from .markdown import _md, fmt_number, header_markdown, provenance
 from .stats import ALPHA, holm, paired_stats, seed_stats
 from .tables import ReportError, load_runs
@@ -24,13 +25,14 @@ from .tables import ReportError, load_runs
 PRECISIONS = ("32", "bf16")
 
 
-def steady_rate(run: Any) -> float:
-    """A run's training images/s: the median over its epochs where the record has them (one
-    epoch slowed by another process, or a paused machine, does not move it), else the
-    record's overall rate."""
+def run_rate(run: Any) -> float:
+    """A run's training images/s: the steady rate over its epochs where the record has them (one
+    epoch slowed by another process, or a paused machine, does not move it), else the record's
+    overall rate. Every epoch counts (warmup=0): the committed precision table was computed so,
+    and both precisions pay the same first epoch."""
     history = run.get("history")
     rates = [h["train_images"] / h["train_time_s"] for h in history or [] if h.get("train_time_s")]
-    return statistics.median(rates) if rates else float(run["train_images_per_s"])
+    return steady_rate(rates, warmup=0) if rates else float(run["train_images_per_s"])
 
 
 def precision_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -45,7 +47,7 @@ def precision_table(runs: pd.DataFrame) -> pd.DataFrame:
         if not seeds:
             continue
         top1 = {p: [100 * float(by[p].loc[s, "final_test_acc"]) for s in seeds] for p in PRECISIONS}
-        speed = [steady_rate(by["bf16"].loc[s]) / steady_rate(by["32"].loc[s]) for s in seeds]
+        speed = [run_rate(by["bf16"].loc[s]) / run_rate(by["32"].loc[s]) for s in seeds]
         diff = paired_stats(top1["32"], top1["bf16"])
         fp32, bf16 = seed_stats(top1["32"]), seed_stats(top1["bf16"])
         rows.append({"model": full_label(*key), "pairs": len(seeds), "seeds": ",".join(map(str, seeds)),
