@@ -3,10 +3,13 @@
 An experiment file (YAML) names a profile and its runs: the rows of paper tables
 (`paper_tables`, taken from `paper.py`) and/or `runs` entries whose list-valued fields
 expand to their cross product. Seeds and recipe overrides come from the command line.
-A pruned network (`init: pruned`, the default of Li et al.'s l1 models) depends on another
-run: its row's `from:` (by default its baseline) is trained first under the experiment's
-profile, with the same seed, and the pruned run starts from its final weights and trains
-under `finetune_profile` (default: the same profile).
+A run can start from another run of the plan: its row's `from:` names the source's configuration
+(a model name, or a mapping of model, knobs and a `from:` of its own, so chains are declared as
+nested sources). The model's spec says how it is made from that source
+(`models.registry.derivation`: pruned from its baseline, or fine-tuned from its own model); a
+pruned network with `init: pruned` starts from its baseline when no `from:` is given. Sources are
+trained first, with the same seed: the root of a chain under the experiment's profile, every run
+made from another under `finetune_profile` (default: the same profile).
 
 Every run lives in `results/runs/<run_id>/`. The run id hashes the resolved config, so
 a run shared by several tables runs once, and re-running a sweep skips what is done and
@@ -148,7 +151,7 @@ def load_experiment(path: str | Path) -> Experiment:
         source = _source(path, where, rc, source, str(doc["profile"]))
         if source is not None:
             cfg["source"] = source
-        configs.setdefault(rc.key, cfg)
+        configs.setdefault((rc.key, repr(source)), cfg)  # a model made from two sources is two configurations
     if not configs:
         raise _fail(path, "runs", "the experiment declares no runs")
     return Experiment(path, str(doc["profile"]), tuple(configs.values()), str(doc.get("description", "")),
@@ -182,28 +185,37 @@ def _resolve(path: Path, where: str, combo: dict[str, Any], profile: str) -> Run
         raise _fail(path, f"{where}.model" if "model" in str(err) else where, str(err)) from None
 
 
-def _source(path: Path, where: str, rc: RunConfig, given: Any, profile: str) -> dict[str, Any] | None:
-    """The configuration a row starts from: its `from:` (a model name, or a mapping of model and
-    knobs), by default the baseline of a pruned model with `init: pruned`; None for the rest."""
+MAX_CHAIN = 8  # runs made one from another in a row, at most (a nested `from:` deeper is a mistake)
+
+
+def _source(path: Path, where: str, rc: RunConfig, given: Any, profile: str, depth: int = 1) -> dict[str, Any] | None:
+    """The configuration a row starts from: its `from:` (a model name, or a mapping of model,
+    knobs and its own `from:`), by default the baseline of a network derived from it (`init:
+    pruned`); None for a run from random weights. Each link is checked against the model's
+    declared derivation."""
     from .models import MODELS
+    from .models.registry import derivation, starts_from_baseline
 
     spec = MODELS[rc.model]
-    starts_pruned = spec.kind == "pruned" and dict(rc.knobs).get("init", "pruned") == "pruned"
     if given is None:
-        if not starts_pruned:
+        if not starts_from_baseline(rc.model, dict(rc.knobs)):
             return None
         given = spec.baseline
-    elif not starts_pruned:
-        pruned = ", ".join(m for m, s in MODELS.items() if s.kind == "pruned")
-        raise _fail(path, f"{where}.from", f"only a pruned model with init: pruned starts from another run "
-                                           f"({pruned}); {rc.model}{' with init: scratch' if spec.kind == 'pruned' else ''}"
-                                           f" trains from random weights")
+    elif dict(rc.knobs).get("init") == "scratch":
+        raise _fail(path, f"{where}.from", f"{rc.model} with init: scratch trains from random weights; drop `from:`")
+    if depth > MAX_CHAIN:
+        raise _fail(path, f"{where}.from", f"a chain of more than {MAX_CHAIN} runs made one from another")
     entry = dict(given) if isinstance(given, dict) else {"model": given}
-    if entry.get("model") != spec.baseline:
-        raise _fail(path, f"{where}.from", f"{rc.model} is pruned from {spec.baseline}, got {entry.get('model')!r}")
+    nested = entry.pop("from", None)
+    try:
+        derivation(rc.model, entry.get("model"))
+    except ValueError as err:
+        raise _fail(path, f"{where}.from", str(err)) from None
     src = _resolve(path, f"{where}.from", entry, profile)
-    return {"model": src.model, "ratio": src.ratio, "dw_size": src.dw_size, "width": src.width,
-            "knobs": dict(src.knobs)}
+    cfg = {"model": src.model, "ratio": src.ratio, "dw_size": src.dw_size, "width": src.width, "knobs": dict(src.knobs)}
+    if (deeper := _source(path, f"{where}.from", src, nested, profile, depth + 1)) is not None:
+        cfg["source"] = deeper
+    return cfg
 
 
 def parse_shard(spec: str) -> tuple[int, int]:
@@ -247,14 +259,18 @@ def plan_runs(experiment: Experiment, seeds: list[int], profile: str | None = No
                                 knobs=cfg.get("knobs"), data=data, source=source, dataset=experiment.dataset,
                                 **(overrides or {}))
 
-    for cfg in experiment.configs:  # the runs that start from scratch, sources included, first
-        for seed in seeds:
-            rc = make(cfg.get("source") or cfg, seed, chosen)
-            planned.setdefault(rc.run_id, rc)
-    for cfg in (c for c in experiment.configs if c.get("source")):
-        for seed in seeds:
-            rc = make(cfg, seed, experiment.finetune_profile or chosen, make(cfg["source"], seed, chosen).run_id)
-            planned.setdefault(rc.run_id, rc)
+    def chain(cfg: dict[str, Any], seed: int) -> list[RunConfig]:
+        """The runs of `cfg` and of its sources, the root first: the root under the plan's recipe,
+        each run made from another under the fine-tuning recipe."""
+        if not cfg.get("source"):
+            return [make(cfg, seed, chosen)]
+        sources = chain(cfg["source"], seed)
+        return [*sources, make(cfg, seed, experiment.finetune_profile or chosen, sources[-1].run_id)]
+
+    # every run after its source: by depth (runs from scratch first), then configuration and seed
+    runs = [(depth, rc) for cfg in experiment.configs for seed in seeds for depth, rc in enumerate(chain(cfg, seed))]
+    for _, rc in sorted(runs, key=lambda pair: pair[0]):
+        planned.setdefault(rc.run_id, rc)
     index, count = shard
     return [rc for i, rc in enumerate(planned.values()) if i % count == index]
 

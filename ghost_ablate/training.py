@@ -350,27 +350,26 @@ def make_trainer(recipe: Recipe, out: Path, devices: int, device: str, precision
 
 
 def start_from_source(config: RunConfig, module: ImageClassifier, runs_dir: Path) -> dict[str, Any] | None:
-    """Fill a pruned run's network from its source run's final weights (`config.source`, a
-    finished run beside it): Li et al.'s networks by the l1 criterion (`models.pruned.prune_l1`),
-    equal-budget ones by pruning the source to the budget (`models.budget.prune_to_budget`, which
-    replaces `module.model`). Return what the record says of the source, or None for a run that
-    starts from random weights. A pruned model with `init: pruned` and no source, or a source that
-    is not finished or has no checkpoint, is a ConfigError naming what to run."""
+    """Make a run's network from its source run's final weights (`config.source`, a finished run
+    beside it) by the derivation its spec declares (`models.registry.derivation`: pruned from its
+    baseline, or fine-tuned from its own model), replacing `module.model`. Return what the record
+    says of the source, or None for a run that starts from random weights. A network derived from
+    its baseline with no source named, or a source that is not finished or has no checkpoint, is a
+    ConfigError naming what to run."""
     from .features import FeatureError, load_trained
     from .models import resolve_knobs
-    from .models.budget import ghost_budget, prune_to_budget
-    from .models.pruned import prune_l1
+    from .models.registry import derivation, starts_from_baseline
 
     spec = get_spec(config.model)
-    knobs = resolve_knobs(config.model, **dict(config.knobs)) if spec.kind == "pruned" else {}
-    if knobs.get("init") != "pruned":
-        if config.source:
-            raise ConfigError(f"run {config.run_id} names a source run but its model starts from random weights")
-        return None
+    knobs = resolve_knobs(config.model, config.ratio, config.dw_size, config.width, **dict(config.knobs))
     if not config.source:
-        raise ConfigError(f"{config.model} with init=pruned starts from a trained {spec.baseline}: "
-                          f"run it from an experiment file (its row trains the baseline first, see `from:`), or train "
-                          f"it from random weights with --set init=scratch")
+        if starts_from_baseline(config.model, knobs):
+            raise ConfigError(f"{config.model} with init=pruned starts from a trained {spec.baseline}: "
+                              f"run it from an experiment file (its row trains the baseline first, see `from:`), or "
+                              f"train it from random weights with --set init=scratch")
+        return None
+    if knobs.get("init") == "scratch":
+        raise ConfigError(f"run {config.run_id} names a source run but its model starts from random weights")
     source_dir = runs_dir / config.source
     source_record = read_record(source_dir) or {}
     if source_record.get("status") != "finished":
@@ -378,16 +377,12 @@ def start_from_source(config: RunConfig, module: ImageClassifier, runs_dir: Path
                           f"once it is")
     try:
         trained = load_trained(source_dir)
-    except FeatureError as err:
+        derive = derivation(config.model, trained.name)
+    except (FeatureError, ValueError) as err:
         raise ConfigError(f"source run of {config.run_id}: {err}") from None
-    if spec.shaped_by_source:
-        budget = ghost_budget(spec.baseline, knobs["budget_s"])
-        module.model = prune_to_budget(trained.model, budget, knobs["criterion"])
-        criterion = f"{knobs['criterion']}, global, to {budget / 1e6:.1f}M FLOPs"
-    else:
-        prune_l1(trained.model, module.model)
-        criterion = "l1"
-    return {"run_id": config.source, "final_test_acc": source_record.get("final_test_acc"), "criterion": criterion}
+    network, how = derive(trained.model, module.model, knobs)
+    module.model = network.train()  # loaded for inference (eval mode); Lightning keeps a module's mode
+    return {"run_id": config.source, "final_test_acc": source_record.get("final_test_acc"), "criterion": how}
 
 
 def shape_from_checkpoint(config: RunConfig, module: ImageClassifier, ckpt: Path | None) -> None:

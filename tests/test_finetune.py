@@ -57,9 +57,11 @@ def test_a_pruned_row_depends_on_its_baseline_planned_first(tmp_path):
 
 
 @pytest.mark.parametrize("row, message", [
-    ("{model: resnet56, from: vgg16}", "only a pruned model with init: pruned"),
+    ("{model: resnet56, from: vgg16}", "resnet56 starts from a run of 'resnet56' (fine-tuned), not of 'vgg16'"),
     ("{model: l1_vgg16, init: scratch, from: vgg16}", "init: scratch"),
-    ("{model: l1_vgg16, from: resnet56}", "l1_vgg16 is pruned from vgg16, got 'resnet56'"),
+    ("{model: l1_vgg16, from: resnet56}",
+     "l1_vgg16 starts from a run of 'l1_vgg16' or 'vgg16' (fine-tuned, or pruned), not of 'resnet56'"),
+    ("{model: l1_vgg16, from: {model: l1_vgg16, from: resnet56}}", "not of 'resnet56'"),  # a chain: every link
 ])
 def test_bad_from_is_one_line_naming_the_field(tmp_path, row, message):
     with pytest.raises(ConfigError, match="runs\\[0\\].from") as err:
@@ -111,3 +113,54 @@ def test_killed_half_way_through_the_fine_tune_every_run_finishes_once(tiny_cifa
     assert records["l1_resnet56"]["source"]["final_test_acc"] == records["resnet56"]["final_test_acc"]
     assert records["l1_resnet56"]["config"]["source"] == records["resnet56"]["run_id"]
     assert main(args) == 0 and len(pruned_from) == 1  # a third sweep finds everything done
+
+
+def test_a_chain_of_runs_from_runs_trains_in_order_and_each_run_once_across_a_kill(tiny_cifar, tmp_path,
+                                                                                     monkeypatch):
+    """A -> pruned B -> fine-tuned C, declared as nested `from:` in one experiment file: the plan
+    puts each source first; killed while B trains and run again, A is not trained again, B resumes
+    from its checkpoint, and C starts from B's final network."""
+    import lightning as L
+
+    from ghost_ablate import training
+    from ghost_ablate.cli import main
+    from ghost_ablate.record_schema import read_records
+
+    experiment = tmp_path / "chain.yaml"
+    experiment.write_text("profile: smoke\nruns:\n  - {model: l1_resnet56, from: {model: l1_resnet56, from: resnet56}}\n")
+    results = tmp_path / "results"
+    argv = ["sweep", str(experiment), "--data-dir", str(tiny_cifar), "--results-dir", str(results), "--no-estimate",
+            "--epochs", "2", "--batch-size", "8", "--limit-train-batches", "2", "--limit-test-batches", "1"]
+
+    class Kill(L.Callback):
+        def on_train_epoch_start(self, trainer, module):  # after the first epoch's checkpoint
+            if trainer.current_epoch == 1:
+                raise KeyboardInterrupt
+
+    real, made = training.make_trainer, []
+
+    def second_run_killed(*args, **kwargs):  # the second run trained is B
+        trainer = real(*args, **kwargs)
+        made.append(trainer)
+        if len(made) == 2:
+            trainer.callbacks.append(Kill())
+        return trainer
+
+    monkeypatch.setattr(training, "make_trainer", second_run_killed)
+    assert main(argv) == 130
+    first = {r["config"]["model"] + ("<-" + r["source"]["criterion"] if r.get("source") else ""): r
+             for r in read_records(results / "runs")}
+    assert {k: r["status"] for k, r in first.items()} == {"resnet56": "finished", "l1_resnet56<-l1": "interrupted"}
+    a_written = (results / "runs" / first["resnet56"]["run_id"] / "result.json").stat().st_mtime_ns
+
+    assert main(argv) == 0
+    runs = {r["run_id"]: r for r in read_records(results / "runs")}
+    assert len(runs) == 3 and all(r["status"] == "finished" for r in runs.values())
+    a = first["resnet56"]["run_id"]
+    (b,) = [k for k, r in runs.items() if (r.get("source") or {}).get("run_id") == a]
+    (c,) = [k for k, r in runs.items() if (r.get("source") or {}).get("run_id") == b]
+    assert (results / "runs" / a / "result.json").stat().st_mtime_ns == a_written  # A: trained once
+    assert [runs[k]["attempts"] for k in (a, b, c)] == [1, 2, 1]  # B resumed once; C trained once
+    assert (runs[b]["source"]["criterion"], runs[c]["source"]["criterion"]) == ("l1", "fine-tuned")
+    assert runs[c]["params"] == runs[b]["params"] < runs[a]["params"]  # C is B's pruned network, trained on
+    assert len(made) == 4  # A, B (killed), B resumed, C: no run trained twice

@@ -155,3 +155,11 @@ def budget_resnet56(num_classes: int = 10, criterion: str = "l1", budget_s: int 
     """ResNet-56 with its blocks' first convs pruned globally to Ghost-ResNet-56's FLOPs at
     s=`budget_s` (65M at s=2); widths as for `budget_vgg16`. Not in the paper."""
     return CifarResNet(9, num_classes, _uniform_widths("resnet56", budget_s))
+
+
+def derive_budget(baseline: str, source: nn.Module, built: nn.Module, knobs: dict) -> tuple[nn.Module, str]:
+    """`ModelSpec.derive` of the equal-budget networks: the trained `source` (a `baseline`) pruned
+    globally by the run's criterion to the Ghost model's FLOPs at s=budget_s (`built`'s widths are
+    not used: pruning chooses them)."""
+    budget = ghost_budget(baseline, knobs["budget_s"])
+    return prune_to_budget(source, budget, knobs["criterion"]), f"{knobs['criterion']}, global, to {budget / 1e6:.1f}M FLOPs"

@@ -118,3 +118,9 @@ def prune_l1(trained: nn.Module, pruned: nn.Module) -> nn.Module:
         return pruned
     raise ValueError(f"prune_l1 takes a trained VGG-16 or ResNet-56 and its pruned counterpart, got "
                      f"{type(trained).__name__} and {type(pruned).__name__}")
+
+
+def derive_l1(source: nn.Module, built: nn.Module, knobs: dict) -> tuple[nn.Module, str]:
+    """`ModelSpec.derive` of Li et al.'s networks: `built` filled from its trained baseline `source`
+    by the l1 criterion."""
+    return prune_l1(source, built), "l1"

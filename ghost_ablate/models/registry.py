@@ -6,6 +6,8 @@ errors name the valid choices.
 """
 from __future__ import annotations
 
+import copy
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -30,6 +32,11 @@ class ModelSpec:
     shaped_by_source: bool = False  # widths come from pruning its trained source (models/budget.py)
     label: str = ""  # its name in tables and plots (default: the registry name)
     family: str = ""  # the plot panel and colour it shares (default: its baseline's family, else its label)
+    # How it is made from a trained `baseline` run (a pruned network): (source network, the network
+    # as built, resolved knobs) -> (the network to train, what the record says of it). Every model
+    # can also start from a finished run of its own (`finetune`). Sweep, training and loading ask
+    # `derivation` which applies; nothing outside the spec branches on model names.
+    derive: Callable[[nn.Module, nn.Module, dict[str, Any]], tuple[nn.Module, str]] | None = None
 
     @property
     def is_ghost(self) -> bool:
@@ -77,15 +84,16 @@ for _spec in (
     ModelSpec("ghost_resnet56", cifar.ghost_resnet56, 32, 10, _GHOST, description="Ghost-ResNet-56",
               baseline="resnet56", label="Ghost-ResNet-56"),
     ModelSpec("l1_vgg16", pruned.l1_vgg16, 32, 10, ("init",), description="VGG-16-pruned-A (Li et al., l1 filter "
-              "pruning)", baseline="vgg16", label="l1-VGG-16"),
+              "pruning)", baseline="vgg16", label="l1-VGG-16", derive=pruned.derive_l1),
     ModelSpec("l1_resnet56", pruned.l1_resnet56, 32, 10, ("l1_variant", "init"),
               description="ResNet-56-pruned-B or -A (Li et al., l1 filter pruning)", baseline="resnet56",
-              label="l1-ResNet-56"),
+              label="l1-ResNet-56", derive=pruned.derive_l1),
     ModelSpec("budget_vgg16", budget.budget_vgg16, 32, 10, _PRUNED, baseline="vgg16", shaped_by_source=True,
-              description="VGG-16 pruned globally to Ghost-VGG-16's FLOPs (torch-pruning)", label="budget-VGG-16"),
+              description="VGG-16 pruned globally to Ghost-VGG-16's FLOPs (torch-pruning)", label="budget-VGG-16",
+              derive=functools.partial(budget.derive_budget, "vgg16")),
     ModelSpec("budget_resnet56", budget.budget_resnet56, 32, 10, _PRUNED, baseline="resnet56", shaped_by_source=True,
               description="ResNet-56 pruned globally to Ghost-ResNet-56's FLOPs (torch-pruning)",
-              label="budget-ResNet-56"),
+              label="budget-ResNet-56", derive=functools.partial(budget.derive_budget, "resnet56")),
     ModelSpec("cifar_ghostnet", cifar_ghostnet, 32, 10, _GHOSTNET,
               description="GhostNet v1 adapted to 32x32 (stem stride 1)", label="GhostNet (CIFAR)", family="GhostNet"),
     ModelSpec("ghostnet", ghostnet, 224, 1000, _GHOSTNET, (0.5, 1.0, 1.3), "GhostNet v1", label="GhostNet"),
@@ -109,6 +117,34 @@ for _spec in (
               baseline="resnet50", label="Ghost-ResNet-50"),
 ):
     register(_spec)
+
+
+def finetune(source: nn.Module, built: nn.Module, knobs: dict[str, Any]) -> tuple[nn.Module, str]:
+    """How any model starts from a finished run of its own: that run's network, as trained."""
+    return copy.deepcopy(source), "fine-tuned"
+
+
+Derivation = Callable[[nn.Module, nn.Module, dict[str, Any]], tuple[nn.Module, str]]
+
+
+def derivation(name: str, source: str) -> Derivation:
+    """How model `name` is made from a trained run of model `source`: its spec's `derive` from its
+    baseline, or `finetune` from itself; ValueError naming what it can start from otherwise."""
+    spec = get_spec(name)
+    if source == spec.baseline and spec.derive is not None:
+        return spec.derive
+    if source == name:
+        return finetune
+    valid = " or ".join(repr(m) for m in (name, spec.baseline if spec.derive else None) if m)
+    raise ValueError(f"{name} starts from a run of {valid} (fine-tuned{', or pruned' if spec.derive else ''}), "
+                     f"not of {source!r}")
+
+
+def starts_from_baseline(name: str, knobs: Mapping[str, Any]) -> bool:
+    """Whether a run of `name` with these knobs needs a source run when none is named: a network
+    derived from its baseline, unless `init: scratch` trains it from random weights."""
+    spec = get_spec(name)
+    return spec.derive is not None and knobs.get("init", "pruned") == "pruned"
 
 
 def get_spec(name: str) -> ModelSpec:
