@@ -143,4 +143,4 @@ evidence:
 
 evidence-report:
 	$(CLI) report --results-dir $(EVIDENCE_RESULTS) --out $(REPORTS)/evidence --profile subset --epochs 30 \
-	  --data-dir $(DEMO_DATA) --no-evidence
+	  --data-dir $(DEMO_DATA) --no-evidence --tables table2_ratio

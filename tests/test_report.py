@@ -221,3 +221,17 @@ def test_pruned_rows_say_they_trained_on_top_of_their_source():
     assert "l1-VGG-16: 2 run(s), 12 epochs of its source, then 40 of its own" in text
     assert "sources' mean top-1 45.00%, after pruning and retraining 62.00%" in text
     assert pruned_markdown(runs[runs["model"] == "vgg16"]) == ""  # no pruned runs, no paragraph
+
+
+def test_tables_restricts_the_report_to_the_named_paper_tables(results, tmp_path, capsys):
+    out = tmp_path / "only2"
+    assert main(["report", "--results-dir", str(results), "--out", str(out), "--tables", "table2_ratio",
+                 "--no-evidence"]) == 0
+    assert sorted(p.name for p in out.glob("table*.csv")) == ["table2_ratio.csv"]
+    readme = (out / "README.md").read_text()
+    assert "## Table 2" in readme and "## Table 1" not in readme and "## Table 3" not in readme
+    capsys.readouterr()
+    assert main(["report", "--results-dir", str(results), "--out", str(out), "--tables", "table7"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--tables table7: not a CIFAR-10 paper table; valid: table1_dw_size" in err
+    assert (out / "table2_ratio.csv").is_file()  # the previous report stays

@@ -144,6 +144,8 @@ def build_parser() -> OneLineParser:
                                       "and gives the evidence section its test images (default: none)")
     p.add_argument("--data", metavar="FINGERPRINT",
                    help="which data set's runs, by fingerprint (needed when results hold several)")
+    p.add_argument("--tables", nargs="+", metavar="TABLE",
+                   help="only these paper tables (e.g. table2_ratio; default: every table of the runs' data set)")
     p.add_argument("--no-evidence", action="store_true",
                    help="do not compute the feature-map and redundancy section (the previous one is kept)")
     p.add_argument("--experiment", action="append", metavar="FILE",

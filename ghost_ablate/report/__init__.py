@@ -44,8 +44,10 @@ REPORT_STEPS = report_steps()  # a CIFAR-10 report's
 
 def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | None = None,
                  experiments: list[Path] | None = None, data_dir: str | Path | None = None,
-                 data: str | None = None, evidence: bool = True, epochs: int | None = None) -> list[Path]:
+                 data: str | None = None, evidence: bool = True, epochs: int | None = None,
+                 tables: list[str] | None = None) -> list[Path]:
     """Write every CSV table, the markdown report and the plots; return the files written.
+    `tables`: only these of the data set's paper tables (default: all of them).
     `experiments`: the experiment files to give a table of their own (default: see
     `experiment_sections`). `data`: which data set's runs, by fingerprint (needed when the
     results hold several); `data_dir`: a data folder, whose runs are chosen among several and
@@ -67,7 +69,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | No
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     try:
         written = _write_report(runs, results_dir, staging, out, experiments,
-                                Path(data_dir) if data_dir else None, evidence, bench)
+                                Path(data_dir) if data_dir else None, evidence, bench, tables)
         for path in sorted(written, key=lambda p: p.name == "README.md"):  # README.md last
             os.replace(path, out / path.name)
     finally:
@@ -143,7 +145,8 @@ def experiment_margins(paths: list[Path]) -> dict[str, float]:
 
 
 def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Path, experiments: list[Path] | None,
-                  data_dir: Path | None, evidence: bool, bench: pd.DataFrame | None = None) -> list[Path]:
+                  data_dir: Path | None, evidence: bool, bench: pd.DataFrame | None = None,
+                  only: list[str] | None = None) -> list[Path]:
     """Every file of the report into `out` (a staging folder); `previous` is the report folder,
     read for the evidence section an earlier report computed."""
     agg = aggregate(runs)
@@ -152,6 +155,11 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
     datasets = runs["dataset"].dropna().unique()  # one data set per report (`load_runs`)
     dataset = get_dataset(datasets[0] if len(datasets) else None)
     tables = paper.tables_of(dataset.name)
+    if only:
+        unknown = [t for t in only if t not in tables]
+        if unknown:
+            raise ReportError(f"--tables {unknown[0]}: not a {dataset.title} paper table; valid: {', '.join(tables)}")
+        tables = tuple(t for t in tables if t in only)
     steps = track(report_steps(tables), "report", "section", label=str)  # one line per finished section off a terminal
     next(steps)
     sections = [header_markdown(provenance(runs))]
