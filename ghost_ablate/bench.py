@@ -37,12 +37,16 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from .config import RunConfig
+from .data.cifar import CIFAR10, PAD, load_split, prepare, write_folder
+from .deploy import fold_bn
 from .flops import measure
-from .timing import seconds, sgd_step, steady_rate, synchronizer
 from .machine import describe_device
 from .models import KNOBS, MODELS, build_model, format_assignments, fuse_rep
 from .precision import Precision, resolve_precision
 from .records import config_key, write_atomic
+from .timing import seconds, sgd_step, steady_rate, synchronizer
+from .training import train_run, versions
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,6 @@ def _unpack(key: tuple) -> tuple[str, Any, Any, Any, dict[str, Any]]:
 
 def deploy_form(model: torch.nn.Module) -> torch.nn.Module:
     """What would ship: a copy with RepGhost branches fused and BatchNorm folded (eval mode)."""
-    from .deploy import fold_bn
 
     return fold_bn(fuse_rep(copy.deepcopy(model).eval()))
 
@@ -240,7 +243,6 @@ def bench_variants(keys: list[tuple], s: BenchSettings, out: Path | None = None,
 
 
 def bench_environment(s: BenchSettings) -> dict[str, Any]:
-    from .training import versions
 
     v = versions()
     return {"device_kind": s.device, "device": describe_device(s.device).split(": ", 1)[1], "threads": s.threads,
@@ -290,10 +292,9 @@ def merge_into(out: Path, frame: pd.DataFrame, env: dict[str, Any]) -> pd.DataFr
 def plain_loop_rate(model_name: str, data_dir: Path, batch_size: int, epochs: int, device: str,
                     num_workers: int) -> float:
     """Steady images/s of a textbook loop: DataLoader + PIL transforms, fp32, loss.item() per step."""
-    import torchvision.transforms as T
-    from PIL import Image
+    import torchvision.transforms as T  # lazy: loaded only on the path that needs it
+    from PIL import Image  # lazy: loaded only on the path that needs it
 
-    from .data.cifar import CIFAR10, PAD, load_split, prepare
 
     images, labels = load_split(prepare(data_dir, download=False), train=True)
     pixels = images.permute(0, 2, 3, 1).numpy()  # HWC, as torchvision's CIFAR10 keeps them
@@ -334,8 +335,6 @@ def plain_loop_rate(model_name: str, data_dir: Path, batch_size: int, epochs: in
 def ours_rate(model_name: str, data_dir: Path, batch_size: int, epochs: int, device: str,
               compile_model: bool = False, precision: str = "auto") -> tuple[float, str]:
     """Steady images/s through the project's own training path (`train_run`), and the precision it ran in."""
-    from .config import RunConfig
-    from .training import train_run
 
     config = RunConfig.create(model_name, profile="standard", epochs=epochs, batch_size=batch_size,
                               limit_test_batches=1, compile=compile_model, precision=precision)
@@ -350,7 +349,6 @@ def pipeline_comparison(models: list[str], device: str, n_train: int, batch_size
                         log: Callable[[str], None] = print) -> pd.DataFrame:
     """Ours (in the precision `auto` resolves to, and in fp32 where that differs) vs the plain loop,
     side by side in one process, per model; median images/s of the epochs after the first."""
-    from .data.cifar import CIFAR10, write_folder
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 
 from .errors import UserError
-from .records import plain_name
 from .models import KNOBS, extras
+from .records import plain_name
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "experiments" / "profiles"
 SCHEDULES = ("step", "cosine")
@@ -113,7 +113,7 @@ class Recipe:
             raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.interpolation not in INTERPOLATIONS:
             raise ConfigError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
-        from .models import KNOBS
+        from .models import KNOBS  # lazy: read by the command line's start-up, which loads no torch
 
         for name, value in self.model_knobs:
             if name not in KNOBS:
@@ -275,7 +275,9 @@ class RunConfig:
         """Validate model knobs (`knobs` may name ratio, dw_size and width too), load the profile
         and apply recipe overrides. `dataset`: a name from `data.DATASETS`; `data`: that data set's
         fingerprint (`DataSet.fingerprint`)."""
-        from .models import resolve_knobs  # the registry (and torch) only when a config is made
+        from .models import (  # lazy: read by the command line's start-up, which loads no torch
+            resolve_knobs,  # the registry (and torch) only when a config is made
+        )
 
         given = {"ratio": ratio, "dw_size": dw_size, "width": width}
         others = dict(knobs or {})
@@ -288,7 +290,7 @@ class RunConfig:
         args = resolve_knobs(model, **given, **others)
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= 2 ** 32 - 1:
             raise ConfigError(f"seed must be an integer 0..{2 ** 32 - 1}, got {seed!r}")
-        from .data import get_dataset
+        from .data import get_dataset  # lazy: read by the command line's start-up, which loads no torch
 
         get_dataset(dataset)  # an unknown one names the valid ones
         return cls(model, args["ratio"], args["dw_size"], args["width"], profile_name(profile),
@@ -298,7 +300,7 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         """The config a record's `config` (`to_dict`) describes; ConfigError if it is not one."""
-        from .models import resolve_knobs
+        from .models import resolve_knobs  # lazy: read by the command line's start-up, which loads no torch
 
         try:
             recipe = make_recipe(**d["recipe"])

@@ -8,9 +8,11 @@ from dataclasses import asdict
 from typing import Any
 
 from .cache import JsonCache
+from .data import get_dataset
 from .flops import Cost, measure
 from .models import LEGACY, MODELS, build_model, extras, resolve_knobs
 from .paper import KNOWN_GAPS, PaperRow, distinct_models, lookup
+from .progress import track
 
 
 def relative_diff(ours: float, paper: float | None) -> float | None:
@@ -29,7 +31,6 @@ def config_cost(model: str, ratio: int | None, dw_size: int | None, width: float
     and kept in the user's cache folder (see `cache.py`), and once per process in memory."""
     size, classes = MODELS[model].input_size, None
     if dataset is not None:
-        from .data import get_dataset
 
         declared = get_dataset(dataset)
         size, classes = declared.input_size, declared.num_classes
@@ -92,7 +93,6 @@ def paper_configs() -> list[tuple]:
 def paper_cost_records(progress: bool | None = None) -> list[dict]:
     """One `cost_record` per paper configuration (`paper_configs`), with progress on stderr
     (`progress.track`; False: none). Cached costs need none: progress is shown only for counting."""
-    from .progress import track
 
     configs = paper_configs()
     show = progress if progress is not None else not all(is_counted(*c) for c in configs)

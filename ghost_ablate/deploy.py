@@ -5,6 +5,7 @@ import copy
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
@@ -59,8 +60,7 @@ def export_onnx(model: nn.Module, path: str | Path, input_size: int, opset: int 
 
 def check_onnx(model: nn.Module, path: str | Path, input_size: int, batch: int = 2) -> float:
     """Max absolute difference between onnxruntime and PyTorch outputs on random input."""
-    import numpy as np
-    import onnxruntime as ort
+    import onnxruntime as ort  # lazy: an optional or rarely used dependency, loaded on use
 
     x = torch.randn(batch, 3, input_size, input_size)
     with torch.no_grad():

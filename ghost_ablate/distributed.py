@@ -98,8 +98,11 @@ def current() -> Ranks:
 
 def cluster_environment() -> Any:
     """Lightning's view of how this process was started: srun (SLURM), torchrun, or itself."""
-    from lightning.fabric.plugins.environments import (LightningEnvironment, SLURMEnvironment,
-                                                       TorchElasticEnvironment)
+    from lightning.fabric.plugins.environments import (  # lazy: loaded only on the path that needs it
+        LightningEnvironment,
+        SLURMEnvironment,
+        TorchElasticEnvironment,
+    )
 
     if SLURMEnvironment.detect():
         return SLURMEnvironment(auto_requeue=False)
@@ -118,14 +121,16 @@ def start(devices: int, nodes: int = 1, device: str = "cpu") -> Ranks:
     world = devices * nodes
     if world == 1 or dist.is_initialized():
         return _current
-    from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
+    from lightning.pytorch.strategies.launchers.subprocess_script import (  # lazy: loaded only on the path that needs it
+        _SubprocessScriptLauncher,
+    )
 
     env = cluster_environment()
     try:
         _SubprocessScriptLauncher(env, devices, nodes).launch(lambda: None)
     except ValueError as err:  # e.g. srun's task count is not devices x nodes
         raise UserError(f"--devices {devices} --nodes {nodes}: {err}") from None
-    from lightning.fabric.plugins.environments import LightningEnvironment
+    from lightning.fabric.plugins.environments import LightningEnvironment  # lazy: loaded only on the path that needs it
 
     local = env.local_rank()
     own = isinstance(env, LightningEnvironment)  # ranks this command started: numbered by node and device

@@ -23,9 +23,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from filelock import FileLock, Timeout
 
-from .checkpoints import CheckpointUnreadable, DamagedCheckpoint, UnsafeCheckpoint, safe_load
+from .checkpoints import (
+    CheckpointUnreadable,
+    DamagedCheckpoint,
+    UnsafeCheckpoint,
+    safe_load,
+)
+from .config import RunConfig
+from .data import DEFAULT, DataError, get_dataset
 from .errors import UserError
 from .record_schema import read_record
 from .records import RESULT_FILE, DamagedRecord, plain_name, set_aside, write_record
@@ -139,7 +147,6 @@ def fix(findings: list[Finding]) -> tuple[list[tuple[Finding, Path]], list[Findi
 def restamp_checkpoint(path: Path, old: dict, new: dict) -> None:
     """Rewrite the run config a checkpoint carries from `old` to `new` (atomically); a checkpoint
     that is missing, does not load safely or holds another config is left alone."""
-    import torch
 
     if not path.exists():
         return
@@ -160,8 +167,6 @@ def assign_data(results_dir: Path, data_dir: Path) -> list[tuple[str, str | None
     data fingerprint whose training and test set sizes match `data_dir`'s is stamped with that
     folder's fingerprint, gets the run id that follows, and its folder is renamed to it (under
     the run's lock). Returns (old id, new id or None, what happened) per such record."""
-    from .config import RunConfig
-    from .data import DEFAULT, DataError, get_dataset
 
     cifar10 = get_dataset(DEFAULT)  # records from before the data fingerprint are all CIFAR-10 runs
     sizes = cifar10.split_sizes(data_dir)

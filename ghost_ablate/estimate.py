@@ -26,9 +26,9 @@ from typing import Any
 import torch
 
 from .cache import JsonCache
-from .machine import describe_device
 from .config import RunConfig
 from .data import DATASETS, get_dataset
+from .machine import describe_device
 from .models import build_model
 from .precision import resolve_precision
 from .timing import seconds, sgd_step, synchronizer

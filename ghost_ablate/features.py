@@ -27,7 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checkpoints import safe_load
+from .data import get_dataset
 from .errors import UserError
+from .labels import full_label
 from .models import LEGACY, MODELS, build_model, extras
 from .models.budget import rebuild_like
 from .models.ghost import GhostModule, conv_unit, is_plain_conv
@@ -81,7 +84,6 @@ def _load_state(model: nn.Module, state: Any, where: str) -> None:
 def _torch_load(path: Path) -> Any:
     """The file's contents through `checkpoints.safe_load` (tensors and plain values only); any
     failure is one FeatureError line."""
-    from .checkpoints import safe_load
 
     try:
         return safe_load(path)
@@ -93,7 +95,6 @@ def load_trained(source: str | Path | None = None, weights: str | Path | None = 
                  ratio: int | None = None, dw_size: int | None = None, width: float | None = None,
                  knobs: dict[str, Any] | None = None) -> Trained:
     """A trained network from a run folder, a Lightning checkpoint, or a state_dict with its model name."""
-    from .labels import full_label
 
     if weights is not None:
         if model is None:
@@ -283,7 +284,6 @@ def top_pairs(fits: list[MapFit], n: int = 4) -> list[MapFit]:
 def test_images(data_dir: str | Path | None, count: int, first: int = 0, dataset: str | None = None) -> torch.Tensor:
     """`count` test images of the data set `dataset` (default CIFAR-10) in `data_dir` (default its
     declared folder) from `first` on, normalised as in training."""
-    from .data import get_dataset
 
     declared = get_dataset(dataset)
     if declared.test_images is None:

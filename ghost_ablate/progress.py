@@ -22,7 +22,7 @@ def track(items: Sequence[T], desc: str, unit: str = "step", *, show: bool | Non
         yield from items
         return
     if stream.isatty() if terminal is None else terminal:
-        from tqdm import tqdm
+        from tqdm import tqdm  # lazy: an optional or rarely used dependency, loaded on use
 
         yield from tqdm(items, desc=desc, unit=unit, leave=False, file=stream, mininterval=0, miniters=1)
         return

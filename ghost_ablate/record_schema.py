@@ -11,8 +11,18 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+)
 
+from .config import ConfigError, RunConfig
+from .data import DATASETS
+from .models import MODELS
 from .records import RESULT_FILE, DamagedRecord, UnsafeFile, read_bounded
 
 STATUSES = ("running", "finished", "interrupted", "failed", "diverged")
@@ -69,8 +79,6 @@ class ConfigEntry(_Strict):
     @classmethod
     def _declared(cls, name: str, info: Any) -> str:
         """A registered model, a declared data set: anything else is not one of our runs."""
-        from .data import DATASETS
-        from .models import MODELS
 
         known = MODELS if info.field_name == "model" else DATASETS
         if name not in known:
@@ -129,7 +137,6 @@ def identity_problem(record: dict[str, Any], folder: str | None) -> str | None:
     """"mislabelled: ..." unless the folder name (None: a folder the user named, not checked), the
     record's run id and the id recomputed from its config all agree (a copied or edited record
     otherwise counts as another run)."""
-    from .config import ConfigError, RunConfig
 
     try:
         recomputed = RunConfig.from_dict(record["config"]).run_id

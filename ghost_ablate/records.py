@@ -151,7 +151,7 @@ def read_json_bounded(path: Path, root: Path, limit: int = MAX_RECORD_BYTES) -> 
 def flatten_record(rec: dict[str, Any]) -> dict[str, Any]:
     """One table row of a record: its top-level fields plus model knobs, profile, seed,
     epochs and data-set figures lifted out of the nested config and data entries."""
-    from .models import LEGACY, knob_values
+    from .models import LEGACY, knob_values  # lazy: read by the command line's start-up, which loads no torch
 
     cfg, data = rec.get("config", {}), rec.get("data", {})
     knobs = knob_values(cfg.get("model"), cfg)
@@ -182,7 +182,7 @@ def missing(v: Any) -> bool:
 def config_key(model: str, ratio: Any, dw_size: Any, width: Any, knobs: Any = None) -> tuple:
     """(model, s, d, width, other knobs) with blanks as None and numbers normalised, however a table
     stored them; `knobs` is a record's `knobs` mapping (non-default knobs), normalised to `RunConfig.knobs`."""
-    from .models import extras
+    from .models import extras  # lazy: read by the command line's start-up, which loads no torch
 
     def num(v: Any, kind: type) -> Any:
         return None if missing(v) else kind(v)

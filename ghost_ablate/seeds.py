@@ -19,9 +19,17 @@ from typing import Any
 
 from . import paper
 from .errors import UserError
+from .models import MODELS
 from .records import PLAN_FILE, write_atomic
-from .report.stats import ALPHA, POWER, mde_paired, pooled_std, seed_stats, seeds_for_gap
-
+from .report.stats import (
+    ALPHA,
+    POWER,
+    mde_paired,
+    pooled_std,
+    seed_stats,
+    seeds_for_gap,
+)
+from .report.tables import vs_reference
 
 
 @dataclass(frozen=True)
@@ -62,14 +70,12 @@ class SeedPlan:
 def pilot_differences(agg: dict[tuple, dict[str, Any]], row: paper.PaperRow, ref: paper.PaperRow) -> list[float]:
     """Per-seed differences row - reference over the seeds both ran on the same machine and torch:
     the pairs the report's paired test uses (`tables.vs_reference`); none where fewer than two."""
-    from .report.tables import vs_reference
 
     return list(vs_reference(agg.get(row.run_key), agg.get(ref.run_key)).diffs)
 
 
 def comparisons_of(tables: tuple[str, ...]) -> list[tuple[str, paper.PaperRow, paper.PaperRow, int]]:
     """(table, row, reference, comparisons in that table) for every tested row of `tables`."""
-    from .models import MODELS
 
     baselines = {name: spec.baseline for name, spec in MODELS.items()}
     out = []

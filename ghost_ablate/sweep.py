@@ -21,8 +21,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import json
-import math
 import logging
+import math
 import signal
 import time
 import traceback
@@ -35,14 +35,27 @@ import pandas as pd
 import yaml
 from filelock import FileLock, Timeout
 
-from . import paper
+from . import distributed, estimate, paper, preemption
 from .config import ConfigError, RunConfig, load_profile
+from .costs import config_cost
+from .data import DataError, get_dataset
 from .errors import UserError
-from .estimate import RunEstimate, format_hours
-from .models import KNOBS, LEGACY, knob_values, varying
+from .estimate import Calibration, RunEstimate, calibration_key, estimate_run, format_hours, outliers
+from .models import KNOBS, LEGACY, MODELS, knob_values, varying
+from .models.registry import derivation, starts_from_baseline
+from .progress import track
 from .record_schema import MAX_SEED, read_record, read_records
-from .records import (RESULT_FILE, DamagedRecord, StorageError, flatten_record, set_aside,
-                      storage_error, storage_guard, write_atomic)
+from .records import (
+    RESULT_FILE,
+    DamagedRecord,
+    StorageError,
+    flatten_record,
+    set_aside,
+    storage_error,
+    storage_guard,
+    write_atomic,
+)
+from .training import Diverged, train_run
 
 EXPERIMENT_KEYS = ("description", "dataset", "profile", "finetune_profile", "paper_tables", "margins", "runs")
 RUN_KEYS = ("model", "from", *KNOBS)  # any declared knob can be a field, and a list, of a runs entry
@@ -100,7 +113,6 @@ def load_experiment(path: str | Path) -> Experiment:
             raise _fail(path, str(key), f"unknown field; valid: {', '.join(EXPERIMENT_KEYS)}")
     if "profile" not in doc:
         raise _fail(path, "profile", "missing; name one of experiments/profiles")
-    from .data import DataError, get_dataset
 
     dataset = str(doc.get("dataset", "cifar10"))
     try:
@@ -193,8 +205,6 @@ def _source(path: Path, where: str, rc: RunConfig, given: Any, profile: str, dep
     knobs and its own `from:`), by default the baseline of a network derived from it (`init:
     pruned`); None for a run from random weights. Each link is checked against the model's
     declared derivation."""
-    from .models import MODELS
-    from .models.registry import derivation, starts_from_baseline
 
     spec = MODELS[rc.model]
     if given is None:
@@ -315,9 +325,6 @@ def estimate_runs(runs: list[RunConfig], runs_dir: Path, device: str, data_sizes
     Each distinct configuration is calibrated once (`recalibrate`: measured again, not taken
     from the cache), with progress shown when anything is measured; a calibration far off its
     model's other configurations (`estimate.outliers`) is measured once more."""
-    from .costs import config_cost
-    from .estimate import Calibration, calibrate, calibration_key, estimate_run, outliers
-    from .progress import track
 
     def done(rc: RunConfig) -> int:
         return rc.recipe.epochs if run_state(runs_dir / rc.run_id) == "done" else epochs_done(runs_dir / rc.run_id)
@@ -327,8 +334,9 @@ def estimate_runs(runs: list[RunConfig], runs_dir: Path, device: str, data_sizes
                 for rc in runs]
     keys = [json.dumps(calibration_key(rc, device, world), default=str) for rc in runs]
     distinct = list(dict(zip(keys, runs)).items())
-    pending = recalibrate or any(calibrate(rc, device, measure=False, world=world)[0] is None for _, rc in distinct)
-    cals = {key: calibrate(rc, device, force=recalibrate, world=world)[0] for key, rc in
+    pending = recalibrate or any(estimate.calibrate(rc, device, measure=False, world=world)[0] is None
+                                 for _, rc in distinct)
+    cals = {key: estimate.calibrate(rc, device, force=recalibrate, world=world)[0] for key, rc in
             track(distinct, "calibrating", "config", show=pending if progress is None else progress,
                   label=lambda item: item[1].run_id)}
     suspects = outliers([(rc, cals[key], config_cost(*rc.key).flops) for key, rc in distinct])
@@ -336,7 +344,7 @@ def estimate_runs(runs: list[RunConfig], runs_dir: Path, device: str, data_sizes
         if rc in suspects:
             log.warning("calibration of %s is far off its neighbours (%.2f s per step); measuring it again",
                         rc.run_id, cals[key].step_s)
-            cals[key] = calibrate(rc, device, force=True, world=world)[0]
+            cals[key] = estimate.calibrate(rc, device, force=True, world=world)[0]
     return [estimate_run(rc, cals[key], done(rc), data_sizes, world) for rc, key in zip(runs, keys)]
 
 
@@ -350,7 +358,6 @@ def table_hours(experiment: Experiment, runs: list[RunConfig], estimates: list[R
 
 
 def dry_run_table(runs: list[RunConfig], runs_dir: Path, estimates: list[RunEstimate] | None = None) -> pd.DataFrame:
-    from .costs import config_cost
 
     rows = []
     values = [knob_values(rc.model, rc.to_dict()) for rc in runs]
@@ -479,10 +486,8 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
     read-only folder (StorageError) or bad data stops the sweep at once: every later run would
     fail the same way.
     """
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
+    from lightning.pytorch.utilities.exceptions import SIGTERMException  # lazy: loaded only on the path that needs it
 
-    from . import distributed, preemption
-    from .training import Diverged, train_run
 
     ranks = distributed.current()
     runs_dir = Path(results_dir) / "runs"
@@ -543,7 +548,6 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
 def stop_for_requeue(ranks: Any) -> None:
     """After a pre-emption warning: rank 0 requeues the job, every rank exits (the requeued job
     resumes the plan)."""
-    from . import preemption
 
     if ranks.is_zero:
         preemption.requeue()

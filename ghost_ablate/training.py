@@ -16,19 +16,28 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from . import __version__
-from . import distributed, preemption
-from .config import LOGGERS, ConfigError, Recipe, RunConfig, check_processes, make_recipe
-from .checkpoints import CHECKPOINT, AtomicCheckpointIO, resumable_checkpoint
-from .flops import measure
+from . import __version__, distributed, preemption
+from .checkpoints import CHECKPOINT, AtomicCheckpointIO, resumable_checkpoint, safe_load
+from .config import (
+    LOGGERS,
+    ConfigError,
+    Recipe,
+    RunConfig,
+    check_processes,
+    make_recipe,
+)
 from .data import get_dataset
-from .models import build_model, get_spec
+from .features import FeatureError, fit_widths, load_trained
+from .flops import measure
 from .machine import allocated_cpus, describe_device
+from .models import build_model, get_spec, resolve_knobs
+from .models.registry import derivation, starts_from_baseline
 from .precision import Precision, precision_on, resolve_precision
 from .record_schema import read_record
 from .records import DamagedRecord, write_record
@@ -212,14 +221,14 @@ def param_groups(model: torch.nn.Module, recipe: Recipe) -> list[dict[str, Any]]
     (torchvision's split, as its reference recipes use it)."""
     if recipe.norm_weight_decay is None:
         return [{"params": list(model.parameters())}]
-    from torchvision.ops._utils import split_normalization_params
+    from torchvision.ops._utils import split_normalization_params  # lazy: loaded only on the path that needs it
 
     norm, other = split_normalization_params(model)
     return [{"params": other}, {"params": norm, "weight_decay": recipe.norm_weight_decay}]
 
 
 def versions() -> dict[str, str]:
-    import torchvision
+    import torchvision  # lazy: loaded only on the path that needs it
 
     return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
             "lightning": L.__version__, "ghost_ablate": __version__}
@@ -288,12 +297,12 @@ def make_loggers(kind: str, out: Path, config: RunConfig, version: str) -> list[
     if kind == "tensorboard":
         loggers.append(TensorBoardLogger(out, name="tb", version=version))
     elif kind == "mlflow":
-        from lightning.pytorch.loggers import MLFlowLogger
+        from lightning.pytorch.loggers import MLFlowLogger  # lazy: an optional or rarely used dependency, loaded on use
 
         loggers.append(MLFlowLogger(os.environ.get("MLFLOW_EXPERIMENT_NAME", "ghost-ablate"), config.run_id,
                                     tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"), tags=tags))
     elif kind == "wandb":
-        from lightning.pytorch.loggers import WandbLogger
+        from lightning.pytorch.loggers import WandbLogger  # lazy: an optional or rarely used dependency, loaded on use
 
         loggers.append(WandbLogger(name=config.run_id, id=config.run_id.replace(".", "_"), save_dir=str(out),
                                    project=os.environ.get("WANDB_PROJECT", "ghost-ablate"), resume="allow",
@@ -304,7 +313,7 @@ def make_loggers(kind: str, out: Path, config: RunConfig, version: str) -> list[
 def slurm_plugins() -> list[Any]:
     """Under SLURM: Lightning's SLURM environment (ranks from srun). Requeueing on pre-emption is
     `preemption`'s (a save at a step's end), not Lightning's (a save inside the signal handler)."""
-    from lightning.fabric.plugins.environments import SLURMEnvironment
+    from lightning.fabric.plugins.environments import SLURMEnvironment  # lazy: loaded only on the path that needs it
 
     env = distributed.cluster_environment()
     return [env] if isinstance(env, SLURMEnvironment) else []
@@ -356,9 +365,6 @@ def start_from_source(config: RunConfig, module: ImageClassifier, runs_dir: Path
     says of the source, or None for a run that starts from random weights. A network derived from
     its baseline with no source named, or a source that is not finished or has no checkpoint, is a
     ConfigError naming what to run."""
-    from .features import FeatureError, load_trained
-    from .models import resolve_knobs
-    from .models.registry import derivation, starts_from_baseline
 
     spec = get_spec(config.model)
     knobs = resolve_knobs(config.model, config.ratio, config.dw_size, config.width, **dict(config.knobs))
@@ -390,8 +396,6 @@ def shape_from_checkpoint(config: RunConfig, module: ImageClassifier, ckpt: Path
     resuming loads it (the widths came from pruning its source, not from the config)."""
     if ckpt is None or not get_spec(config.model).shaped_by_source:
         return
-    from .checkpoints import safe_load
-    from .features import fit_widths
 
     module.model = fit_widths(module.model, config.model, safe_load(ckpt)["state_dict"])
 
@@ -402,7 +406,6 @@ UNREADABLE_LISTED = 100  # unreadable images named in a record; all are counted
 def gather_unreadable(data: L.LightningDataModule) -> None:
     """Under DDP each process saw its own share of the images: give every process all the
     unreadable ones, so rank 0's record counts them all."""
-    import torch.distributed as dist
 
     if not hasattr(data, "unreadable") or not (dist.is_available() and dist.is_initialized()):
         return
@@ -464,7 +467,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     for cb in callbacks or []:
         trainer.callbacks.append(cb)
     if recipe.ema_decay is not None:  # Lightning's EMA: validation and checkpoints hold the averaged weights
-        from lightning.pytorch.callbacks import EMAWeightAveraging
+        from lightning.pytorch.callbacks import EMAWeightAveraging  # lazy: loaded only on the path that needs it
 
         trainer.callbacks.append(EMAWeightAveraging(decay=recipe.ema_decay))
     if preemption.install():  # under SLURM: save at the step a pre-emption warning arrives

@@ -14,8 +14,14 @@ from ..errors import UserError
 from .args import add_model_args, add_recipe_args, add_scale_args, add_seed_plan_args
 from .imagenet import add_imagenet_parser, cmd_imagenet
 from .models import cmd_count, cmd_export, cmd_knobs
-from .outputs import (cmd_bench, cmd_featuremaps, cmd_pilot_table, cmd_precision_table, cmd_redundancy,
-                      cmd_report)
+from .outputs import (
+    cmd_bench,
+    cmd_featuremaps,
+    cmd_pilot_table,
+    cmd_precision_table,
+    cmd_redundancy,
+    cmd_report,
+)
 from .runs import YES_ENV, cmd_doctor, cmd_plan_seeds, cmd_sweep, cmd_train
 
 EXIT_USAGE = 2
@@ -55,8 +61,8 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 
 
 def build_parser() -> OneLineParser:
-    from .. import __version__
-    from ..config import available_profiles
+    from .. import __version__  # lazy: the command line answers --help without torch
+    from ..config import available_profiles  # lazy: the command line answers --help without torch
 
     parser = OneLineParser(prog="ghost-ablate", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"ghost-ablate {__version__}")

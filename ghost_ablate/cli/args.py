@@ -39,7 +39,7 @@ def add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
 
 def model_knobs(args: argparse.Namespace) -> dict[str, str]:
     """The --set KNOB=VALUE assignments (checked against the model's declarations when it is built)."""
-    from ..models import LEGACY, parse_assignments
+    from ..models import LEGACY, parse_assignments  # lazy: the command line answers --help without torch
 
     knobs = parse_assignments(args.knobs)
     for name in LEGACY:
@@ -50,7 +50,7 @@ def model_knobs(args: argparse.Namespace) -> dict[str, str]:
 
 def add_recipe_args(p: argparse.ArgumentParser) -> None:
     """One --flag per Recipe field, so every profile field can be overridden."""
-    from ..config import PRECISIONS, RECIPE_FIELDS, SCHEDULES
+    from ..config import PRECISIONS, RECIPE_FIELDS, SCHEDULES  # lazy: the command line answers --help without torch
 
     group = p.add_argument_group("recipe overrides (default: the profile's value)")
     choices = {"precision": PRECISIONS, "schedule": SCHEDULES}
@@ -72,7 +72,7 @@ def recipe_overrides(args: argparse.Namespace) -> dict:
 
 def add_scale_args(p: argparse.ArgumentParser, what: str) -> None:
     """Where a run trains: devices and nodes (Lightning DDP), accelerator, and the tracker it logs to."""
-    from ..config import LOGGERS
+    from ..config import LOGGERS  # lazy: the command line answers --help without torch
 
     p.add_argument("--devices", type=int, default=1, help=f"GPUs (or CPU processes) per node for {what} (DDP when "
                                                           f"devices x nodes > 1)")

@@ -45,7 +45,7 @@ def add_imagenet_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--threads", type=int, help="torch threads for the models (default: all cores)")
 
 def cmd_imagenet(args: argparse.Namespace) -> int:
-    from ..data import imagenet, imagenet_sample, imagenet_val
+    from ..data import imagenet, imagenet_sample, imagenet_val  # lazy: the command line answers --help without torch
 
     if args.imagenet_command == "sort-val":
         moved, placed = imagenet_val.sort_val(args.val_dir, args.ground_truth, args.devkit)
@@ -62,11 +62,11 @@ def cmd_imagenet(args: argparse.Namespace) -> int:
               f"{Path(args.root) / 'val'} --ground-truth {truth}")
         return 0
     if args.imagenet_command == "shard":
-        import sys
+        import sys  # lazy: the command line answers --help without torch
 
-        from tqdm import tqdm
+        from tqdm import tqdm  # lazy: the command line answers --help without torch
 
-        from ..data import shards
+        from ..data import shards  # lazy: the command line answers --help without torch
 
         total = sum(imagenet.split_sizes(args.data_dir) or (0, 0))
         with tqdm(total=total, desc="sharding", unit="image", disable=not sys.stderr.isatty(), leave=False) as bar:
@@ -82,20 +82,20 @@ def throughput(args: argparse.Namespace) -> int:
     """The readers side by side (`data.throughput.compare`), then each model's training images/s
     (forward, backward, SGD step, fp32, all threads) against what the loader's default workers
     can feed it at our per-core rate."""
-    import datetime
-    import os
-    import tempfile
+    import datetime  # lazy: the command line answers --help without torch
+    import os  # lazy: the command line answers --help without torch
+    import tempfile  # lazy: the command line answers --help without torch
 
-    import torch
-    from tabulate import tabulate
+    import torch  # lazy: the command line answers --help without torch
+    from tabulate import tabulate  # lazy: the command line answers --help without torch
 
-    from ..data import shards
-    from ..data.imagenet import default_workers
-    from ..timing import seconds, sgd_step
-    from ..data.throughput import OURS, compare
-    from ..estimate import RunEstimate, input_side
-    from ..machine import cpu_model
-    from ..models import build_model
+    from ..data import shards  # lazy: the command line answers --help without torch
+    from ..data.imagenet import default_workers  # lazy: the command line answers --help without torch
+    from ..data.throughput import OURS, compare  # lazy: the command line answers --help without torch
+    from ..estimate import RunEstimate, input_side  # lazy: the command line answers --help without torch
+    from ..machine import cpu_model  # lazy: the command line answers --help without torch
+    from ..models import build_model  # lazy: the command line answers --help without torch
+    from ..timing import seconds, sgd_step  # lazy: the command line answers --help without torch
 
     if min(args.images, args.repeats, args.batch_size) < 1 or args.images < args.batch_size:
         raise UserError("--images must be >= --batch-size >= 1 and --repeats >= 1")

@@ -9,9 +9,9 @@ from .args import model_knobs
 
 
 def cmd_count(args: argparse.Namespace) -> int:
-    from ..costs import cost_record, paper_cost_records
-    from ..flops import breakdown
-    from ..models import MODELS, build_model
+    from ..costs import cost_record, paper_cost_records  # lazy: the command line answers --help without torch
+    from ..flops import breakdown  # lazy: the command line answers --help without torch
+    from ..models import MODELS, build_model  # lazy: the command line answers --help without torch
 
     if args.model is None:
         if any(v is not None for v in (args.ratio, args.dw_size, args.width)) or args.knobs or args.breakdown:
@@ -34,9 +34,9 @@ def cmd_count(args: argparse.Namespace) -> int:
 
 
 def format_count_table(records: list[dict]) -> str:
-    import pandas as pd
+    import pandas as pd  # lazy: the command line answers --help without torch
 
-    from ..models import format_assignments
+    from ..models import format_assignments  # lazy: the command line answers --help without torch
 
     def millions(v: float | None, digits: int) -> str:
         return "-" if v is None or pd.isna(v) else f"{v / 1e6:.{digits}f}"
@@ -69,9 +69,9 @@ def format_count_table(records: list[dict]) -> str:
 
 def cmd_knobs(args: argparse.Namespace) -> int:
     """Every model's declared knobs: type, default, valid values, meaning."""
-    import pandas as pd
+    import pandas as pd  # lazy: the command line answers --help without torch
 
-    from ..models import MODELS, get_spec
+    from ..models import MODELS, get_spec  # lazy: the command line answers --help without torch
 
     names = [get_spec(args.model).name] if args.model else sorted(MODELS)
     rows = [{"model": name, "knob": k.name, "type": k.type.__name__, "default": k.default,
@@ -88,10 +88,10 @@ def cmd_knobs(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from pathlib import Path  # lazy: the command line answers --help without torch
 
-    from ..deploy import check_onnx, export_onnx, fold_bn
-    from ..models import MODELS, build_model, fuse_rep
+    from ..deploy import check_onnx, export_onnx, fold_bn  # lazy: the command line answers --help without torch
+    from ..models import MODELS, build_model, fuse_rep  # lazy: the command line answers --help without torch
 
     model = build_model(args.model, args.ratio, args.dw_size, args.width, **model_knobs(args)).eval()
     if args.fold_bn:

@@ -8,10 +8,10 @@ from .args import model_knobs
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from pathlib import Path  # lazy: the command line answers --help without torch
 
-    from ..report import build_report
-    from ..sweep import load_experiment
+    from ..report import build_report  # lazy: the command line answers --help without torch
+    from ..sweep import load_experiment  # lazy: the command line answers --help without torch
 
     for path in args.experiment or []:
         load_experiment(path)  # a bad file is one line before anything is written
@@ -21,7 +21,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                            epochs=args.epochs, tables=args.tables)
     print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(p.name for p in written))
     if args.readme:
-        from ..report import HEADLINE, splice_readme
+        from ..report import HEADLINE, splice_readme  # lazy: the command line answers --help without torch
 
         splice_readme(Path(args.readme), (Path(args.out) / HEADLINE).read_text())
         print(f"updated the headline block of {args.readme}")
@@ -29,7 +29,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_pilot_table(args: argparse.Namespace) -> int:
-    from ..report.pilot import write_pilot_report
+    from ..report.pilot import write_pilot_report  # lazy: the command line answers --help without torch
 
     written = write_pilot_report(args.results_dir, args.out)
     print(f"wrote {', '.join(str(p) for p in written)}")
@@ -37,7 +37,7 @@ def cmd_pilot_table(args: argparse.Namespace) -> int:
 
 
 def cmd_precision_table(args: argparse.Namespace) -> int:
-    from ..report.precision import write_precision_report
+    from ..report.precision import write_precision_report  # lazy: the command line answers --help without torch
 
     written = write_precision_report(args.results_dir, args.out)
     print(f"wrote {', '.join(str(p) for p in written)}")
@@ -47,7 +47,7 @@ def cmd_precision_table(args: argparse.Namespace) -> int:
 # ---- featuremaps and redundancy -------------------------------------------------------
 
 def _networks(args: argparse.Namespace) -> list:
-    from ..features import load_trained
+    from ..features import load_trained  # lazy: the command line answers --help without torch
 
     if args.weights:
         return [load_trained(weights=args.weights, model=args.model, ratio=args.ratio, dw_size=args.dw_size,
@@ -60,11 +60,11 @@ def _networks(args: argparse.Namespace) -> list:
 
 
 def cmd_featuremaps(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from pathlib import Path  # lazy: the command line answers --help without torch
 
-    from ..features import resolve_layer, test_images
-    from ..report.evidence import plot_feature_maps
-    from ..report.plots import headless
+    from ..features import resolve_layer, test_images  # lazy: the command line answers --help without torch
+    from ..report.evidence import plot_feature_maps  # lazy: the command line answers --help without torch
+    from ..report.plots import headless  # lazy: the command line answers --help without torch
 
     networks = _networks(args)
     for net in networks:  # check every layer before anything is written
@@ -82,14 +82,13 @@ def cmd_featuremaps(args: argparse.Namespace) -> int:
 
 
 def cmd_redundancy(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from pathlib import Path  # lazy: the command line answers --help without torch
 
-    from ..features import test_images
-    from ..records import write_atomic
-    from ..report.evidence import redundancy_outputs
-    from ..report.plots import headless
-
-    from ..data import get_dataset
+    from ..data import get_dataset  # lazy: the command line answers --help without torch
+    from ..features import test_images  # lazy: the command line answers --help without torch
+    from ..records import write_atomic  # lazy: the command line answers --help without torch
+    from ..report.evidence import redundancy_outputs  # lazy: the command line answers --help without torch
+    from ..report.plots import headless  # lazy: the command line answers --help without torch
 
     networks = _networks(args)
     folder = get_dataset(None).folder(args.data_dir)
@@ -106,14 +105,20 @@ def cmd_redundancy(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from pathlib import Path  # lazy: the command line answers --help without torch
 
-    import torch
+    import torch  # lazy: the command line answers --help without torch
 
-    from ..bench import bench_models, bench_variants, pipeline_comparison, settings_from, variant_keys
-    from ..costs import paper_configs
-    from ..models import MODELS, resolve_knobs
-    from ..records import write_atomic
+    from ..bench import (  # lazy: the command line answers --help without torch
+        bench_models,
+        bench_variants,
+        pipeline_comparison,
+        settings_from,
+        variant_keys,
+    )
+    from ..costs import paper_configs  # lazy: the command line answers --help without torch
+    from ..models import MODELS, resolve_knobs  # lazy: the command line answers --help without torch
+    from ..records import write_atomic  # lazy: the command line answers --help without torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible here; use --device cpu")
@@ -144,7 +149,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             default = resolve_knobs(name)
             keys.append((name, default["ratio"], default["dw_size"], default["width"]))
     if args.cifar_only:
-        from ..data import get_dataset
+        from ..data import get_dataset  # lazy: the command line answers --help without torch
 
         keys = [k for k in keys if MODELS[k[0]].input_size == get_dataset("cifar10").input_size]
     if not keys:

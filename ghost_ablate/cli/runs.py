@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import sys
+from pathlib import Path
 
 from ..errors import UserError
 from .args import check_scale, model_knobs, recipe_overrides
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .. import distributed
-    from ..config import RunConfig, check_processes
-    from ..data import get_dataset
-    from ..training import Diverged, resolve_device, train_run
+    from .. import distributed  # lazy: the command line answers --help without torch
+    from ..config import RunConfig, check_processes  # lazy: the command line answers --help without torch
+    from ..data import get_dataset  # lazy: the command line answers --help without torch
+    from ..training import Diverged, resolve_device, train_run  # lazy: the command line answers --help without torch
 
     check_scale(args)
     dataset = get_dataset(args.dataset)
@@ -50,9 +50,9 @@ YES_ENV = "GHOST_ABLATE_YES"
 def seed_plan(args: argparse.Namespace, experiment, hours_per_seed: float | None = None):  # noqa: ANN001, ANN201
     """The `seeds.SeedPlan` for `experiment` from the records in `--pilot` that share the plan's
     profile and epochs."""
-    from ..config import load_profile, make_recipe
-    from ..report.tables import aggregate, load_runs
-    from ..seeds import plan_seeds
+    from ..config import load_profile, make_recipe  # lazy: the command line answers --help without torch
+    from ..report.tables import aggregate, load_runs  # lazy: the command line answers --help without torch
+    from ..seeds import plan_seeds  # lazy: the command line answers --help without torch
 
     if not args.pilot:
         raise UserError("--seeds auto needs --pilot DIR: the results folder whose seeds give the paired spread "
@@ -69,12 +69,12 @@ def seed_plan(args: argparse.Namespace, experiment, hours_per_seed: float | None
 
 
 def cmd_plan_seeds(args: argparse.Namespace) -> int:
-    import pandas as pd
+    import pandas as pd  # lazy: the command line answers --help without torch
 
-    from ..data import get_dataset
-    from ..estimate import plan_hours
-    from ..sweep import estimate_runs, load_experiment, plan_runs
-    from ..training import resolve_device
+    from ..data import get_dataset  # lazy: the command line answers --help without torch
+    from ..estimate import plan_hours  # lazy: the command line answers --help without torch
+    from ..sweep import estimate_runs, load_experiment, plan_runs  # lazy: the command line answers --help without torch
+    from ..training import resolve_device  # lazy: the command line answers --help without torch
 
     experiment = load_experiment(args.experiment)
     dataset = get_dataset(experiment.dataset)
@@ -93,7 +93,7 @@ def cmd_plan_seeds(args: argparse.Namespace) -> int:
                           for c in plan.comparisons])
     with pd.option_context("display.max_rows", None, "display.width", 200):
         print(table.to_string(index=False))
-    from ..machine import describe_device
+    from ..machine import describe_device  # lazy: the command line answers --help without torch
 
     print(plan.summary())
     print(f"cost: {len(one_seed)} runs per seed, {hours:.2f} h per seed on {describe_device(device)}; "
@@ -103,17 +103,25 @@ def cmd_plan_seeds(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    import logging
-    import os
-    from pathlib import Path
+    import logging  # lazy: the command line answers --help without torch
+    import os  # lazy: the command line answers --help without torch
+    from pathlib import Path  # lazy: the command line answers --help without torch
 
-    from .. import distributed
-    from ..config import check_processes, load_profile, make_recipe
-    from ..data import get_dataset
-    from ..estimate import format_hours, plan_hours
-    from ..sweep import (dry_run_table, estimate_runs, load_experiment, parse_seeds, parse_shard, plan_runs,
-                        run_sweep, table_hours)
-    from ..training import is_rank_zero, resolve_device
+    from .. import distributed  # lazy: the command line answers --help without torch
+    from ..config import check_processes, load_profile, make_recipe  # lazy: the command line answers --help without torch
+    from ..data import get_dataset  # lazy: the command line answers --help without torch
+    from ..estimate import format_hours, plan_hours  # lazy: the command line answers --help without torch
+    from ..sweep import (  # lazy: the command line answers --help without torch
+        dry_run_table,
+        estimate_runs,
+        load_experiment,
+        parse_seeds,
+        parse_shard,
+        plan_runs,
+        run_sweep,
+        table_hours,
+    )
+    from ..training import is_rank_zero, resolve_device  # lazy: the command line answers --help without torch
 
     check_scale(args)
     if Path(args.results_dir).exists() and not Path(args.results_dir).is_dir():
@@ -127,7 +135,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(plan.summary())
         seeds = plan.seeds()
         if not args.dry_run and is_rank_zero():
-            from ..seeds import write_plan
+            from ..seeds import write_plan  # lazy: the command line answers --help without torch
 
             write_plan(plan, Path(args.results_dir), args.pilot)
     else:
@@ -154,7 +162,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     estimates = (estimate_runs(runs, results / "runs", device, sizes or full, recalibrate=args.recalibrate,
                                world=world, step_time=args.step_time) if estimate else None)
     if args.dry_run:
-        import pandas as pd
+        import pandas as pd  # lazy: the command line answers --help without torch
 
         table = dry_run_table(runs, results / "runs", estimates)
         with pd.option_context("display.max_rows", None, "display.width", 200):
@@ -212,9 +220,9 @@ def input_report(dataset, args: argparse.Namespace, runs: list, estimates: list)
     """One line on whether the CPU input pipeline (its rate per core on this machine's CPU, times
     the loader workers each device gets from the CPUs here or SLURM allocated) can feed the plan's
     hungriest run."""
-    from ..data.imagenet import default_workers
-    from ..estimate import input_side
-    from ..machine import cpu_model
+    from ..data.imagenet import default_workers  # lazy: the command line answers --help without torch
+    from ..estimate import input_side  # lazy: the command line answers --help without torch
+    from ..machine import cpu_model  # lazy: the command line answers --help without torch
 
     sizes = {rc.recipe.image_size or dataset.input_size for rc in runs}
     rate, what = dataset.input_rate(args.data_dir, max(sizes))
@@ -232,10 +240,10 @@ def input_report(dataset, args: argparse.Namespace, runs: list, estimates: list)
 
 def submit_sweep(args: argparse.Namespace, experiment, seeds: list[int]) -> int:  # noqa: ANN001 - sweep.Experiment
     """`sweep --slurm`: check the plan here, then submit it as a job array and return."""
-    from pathlib import Path
+    from pathlib import Path  # lazy: the command line answers --help without torch
 
-    from ..slurm import parse_params, submit, sweep_argv
-    from ..sweep import plan_runs
+    from ..slurm import parse_params, submit, sweep_argv  # lazy: the command line answers --help without torch
+    from ..sweep import plan_runs  # lazy: the command line answers --help without torch
 
     if args.shard != "0/1" or args.dry_run:
         raise UserError("--slurm submits every shard itself (see --shards) and trains; drop --shard and --dry-run")
@@ -250,10 +258,10 @@ def submit_sweep(args: argparse.Namespace, experiment, seeds: list[int]) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from pathlib import Path  # lazy: the command line answers --help without torch
 
-    from ..doctor import assign_data, examine, fix
-    from ..sweep import write_summary
+    from ..doctor import assign_data, examine, fix  # lazy: the command line answers --help without torch
+    from ..sweep import write_summary  # lazy: the command line answers --help without torch
 
     results = Path(args.results or args.results_dir)
     if not (results / "runs").is_dir():

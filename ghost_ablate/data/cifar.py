@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..cache import JsonCache
 from .common import DataError, DataSet, epoch_seed, normalize_with
 
 try:  # numpy >= 2 (older pickles name numpy.core, which find_class maps to the same helpers)
@@ -155,7 +156,11 @@ def find_folder(data_dir: Path, layout: CifarLayout = CIFAR10) -> Path | None:
 
 def prepare(data_dir: str | Path, download: bool = True, layout: CifarLayout = CIFAR10) -> Path:
     """Locate the extracted folder; else extract or download (md5-checked) the official archive."""
-    from torchvision.datasets.utils import check_integrity, download_and_extract_archive, extract_archive
+    from torchvision.datasets.utils import (  # lazy: loaded only on the path that needs it
+        check_integrity,
+        download_and_extract_archive,
+        extract_archive,
+    )
 
     data_dir = Path(data_dir)
     folder = find_folder(data_dir, layout)
@@ -202,7 +207,6 @@ def fingerprint(data_dir: str | Path, layout: CifarLayout = CIFAR10) -> str:
 
     Hashing full CIFAR-10 (178 MB) takes well under a second; the result is cached per folder,
     file sizes and modification times, so it is computed once."""
-    from ..cache import JsonCache
 
     folder = find_folder(Path(data_dir), layout)
     if folder is None:

@@ -16,10 +16,12 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 
 from .common import DataError, epoch_seed, rank_seed, read_or_none
 from .decode import CROP_RATIO, DECODE_ENV, RATIO, SCALE, Crops, intact
+from .shards import ShardImages
 
 
 def available() -> bool:
@@ -31,7 +33,7 @@ def available() -> bool:
 
 
 def _pipeline(crops: Crops, batch: int, threads: int, device: torch.device, seed: int) -> Any:
-    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali import fn, pipeline_def, types  # lazy: an optional or rarely used dependency, loaded on use
 
     gpu = device.type == "cuda"
     interp = types.INTERP_CUBIC if crops.interpolation == "bicubic" else types.INTERP_LINEAR
@@ -74,7 +76,6 @@ class DaliBatches:
 
     def _items(self) -> Iterator[tuple[bytes | None, int, str]]:
         if self.sharded:
-            from .shards import ShardImages
 
             yield from ShardImages(self.source, _as_bytes, self.crops.train, self.per_rank, self.batch, 1, self.seed)
             return
@@ -110,8 +111,7 @@ class DaliBatches:
 
     def _run(self, chunk: list[tuple[bytes | None, int, str]]) -> tuple[torch.Tensor, torch.Tensor, list[str],
                                                                           list[str]]:
-        import numpy as np
-        from nvidia.dali.plugin.pytorch import feed_ndarray
+        from nvidia.dali.plugin.pytorch import feed_ndarray  # lazy: an optional or rarely used dependency, loaded on use
 
         whole = [b is not None and intact(b) for b, _, _ in chunk]  # one header parse per image
         good = [item for item, ok in zip(chunk, whole) if ok]

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -42,7 +43,6 @@ def random_resized_boxes(widths: torch.Tensor, heights: torch.Tensor, attempts: 
     largest centred box within the aspect range. Its uniforms come from `generator` (torch's
     global one if None) in one draw; the arithmetic is numpy's, which costs microseconds where a
     loader worker calls this once per image."""
-    import numpy as np
 
     n = len(widths)
     u = torch.rand(n, 2 * attempts + 2, dtype=torch.float64, generator=generator).numpy()
@@ -100,7 +100,7 @@ def decode_crop(data: bytes, box: tuple[int, int, int, int], size: int, interpol
     """The `box` (left, top, width, height) of an encoded image whose `header` passed, resampled
     to uint8 RGB (3, size, size) and flipped if asked; None if it cannot be decoded. Decodes at a
     reduced scale where the box allows (at least 2 x size on both sides)."""
-    from torchvision.transforms.v2.functional import InterpolationMode, resized_crop
+    from torchvision.transforms.v2.functional import InterpolationMode, resized_crop  # lazy: loaded only on the path that needs it
 
     left, top, bw, bh = box
     shrink = min(bw, bh) // size
@@ -117,7 +117,7 @@ def decode_crop(data: bytes, box: tuple[int, int, int, int], size: int, interpol
 
 def _full(data: bytes) -> torch.Tensor:
     """The whole image, uint8 RGB CHW, by libjpeg-turbo (torchvision), or PIL for other formats."""
-    from torchvision.io import ImageReadMode, decode_image
+    from torchvision.io import ImageReadMode, decode_image  # lazy: loaded only on the path that needs it
 
     return decode_image(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB)
 
@@ -125,7 +125,7 @@ def _full(data: bytes) -> torch.Tensor:
 def _draft(data: bytes, shrink: int) -> tuple[torch.Tensor, float]:
     """The image decoded at 1/k of its size, k the largest of 1, 2, 4, 8 not above `shrink`
     (JPEG only; other formats decode whole), and the scale it came out at."""
-    from torchvision.transforms.v2.functional import pil_to_tensor
+    from torchvision.transforms.v2.functional import pil_to_tensor  # lazy: loaded only on the path that needs it
 
     with Image.open(io.BytesIO(data)) as img:
         w, h = img.size
@@ -138,7 +138,7 @@ def crop_batch(images: list[torch.Tensor], boxes: torch.Tensor, size: int, flips
     """Decoded uint8 CHW images of any sizes, on one device -> uint8 (N, 3, size, size): each
     image's box (left, top, width, height) resampled to `size` and flipped where `flips` says, as
     batched kernels over zero-padded chunks of at most PAD_BUDGET elements."""
-    from torchvision.ops import roi_align
+    from torchvision.ops import roi_align  # lazy: loaded only on the path that needs it
 
     device = images[0].device if images else torch.device("cpu")
     out = torch.empty(len(images), 3, size, size, dtype=torch.uint8, device=device)
@@ -167,7 +167,7 @@ def extras_transform(color_jitter: float = 0.0, randaugment: int | None = None,
                      random_erasing: float = 0.0) -> Callable | None:
     """The recipe's augmentation after the crop and flip, on one uint8 image (torchvision v2):
     colour jitter, RandAugment (2 ops at this magnitude), random erasing; None if it has none."""
-    from torchvision.transforms import v2
+    from torchvision.transforms import v2  # lazy: loaded only on the path that needs it
 
     steps = []
     if color_jitter:

@@ -21,9 +21,19 @@ from typing import Any, TypeVar
 import lightning as L
 import torch
 
+from ..machine import allocated_cpus
 from . import shards
 from .common import DataError, normalize_with, rank_seed, read_or_none
-from .decode import DECODE_ENV, DECODERS, Crops, crop_batch, decode_crop, extras_transform, header
+from .dali import DaliBatches
+from .decode import (
+    DECODE_ENV,
+    DECODERS,
+    Crops,
+    crop_batch,
+    decode_crop,
+    extras_transform,
+    header,
+)
 from .imagenet_layout import find_folder, folder_inventory, layout, samples
 
 MEAN = (0.485, 0.456, 0.406)
@@ -94,7 +104,7 @@ def decode_blobs(blobs: list[torch.Tensor], device: torch.device) -> list[torch.
     """Raw image bytes -> uint8 RGB CHW images on `device` (nvJPEG on CUDA, in one batched call);
     None where the header is not an image's or exceeds MAX_PIXELS, and where decoding fails (a
     blob the batch decoder refuses is decoded alone: PNGs on the CPU)."""
-    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg  # lazy: loaded only on the path that needs it
 
     out: list[torch.Tensor | None] = [None] * len(blobs)
     good = [i for i, b in enumerate(blobs) if header(b.numpy().tobytes()) is not None]
@@ -129,7 +139,6 @@ def default_workers(devices: int) -> int:
     """Loader workers per training process: its share of the CPU cores allocated to it (SLURM's
     cpus-per-task or the affinity mask, not the host's count), one left for the process itself
     (GHOST_ABLATE_WORKERS overrides)."""
-    from ..machine import allocated_cpus
 
     if os.environ.get("GHOST_ABLATE_WORKERS"):
         return max(int(os.environ["GHOST_ABLATE_WORKERS"]), 0)
@@ -139,7 +148,7 @@ def default_workers(devices: int) -> int:
 def eval_sampler(files: torch.utils.data.Dataset, trainer: L.Trainer | None) -> torch.utils.data.Sampler | None:
     """Under DDP, each rank evaluates every world-th image and no image twice (Lightning's default
     sampler pads the last ranks with repeats: 50,016 images counted on 24 GPUs); None otherwise."""
-    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+    from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler  # lazy: loaded only on the path that needs it
 
     if trainer is None or trainer.world_size == 1:
         return None
@@ -206,7 +215,6 @@ class ImageNetDataModule(L.LightningDataModule):
             self.trainer.num_devices if self.trainer is not None else 1)
         batch = self.batch_size if train else self.eval_batch_size
         if self.decode == "dali":
-            from .dali import DaliBatches
 
             source = (self.shard_files["train" if train else "val"] if self.counts
                       else self.train_set if train else self.test_set)

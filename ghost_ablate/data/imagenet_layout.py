@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from ..cache import JsonCache
 from .common import DataError
 
 SPLITS = {"train": "train", "test": "val"}
@@ -27,7 +28,7 @@ LAYOUT = "expected train/<wnid>/*.JPEG and val/<wnid>/*.JPEG (wnid: an ILSVRC-20
 def wnids() -> tuple[str, ...]:
     """The 1000 ILSVRC-2012 class ids, sorted (the usual label order), from the list timm ships
     (read as a file: importing timm costs seconds)."""
-    import importlib.util
+    import importlib.util  # lazy: loaded only on the path that needs it
 
     spec = importlib.util.find_spec("timm")
     path = Path(spec.submodule_search_locations[0]) / "data" / "_info" / "imagenet_synsets.txt"
@@ -95,7 +96,6 @@ def folder_inventory(data_dir: str | Path) -> dict[str, Any]:
     """Fingerprint and split sizes, from every image's name and size (not its bytes: 150 GB).
     Cached per folder and its class folders' modification times, which change when files are
     added, removed or renamed, so a full listing happens once."""
-    from ..cache import JsonCache
 
     root = Path(data_dir)
     dirs = layout(root)

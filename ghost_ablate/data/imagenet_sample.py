@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .imagenet_layout import wnids
 
@@ -38,8 +39,7 @@ def write_sample(root: str | Path, classes: int = 10, per_class: int = 12, val_p
     smooth noise, so a network can learn something; with `natural`, images are instead
     photograph-like 500x375 (`natural_image`, `size` ignored). `corrupt` training images are cut
     short. Returns the path of the ground-truth file."""
-    import torch.nn.functional as F
-    from torchvision.io import encode_jpeg
+    from torchvision.io import encode_jpeg  # lazy: loaded only on the path that needs it
 
     root = Path(root)
     g = torch.Generator().manual_seed(seed)

@@ -9,6 +9,7 @@ from pathlib import Path
 from .common import DataError
 from .imagenet_layout import WNID, is_image, wnids
 
+
 def read_ground_truth(path: str | Path, devkit: str | Path | None = None) -> dict[str, str]:
     """Image file name -> wnid, from one of the ground-truth files users have:
     - the devkit's ILSVRC2012_validation_ground_truth.txt (one class number per line, for
@@ -48,7 +49,7 @@ def read_ground_truth(path: str | Path, devkit: str | Path | None = None) -> dic
 
 def _devkit_wnids(devkit: Path) -> dict[int, str]:
     """ILSVRC2012_ID -> wnid from the devkit's meta.mat (read with scipy: data, never code)."""
-    from scipy.io import loadmat
+    from scipy.io import loadmat  # lazy: an optional or rarely used dependency, loaded on use
 
     meta = devkit if devkit.suffix == ".mat" else devkit / "data" / "meta.mat"
     if not meta.is_file():

@@ -31,7 +31,10 @@ from typing import Any
 
 import torch
 
+from ..cache import JsonCache
+from ..records import read_bounded
 from .common import DataError, read_or_none
+from .imagenet_layout import layout, samples
 
 MANIFEST = "shards.json"
 SPLITS = ("train", "val")
@@ -50,9 +53,8 @@ def write_shards(root: str | Path, dest: str | Path, per_shard: int = 1000, seed
                  progress: Callable[[int], None] | None = None) -> dict[str, Any]:
     """The folder layout at `root` as shards in `dest`/{train,val}/shard-NNNNNN.tar and a manifest
     (`shards.json`); returns the manifest. `dest` must be new or empty."""
-    import webdataset as wds
+    import webdataset as wds  # lazy: an optional or rarely used dependency, loaded on use
 
-    from .imagenet_layout import layout, samples
 
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
@@ -87,7 +89,6 @@ def write_shards(root: str | Path, dest: str | Path, per_shard: int = 1000, seed
 
 def read_manifest(root: str | Path) -> dict[str, Any]:
     """The manifest, checked: every shard a plain file name present in its split's folder."""
-    from ..records import read_bounded
 
     root = Path(root)
     raw = read_bounded(root / MANIFEST, root, MAX_MANIFEST_BYTES)
@@ -124,7 +125,6 @@ def inventory(root: str | Path) -> dict[str, Any]:
     """Fingerprint and split sizes from the shards themselves, computed as the folder layout's
     are (split/class/file:size, in the folder's order), so the two layouts agree. Cached per
     shard file's size and modification time."""
-    from ..cache import JsonCache
 
     root = Path(root)
     manifest = read_manifest(root)
@@ -183,7 +183,7 @@ class ShardImages(torch.utils.data.IterableDataset):
         return self.per_worker * self.workers
 
     def _pipeline(self) -> Any:
-        import webdataset as wds
+        import webdataset as wds  # lazy: an optional or rarely used dependency, loaded on use
 
         if self.train:  # seeded per (rank, worker, epoch) by WebDataset's deterministic mode
             return wds.DataPipeline(wds.ResampledShards(self.shards, seed=self.seed, deterministic=True),

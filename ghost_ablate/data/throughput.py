@@ -20,8 +20,13 @@ from typing import Any
 
 import torch
 
+from ..cache import JsonCache
+from ..machine import cpu_model
 from .common import DataError
+from .dali import available
 from .imagenet import MEAN, STD, ImageNetDataModule, inventory
+from .imagenet_sample import write_sample
+from .imagenet_val import sort_val
 
 PEER = "torchvision ImageFolder + PIL (peer)"
 OURS = "ours: folder, PIL/libjpeg-turbo crops"  # the default CPU path, what a run's loader workers do
@@ -39,7 +44,8 @@ def one_thread() -> Iterator[None]:
 
 
 def _peer(data_dir: Path, size: int, batch: int) -> Iterable:
-    from torchvision import datasets, transforms as T
+    from torchvision import datasets  # lazy: loaded only on the path that needs it
+    from torchvision import transforms as T  # lazy: loaded only on the path that needs it
 
     transform = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.ToTensor(), T.Normalize(MEAN, STD)])
     images = datasets.ImageFolder(str(data_dir / "train"), transform=transform)
@@ -90,7 +96,6 @@ def compare(data_dir: str | Path, size: int = 224, batch: int = 32, images: int 
     """One row per reader: its median images/s per core over `repeats` passes and its ratio to the
     peer's, all measured in this one process, reader after reader, pass after pass (so a burst
     of load elsewhere hits every reader alike)."""
-    from .dali import available
 
     with one_thread():
         makers = readers(Path(data_dir), size, batch, Path(shards_dir) if shards_dir else None,
@@ -108,10 +113,6 @@ def input_rate_per_core(data_dir: str | Path | None, size: int) -> tuple[float, 
     """Our CPU pipeline's training images/s on one core, measured on `data_dir`'s images where it
     holds some, else on generated photograph-like JPEGs of ImageNet's size; cached per data set
     fingerprint, image size and CPU. Returns (rate, what it was measured on)."""
-    from ..cache import JsonCache
-    from ..machine import cpu_model
-    from .imagenet_sample import write_sample
-    from .imagenet_val import sort_val
 
     source = None
     if data_dir is not None:

@@ -9,7 +9,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .knobs import KNOBS, LEGACY, Knob, extras, format_assignments, parse_assignments, varying
+from .knobs import (
+    KNOBS,
+    LEGACY,
+    Knob,
+    extras,
+    format_assignments,
+    parse_assignments,
+    varying,
+)
 
 _LAZY = {
     **dict.fromkeys(("ghost_resnet56", "ghost_vgg16", "resnet56", "vgg16"), ".cifar"),

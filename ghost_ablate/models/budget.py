@@ -24,12 +24,22 @@ fraction of its filters, the largest that meets the budget.
 """
 from __future__ import annotations
 
+import copy
 import functools
 
 import torch
 from torch import nn
 
-from .cifar import VGG16, VGG16_CFG, CifarResNet, ghost_resnet56, ghost_vgg16, resnet56, vgg16
+from ..flops import count_flops
+from .cifar import (
+    VGG16,
+    VGG16_CFG,
+    CifarResNet,
+    ghost_resnet56,
+    ghost_vgg16,
+    resnet56,
+    vgg16,
+)
 
 CRITERIA = ("l1", "bn_scale")
 MAX_LAYER_PRUNING = 0.9
@@ -40,14 +50,13 @@ INPUT_SIZE = 32
 @functools.lru_cache(maxsize=None)
 def ghost_budget(baseline: str, ratio: int) -> int:
     """FLOPs (MACs, our counter) of the Ghost version of `baseline` at ratio `ratio`, d=3."""
-    from ..flops import count_flops
 
     ghost = ghost_vgg16(ratio, 3) if baseline == "vgg16" else ghost_resnet56(ratio, 3)
     return count_flops(ghost, INPUT_SIZE)
 
 
 def _importance(criterion: str):  # noqa: ANN202 - a torch_pruning importance
-    import torch_pruning as tp
+    import torch_pruning as tp  # lazy: an optional or rarely used dependency, loaded on use
 
     if criterion == "l1":
         return tp.importance.GroupMagnitudeImportance(p=1)
@@ -89,11 +98,9 @@ def prune_to_budget(trained: nn.Module, budget_flops: int, criterion: str = "l1"
     """A copy of `trained` (a VGG-16 or ResNet-56 of `cifar.py`) pruned globally by `criterion` until
     its FLOPs are at most `budget_flops`; `trained` itself is left as it is. `uniform`: the same
     fraction of every prunable layer instead (what a network without trained weights gets)."""
-    import copy
 
-    import torch_pruning as tp
+    import torch_pruning as tp  # lazy: an optional or rarely used dependency, loaded on use
 
-    from ..flops import count_flops
 
     if not isinstance(trained, (VGG16, CifarResNet)):
         raise ValueError(f"prune_to_budget takes a VGG-16 or ResNet-56, got {type(trained).__name__}")

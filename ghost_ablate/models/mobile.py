@@ -56,21 +56,21 @@ def mobilenet_v1(num_classes: int = 1000, width: float = 0.5) -> nn.Module:
 
 
 def mobilenet_v2(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
-    from torchvision.models import mobilenet_v2 as build
+    from torchvision.models import mobilenet_v2 as build  # lazy: loaded only on the path that needs it
 
     _by_width("mobilenetv2", {0.35: None, 0.6: None, 1.0: None}, width)
     return build(num_classes=num_classes, width_mult=width)
 
 
 def shufflenet_v2(num_classes: int = 1000, width: float = 1.0) -> nn.Module:
-    from torchvision import models
+    from torchvision import models  # lazy: loaded only on the path that needs it
 
     return _by_width("shufflenetv2", {0.5: models.shufflenet_v2_x0_5, 1.0: models.shufflenet_v2_x1_0,
                                       1.5: models.shufflenet_v2_x1_5}, width)(num_classes=num_classes)
 
 
 def _timm(variant: str, num_classes: int) -> nn.Module:
-    import timm
+    import timm  # lazy: an optional or rarely used dependency, loaded on use
 
     return timm.create_model(variant, pretrained=False, num_classes=num_classes)
 

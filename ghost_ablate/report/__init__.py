@@ -8,6 +8,7 @@ writes them into the report folder.
 """
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import tempfile
@@ -19,15 +20,40 @@ from .. import paper
 from ..data import data_fingerprint, get_dataset
 from ..labels import full_label
 from ..progress import track
-from ..records import write_atomic
+from ..records import PLAN_FILE, read_bounded, read_json_bounded, write_atomic
+from ..sweep import load_experiment
 from .evidence import evidence_section
 from .experiments import experiment_sections
-from .markdown import (_md, escape, fmt_number, header_markdown, markdown_table, provenance, pruned_markdown,
-                       seeds_markdown, top1_cells)
-from .plots import headless, plot_accuracy_vs_cost, plot_confusion, plot_curves, plot_latency, plot_table
+from .markdown import (
+    escape,
+    fmt_number,
+    header_markdown,
+    markdown_table,
+    md_table,
+    provenance,
+    pruned_markdown,
+    seeds_markdown,
+    top1_cells,
+)
+from .plots import (
+    headless,
+    plot_accuracy_vs_cost,
+    plot_confusion,
+    plot_curves,
+    plot_latency,
+    plot_table,
+)
 from .stats import MARGIN_PP
-from .tables import (ReportError, aggregate, best_runs_by_family, imagenet_costs,
-                     load_runs, paper_table, per_class_accuracy, speedup_table)
+from .tables import (
+    ReportError,
+    aggregate,
+    best_runs_by_family,
+    imagenet_costs,
+    load_runs,
+    paper_table,
+    per_class_accuracy,
+    speedup_table,
+)
 
 __all__ = ["ReportError", "build_report", "load_runs"]
 
@@ -84,9 +110,7 @@ BENCH_COLUMNS = ("model", "ratio", "dw_size", "width", "flops", "device_kind", "
 def read_bench(results_dir: Path) -> pd.DataFrame | None:
     """results/bench.csv (`ghost-ablate bench`) where it is a regular file of the results folder with
     the columns the speed-up table reads; a ReportError names what is missing."""
-    import io
 
-    from ..records import read_bounded
 
     data = read_bounded(results_dir / "bench.csv", results_dir)
     if data is None:
@@ -126,7 +150,6 @@ def splice_readme(readme: Path, headline: str) -> None:
 
 def seed_plan_note(results_dir: Path) -> str:
     """How n was chosen, where `sweep --seeds auto` left its plan in the results folder."""
-    from ..records import PLAN_FILE, read_json_bounded
 
     plan = read_json_bounded(results_dir / PLAN_FILE, results_dir)
     if not isinstance(plan, dict) or not isinstance(plan.get("summary"), str):
@@ -136,7 +159,6 @@ def seed_plan_note(results_dir: Path) -> str:
 
 def experiment_margins(paths: list[Path]) -> dict[str, float]:
     """The non-inferiority margin of each paper table, as the experiment files declare it."""
-    from ..sweep import load_experiment
 
     margins: dict[str, float] = {}
     for path in paths:
@@ -193,7 +215,7 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
                  **top1_cells(agg[k]["top1_mean"], agg[k]["top1_std"], agg[k]["top1_ci95"], agg[k]["n"],
                              agg[k]["mixed"])}
                 for k in extra]
-        sections += ["## Runs outside the paper's tables", "", _md(pd.DataFrame(rows)), ""]
+        sections += ["## Runs outside the paper's tables", "", md_table(pd.DataFrame(rows)), ""]
     next(steps)
     files, more = experiment_sections(agg, out, experiments)
     written += files
@@ -203,7 +225,7 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
         classes = per_class_accuracy(best)
         write_atomic(out / "per_class_accuracy.csv", classes.to_csv(index=False))
         written.append(out / "per_class_accuracy.csv")
-        sections += ["## Per-class test accuracy (%) of each family's best run", "", _md(classes),
+        sections += ["## Per-class test accuracy (%) of each family's best run", "", md_table(classes),
                      "\nCSV: [per_class_accuracy.csv](per_class_accuracy.csv)", ""]
         plots += [(f"Confusion matrix: best {family} run", plot_confusion(r, family, out))
                   for family, r in best.items()]
@@ -216,7 +238,7 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
     write_atomic(out / "imagenet_costs.csv", costs.to_csv(index=False))
     written.append(out / "imagenet_costs.csv")
     sections += ["## ImageNet models: parameters and FLOPs (224x224, not trained here)", "",
-                 _md(costs.drop(columns=["table"])), "\nCSV: [imagenet_costs.csv](imagenet_costs.csv)", ""]
+                 md_table(costs.drop(columns=["table"])), "\nCSV: [imagenet_costs.csv](imagenet_costs.csv)", ""]
     if bench is not None:
         speed = speedup_table(bench)
         write_atomic(out / "speedup.csv", speed.to_csv(index=False))
@@ -224,7 +246,7 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
         plots.append(("FLOPs vs measured latency", plot_latency(bench, out)))
         sections += ["## FLOPs ratio vs measured speed-up (from results/bench.csv)", "",
                      "Ratios are baseline / Ghost for FLOPs and latency, Ghost / baseline for throughput; "
-                     "memory is Ghost / baseline peak of a training step.", "", _md(speed), ""]
+                     "memory is Ghost / baseline peak of a training step.", "", md_table(speed), ""]
     sections += ["## Plots", ""]
     for title, paths in plots:
         png = paths[0].name

@@ -7,12 +7,26 @@ import re
 from pathlib import Path
 from typing import Any
 
+import matplotlib.pyplot as plt
 import pandas as pd
 
-from ..features import (GHOST_THRESHOLD, KERNELS, MapFit, Trained, capture, ghost_sources, redundancy_table,
-                        resolve_layer, top_pairs)
-from ..records import write_atomic
-from .plots import _save
+from .. import features
+from ..data import DataError, get_dataset
+from ..features import (
+    GHOST_THRESHOLD,
+    KERNELS,
+    FeatureError,
+    MapFit,
+    Trained,
+    capture,
+    ghost_sources,
+    redundancy_table,
+    resolve_layer,
+    top_pairs,
+)
+from ..records import UnsafeFile, missing, read_bounded, row_key, write_atomic
+from .markdown import md_table
+from .plots import save_figure
 
 MAX_PANELS = 32  # maps drawn per figure: enough to see the pattern, few enough to read
 
@@ -20,7 +34,6 @@ MAX_PANELS = 32  # maps drawn per figure: enough to see the pattern, few enough 
 def plot_feature_maps(trained: Trained, layer: str | int, image: Any, out: Path, stem: str) -> list[Path]:
     """The maps of one conv unit for one image. For a Ghost module, ghost maps are drawn beside
     the intrinsic map each one is made from, and the two kinds are marked apart."""
-    import matplotlib.pyplot as plt
 
     name = resolve_layer(trained.model, layer)
     maps = capture(trained.model, [name], image)[name][0]
@@ -57,12 +70,11 @@ def plot_feature_maps(trained: Trained, layer: str | int, image: Any, out: Path,
     fig.suptitle(f"{trained.label}, layer {name}: {kind}\nfirst {len(shown)} of {len(maps)} maps, one test image, "
                  f"shared colour scale", fontsize=9)
     fig.colorbar(image_ax, ax=axes.ravel().tolist(), shrink=0.6, label="activation")
-    return _save(fig, out, stem)
+    return save_figure(fig, out, stem)
 
 
 def plot_ghost_share(rows: pd.DataFrame, out: Path, d: int = 3, threshold: float = GHOST_THRESHOLD) -> list[Path]:
     """Ghost share per conv unit, one line per network."""
-    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for network, part in rows.groupby("network", sort=False):
@@ -76,7 +88,7 @@ def plot_ghost_share(rows: pd.DataFrame, out: Path, d: int = 3, threshold: float
         ax.legend(fontsize=8)
     axes[0].set_title("Ghost share per layer")
     axes[1].set_title("How well the most similar map reconstructs each map")
-    return _save(fig, out, "ghost_share")
+    return save_figure(fig, out, "ghost_share")
 
 
 def toy_table(fits: list[MapFit], network: str, layer: str, n: int = 4) -> pd.DataFrame:
@@ -92,7 +104,6 @@ def redundancy_outputs(networks: list[Trained], images: Any, out: Path, toy_unit
                        threshold: float = GHOST_THRESHOLD) -> tuple[list[Path], str]:
     """CSV, markdown and plot of the redundancy of each network, and the toy-experiment table
     of unit `toy_unit`; returns the files and the markdown."""
-    from .markdown import _md
 
     all_rows, toys = [], []
     for trained in networks:
@@ -115,9 +126,9 @@ def redundancy_outputs(networks: list[Trained], images: Any, out: Path, toy_unit
         f"is fitted to it with the best d x d depthwise filter and a bias (closed-form least squares). Ghost "
         f"share: the live maps reconstructed with normalised MSE (residual / variance) <= {threshold:g}; dead "
         f"maps (zero on every image) are counted apart.", "",
-        _md(shown), "\nCSV: [redundancy.csv](redundancy.csv)", "",
+        md_table(shown), "\nCSV: [redundancy.csv](redundancy.csv)", "",
         "### Toy experiment (the paper's Table 1 layout): normalised MSE of the most similar pairs, by d", "",
-        _md(toy), "\nCSV: [toy_experiment.csv](toy_experiment.csv)", "",
+        md_table(toy), "\nCSV: [toy_experiment.csv](toy_experiment.csv)", "",
         "![ghost share per layer](ghost_share.png) ([SVG](ghost_share.svg))", ""])
     return paths, md
 
@@ -130,7 +141,6 @@ def previous_evidence(previous: Path, title: str) -> str | None:
     """The evidence section an earlier report wrote into `previous`, carried by content: a regular
     file of that folder (never a link), at most 256 KB, starting with the section's title and holding
     no remote link, image or HTML (so nothing else can be pasted into a report through it)."""
-    from ..records import UnsafeFile, read_bounded
 
     try:
         data = read_bounded(previous / EVIDENCE_MD, previous, 256 * 1024)
@@ -154,9 +164,6 @@ def evidence_section(runs: pd.DataFrame, results_dir: Path, out: Path, previous:
     `data_dir` when it holds the data those runs were trained on (by fingerprint: a path in a
     record is never followed); else the section an earlier report wrote into `previous`
     (checkpoints are never committed); else what to run. Files go into `out`."""
-    from ..data import DataError, get_dataset
-    from ..features import FeatureError, load_trained, test_images
-    from ..records import missing, row_key
 
     previous = previous or out
     title = "## The paper's evidence: ghost feature maps and their redundancy"
@@ -182,8 +189,9 @@ def evidence_section(runs: pd.DataFrame, results_dir: Path, out: Path, previous:
             seen = get_dataset(dataset).fingerprint(data_dir)
             if wanted != {seen}:
                 raise DataError(f"{data_dir} holds data {seen}, the runs were trained on {', '.join(map(str, wanted))}")
-            networks = [load_trained(results_dir / "runs" / r["run_id"]) for r in chosen]
-            image, images = test_images(data_dir, 1, dataset=dataset), test_images(data_dir, 32, dataset=dataset)
+            networks = [features.load_trained(results_dir / "runs" / r["run_id"]) for r in chosen]
+            image = features.test_images(data_dir, 1, dataset=dataset)
+            images = features.test_images(data_dir, 32, dataset=dataset)
         except (FeatureError, DataError) as err:
             return [], f"{title}\n\nNot computed: {err}\n"
         paths = []

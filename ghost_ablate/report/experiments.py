@@ -15,14 +15,15 @@ import pandas as pd
 
 from .. import paper
 from ..costs import config_cost
+from ..labels import color, marker, name
 from ..models import KNOBS, MODELS, knob_values, varying
 from ..records import config_key, missing, write_atomic
 from ..sweep import Experiment, load_experiment
-from ..labels import color, marker, name
 from .layout import Point, scatter_with_labels
-from .markdown import _md, fmt_number
+from .markdown import fmt_number, md_table
+from .plots import kind_legend, plain_log_ticks, save_figure
 from .stats import MARGIN_PP, claim_verdicts, holm
-from .tables import _round, vs_reference
+from .tables import round_or_none, vs_reference
 
 EXPERIMENTS_DIR = Path(__file__).resolve().parents[2] / "experiments"
 
@@ -60,14 +61,14 @@ def experiment_table(experiment: Experiment, agg: dict[tuple, dict[str, Any]],
         values = knob_values(cfg["model"], cfg)
         rows.append({"model": cfg["model"], **{c: values[c] for c in columns},
                      "params_m": round(cost.params / 1e6, 3), "flops_m": round(cost.flops / 1e6, 2),
-                     "top1_mean": _round(ours and ours["top1_mean"], 2),
-                     "top1_std": _round(ours and ours["top1_std"], 2),
-                     "top1_ci95": _round(ours and ours["top1_ci95"], 2), "n_seeds": ours["n"] if ours else 0,
+                     "top1_mean": round_or_none(ours and ours["top1_mean"], 2),
+                     "top1_std": round_or_none(ours and ours["top1_std"], 2),
+                     "top1_ci95": round_or_none(ours and ours["top1_ci95"], 2), "n_seeds": ours["n"] if ours else 0,
                      "reference": "yes" if ref_key == key else "", "test": tested.test,
-                     "p_vs_reference": _round(tested.p, 4)})
+                     "p_vs_reference": round_or_none(tested.p, 4)})
     adjusted = holm([c.p for c in comparisons])
     for row, p, verdict in zip(rows, adjusted, claim_verdicts(comparisons, margin)):
-        row.update(p_holm=_round(p, 4), vs_reference=verdict.text, verdict_kind=verdict.kind)
+        row.update(p_holm=round_or_none(p, 4), vs_reference=verdict.text, verdict_kind=verdict.kind)
     frame = pd.DataFrame(rows)
     first = {m: i for i, m in reversed(list(enumerate(frame["model"])))}
     order = sorted(range(len(frame)), key=lambda i: (first[frame["model"][i]], i))
@@ -92,16 +93,15 @@ def experiment_markdown(frame: pd.DataFrame) -> str:
             "vs_reference"]
     shown = shown[keep].rename(columns={"params_m": "Params (M)", "flops_m": "FLOPs (M)", "n_seeds": "n",
                                         "vs_reference": "vs ref"})
-    return _md(shown.astype(object).where(shown.notna(), ""))
+    return md_table(shown.astype(object).where(shown.notna(), ""))
 
 
 def draw_experiment(experiment: Experiment, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]):  # noqa: ANN201
     """Top-1 against FLOPs: every seed a small dot, the mean a large marker (one colour per model
     family, one marker per kind), each point named by the knobs that differ from its model's
     reference row."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: plotting loads only when a figure is drawn
 
-    from .plots import _kind_legend, _plain_log_ticks
 
     columns = _knob_columns(frame)
     reference = {r["model"]: r for _, r in frame[frame["reference"] == "yes"].iterrows()}
@@ -119,21 +119,20 @@ def draw_experiment(experiment: Experiment, frame: pd.DataFrame, agg: dict[tuple
     fig, ax = plt.subplots(figsize=(8, 5))
     scatter_with_labels(ax, points)
     if points:
-        _kind_legend(ax, list(frame["model"]), seeds=True)
+        kind_legend(ax, list(frame["model"]), seeds=True)
     ax.set_xlabel("FLOPs (M, multiply-accumulates), log scale")
     ax.set_ylabel("top-1 test accuracy (%)")
     ax.set_title(experiment.description or experiment.path.stem, fontsize=10)
     ax.grid(alpha=0.3)
-    _plain_log_ticks(ax.xaxis)
+    plain_log_ticks(ax.xaxis)
     fig.tight_layout()
     return fig
 
 
 def plot_experiment(experiment: Experiment, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]], out: Path,
                     stem: str) -> list[Path]:
-    from .plots import _save
 
-    return _save(draw_experiment(experiment, frame, agg), out, stem)
+    return save_figure(draw_experiment(experiment, frame, agg), out, stem)
 
 
 def default_experiments() -> tuple[list[Experiment], set[tuple]]:

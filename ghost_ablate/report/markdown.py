@@ -9,10 +9,11 @@ import pandas as pd
 
 from .. import paper
 from ..config import load_profile
-from .stats import ALPHA, POWER, pooled_std, seeds_needed, seeds_needed_paired
 from ..data import get_dataset
+from ..labels import full_label
 from ..records import row_key
-from .tables import BASELINES, _none
+from .stats import ALPHA, POWER, pooled_std, seeds_needed, seeds_needed_paired
+from .tables import BASELINES, none_if_missing
 
 
 def escape(text: Any) -> str:
@@ -23,23 +24,23 @@ def escape(text: Any) -> str:
     return "\\" + out if out[:1] in "#+-=" and out else out
 
 
-def _md(frame: pd.DataFrame) -> str:
+def md_table(frame: pd.DataFrame) -> str:
     return frame.to_markdown(index=False, missingval="", disable_numparse=True)  # keep our formatting
 
 
 def fmt_number(v: Any, digits: int = 2, sign: bool = False) -> str:
     """A table cell: `v` to `digits` places (with its sign if asked), or empty where missing."""
-    v = _none(v)
+    v = none_if_missing(v)
     return "" if v is None else f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"
 
 
 def top1_cells(mean: Any, std: Any, ci95: Any, n: int, mixed: str = "") -> dict[str, str]:
     """The top-1 columns every table shares: "mean ± std (n=..)" (and what its seeds do not share,
     `tables.mixed_note`) and the 95% interval."""
-    if _none(mean) is None:
+    if none_if_missing(mean) is None:
         return {"Top-1 (%) mean ± std": "not run", "95% CI": ""}
-    std, ci95 = _none(std), _none(ci95)
-    note = f"; {mixed}" if _none(mixed) else ""
+    std, ci95 = none_if_missing(std), none_if_missing(ci95)
+    note = f"; {mixed}" if none_if_missing(mixed) else ""
     return {"Top-1 (%) mean ± std": f"{mean:.2f}{'' if std is None else f' ± {std:.2f}'} (n={n}{note})",
             "95% CI": "" if ci95 is None else f"{mean - ci95:.2f}–{mean + ci95:.2f}"}
 
@@ -47,7 +48,7 @@ def top1_cells(mean: Any, std: Any, ci95: Any, n: int, mixed: str = "") -> dict[
 def diff_cell(diff: Any, ci95: Any, n: Any, test: Any) -> str:
     """The gap a row's verdict tested, with its 95% interval from unrounded bounds: "-1.23 (-3.40 to
     +0.94; 4 pairs)"."""
-    diff, ci95, n = _none(diff), _none(ci95), _none(n)
+    diff, ci95, n = none_if_missing(diff), none_if_missing(ci95), none_if_missing(n)
     if diff is None or n is None or not test:
         return ""
     what = f"{int(n)} pairs" if test == "paired t" else f"Welch, n={int(n)}"
@@ -68,7 +69,7 @@ def table_footnote(frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]) -> str
              f"{frame['margin'].iloc[0]:g} point(s) (one-sided paired t) and a difference (two-sided), Holm-corrected "
              f"within the table; a pair is used only where both runs share machine and torch."]
     mixed = [f"{r['label']} ({escape(r['mixed'])})" for _, r in frame.iterrows()  # stacks: in "Made by" above
-             if _none(r["mixed"]) and "precisions" in r["mixed"]]
+             if none_if_missing(r["mixed"]) and "precisions" in r["mixed"]]
     if mixed:
         lines.append("Rows whose seeds are not one measurement: " + "; ".join(mixed) + ".")
     cross = int(frame["cross_stack_pairs"].fillna(0).sum())
@@ -95,24 +96,24 @@ def markdown_table(table: pd.DataFrame, agg: dict[tuple, dict[str, Any]] | None 
     sizes = {str(v) for v in table.get("input_px", pd.Series(dtype=object)).dropna()}
     flops_col = f"FLOPs (M, {next(iter(sizes))} px)" if len(sizes) == 1 else "FLOPs (M)"  # the input counted at
     for _, r in table.iterrows():
-        mean, std = _none(r["top1_mean"]), _none(r["top1_std"])
+        mean, std = none_if_missing(r["top1_mean"]), none_if_missing(r["top1_std"])
         top1 = ("published only" if r["status"] == "paper only" else "not run" if mean is None else
                 f"{mean:.2f}{'' if std is None else f' ± {std:.2f}'} (n={r['n_seeds']})")
-        ref = _none(r["reference"])
+        ref = none_if_missing(r["reference"])
         gap = diff_cell(r.get("diff_vs_reference"), r.get("diff_ci95"), r.get("diff_n"), r["test"])
         rows.append({"Model": r["label"], "Params (M)": fmt_number(r["params_m"], 3),
                      flops_col: fmt_number(r["flops_m"], 1) + (f" at {r['input_px']} px" if len(sizes) > 1 and
-                                                         _none(r.get("input_px")) and _none(r["flops_m"]) else ""),
+                                                         none_if_missing(r.get("input_px")) and none_if_missing(r["flops_m"]) else ""),
                      "Top-1 (%)": top1,
                      "Δ top-1 vs reference (pp, 95% CI)": f"{gap} vs {ref}" if gap and ref else gap,
                      "Verdict": r["vs_reference"] or "", "Paper top-1 (%)": fmt_number(r["paper_top1"], 1)})
         if "top5_mean" in table:  # the ImageNet tables
-            std5 = _none(r["top5_std"])
+            std5 = none_if_missing(r["top5_std"])
             rows[-1].update({"Top-5 (%)": fmt_number(r["top5_mean"], 2) + (f" ± {std5:.2f}" if std5 else ""),
                              "Paper top-5 (%)": fmt_number(r["paper_top5"], 1)})
     published = [f"{r['label']} ({paper.PUBLISHED_ONLY[r['label']]})" for _, r in table.iterrows()
                  if r["status"] == "paper only"]
-    out = _md(pd.DataFrame(rows)) + ("\n\nPublished only: " + "; ".join(published) + "." if published else "")
+    out = md_table(pd.DataFrame(rows)) + ("\n\nPublished only: " + "; ".join(published) + "." if published else "")
     return out + ("\n\n" + table_footnote(table, agg) if agg is not None else "")
 
 
@@ -213,7 +214,6 @@ def seeds_markdown(agg: dict[tuple, dict[str, Any]], gaps: tuple[float, ...] = (
 def pruned_markdown(runs: pd.DataFrame) -> str:
     """What a pruned row's accuracy includes, in words ("" without finished pruned runs): it starts
     from its source run's final weights, so it has trained for the source's epochs and its own."""
-    from ..labels import full_label
 
     if "source" not in runs:
         return ""

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..records import write_atomic
 from ..labels import full_label
-from .markdown import _md, escape, fmt_number
+from ..records import row_key, write_atomic
+from .markdown import escape, fmt_number, md_table
 from .stats import seed_stats
 from .tables import ReportError, load_runs
 
@@ -18,7 +18,6 @@ LAST = 3  # "the last epochs": how much test top-1 rose over the final LAST epoc
 
 def learning_curves(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per finished run and epoch: model label, schedule length, seed, machine, test top-1 (%)."""
-    from ..records import row_key
 
     rows = []
     for _, r in runs[runs["status"] == "finished"].iterrows():
@@ -71,8 +70,8 @@ def write_pilot_report(results_dir: str | Path, out: str | Path) -> list[Path]:
         "Table 2's pair (VGG-16 and Ghost-VGG-16, s=2, d=3) on the 5,085-image CIFAR-10 subset under the subset "
         "recipe (batch 32, lr 0.02, cosine), trained for each schedule length (`make pilot`). A cosine schedule "
         "ends at lr 0, so a longer schedule is a different run, not a continuation.", "",
-        _md(shown), "", "Mean test top-1 (%) over seeds at every third epoch:", "",
-        _md(curve_md.where(curve_md.notna(), "")), "",
+        md_table(shown), "", "Mean test top-1 (%) over seeds at every third epoch:", "",
+        md_table(curve_md.where(curve_md.notna(), "")), "",
         "CSV of every epoch of every run: [pilot_curves.csv](pilot_curves.csv).", ""])
     write_atomic(out / "pilot.md", text)
     return [out / "pilot_curves.csv", out / "pilot.md"]

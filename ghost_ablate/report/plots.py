@@ -4,27 +4,44 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .. import paper
+from ..data import get_dataset
+from ..labels import (
+    KIND_NAMES,
+    MARKERS,
+    color,
+    families,
+    family,
+    full_label,
+    marker,
+    short_label,
+)
+from ..models import MODELS
 from ..records import missing, row_key
-from ..labels import KIND_NAMES, MARKERS, color, families, family, full_label, marker, short_label
 from .layout import Point, scatter_with_labels, y_limits
+from .stats import ALPHA
 from .tables import BASELINES, PLOT_FORMATS, vs_reference
 
 
 def headless() -> None:
     """Draw without a display, and make SVG ids repeatable (an unchanged report changes no file)."""
-    import matplotlib
+    import matplotlib  # lazy: plotting loads only when a figure is drawn
 
     matplotlib.use("Agg")
     matplotlib.rcParams["svg.hashsalt"] = "ghost-ablate"
 
 
-def _plain_log_ticks(axis) -> None:  # noqa: ANN001 - a matplotlib Axis
+def plain_log_ticks(axis) -> None:  # noqa: ANN001 - a matplotlib Axis
     """Label a log axis 20, 50, 100, 200 rather than 2x10^1, and leave the minor ticks unlabelled
     (their labels ran into each other towards the top of a decade)."""
-    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import (  # lazy: plotting loads only when a figure is drawn
+        FormatStrFormatter,
+        LogLocator,
+        NullFormatter,
+    )
 
     if axis.get_scale() != "log":  # an empty panel keeps its linear axis
         return
@@ -33,14 +50,14 @@ def _plain_log_ticks(axis) -> None:  # noqa: ANN001 - a matplotlib Axis
     axis.set_minor_formatter(NullFormatter())
 
 
-def _save(fig, out: Path, stem: str) -> list[Path]:  # noqa: ANN001 - matplotlib Figure
+def save_figure(fig, out: Path, stem: str) -> list[Path]:  # noqa: ANN001 - matplotlib Figure
     paths = []
     for fmt in PLOT_FORMATS:
         path = out / f"{stem}.{fmt}"
         # no date and fixed ids in SVGs, so regenerating an unchanged report changes no file
         fig.savefig(path, dpi=150, bbox_inches="tight", metadata={"Date": None} if fmt == "svg" else None)
         paths.append(path)
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: plotting loads only when a figure is drawn
 
     plt.close(fig)
     return paths
@@ -67,10 +84,9 @@ def panels(agg: dict[tuple, dict[str, Any]], tables: tuple[str, ...]) -> list[st
     return [f for f in [*families(), "other"] if f in present]
 
 
-def _kind_legend(ax, models: list[str], seeds: bool) -> None:  # noqa: ANN001 - Axes
-    import matplotlib.pyplot as plt
+def kind_legend(ax, models: list[str], seeds: bool) -> None:  # noqa: ANN001 - Axes
+    import matplotlib.pyplot as plt  # lazy: plotting loads only when a figure is drawn
 
-    from ..models import MODELS
 
     kinds = sorted({MODELS[m].kind for m in models if m in MODELS}, key=list(MARKERS).index)
     handles = [plt.Line2D([], [], marker=MARKERS[k], ls="", color="0.3", label=KIND_NAMES[k]) for k in kinds]
@@ -85,7 +101,7 @@ def draw_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], cost: str,  # noqa: 
     dot, the mean a large marker; its own y range, so a trend of a few points shows), the
     paper's below on a y range of its own, so 93% does not flatten our 40-60%. The panels and
     the published points are those of `tables`, the data set's own paper tables."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: plotting loads only when a figure is drawn
 
     field, paper_field = ("flops", "flops_m") if cost == "flops" else ("params", "params_m")
     xlabel = ("FLOPs (M multiply-accumulates per image)" if cost == "flops" else "parameters (M)") + ", log scale"
@@ -103,11 +119,11 @@ def draw_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], cost: str,  # noqa: 
             ax.set_xlabel(xlabel, fontsize=9)
             ax.set_ylabel(f"{dataset} top-1 test accuracy (%)", fontsize=9)
             ax.grid(alpha=0.3)
-            _plain_log_ticks(ax.xaxis)
+            plain_log_ticks(ax.xaxis)
             models = [k[0] for k in agg if family(k[0]) == title] if who == "ours" else \
                 [r.model for r in paper.distinct_models(tables) if family(r.model) == title]
             if points:
-                _kind_legend(ax, models, seeds=who == "ours")
+                kind_legend(ax, models, seeds=who == "ours")
 
     fig.suptitle(f"Accuracy vs {'FLOPs' if cost == 'flops' else 'parameters'} on {dataset}")
     fig.tight_layout()
@@ -116,16 +132,15 @@ def draw_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], cost: str,  # noqa: 
 
 def plot_accuracy_vs_cost(agg: dict[tuple, dict[str, Any]], out: Path, cost: str,
                           dataset: str = "CIFAR-10", tables: tuple[str, ...] = paper.CIFAR_TABLES) -> list[Path]:
-    return _save(draw_accuracy_vs_cost(agg, cost, dataset, tables), out, f"accuracy_vs_{cost}")
+    return save_figure(draw_accuracy_vs_cost(agg, cost, dataset, tables), out, f"accuracy_vs_{cost}")
 
 
 def draw_table(table: str, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]):  # noqa: ANN201 - a Figure
     """One paper table's rows in three panels sharing the x axis: our top-1 (every seed and the
     mean), each row's difference to its reference row with its 95% interval (paired by seed where
     the rows share seeds; filled where the Holm-corrected p < 0.05), and the paper's top-1."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: plotting loads only when a figure is drawn
 
-    from .stats import ALPHA
 
     shown = [(row, frame_row) for row, (_, frame_row) in zip(paper.rows(table), frame.iterrows())
              if row.model is not None]
@@ -196,14 +211,16 @@ def draw_clipped_intervals(ax, intervals: list[tuple], low: float, high: float) 
 
 
 def plot_table(table: str, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]], out: Path) -> list[Path]:
-    return _save(draw_table(table, frame, agg), out, table)
+    return save_figure(draw_table(table, frame, agg), out, table)
 
 
 def plot_curves(agg: dict[tuple, dict[str, Any]], out: Path, dataset: str = "CIFAR-10") -> list[Path]:
     """Test accuracy and training loss per epoch, one line per configuration (mean over seeds) with
     a band from the lowest to the highest seed; the legend sits beside the panels, off the data."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
+    import matplotlib.pyplot as plt  # lazy: plotting loads only when a figure is drawn
+    from matplotlib.ticker import (
+        MaxNLocator,  # lazy: plotting loads only when a figure is drawn
+    )
 
     fig, axes = plt.subplots(1, 2, figsize=(15, 5))
     panels = (("test_acc", 100, f"{dataset} top-1 test accuracy (%)"),
@@ -232,15 +249,13 @@ def plot_curves(agg: dict[tuple, dict[str, Any]], out: Path, dataset: str = "CIF
         fig.legend(*axes[0].get_legend_handles_labels(), fontsize=7, loc="center left", bbox_to_anchor=(0.865, 0.5))
     else:  # records without per-epoch history (interrupted before an epoch ended, or very old)
         axes[0].text(0.5, 0.5, "no per-epoch history recorded", ha="center", transform=axes[0].transAxes)
-    return _save(fig, out, "test_accuracy_per_epoch")
+    return save_figure(fig, out, "test_accuracy_per_epoch")
 
 
 def plot_confusion(run: pd.Series, family: str, out: Path) -> list[Path]:
     """The test-set confusion matrix of one run, counts with row-normalised colour."""
-    import matplotlib.pyplot as plt
-    import numpy as np
+    import matplotlib.pyplot as plt  # lazy: plotting loads only when a figure is drawn
 
-    from ..data import get_dataset
 
     classes = get_dataset(run.get("dataset")).classes
     matrix = np.array(run["test_confusion"], dtype=float)
@@ -259,14 +274,15 @@ def plot_confusion(run: pd.Series, family: str, out: Path) -> list[Path]:
     ax.set_title(f"{name}, seed {int(run['seed'])}: {acc:.2f}% top-1 ({int(matrix.sum())} test images)", fontsize=9)
     fig.colorbar(image, ax=ax, label="share of the true class")
     slug = family.lower().replace("-", "").replace(" ", "_")
-    return _save(fig, out, f"confusion_{slug}")
+    return save_figure(fig, out, f"confusion_{slug}")
 
 
 def plot_latency(bench: pd.DataFrame, out: Path) -> list[Path]:
     """FLOPs against measured batch-1 latency, one panel per device kind."""
-    import matplotlib.pyplot as plt
-
-    from adjustText import adjust_text
+    import matplotlib.pyplot as plt  # lazy: plotting loads only when a figure is drawn
+    from adjustText import (
+        adjust_text,  # lazy: plotting loads only when a figure is drawn
+    )
 
     kinds = sorted(bench["device_kind"].unique())
     fig, axes = plt.subplots(1, len(kinds), figsize=(8 * len(kinds), 6), squeeze=False)
@@ -280,11 +296,11 @@ def plot_latency(bench: pd.DataFrame, out: Path) -> list[Path]:
             texts.append(ax.text(x, y, full_label(*row_key(r)), fontsize=7, color=colour))
         ax.set_xscale("log")
         ax.set_yscale("log")
-        _plain_log_ticks(ax.xaxis)
-        _plain_log_ticks(ax.yaxis)
+        plain_log_ticks(ax.xaxis)
+        plain_log_ticks(ax.yaxis)
         ax.set_xlabel("FLOPs (millions of multiply-accumulates per image), log scale")
         ax.set_ylabel("measured latency at batch 1 (ms), log scale")
         ax.set_title(f"FLOPs vs latency on {kind}: {part['device'].iloc[0]}")
         ax.grid(alpha=0.3)
         adjust_text(texts, ax=ax, arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5})
-    return _save(fig, out, "flops_vs_latency")
+    return save_figure(fig, out, "flops_vs_latency")

@@ -18,7 +18,7 @@ import pandas as pd
 from ..labels import full_label
 from ..records import row_key, write_atomic
 from ..timing import steady_rate
-from .markdown import _md, fmt_number, header_markdown, provenance
+from .markdown import fmt_number, header_markdown, md_table, provenance
 from .stats import ALPHA, holm, paired_stats, seed_stats
 from .tables import ReportError, load_runs
 
@@ -84,7 +84,7 @@ def precision_markdown(frame: pd.DataFrame) -> str:
         "bf16 lower in": f"{r['bf16_lower_in']} of {r['pairs']}",
         "bf16 training speed-up": f"{r['bf16_speedup_median']:.2f}x", "verdict": verdict(r)}
         for _, r in frame.iterrows()])
-    return _md(shown)
+    return md_table(shown)
 
 
 def cross_machine_note(frame: pd.DataFrame) -> list[str]:

@@ -11,11 +11,20 @@ from .. import paper
 from ..costs import cost_record
 from ..data import get_dataset
 from ..errors import UserError
+from ..labels import family, full_label
 from ..models import MODELS
 from ..record_schema import read_records
 from ..records import DamagedRecord, flatten_record, missing, row_key
-from ..labels import family, full_label
-from .stats import MARGIN_PP, Comparison, claim_verdicts, compare, holm, seed_stats, trend
+from ..training import CONFUSION_CLASSES
+from .stats import (
+    MARGIN_PP,
+    Comparison,
+    claim_verdicts,
+    compare,
+    holm,
+    seed_stats,
+    trend,
+)
 
 KEY = ("model", "ratio", "dw_size", "width")
 TOP5_COLUMNS = ["top5_mean", "top5_std", "paper_top5", "top5_diff"]  # ImageNet tables only
@@ -32,7 +41,7 @@ class ReportError(UserError):
     """Nothing (or nothing usable) to report; the message says what to run."""
 
 
-def _none(v: Any) -> Any:
+def none_if_missing(v: Any) -> Any:
     return None if missing(v) else v
 
 
@@ -105,21 +114,21 @@ def aggregate(runs: pd.DataFrame) -> dict[tuple, dict[str, Any]]:
                                    "histories": [], "precisions": set(), "devices": set(), "stacks": [],
                                    "profiles": set(), "input_px": set()})
         entry["costs"].append((r["params"], r["flops"]))
-        if _none(r.get("profile")) is not None:
+        if none_if_missing(r.get("profile")) is not None:
             entry["profiles"].add(str(r["profile"]))
-        size = _none(r.get("image_size"))  # the size its params/FLOPs were counted at
-        entry["input_px"].add(int(size) if size is not None else get_dataset(_none(r.get("dataset"))).input_size)
-        if r["status"] == "finished" and _none(r["final_test_acc"]) is not None:
+        size = none_if_missing(r.get("image_size"))  # the size its params/FLOPs were counted at
+        entry["input_px"].add(int(size) if size is not None else get_dataset(none_if_missing(r.get("dataset"))).input_size)
+        if r["status"] == "finished" and none_if_missing(r["final_test_acc"]) is not None:
             entry["final"].append(100 * r["final_test_acc"])
-            if _none(r.get("final_test_acc5")) is not None:
+            if none_if_missing(r.get("final_test_acc5")) is not None:
                 entry["final5"].append(100 * r["final_test_acc5"])
-            seed = _none(r.get("seed"))
+            seed = none_if_missing(r.get("seed"))
             entry["seeds"].append(None if seed is None else int(seed))
             entry["best"].append(100 * r["best_test_acc"])
             entry["histories"].append(r["history"])
-            entry["precisions"].add(str(_none(r.get("precision")) or "unrecorded"))
-            entry["devices"].add(str(_none(r.get("device")) or "unrecorded"))
-            entry["stacks"].append(str(_none(r.get("stack")) or "unrecorded"))
+            entry["precisions"].add(str(none_if_missing(r.get("precision")) or "unrecorded"))
+            entry["devices"].add(str(none_if_missing(r.get("device")) or "unrecorded"))
+            entry["stacks"].append(str(none_if_missing(r.get("stack")) or "unrecorded"))
         elif r["status"] in ("failed", "diverged"):
             entry["failed"] += 1
     for entry in out.values():
@@ -143,13 +152,13 @@ def mixed_note(entry: dict[str, Any]) -> str:
     return "; ".join(notes)
 
 
-def _round(v: Any, digits: int) -> Any:
-    v = _none(v)
+def round_or_none(v: Any, digits: int) -> Any:
+    v = none_if_missing(v)
     return None if v is None else round(float(v), digits)
 
 
 def _pct(ours: Any, ref: Any) -> Any:
-    ours, ref = _none(ours), _none(ref)
+    ours, ref = none_if_missing(ours), none_if_missing(ref)
     return None if ours is None or ref is None or ref == 0 else round(100 * (ours - ref) / ref, 2)
 
 
@@ -218,21 +227,21 @@ def paper_table(table: str, agg: dict[tuple, dict[str, Any]], margin: float = MA
         rows.append({
             "table": table, "label": row.label, "model": row.model, "s": row.ratio, "d": row.dw_size,
             "width": row.width,
-            "params_m": _round(None if params is None else params / 1e6, 3),
-            "flops_m": _round(None if flops is None else flops / 1e6, 2),
-            "top1_mean": _round(top1, 2), "top1_std": _round(ours["top1_std"] if ours else None, 2),
+            "params_m": round_or_none(None if params is None else params / 1e6, 3),
+            "flops_m": round_or_none(None if flops is None else flops / 1e6, 2),
+            "top1_mean": round_or_none(top1, 2), "top1_std": round_or_none(ours["top1_std"] if ours else None, 2),
             "n_seeds": ours["n"] if ours else 0,
-            "top1_best_mean": _round(ours["top1_best_mean"] if ours else None, 2),
+            "top1_best_mean": round_or_none(ours["top1_best_mean"] if ours else None, 2),
             "paper_params_m": row.params_m, "paper_flops_m": row.flops_m, "paper_top1": row.top1,
             "params_diff_pct": _pct(None if params is None else params / 1e6, row.params_m),
             "flops_diff_pct": _pct(None if flops is None else flops / 1e6, row.flops_m),
-            "top1_diff": None if _none(top1) is None or row.top1 is None else round(top1 - row.top1, 2),
+            "top1_diff": None if none_if_missing(top1) is None or row.top1 is None else round(top1 - row.top1, 2),
             "status": status,
-            "top1_ci95": _round(ours["top1_ci95"] if ours else None, 2),
+            "top1_ci95": round_or_none(ours["top1_ci95"] if ours else None, 2),
             "reference": ref.label if ref is not None and ref.key != row.key else None,
-            "test": tested.test, "p_vs_reference": _round(tested.p, 4),
+            "test": tested.test, "p_vs_reference": round_or_none(tested.p, 4),
             "mixed": ours["mixed"] if ours else "",
-            "diff_vs_reference": _round(tested.diff, 4), "diff_ci95": _round(tested.ci95, 4),
+            "diff_vs_reference": round_or_none(tested.diff, 4), "diff_ci95": round_or_none(tested.ci95, 4),
             "diff_n": tested.n if tested.test else None, "cross_stack_pairs": tested.cross_stack, "margin": margin,
             "recipe": ", ".join(sorted(ours["profiles"])) if ours and ours.get("profiles") else None,
             # the input side the FLOPs are counted at: the runs' own, else the model's declared one
@@ -241,13 +250,13 @@ def paper_table(table: str, agg: dict[tuple, dict[str, Any]], margin: float = MA
         })
         if table in paper.IMAGENET_TABLES:
             top5 = ours["top5_mean"] if ours else None
-            rows[-1].update(top5_mean=_round(top5, 2), top5_std=_round(ours["top5_std"] if ours else None, 2),
+            rows[-1].update(top5_mean=round_or_none(top5, 2), top5_std=round_or_none(ours["top5_std"] if ours else None, 2),
                             paper_top5=row.top5,
-                            top5_diff=None if _none(top5) is None or row.top5 is None else round(top5 - row.top5, 2))
+                            top5_diff=None if none_if_missing(top5) is None or row.top5 is None else round(top5 - row.top5, 2))
     adjusted = holm([c.p for c in comparisons])
     for row, p, verdict in zip(rows, adjusted, claim_verdicts(comparisons, margin)):
-        row.update(p_holm=_round(p, 4), vs_reference=verdict.text, verdict_kind=verdict.kind,
-                   p_noninferior_holm=_round(verdict.p_noninferior, 4), mde=_round(verdict.mde, 3))
+        row.update(p_holm=round_or_none(p, 4), vs_reference=verdict.text, verdict_kind=verdict.kind,
+                   p_noninferior_holm=round_or_none(verdict.p_noninferior, 4), mde=round_or_none(verdict.mde, 3))
     columns = TABLE_COLUMNS + (TOP5_COLUMNS if table in paper.IMAGENET_TABLES else [])
     frame = pd.DataFrame(rows, columns=columns)
     for col in ("s", "d", "n_seeds", "diff_n"):
@@ -306,7 +315,6 @@ def speedup_table(bench: pd.DataFrame) -> pd.DataFrame:
 
 def best_runs_by_family(runs: pd.DataFrame) -> dict[str, pd.Series]:
     """Per network family, its finished run with the highest final top-1 that kept a confusion matrix."""
-    from ..training import CONFUSION_CLASSES
 
     usable = runs[(runs["status"] == "finished")
                   & runs["test_confusion"].map(lambda c: isinstance(c, list) and 0 < len(c) <= CONFUSION_CLASSES)]
