@@ -3,7 +3,13 @@ data in the real layout, and measure whether decoding or the model bounds traini
 from __future__ import annotations
 
 import argparse
+import datetime
+import os
+import sys
+import tempfile
 from pathlib import Path
+
+from tqdm import tqdm
 
 from ..errors import UserError
 
@@ -62,9 +68,6 @@ def cmd_imagenet(args: argparse.Namespace) -> int:
               f"{Path(args.root) / 'val'} --ground-truth {truth}")
         return 0
     if args.imagenet_command == "shard":
-        import sys  # lazy: the command line answers --help without torch
-
-        from tqdm import tqdm  # lazy: the command line answers --help without torch
 
         from ..data import shards  # lazy: the command line answers --help without torch
 
@@ -82,9 +85,6 @@ def throughput(args: argparse.Namespace) -> int:
     """The readers side by side (`data.throughput.compare`), then each model's training images/s
     (forward, backward, SGD step, fp32, all threads) against what the loader's default workers
     can feed it at our per-core rate."""
-    import datetime  # lazy: the command line answers --help without torch
-    import os  # lazy: the command line answers --help without torch
-    import tempfile  # lazy: the command line answers --help without torch
 
     import torch  # lazy: the command line answers --help without torch
     from tabulate import tabulate  # lazy: the command line answers --help without torch

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from ..errors import UserError
 from .args import model_knobs
@@ -88,8 +89,6 @@ def cmd_knobs(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pathlib import Path  # lazy: the command line answers --help without torch
-
     from ..deploy import check_onnx, export_onnx, fold_bn  # lazy: the command line answers --help without torch
     from ..models import MODELS, build_model, fuse_rep  # lazy: the command line answers --help without torch
 

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..errors import UserError
 from .args import model_knobs
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pathlib import Path  # lazy: the command line answers --help without torch
-
     from ..report import build_report  # lazy: the command line answers --help without torch
     from ..sweep import load_experiment  # lazy: the command line answers --help without torch
 
@@ -60,8 +59,6 @@ def _networks(args: argparse.Namespace) -> list:
 
 
 def cmd_featuremaps(args: argparse.Namespace) -> int:
-    from pathlib import Path  # lazy: the command line answers --help without torch
-
     from ..features import resolve_layer, test_images  # lazy: the command line answers --help without torch
     from ..report.evidence import plot_feature_maps  # lazy: the command line answers --help without torch
     from ..report.plots import headless  # lazy: the command line answers --help without torch
@@ -82,8 +79,6 @@ def cmd_featuremaps(args: argparse.Namespace) -> int:
 
 
 def cmd_redundancy(args: argparse.Namespace) -> int:
-    from pathlib import Path  # lazy: the command line answers --help without torch
-
     from ..data import get_dataset  # lazy: the command line answers --help without torch
     from ..features import test_images  # lazy: the command line answers --help without torch
     from ..records import write_atomic  # lazy: the command line answers --help without torch
@@ -105,8 +100,6 @@ def cmd_redundancy(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from pathlib import Path  # lazy: the command line answers --help without torch
-
     import torch  # lazy: the command line answers --help without torch
 
     from ..bench import (  # lazy: the command line answers --help without torch

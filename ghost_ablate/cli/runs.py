@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from pathlib import Path
 
@@ -103,10 +105,6 @@ def cmd_plan_seeds(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    import logging  # lazy: the command line answers --help without torch
-    import os  # lazy: the command line answers --help without torch
-    from pathlib import Path  # lazy: the command line answers --help without torch
-
     from .. import distributed  # lazy: the command line answers --help without torch
     from ..config import check_processes, load_profile, make_recipe  # lazy: the command line answers --help without torch
     from ..data import get_dataset  # lazy: the command line answers --help without torch
@@ -240,8 +238,6 @@ def input_report(dataset, args: argparse.Namespace, runs: list, estimates: list)
 
 def submit_sweep(args: argparse.Namespace, experiment, seeds: list[int]) -> int:  # noqa: ANN001 - sweep.Experiment
     """`sweep --slurm`: check the plan here, then submit it as a job array and return."""
-    from pathlib import Path  # lazy: the command line answers --help without torch
-
     from ..slurm import parse_params, submit, sweep_argv  # lazy: the command line answers --help without torch
     from ..sweep import plan_runs  # lazy: the command line answers --help without torch
 
@@ -258,8 +254,6 @@ def submit_sweep(args: argparse.Namespace, experiment, seeds: list[int]) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from pathlib import Path  # lazy: the command line answers --help without torch
-
     from ..doctor import assign_data, examine, fix  # lazy: the command line answers --help without torch
     from ..sweep import write_summary  # lazy: the command line answers --help without torch
 

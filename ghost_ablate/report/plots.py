@@ -218,9 +218,7 @@ def plot_curves(agg: dict[tuple, dict[str, Any]], out: Path, dataset: str = "CIF
     """Test accuracy and training loss per epoch, one line per configuration (mean over seeds) with
     a band from the lowest to the highest seed; the legend sits beside the panels, off the data."""
     import matplotlib.pyplot as plt  # lazy: plotting loads only when a figure is drawn
-    from matplotlib.ticker import (
-        MaxNLocator,  # lazy: plotting loads only when a figure is drawn
-    )
+    from matplotlib.ticker import MaxNLocator  # lazy: plotting loads only when a figure is drawn
 
     fig, axes = plt.subplots(1, 2, figsize=(15, 5))
     panels = (("test_acc", 100, f"{dataset} top-1 test accuracy (%)"),
@@ -280,9 +278,7 @@ def plot_confusion(run: pd.Series, family: str, out: Path) -> list[Path]:
 def plot_latency(bench: pd.DataFrame, out: Path) -> list[Path]:
     """FLOPs against measured batch-1 latency, one panel per device kind."""
     import matplotlib.pyplot as plt  # lazy: plotting loads only when a figure is drawn
-    from adjustText import (
-        adjust_text,  # lazy: plotting loads only when a figure is drawn
-    )
+    from adjustText import adjust_text  # lazy: plotting loads only when a figure is drawn
 
     kinds = sorted(bench["device_kind"].unique())
     fig, axes = plt.subplots(1, len(kinds), figsize=(8 * len(kinds), 6), squeeze=False)
