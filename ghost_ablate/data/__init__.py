@@ -26,10 +26,15 @@ DEFAULT = "cifar10"  # what a run config or a record without a `dataset` field t
 
 
 def data_fingerprint(data_dir: str | Path) -> str | None:
-    """The fingerprint of whichever declared data set `data_dir` holds; None if it holds none."""
+    """The fingerprint of whichever declared data set `data_dir` holds; None if it holds none. The
+    folder is read once (the fingerprint, cached); only a data set that is absent or broken is
+    looked at again, and a broken one is a DataError, as its own fingerprint says."""
     for declared in DATASETS.values():
-        if declared.split_sizes(data_dir) is not None:
+        try:
             return declared.fingerprint(data_dir)
+        except DataError:
+            if declared.split_sizes(data_dir) is not None:  # there, but not readable: say so
+                raise
     return None
 
 

@@ -19,6 +19,10 @@ from .ghostnet import cifar_ghostnet, ghostnet, ghostnetv2
 from .knobs import CHEAP_KNOBS, KNOBS, LEGACY, Knob, unknown_knob
 
 
+# (trained source network, the network as built, resolved knobs) -> (network to train, what the record says)
+Derivation = Callable[[nn.Module, nn.Module, dict[str, Any]], tuple[nn.Module, str]]
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
@@ -32,11 +36,10 @@ class ModelSpec:
     shaped_by_source: bool = False  # widths come from pruning its trained source (models/budget.py)
     label: str = ""  # its name in tables and plots (default: the registry name)
     family: str = ""  # the plot panel and colour it shares (default: its baseline's family, else its label)
-    # How it is made from a trained `baseline` run (a pruned network): (source network, the network
-    # as built, resolved knobs) -> (the network to train, what the record says of it). Every model
-    # can also start from a finished run of its own (`finetune`). Sweep, training and loading ask
-    # `derivation` which applies; nothing outside the spec branches on model names.
-    derive: Callable[[nn.Module, nn.Module, dict[str, Any]], tuple[nn.Module, str]] | None = None
+    # How it is made from a trained `baseline` run (a pruned network). Every model can also start
+    # from a finished run of its own (`finetune`). Sweep and training ask `derivation` which
+    # applies; nothing outside the spec branches on model names.
+    derive: Derivation | None = None
 
     @property
     def is_ghost(self) -> bool:
@@ -122,9 +125,6 @@ for _spec in (
 def finetune(source: nn.Module, built: nn.Module, knobs: dict[str, Any]) -> tuple[nn.Module, str]:
     """How any model starts from a finished run of its own: that run's network, as trained."""
     return copy.deepcopy(source), "fine-tuned"
-
-
-Derivation = Callable[[nn.Module, nn.Module, dict[str, Any]], tuple[nn.Module, str]]
 
 
 def derivation(name: str, source: str) -> Derivation:
