@@ -13,6 +13,10 @@ with `--fix` the broken files moved aside (renamed beside themselves, never dele
 - no data: a record from before runs were identified by their data; `--assign-data DIR`
   names the data set they were trained on (see `assign_data`).
 
+`--retrain RUN_ID ...` sets a finished run aside on purpose (its record and checkpoints,
+renamed beside themselves), so the next sweep trains it again: for a run whose pair ran on
+another machine, say. Nothing is deleted; the old record stays readable under its new name.
+
 `--fix` takes each run's lock before touching its files, so the in-flight temp checkpoint of
 a live run is left alone.
 """
@@ -142,6 +146,26 @@ def fix(findings: list[Finding]) -> tuple[list[tuple[Finding, Path]], list[Findi
                 continue
             moved += [(f, set_aside(f.path, f.kind)) for f in found if f.path.exists() or f.path.is_symlink()]
     return moved, busy
+
+
+def retrain(results_dir: Path, run_ids: list[str], why: str = "retrain") -> list[tuple[str, list[Path], str]]:
+    """Set each named run's record and checkpoints aside (`<name>.<why>-<time>`, under the run's
+    lock) so that the next sweep trains it from scratch. Returns (run id, moved paths, what
+    happened) per id; an unknown id or a run a live process holds is left as it is and said so."""
+    done = []
+    runs_dir = Path(results_dir) / "runs"
+    for run_id in run_ids:
+        run_dir = runs_dir / run_id
+        if not plain_name(run_id) or not run_dir.is_dir() or run_dir.is_symlink():
+            done.append((run_id, [], f"no run folder {run_id!r} under {runs_dir}"))
+            continue
+        with run_lock(run_dir) as free:
+            if not free:
+                done.append((run_id, [], "a live process holds the run: left as it is"))
+                continue
+            files = [run_dir / name for name in (RESULT_FILE, *CHECKPOINTS) if (run_dir / name).exists()]
+            done.append((run_id, [set_aside(f, why) for f in files], "set aside; the next sweep trains it again"))
+    return done
 
 
 def restamp_checkpoint(path: Path, old: dict, new: dict) -> None:

@@ -58,7 +58,9 @@ from .records import (
 from .training import Diverged, train_run
 
 EXPERIMENT_KEYS = ("description", "dataset", "profile", "finetune_profile", "paper_tables", "margins", "runs")
-RUN_KEYS = ("model", "from", *KNOBS)  # any declared knob can be a field, and a list, of a runs entry
+# any declared knob can be a field, and a list, of a runs entry; `epochs_of: MODEL` makes a run from random
+# weights train as many epochs in all as MODEL's chain (its source's and its own): the equal-epochs control
+RUN_KEYS = ("model", "from", "epochs_of", *KNOBS)
 OTHER_KNOBS = tuple(k for k in KNOBS if k not in LEGACY)
 SUMMARY_COLUMNS = ("run_id", "model", *LEGACY, *OTHER_KNOBS, "profile", "seed", "status", "epochs_done",
                    "epochs", "params", "flops", "final_test_acc", "best_test_acc", "best_epoch",
@@ -157,15 +159,30 @@ def load_experiment(path: str | Path) -> Experiment:
     configs: dict[tuple, dict[str, Any]] = {}
     for where, combo in entries:
         source = combo.pop("from", None)
+        epochs_of = combo.pop("epochs_of", None)
         rc = _resolve(path, where, combo, str(doc["profile"]))
         cfg = {"model": rc.model, "ratio": rc.ratio, "dw_size": rc.dw_size, "width": rc.width,
                "knobs": dict(rc.knobs)}
         source = _source(path, where, rc, source, str(doc["profile"]))
         if source is not None:
             cfg["source"] = source
-        configs.setdefault((rc.key, repr(source)), cfg)  # a model made from two sources is two configurations
+        if epochs_of is not None:
+            if source is not None:
+                raise _fail(path, f"{where}.epochs_of", f"{rc.model} starts from another run; an equal-epochs "
+                                                        f"control trains from random weights")
+            cfg["epochs_of"] = (where, epochs_of)
+        # a model made from two sources is two configurations, and a control another than the plain run
+        configs.setdefault((rc.key, repr(source), epochs_of), cfg)
     if not configs:
         raise _fail(path, "runs", "the experiment declares no runs")
+    made = [c for c in configs.values() if c.get("source")]
+    for cfg in configs.values():
+        if "epochs_of" in cfg:
+            where, name = cfg["epochs_of"]
+            cfg["epochs_of"] = next((c for c in made if c["model"] == name), None)
+            if cfg["epochs_of"] is None:
+                raise _fail(path, f"{where}.epochs_of", f"{name!r} is not made from another run in this experiment; "
+                                                        f"valid: {', '.join(sorted({c['model'] for c in made})) or 'none'}")
     return Experiment(path, str(doc["profile"]), tuple(configs.values()), str(doc.get("description", "")),
                       tuple(tables), str(doc["finetune_profile"]) if "finetune_profile" in doc else None, dataset,
                       margins)
@@ -264,14 +281,17 @@ def plan_runs(experiment: Experiment, seeds: list[int], profile: str | None = No
                           f"{len(experiment.configs) * len(seeds):,} runs; a plan holds at most {MAX_RUNS:,}")
     planned: dict[str, RunConfig] = {}
 
-    def make(cfg: dict[str, Any], seed: int, recipe: str, source: str | None = None) -> RunConfig:
+    def make(cfg: dict[str, Any], seed: int, recipe: str, source: str | None = None, **more: Any) -> RunConfig:
         return RunConfig.create(cfg["model"], cfg["ratio"], cfg["dw_size"], cfg["width"], recipe, seed,
                                 knobs=cfg.get("knobs"), data=data, source=source, dataset=experiment.dataset,
-                                **(overrides or {}))
+                                **{**(overrides or {}), **more})
 
     def chain(cfg: dict[str, Any], seed: int) -> list[RunConfig]:
         """The runs of `cfg` and of its sources, the root first: the root under the plan's recipe,
-        each run made from another under the fine-tuning recipe."""
+        each run made from another under the fine-tuning recipe; an equal-epochs control under the
+        plan's recipe for as many epochs as its model's chain trains in all."""
+        if cfg.get("epochs_of"):
+            return [make(cfg, seed, chosen, epochs=sum(rc.recipe.epochs for rc in chain(cfg["epochs_of"], seed)))]
         if not cfg.get("source"):
             return [make(cfg, seed, chosen)]
         sources = chain(cfg["source"], seed)

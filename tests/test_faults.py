@@ -229,6 +229,23 @@ def test_doctor_lists_and_moves_aside(done, tmp_path, capsys):
     assert main(["doctor", str(tmp_path / "nowhere")]) == 2
 
 
+def test_doctor_retrain_sets_a_finished_run_aside_and_the_next_sweep_trains_it_again(done, tiny_cifar, tmp_path,
+                                                                                    capsys):
+    old = finished(done)
+    results = tmp_path / "results"
+    assert main(["doctor", str(results), "--retrain", done.name, "no-such-run"]) == 1
+    out = capsys.readouterr().out
+    assert "no run folder 'no-such-run'" in out and "set aside" in out
+    names = files(done)
+    assert not {"result.json", "last.ckpt", "previous.ckpt"} & names
+    kept = [n for n in names if n.startswith("result.json.retrain-")]
+    assert len(kept) == 1 and json.loads((done / kept[0]).read_text())["finished_at"] == old["finished_at"]
+    assert sweep(tmp_path, tiny_cifar) == 0  # trained from scratch: a new record, one attempt
+    new = finished(done)
+    assert new["attempts"] == 1
+    assert pd.read_csv(results / "summary.csv")["status"].tolist() == ["finished"]
+
+
 def test_doctor_finds_stale_runs(done, tmp_path, capsys):
     edit_record(done, status="running")
     assert main(["doctor", str(tmp_path / "results")]) == 0  # stale is listed but needs no fix

@@ -24,7 +24,7 @@ FAST = ["--batch-size", "8", "--eval-batch-size", "16", "--limit-train-batches",
 
 def test_ablation_expands_to_the_papers_distinct_runs():
     exp = load_experiment(ABLATION)
-    keys = [(c["model"], c["ratio"], c["dw_size"], c["width"]) for c in exp.configs]
+    keys = [(c["model"], c["ratio"], c["dw_size"], c["width"]) for c in exp.configs if "epochs_of" not in c]
     paper_keys = [r.key for r in paper.distinct_models(paper.CIFAR_TABLES)]
     # 4 (T1) + 4 (T2: VGG-16, s=3,4,5) + 4 (T3: l1-VGG-16, ResNet-56, l1-ResNet-56, Ghost-ResNet-56)
     # + the same-budget table's budget-VGG-16 and budget-ResNet-56, each by l1 and by BN scale
@@ -33,8 +33,27 @@ def test_ablation_expands_to_the_papers_distinct_runs():
     assert len(paper_keys) == 14 and keys[-1] == ("cifar_ghostnet", 2, 3, 1.0)
     criteria = [c["knobs"].get("criterion") for c in exp.configs if c["model"].startswith("budget_")]
     assert criteria == [None, "bn_scale", None, "bn_scale"]
+    controls = {c["model"]: c["epochs_of"]["model"] for c in exp.configs if "epochs_of" in c}
+    assert controls == {"ghost_vgg16": "l1_vgg16", "ghost_resnet56": "l1_resnet56"}
     runs = plan_runs(exp, [0, 1, 2])
-    assert len(runs) == 51 and len({r.run_id for r in runs}) == 51
+    assert len(runs) == 57 and len({r.run_id for r in runs}) == 57
+
+
+def test_an_equal_epochs_control_trains_as_many_epochs_as_its_rivals_chain(tmp_path):
+    exp = tmp_path / "exp.yaml"
+    exp.write_text("profile: subset\nfinetune_profile: l1_finetune\nruns:\n  - {model: l1_vgg16, from: vgg16}\n"
+                   "  - {model: ghost_vgg16, ratio: 2, dw_size: 3}\n"
+                   "  - {model: ghost_vgg16, ratio: 2, dw_size: 3, epochs_of: l1_vgg16}\n")
+    for overrides, source, own in ((None, 12, 40), ({"epochs": 5}, 5, 5)):
+        runs = {(rc.model, rc.recipe.epochs): rc for rc in plan_runs(load_experiment(exp), [0], overrides=overrides)}
+        pruned = runs[("l1_vgg16", own)]
+        assert runs[("vgg16", source)].run_id == pruned.source  # the rival: its source's epochs, then its own
+        assert ("ghost_vgg16", source) in runs and runs[("ghost_vgg16", source + own)].source is None
+    for entry, said in (("{model: ghost_vgg16, epochs_of: vgg16}", "'vgg16' is not made from another run"),
+                        ("{model: l1_vgg16, from: vgg16, epochs_of: l1_vgg16}", "trains from random weights")):
+        exp.write_text(f"profile: subset\nruns:\n  - {entry}\n")
+        with pytest.raises(ConfigError, match=said):
+            load_experiment(exp)
 
 
 def test_cross_product_is_32_plus_baselines():

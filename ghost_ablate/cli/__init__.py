@@ -210,6 +210,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--assign-data", metavar="DATA_DIR",
                    help="migrate records from before runs named their data: stamp DATA_DIR's fingerprint on "
                         "those whose image counts match it, and rename their folders to the new run ids")
+    p.add_argument("--retrain", nargs="+", metavar="RUN_ID",
+                   help="set these finished runs aside (record and checkpoints renamed beside themselves, never "
+                        "deleted) so the next sweep trains them again, e.g. a pair's run made on another machine")
 
     p = sub.add_parser("export", help="ONNX export of a registry model, checked with onnxruntime")
     add_model_args(p, required=True)

@@ -254,7 +254,7 @@ def submit_sweep(args: argparse.Namespace, experiment, seeds: list[int]) -> int:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from ..doctor import assign_data, examine, fix  # lazy: the command line answers --help without torch
+    from ..doctor import assign_data, examine, fix, retrain  # lazy: the command line answers --help without torch
     from ..sweep import write_summary  # lazy: the command line answers --help without torch
 
     results = Path(args.results or args.results_dir)
@@ -269,6 +269,12 @@ def cmd_doctor(args: argparse.Namespace) -> int:
             write_summary(results)
         print(f"{renamed} run(s) now name the data set in {args.assign_data}")
         return 0
+    if args.retrain:
+        outcome = retrain(results, args.retrain)
+        for run_id, moved, what in outcome:
+            print(f"{run_id}: {what}" + "".join(f"\n  {p.name}" for p in moved))
+        write_summary(results)
+        return 0 if all(moved for _, moved, _ in outcome) else 1
     findings = examine(results)
     for f in findings:
         print(f"{f.kind:10s} {f.path}: {f.reason}")
