@@ -235,3 +235,49 @@ def test_tables_restricts_the_report_to_the_named_paper_tables(results, tmp_path
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--tables table7: not a CIFAR-10 paper table; valid: table1_dw_size" in err
     assert (out / "table2_ratio.csv").is_file()  # the previous report stays
+
+
+def test_equal_epochs_controls_are_tested_against_their_pruned_rows(tmp_path):
+    """Scratch Ghost-VGG-16 runs at the pruned rows' epochs in all (3 of the source + 3 of their own)
+    are that table's controls: kept out of the 3-epoch tables, paired by seed with l1-VGG-16."""
+    from scipy import stats as sps
+
+    from ghost_ablate.config import RunConfig
+    from ghost_ablate.report.tables import chain_epochs, equal_epochs_table
+
+    results = tmp_path / "results"
+    pruned, control = [0.60, 0.62, 0.61, 0.65], [0.66, 0.68, 0.665, 0.715]
+
+    def write(rc: RunConfig, final: float, **more) -> str:
+        write_json_atomic(results / "runs" / rc.run_id / "result.json", {
+            "run_id": rc.run_id, "status": "finished", "params": 1, "flops": 1, "config": rc.to_dict(),
+            "final_test_acc": final, "best_test_acc": final, "epochs_done": rc.recipe.epochs, "device": "cpu: test",
+            "data": {"dir": "/data/cifar", "train_size": 50_000, "test_size": 10_000}, "history": [], **more})
+        return rc.run_id
+
+    for seed in range(4):
+        source = write(RunConfig.create("vgg16", profile="quick", seed=seed, epochs=3), 0.5)
+        write(RunConfig.create("l1_vgg16", profile="quick", seed=seed, source=source, epochs=3), pruned[seed],
+              source={"run_id": source, "final_test_acc": 0.5})
+        write(RunConfig.create("ghost_vgg16", 2, 3, profile="quick", seed=seed, epochs=3), 0.55)
+        write(RunConfig.create("ghost_vgg16", 2, 3, profile="quick", seed=seed, epochs=6), control[seed])
+    runs = load_runs(results)  # 6 epochs is the controls' length, not a second schedule
+    assert sorted(runs["epochs"].unique()) == [3] and len(runs) == 12 and len(runs.attrs["controls"]) == 4
+    roots, totals = chain_epochs(runs)
+    assert set(totals[runs["model"] == "l1_vgg16"]) == {6.0} and set(roots) == {3.0}
+    row = equal_epochs_table(runs).iloc[0]
+    diffs = [100 * (c - p) for c, p in zip(control, pruned)]
+    t = sps.ttest_rel([100 * c for c in control], [100 * p for p in pruned])
+    assert (row["pruned"], row["pruned_epochs"], row["control"], row["control_epochs"]) == \
+        ("l1-VGG-16", "3 + 3", "Ghost-VGG-16 s=2 d=3", 6)
+    assert row["diff"] == pytest.approx(sum(diffs) / 4, abs=1e-4) and row["diff_n"] == 4
+    assert row["p_holm"] == pytest.approx(t.pvalue, abs=1e-4) and row["verdict_kind"] == "better"
+    build_report(results, tmp_path / "out", evidence=False)
+    text = (tmp_path / "out" / "README.md").read_text()
+    assert "### Equal-epochs controls" in text and "l1-VGG-16 (3 + 3)" in text and "Ghost-VGG-16 s=2 d=3 (6)" in text
+    assert len(pd.read_csv(tmp_path / "out" / "equal_epochs.csv")) == 1
+    assert sorted(load_runs(results, epochs=6)["model"]) == ["ghost_vgg16"] * 4  # the controls, asked for
+
+    loop = runs.copy()  # a foreign record whose source names itself ends the walk, it does not hang
+    loop.at[0, "source"] = {"run_id": loop.at[0, "run_id"]}
+    assert chain_epochs(loop)[1].iloc[0] == loop.at[0, "epochs"]

@@ -123,7 +123,7 @@ def test_cli_bad_input_exits_2_and_starts_nothing(tmp_path, capsys):
 def test_dry_run_lists_costs_and_status(tmp_path, capsys):
     assert main(["sweep", str(ABLATION), "--dry-run", "--no-estimate", "--results-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "17 runs (shard 0/1): 17 new" in out and "157.004" in out
+    assert "19 runs (shard 0/1): 19 new" in out and "157.004" in out
 
 
 # ---- end to end, in subprocesses ---------------------------------------------------------

@@ -236,3 +236,21 @@ def pruned_markdown(runs: pd.DataFrame) -> str:
             "more training than the rows trained from random weights. On a short schedule that extra training, not "
             "the pruning, can put it ahead of its own unpruned source; compare pruned rows with each other, and each "
             "with its source before pruning:\n\n" + "\n".join(lines))
+
+
+def equal_epochs_markdown(table: pd.DataFrame) -> str:
+    """The equal-epochs controls (`tables.equal_epochs_table`) at a glance; "" without any."""
+    if table.empty:
+        return ""
+    rows = [{"Pruned row (epochs: source + own)": f"{escape(r['pruned'])} ({r['pruned_epochs']})",
+             "Top-1 (%)": f"{r['pruned_top1_mean']:.2f} (n={r['pruned_n']})",
+             "Control from random weights (epochs)": f"{escape(r['control'])} ({r['control_epochs']})",
+             "Control top-1 (%)": f"{r['control_top1_mean']:.2f} (n={r['control_n']})",
+             "Δ control − pruned (pp, 95% CI)": diff_cell(r["diff"], r["diff_ci95"], r["diff_n"], r["test"]),
+             "Verdict": r["verdict"] or ""} for _, r in table.iterrows()]
+    margin = table["margin"].iloc[0]
+    return ("### Equal-epochs controls\n\nEach pruned row against the rows of its family trained from random "
+            "weights for as many epochs as the pruned runs trained in all (`epochs_of:` in the experiment file), "
+            "so the extra training is on both sides. The difference is control − pruned, paired by seed where both "
+            "runs share machine and torch; verdicts test the control's non-inferiority to the pruned row at "
+            f"{margin:g} point(s) and a difference, Holm-corrected within this table.\n\n" + md_table(pd.DataFrame(rows)))

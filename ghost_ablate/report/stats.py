@@ -231,7 +231,8 @@ class Verdict:
     mde: float | None = None  # the gap this n detects with POWER after Holm (worst case: alpha / m)
 
 
-def claim_verdicts(comparisons: Sequence[Comparison], margin: float = MARGIN_PP) -> list[Verdict]:
+def claim_verdicts(comparisons: Sequence[Comparison], margin: float = MARGIN_PP,
+                   against: str = "baseline") -> list[Verdict]:
     """A table's comparisons tested as the paper's claim: each row is "better" or "worse" where the
     two-sided paired (or Welch) test says so after Holm, "no worse than baseline by more than m"
     where the one-sided non-inferiority test at margin m does after Holm, and otherwise
@@ -253,7 +254,7 @@ def claim_verdicts(comparisons: Sequence[Comparison], margin: float = MARGIN_PP)
             within = "; within the margin" if p1 is not None and p1 < ALPHA else ""
             out.append(Verdict("worse", f"worse ({test} p < {ALPHA:g}{within})", p1, mde))
         elif p1 is not None and p1 < ALPHA:
-            out.append(Verdict("no worse", f"no worse than baseline by more than {margin:g} "
+            out.append(Verdict("no worse", f"no worse than {against} by more than {margin:g} "
                                            f"(one-sided paired t, Holm p = {p1:.3f})", p1, mde))
         elif mde is not None:
             out.append(Verdict("undetermined", f"undetermined: n={c.n} detects only gaps >= {mde:.1f} points", p1, mde))

@@ -72,16 +72,66 @@ def load_runs(results_dir: str | Path, profile: str | None = None, data: str | N
     if profile is not None:
         runs = runs[runs["profile"] == profile].reset_index(drop=True)
     runs = one_data_set(runs, runs_dir, data, prefer)
-    lengths = sorted(int(e) for e in runs["epochs"].dropna().unique())
-    if epochs is not None:
-        if epochs not in lengths:
-            raise ReportError(f"no runs of {epochs} epochs under {runs_dir}; found: {', '.join(map(str, lengths))}")
-        runs = runs[runs["epochs"] == epochs].reset_index(drop=True)
-    elif len(lengths) > 1 and not mixed_epochs:
-        raise ReportError(f"{runs_dir} holds runs of {', '.join(map(str, lengths))} epochs; a table compares one "
-                          f"schedule: choose one with --epochs")
+    runs, controls = one_schedule(runs, runs_dir, epochs, mixed_epochs)
     runs.attrs["damaged"] = left_out  # unreadable records, named in the report's header
+    runs.attrs["controls"] = controls  # the equal-epochs controls of its pruned rows, as records
     return runs
+
+
+def made_from_a_run(runs: pd.DataFrame) -> pd.Series:
+    """Per run, whether it starts from another run's weights (pruned or fine-tuned)."""
+    return runs["source"].map(lambda s: isinstance(s, dict)) if "source" in runs else pd.Series(False, runs.index)
+
+
+def chain_epochs(runs: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """Per run, the epochs of the run its chain starts from (its schedule; its own for a run from
+    random weights) and the epochs it has trained in all (its sources' and its own). A source not
+    among `runs`, or a chain past MAX_LINKS links, ends the walk there."""
+    epochs = dict(zip(runs["run_id"], runs["epochs"]))
+    sources = dict(zip(runs["run_id"], runs["source"] if "source" in runs else [None] * len(runs)))
+    roots, totals = [], []
+    for run_id in runs["run_id"]:
+        own, total, seen = epochs[run_id], epochs[run_id], {run_id}
+        source = sources.get(run_id)
+        while isinstance(source, dict) and source.get("run_id") in epochs and source["run_id"] not in seen \
+                and len(seen) <= MAX_LINKS:
+            seen.add(source["run_id"])
+            own = epochs[source["run_id"]]
+            total = None if missing(total) or missing(own) else total + own
+            source = sources.get(source["run_id"])
+        roots.append(own)
+        totals.append(total)
+    return pd.Series(roots, runs.index, dtype="float64"), pd.Series(totals, runs.index, dtype="float64")
+
+
+MAX_LINKS = 8  # runs made one from another in a row (the sweep's MAX_CHAIN)
+
+
+def one_schedule(runs: pd.DataFrame, runs_dir: Path, epochs: int | None,
+                 mixed_epochs: bool = False) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The runs of one schedule (`epochs`, or the only one), a run made from another by its
+    chain's first run; and the equal-epochs controls of its pruned rows: runs from random weights
+    that trained as many epochs as a pruned run did in all, as records. A ReportError where the
+    schedule is ambiguous; with `mixed_epochs`, every run and no controls."""
+    roots, totals = chain_epochs(runs)
+    made = made_from_a_run(runs)
+    lengths = sorted(int(e) for e in roots.dropna().unique())
+    if mixed_epochs and epochs is None:
+        return runs, []
+    if epochs is not None and epochs not in lengths:
+        raise ReportError(f"no runs of {epochs} epochs under {runs_dir}; found: {', '.join(map(str, lengths))}")
+    if epochs is None:
+        plain = [e for e in lengths if e not in set(totals[made])] or lengths  # a control's length is no schedule
+        if len(plain) > 1:
+            raise ReportError(f"{runs_dir} holds runs of {', '.join(map(str, lengths))} epochs; a table compares one "
+                              f"schedule: choose one with --epochs")
+        epochs = plain[0] if plain else None
+    if epochs is None:
+        return runs, []
+    chosen = roots == epochs
+    matched = set(totals[chosen & made].dropna())
+    controls = runs[~made & ~chosen & runs["epochs"].isin(matched)]
+    return runs[chosen].reset_index(drop=True), controls.to_dict("records")
 
 
 def one_data_set(runs: pd.DataFrame, runs_dir: Path, data: str | None, prefer: str | None = None) -> pd.DataFrame:
@@ -264,6 +314,46 @@ def paper_table(table: str, agg: dict[tuple, dict[str, Any]], margin: float = MA
     frame.attrs["trend"] = table_trend(table, agg)
     frame.attrs["keys"] = [row.run_key for row in paper.rows(table)]  # each row's aggregate key, knobs included
     return frame
+
+
+EQUAL_EPOCHS_COLUMNS = ["pruned", "pruned_epochs", "pruned_top1_mean", "pruned_n", "control", "control_epochs",
+                        "control_top1_mean", "control_n", "diff", "diff_ci95", "diff_n", "test", "cross_stack_pairs",
+                        "margin", "p_holm", "p_noninferior_holm", "mde", "verdict_kind", "verdict"]
+
+
+def equal_epochs_table(runs: pd.DataFrame, margin: float = MARGIN_PP) -> pd.DataFrame:
+    """Each pruned row against each row of its model family trained from random weights for as
+    many epochs as the pruned runs trained in all (`runs.attrs["controls"]`, `one_schedule`):
+    control - pruned, paired by seed, tested like a paper row (`claim_verdicts`, Holm within
+    this table), so extra epochs are not what sets a pruned row apart."""
+    controls = pd.DataFrame(runs.attrs.get("controls") or [])
+    made = made_from_a_run(runs)
+    if controls.empty or not made.any():
+        return pd.DataFrame(columns=EQUAL_EPOCHS_COLUMNS)
+    _, totals = chain_epochs(runs)
+    rows, comparisons = [], []
+    for total, pruned_runs in runs[made].groupby(totals[made]):
+        pruned_agg = aggregate(pruned_runs)
+        control_agg = aggregate(controls[controls["epochs"] == total])
+        for key, pruned in pruned_agg.items():
+            own = int(pruned_runs[pruned_runs.apply(row_key, axis=1) == key]["epochs"].iloc[0])
+            for ckey, control in control_agg.items():
+                if family(ckey[0]) != family(key[0]) or not control["n"] or not pruned["n"]:
+                    continue
+                tested = vs_reference(control, pruned)
+                comparisons.append(tested)
+                rows.append({"pruned": full_label(*key), "pruned_epochs": f"{int(total) - own} + {own}",
+                             "pruned_top1_mean": round_or_none(pruned["top1_mean"], 2), "pruned_n": pruned["n"],
+                             "control": full_label(*ckey), "control_epochs": int(total),
+                             "control_top1_mean": round_or_none(control["top1_mean"], 2), "control_n": control["n"],
+                             "diff": round_or_none(tested.diff, 4), "diff_ci95": round_or_none(tested.ci95, 4),
+                             "diff_n": tested.n if tested.test else None, "test": tested.test,
+                             "cross_stack_pairs": tested.cross_stack, "margin": margin})
+    adjusted = holm([c.p for c in comparisons])
+    for row, p, verdict in zip(rows, adjusted, claim_verdicts(comparisons, margin, "the pruned row")):
+        row.update(p_holm=round_or_none(p, 4), p_noninferior_holm=round_or_none(verdict.p_noninferior, 4),
+                   mde=round_or_none(verdict.mde, 3), verdict_kind=verdict.kind, verdict=verdict.text)
+    return pd.DataFrame(rows, columns=EQUAL_EPOCHS_COLUMNS)
 
 
 def imagenet_costs() -> pd.DataFrame:
