@@ -19,6 +19,7 @@ a CIFAR-10 batch holds pixels and scaled linearly: a CPU's step time grows with 
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -188,6 +189,34 @@ def input_side(estimates: list[RunEstimate], rate_per_core: float, workers: int)
         return "", 0.0
     run = max(wanted, key=wanted.get)
     return run, wanted[run] / (rate_per_core * max(workers, 1))
+
+
+IDENTITY_ONLY = ("seed", "data", "source")  # what tells seeds apart, not what a run costs
+
+
+def recorded_epoch_seconds(runs: list[RunConfig], records: list[dict[str, Any]], device: str) -> dict[str, float]:
+    """Per planned run id, the median wall seconds per epoch of the finished records of its
+    configuration (any seed) that ran on `device` (`machine.describe_device`): what those runs
+    cost here, steadier than a calibration taken while other work shares the machine."""
+    def cost_key(config: dict[str, Any]) -> str:
+        return json.dumps({k: v for k, v in config.items() if k not in IDENTITY_ONLY}, sort_keys=True, default=str)
+
+    seen: dict[str, list[float]] = {}
+    for r in records:
+        try:
+            if r.get("status") != "finished" or r.get("device") != device or not r["epochs_done"] > 0:
+                continue
+            key = cost_key(RunConfig.from_dict(r["config"]).to_dict())
+            seen.setdefault(key, []).append(float(r["wall_time_s"]) / int(r["epochs_done"]))
+        except (KeyError, TypeError, ValueError):  # a record without the fields: no price from it
+            continue
+    out = {}
+    for rc in runs:
+        found = sorted(seen.get(cost_key(rc.to_dict()), []))
+        if found:
+            mid = len(found) // 2
+            out[rc.run_id] = found[mid] if len(found) % 2 else (found[mid - 1] + found[mid]) / 2
+    return out
 
 
 def plan_hours(estimates: list[RunEstimate], shards: int = 1) -> float:

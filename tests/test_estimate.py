@@ -127,3 +127,26 @@ def test_one_timing_primitive_times_each_call_after_its_warmup(monkeypatch):
     # the steady rate: the median after the warm-up epochs; all of them where there are no more
     assert timing.steady_rate([1.0, 10.0, 12.0, 11.0]) == 11.0
     assert timing.steady_rate([1.0, 10.0, 12.0], warmup=0) == 10.0 and timing.steady_rate([4.0]) == 4.0
+
+
+def test_recorded_epoch_seconds_price_a_run_from_its_configurations_finished_runs_on_this_device(tmp_path):
+    from ghost_ablate.estimate import recorded_epoch_seconds
+
+    runs = plan_runs(load_experiment(small_experiment(tmp_path)), [5], "smoke", {"epochs": 4})
+    ghost2, ghost3, base = runs  # seed 5 is planned; seeds 0-2 of ghost s=2 and seed 0 of the baseline ran
+    here, there = "cpu: Test CPU (2 threads)", "cpu: Other CPU (2 threads)"
+
+    def rec(rc, wall, device=here, status="finished", epochs=4):
+        return {"run_id": rc.run_id, "config": rc.to_dict(), "status": status, "epochs_done": epochs,
+                "wall_time_s": wall, "device": device}
+
+    ran = [plan_runs(load_experiment(small_experiment(tmp_path)), [s], "smoke", {"epochs": 4}) for s in (0, 1, 2)]
+    records = [rec(ran[0][0], 40.0), rec(ran[1][0], 48.0), rec(ran[2][0], 400.0),  # median 48 / 4 epochs = 12 s
+               rec(ran[0][2], 20.0, device=there),  # another machine: no price
+               rec(ran[1][2], 8.0, status="diverged"),  # not finished: no price
+               rec(ran[0][1], 30.0, epochs=3),  # finished at 3 epochs of its own recipe... under another recipe
+               {"run_id": "junk", "config": {}, "status": "finished", "device": here}]
+    records[5]["config"] = {**records[5]["config"], "recipe": {**records[5]["config"]["recipe"], "epochs": 3}}
+    priced = recorded_epoch_seconds(runs, records, here)
+    assert priced == {ghost2.run_id: 12.0}  # other recipes, machines and unfinished runs price nothing
+    assert base.run_id not in priced and ghost3.run_id not in priced

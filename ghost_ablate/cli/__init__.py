@@ -137,6 +137,9 @@ def build_parser() -> OneLineParser:
     p.add_argument("--data-dir", help="the data the plan trains on, which prices the seeds (default: the "
                                       "experiment's data set's declared folder)")
     p.add_argument("--max-hours", type=float, help="cap the plan at this many hours on this machine")
+    p.add_argument("--priced-from", nargs="+", metavar="DIR", default=[],
+                   help="results folders whose finished runs on this device price the runs they match (median "
+                        "wall time per epoch; default: the pilot's); the rest are calibrated")
     add_recipe_args(p)
 
     p = sub.add_parser("report", help="paper tables (CSV, markdown) and plots from the run records")

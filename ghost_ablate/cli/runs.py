@@ -74,7 +74,9 @@ def cmd_plan_seeds(args: argparse.Namespace) -> int:
     import pandas as pd  # lazy: the command line answers --help without torch
 
     from ..data import get_dataset  # lazy: the command line answers --help without torch
-    from ..estimate import plan_hours  # lazy: the command line answers --help without torch
+    from ..estimate import plan_hours, recorded_epoch_seconds  # lazy: the command line answers --help without torch
+    from ..machine import describe_device  # lazy: the command line answers --help without torch
+    from ..record_schema import read_records  # lazy: the command line answers --help without torch
     from ..sweep import estimate_runs, load_experiment, plan_runs  # lazy: the command line answers --help without torch
     from ..training import resolve_device  # lazy: the command line answers --help without torch
 
@@ -85,9 +87,14 @@ def cmd_plan_seeds(args: argparse.Namespace) -> int:
     one_seed = plan_runs(experiment, [0], args.profile, recipe_overrides(args),
                          data=dataset.fingerprint(args.data_dir) if sizes else None)
     device = resolve_device("auto")
-    # priced as if none of them had run: a folder that holds no runs
-    hours = plan_hours(estimate_runs(one_seed, Path("/nonexistent/runs"), device,
-                                     sizes or (dataset.train_size, dataset.test_size)))
+    records = [r for folder in (args.priced_from or ([args.pilot] if args.pilot else []))
+               for r in read_records(Path(folder) / "runs")]
+    recorded = recorded_epoch_seconds(one_seed, records, describe_device(device))
+    # the rest priced as if none of them had run: a folder that holds no runs
+    calibrated = estimate_runs([rc for rc in one_seed if rc.run_id not in recorded], Path("/nonexistent/runs"),
+                               device, sizes or (dataset.train_size, dataset.test_size))
+    hours = plan_hours(calibrated) + sum(recorded[rc.run_id] * rc.recipe.epochs for rc in one_seed
+                                         if rc.run_id in recorded) / 3600
     plan = seed_plan(args, experiment, hours)
     table = pd.DataFrame([{"table": c.table, "row": c.row, "vs": c.reference, "pilot pairs": c.pilot_pairs,
                            "sd of diffs": round(c.std_diff, 2), "spread from": c.spread_from,
@@ -95,9 +102,9 @@ def cmd_plan_seeds(args: argparse.Namespace) -> int:
                           for c in plan.comparisons])
     with pd.option_context("display.max_rows", None, "display.width", 200):
         print(table.to_string(index=False))
-    from ..machine import describe_device  # lazy: the command line answers --help without torch
-
     print(plan.summary())
+    print(f"priced: {len(recorded)} of {len(one_seed)} runs from the median wall time per epoch of finished runs "
+          f"of their configuration on this device, {len(calibrated)} calibrated")
     print(f"cost: {len(one_seed)} runs per seed, {hours:.2f} h per seed on {describe_device(device)}; "
           f"{plan.n} seeds = {plan.n * hours:.1f} h; the uncapped plan needs {plan.wanted} seeds = "
           f"{plan.wanted * hours:.0f} h")
