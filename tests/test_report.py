@@ -281,3 +281,16 @@ def test_equal_epochs_controls_are_tested_against_their_pruned_rows(tmp_path):
     loop = runs.copy()  # a foreign record whose source names itself ends the walk, it does not hang
     loop.at[0, "source"] = {"run_id": loop.at[0, "run_id"]}
     assert chain_epochs(loop)[1].iloc[0] == loop.at[0, "epochs"]
+
+
+def test_stack_restricts_the_report_to_one_machine_and_torch(tmp_path, capsys):
+    results = make_results(tmp_path / "results")
+    path = next((results / "runs").glob("ghost_vgg16-*seed2*/result.json"))
+    rec = __import__("json").loads(path.read_text())
+    write_json_atomic(path, {**rec, "device": "cpu: Other CPU (2 threads)", "versions": {"torch": "2.15.0"}})
+    runs = load_runs(results, stack="Other CPU")
+    assert list(runs["seed"]) == [2] and runs["stack"].iloc[0] == "cpu: Other CPU (2 threads) / torch 2.15.0"
+    assert len(load_runs(results, stack="cpu: test")) == 5
+    assert main(["report", "--results-dir", str(results), "--out", str(tmp_path / "out"), "--stack", "no such"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "'no such'" in err and "cpu: Other CPU (2 threads) / torch 2.15.0" in err

@@ -157,6 +157,9 @@ def build_parser() -> OneLineParser:
                    help="only these paper tables (e.g. table2_ratio; default: every table of the runs' data set)")
     p.add_argument("--no-evidence", action="store_true",
                    help="do not compute the feature-map and redundancy section (the previous one is kept)")
+    p.add_argument("--stack", metavar="TEXT",
+                   help="only runs whose machine and torch (\"DEVICE / torch VERSION\" in their records) contain "
+                        "TEXT, e.g. 'family 26 model 2' or 'torch 2.14.1': one comparison group")
     p.add_argument("--experiment", action="append", metavar="FILE",
                    help="give this experiment file a table and plot of its own (repeatable; default: each "
                         "file of experiments/ once a run outside the paper's tables has finished)")

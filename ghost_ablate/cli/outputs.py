@@ -17,7 +17,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     written = build_report(args.results_dir, args.out, args.profile,
                            [Path(p) for p in args.experiment] if args.experiment else None,
                            data_dir=args.data_dir, data=args.data, evidence=not args.no_evidence,
-                           epochs=args.epochs, tables=args.tables)
+                           epochs=args.epochs, tables=args.tables, stack=args.stack)
     print(f"wrote {len(written)} files to {args.out}/: " + ", ".join(p.name for p in written))
     if args.readme:
         from ..report import HEADLINE, splice_readme  # lazy: the command line answers --help without torch

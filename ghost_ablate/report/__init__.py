@@ -74,9 +74,10 @@ REPORT_STEPS = report_steps()  # a CIFAR-10 report's
 def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | None = None,
                  experiments: list[Path] | None = None, data_dir: str | Path | None = None,
                  data: str | None = None, evidence: bool = True, epochs: int | None = None,
-                 tables: list[str] | None = None) -> list[Path]:
+                 tables: list[str] | None = None, stack: str | None = None) -> list[Path]:
     """Write every CSV table, the markdown report and the plots; return the files written.
-    `tables`: only these of the data set's paper tables (default: all of them).
+    `tables`: only these of the data set's paper tables (default: all of them). `stack`: only
+    the runs whose machine and torch ("DEVICE / torch VERSION") contain this text.
     `experiments`: the experiment files to give a table of their own (default: see
     `experiment_sections`). `data`: which data set's runs, by fingerprint (needed when the
     results hold several); `data_dir`: a data folder, whose runs are chosen among several and
@@ -92,7 +93,7 @@ def build_report(results_dir: str | Path, out_dir: str | Path, profile: str | No
         prefer = data_fingerprint(data_dir)
     if out.exists() and not out.is_dir() or out.is_symlink():
         raise ReportError(f"--out {out}: not a folder (the report is written into a folder of its own)")
-    runs = load_runs(results_dir, profile, data, prefer, epochs)
+    runs = load_runs(results_dir, profile, data, prefer, epochs, stack=stack)
     bench = read_bench(results_dir)  # a bad bench.csv is one line before anything is written
     out.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))

@@ -46,9 +46,11 @@ def none_if_missing(v: Any) -> Any:
 
 
 def load_runs(results_dir: str | Path, profile: str | None = None, data: str | None = None,
-              prefer: str | None = None, epochs: int | None = None, mixed_epochs: bool = False) -> pd.DataFrame:
+              prefer: str | None = None, epochs: int | None = None, mixed_epochs: bool = False,
+              stack: str | None = None) -> pd.DataFrame:
     """One row per run record of one profile and one data set (`data`: its fingerprint, needed
-    when the results hold runs of several, where `prefer` picks one if present); ReportError if
+    when the results hold runs of several, where `prefer` picks one if present); with `stack`,
+    only the runs whose machine and torch (`records.stack_label`) contain it; ReportError if
     there are none."""
     runs_dir = Path(results_dir) / "runs"
     damaged: list[DamagedRecord] = []
@@ -72,6 +74,12 @@ def load_runs(results_dir: str | Path, profile: str | None = None, data: str | N
     if profile is not None:
         runs = runs[runs["profile"] == profile].reset_index(drop=True)
     runs = one_data_set(runs, runs_dir, data, prefer)
+    if stack is not None:
+        keep = runs["stack"].str.contains(stack, regex=False)
+        if not keep.any():
+            raise ReportError(f"no runs whose machine and torch contain {stack!r} under {runs_dir}; found: "
+                              f"{'; '.join(sorted(runs['stack'].unique()))}")
+        runs = runs[keep].reset_index(drop=True)
     runs, controls = one_schedule(runs, runs_dir, epochs, mixed_epochs)
     runs.attrs["damaged"] = left_out  # unreadable records, named in the report's header
     runs.attrs["controls"] = controls  # the equal-epochs controls of its pruned rows, as records
