@@ -143,4 +143,5 @@ evidence:
 
 evidence-report:
 	$(CLI) report --results-dir $(EVIDENCE_RESULTS) --out $(REPORTS)/evidence --profile subset --epochs 30 \
-	  --data-dir $(DEMO_DATA) --no-evidence --tables table2_ratio
+	  --data-dir $(DEMO_DATA) --no-evidence --tables table2_ratio \
+	  $(if $(filter reports,$(REPORTS)),--readme README.md --readme-block evidence)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from ..errors import UserError
@@ -22,8 +23,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.readme:
         from ..report import HEADLINE, splice_readme  # lazy: the command line answers --help without torch
 
-        splice_readme(Path(args.readme), (Path(args.out) / HEADLINE).read_text())
-        print(f"updated the headline block of {args.readme}")
+        report = os.path.relpath(Path(args.out).resolve(), Path(args.readme).resolve().parent)
+        splice_readme(Path(args.readme), (Path(args.out) / HEADLINE).read_text(), args.readme_block, report)
+        print(f"updated the {args.readme_block} block of {args.readme}")
     return 0
 
 
