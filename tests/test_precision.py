@@ -130,8 +130,8 @@ def test_both_precisions_write_complete_records_and_resume(tiny_cifar, tmp_path,
 def test_auto_on_a_cpu_follows_the_committed_precision_table():
     """The committed fp32-vs-bf16 table is the evidence `auto` reads; with the probe mocked as a
     fast bf16 CPU, what `auto` picks is what the table allows. Pairs count only where both runs
-    share machine and torch: seed 0's fp32 and bf16 ran on different machines, so 4 of 5 pairs
-    count, and fewer than MIN_PAIRS keep `auto` at fp32."""
+    share machine and torch (seed 0 was trained again in both precisions on one machine), and
+    fewer than MIN_PAIRS would keep `auto` at fp32."""
     import pandas as pd
 
     from ghost_ablate.precision import EVIDENCE, MIN_PAIRS, bf16_accuracy_holds
