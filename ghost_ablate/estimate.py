@@ -196,10 +196,13 @@ IDENTITY_ONLY = ("seed", "data", "source")  # what tells seeds apart, not what a
 
 def recorded_epoch_seconds(runs: list[RunConfig], records: list[dict[str, Any]], device: str) -> dict[str, float]:
     """Per planned run id, the median wall seconds per epoch of the finished records of its
-    configuration (any seed) that ran on `device` (`machine.describe_device`): what those runs
-    cost here, steadier than a calibration taken while other work shares the machine."""
-    def cost_key(config: dict[str, Any]) -> str:
-        return json.dumps({k: v for k, v in config.items() if k not in IDENTITY_ONLY}, sort_keys=True, default=str)
+    configuration (any seed, any schedule length) that ran on `device` (`machine.describe_device`):
+    what those runs cost here, steadier than a calibration taken while other work shares the
+    machine."""
+    def cost_key(config: dict[str, Any]) -> str:  # an epoch costs the same whatever the schedule's length
+        recipe = {k: v for k, v in config.get("recipe", {}).items() if k != "epochs"}
+        return json.dumps({**{k: v for k, v in config.items() if k not in IDENTITY_ONLY}, "recipe": recipe},
+                          sort_keys=True, default=str)
 
     seen: dict[str, list[float]] = {}
     for r in records:

@@ -144,9 +144,11 @@ def test_recorded_epoch_seconds_price_a_run_from_its_configurations_finished_run
     records = [rec(ran[0][0], 40.0), rec(ran[1][0], 48.0), rec(ran[2][0], 400.0),  # median 48 / 4 epochs = 12 s
                rec(ran[0][2], 20.0, device=there),  # another machine: no price
                rec(ran[1][2], 8.0, status="diverged"),  # not finished: no price
-               rec(ran[0][1], 30.0, epochs=3),  # finished at 3 epochs of its own recipe... under another recipe
+               rec(ran[0][1], 30.0, epochs=3),  # s=3 at another batch size: no price
+               rec(ran[1][1], 80.0, epochs=8),  # s=3 at 8 epochs of the same recipe: 10 s an epoch
                {"run_id": "junk", "config": {}, "status": "finished", "device": here}]
-    records[5]["config"] = {**records[5]["config"], "recipe": {**records[5]["config"]["recipe"], "epochs": 3}}
+    records[5]["config"] = {**records[5]["config"], "recipe": {**records[5]["config"]["recipe"], "batch_size": 3}}
+    records[6]["config"] = {**records[6]["config"], "recipe": {**records[6]["config"]["recipe"], "epochs": 8}}
     priced = recorded_epoch_seconds(runs, records, here)
-    assert priced == {ghost2.run_id: 12.0}  # other recipes, machines and unfinished runs price nothing
-    assert base.run_id not in priced and ghost3.run_id not in priced
+    assert priced == {ghost2.run_id: 12.0, ghost3.run_id: 10.0}  # other recipes, machines, unfinished: nothing
+    assert base.run_id not in priced
