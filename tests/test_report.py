@@ -275,8 +275,15 @@ def test_equal_epochs_controls_are_tested_against_their_pruned_rows(tmp_path):
     build_report(results, tmp_path / "out", evidence=False)
     text = (tmp_path / "out" / "README.md").read_text()
     assert "### Equal-epochs controls" in text and "l1-VGG-16 (3 + 3)" in text and "Ghost-VGG-16 s=2 d=3 (6)" in text
-    assert len(pd.read_csv(tmp_path / "out" / "equal_epochs.csv")) == 1
+    assert len(pd.read_csv(tmp_path / "out" / "equal_epochs.csv")) == 1 and "left out" not in text
     assert sorted(load_runs(results, epochs=6)["model"]) == ["ghost_vgg16"] * 4  # the controls, asked for
+
+    from ghost_ablate.report.markdown import equal_epochs_markdown
+
+    runs.attrs["controls"] = [{**c, "stack": "cpu: Other / torch 9"} for c in runs.attrs["controls"]]
+    row = equal_epochs_table(runs).iloc[0]  # controls from another machine: no pairs, Welch, and said so
+    assert row["test"] == "Welch" and row["cross_stack_pairs"] == 4
+    assert "4 seed pair(s) left out" in equal_epochs_markdown(equal_epochs_table(runs))
 
     loop = runs.copy()  # a foreign record whose source names itself ends the walk, it does not hang
     loop.at[0, "source"] = {"run_id": loop.at[0, "run_id"]}

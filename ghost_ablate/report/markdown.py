@@ -249,8 +249,13 @@ def equal_epochs_markdown(table: pd.DataFrame) -> str:
              "Δ control − pruned (pp, 95% CI)": diff_cell(r["diff"], r["diff_ci95"], r["diff_n"], r["test"]),
              "Verdict": r["verdict"] or ""} for _, r in table.iterrows()]
     margin = table["margin"].iloc[0]
+    cross = int(table["cross_stack_pairs"].fillna(0).sum())
+    note = (f"\n\n*{cross} seed pair(s) left out because the pruned run and its control ran on different machines "
+            f"or torch versions; a row with fewer than two pairs left falls back to Welch's test over all its "
+            f"runs, across machines.*" if cross else "")
     return ("### Equal-epochs controls\n\nEach pruned row against the rows of its family trained from random "
             "weights for as many epochs as the pruned runs trained in all (`epochs_of:` in the experiment file), "
             "so the extra training is on both sides. The difference is control − pruned, paired by seed where both "
             "runs share machine and torch; verdicts test the control's non-inferiority to the pruned row at "
-            f"{margin:g} point(s) and a difference, Holm-corrected within this table.\n\n" + md_table(pd.DataFrame(rows)))
+            f"{margin:g} point(s) and a difference, Holm-corrected within this table.\n\n" + md_table(pd.DataFrame(rows))
+            + note)

@@ -144,11 +144,12 @@ def compare(row: Sequence[float], ref: Sequence[float], row_seeds: Sequence[Any]
     same batches in the same order, so where the two share at least two seeds the test is the
     paired t-test over those seeds; otherwise (or without seeds) Welch's t-test over all values.
     With `*_stacks` (`records.stack_label` per value), a seed pairs only where both runs ran on
-    the same machine and torch; the pairs left out are counted in `cross_stack`."""
+    the same machine and torch; the pairs left out are counted in `cross_stack`, also where too
+    few pairs remain and the test falls back to Welch's."""
+    left_out = 0
     if row_seeds is not None and ref_seeds is not None and None not in row_seeds and None not in ref_seeds:
         mine, theirs = dict(zip(row_seeds, row)), dict(zip(ref_seeds, ref))
         shared = sorted(set(mine) & set(theirs))
-        left_out = 0
         if row_stacks is not None and ref_stacks is not None:
             my_stack, their_stack = dict(zip(row_seeds, row_stacks)), dict(zip(ref_seeds, ref_stacks))
             same = [s for s in shared if my_stack[s] == their_stack[s]]
@@ -159,7 +160,8 @@ def compare(row: Sequence[float], ref: Sequence[float], row_seeds: Sequence[Any]
                               tuple(mine[s] - theirs[s] for s in shared), left_out)
     p = welch_p(row, ref)
     diff = sum(row) / len(row) - sum(ref) / len(ref) if row and ref else None
-    return Comparison("Welch" if p is not None else "", p, min(len(row), len(ref)), diff, welch_interval(row, ref))
+    return Comparison("Welch" if p is not None else "", p, min(len(row), len(ref)), diff, welch_interval(row, ref),
+                      cross_stack=left_out)
 
 
 def seeds_needed_paired(std_diff: float, difference: float, alpha: float = ALPHA, power: float = POWER) -> int | None:
