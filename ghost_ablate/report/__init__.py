@@ -202,7 +202,8 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
         tables = tuple(t for t in tables if t in only)
     steps = track(report_steps(tables), "report", "section", label=str)  # one line per finished section off a terminal
     next(steps)
-    sections = [header_markdown(provenance(runs))]
+    controls = pd.DataFrame(runs.attrs.get("controls") or [])
+    sections = [header_markdown(provenance(pd.concat([runs, controls], ignore_index=True) if len(controls) else runs))]
     title = dataset.title
     plots = [("Accuracy vs FLOPs", plot_accuracy_vs_cost(agg, out, "flops", title, tables)),
              ("Accuracy vs parameters", plot_accuracy_vs_cost(agg, out, "params", title, tables)),
