@@ -72,7 +72,9 @@ log = logging.getLogger(__name__)
 class Experiment:
     path: Path
     profile: str
-    configs: tuple[dict[str, Any], ...]  # distinct {model, ratio, dw_size, width, knobs}, in declared order
+    # distinct {model, ratio, dw_size, width, knobs}, in declared order; with `source` (the config it is
+    # made from) or `epochs_of` (the config whose chain's epochs an equal-epochs control trains)
+    configs: tuple[dict[str, Any], ...]
     description: str = ""
     tables: tuple[str, ...] = ()  # the paper tables it declares
     finetune_profile: str | None = None  # the recipe of runs that start from another (`from:`)
@@ -167,6 +169,9 @@ def load_experiment(path: str | Path) -> Experiment:
         if source is not None:
             cfg["source"] = source
         if epochs_of is not None:
+            if not isinstance(epochs_of, str):
+                raise _fail(path, f"{where}.epochs_of", f"must name a model made from another run in this file, "
+                                                        f"got {epochs_of!r}"[:200])
             if source is not None:
                 raise _fail(path, f"{where}.epochs_of", f"{rc.model} starts from another run; an equal-epochs "
                                                         f"control trains from random weights")

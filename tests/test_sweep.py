@@ -50,7 +50,8 @@ def test_an_equal_epochs_control_trains_as_many_epochs_as_its_rivals_chain(tmp_p
         assert runs[("vgg16", source)].run_id == pruned.source  # the rival: its source's epochs, then its own
         assert ("ghost_vgg16", source) in runs and runs[("ghost_vgg16", source + own)].source is None
     for entry, said in (("{model: ghost_vgg16, epochs_of: vgg16}", "'vgg16' is not made from another run"),
-                        ("{model: l1_vgg16, from: vgg16, epochs_of: l1_vgg16}", "trains from random weights")):
+                        ("{model: l1_vgg16, from: vgg16, epochs_of: l1_vgg16}", "trains from random weights"),
+                        ("{model: vgg16, epochs_of: {model: l1_vgg16}}", "must name a model made from")):
         exp.write_text(f"profile: subset\nruns:\n  - {entry}\n")
         with pytest.raises(ConfigError, match=said):
             load_experiment(exp)
