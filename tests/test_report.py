@@ -288,6 +288,8 @@ def test_equal_epochs_controls_are_tested_against_their_pruned_rows(tmp_path):
     loop = runs.copy()  # a foreign record whose source names itself ends the walk, it does not hang
     loop.at[0, "source"] = {"run_id": loop.at[0, "run_id"]}
     assert chain_epochs(loop)[1].iloc[0] == loop.at[0, "epochs"]
+    loop.at[0, "source"] = {"run_id": ["not", "a", "name"]}  # nor does a source id that is no string
+    assert chain_epochs(loop)[1].iloc[0] == loop.at[0, "epochs"]
 
 
 def test_stack_restricts_the_report_to_one_machine_and_torch(tmp_path, capsys):

@@ -101,8 +101,8 @@ def chain_epochs(runs: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
     for run_id in runs["run_id"]:
         own, total, seen = epochs[run_id], epochs[run_id], {run_id}
         source = sources.get(run_id)
-        while isinstance(source, dict) and source.get("run_id") in epochs and source["run_id"] not in seen \
-                and len(seen) <= MAX_LINKS:
+        while isinstance(source, dict) and isinstance(source.get("run_id"), str) and source["run_id"] in epochs \
+                and source["run_id"] not in seen and len(seen) <= MAX_LINKS:
             seen.add(source["run_id"])
             own = epochs[source["run_id"]]
             total = None if missing(total) or missing(own) else total + own
@@ -128,6 +128,7 @@ def one_schedule(runs: pd.DataFrame, runs_dir: Path, epochs: int | None,
         return runs, []
     if epochs is not None and epochs not in lengths:
         raise ReportError(f"no runs of {epochs} epochs under {runs_dir}; found: {', '.join(map(str, lengths))}")
+    asked = epochs is not None
     if epochs is None:
         plain = [e for e in lengths if e not in set(totals[made])] or lengths  # a control's length is no schedule
         if len(plain) > 1:
@@ -136,7 +137,7 @@ def one_schedule(runs: pd.DataFrame, runs_dir: Path, epochs: int | None,
         epochs = plain[0] if plain else None
     if epochs is None:
         return runs, []
-    chosen = roots == epochs
+    chosen = (roots == epochs) | (roots.isna() & (not asked))  # a record without a length stays unless one is asked
     matched = set(totals[chosen & made].dropna())
     controls = runs[~made & ~chosen & runs["epochs"].isin(matched)]
     return runs[chosen].reset_index(drop=True), controls.to_dict("records")
