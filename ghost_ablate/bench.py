@@ -295,7 +295,6 @@ def plain_loop_rate(model_name: str, data_dir: Path, batch_size: int, epochs: in
     import torchvision.transforms as T  # lazy: loaded only on the path that needs it
     from PIL import Image  # lazy: loaded only on the path that needs it
 
-
     images, labels = load_split(prepare(data_dir, download=False), train=True)
     pixels = images.permute(0, 2, 3, 1).numpy()  # HWC, as torchvision's CIFAR10 keeps them
     transform = T.Compose([T.RandomCrop(images.shape[-1], padding=PAD), T.RandomHorizontalFlip(), T.ToTensor(),

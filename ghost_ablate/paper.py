@@ -138,7 +138,6 @@ ROWS: tuple[PaperRow, ...] = (
 )
 
 
-
 def _same_budget() -> tuple[PaperRow, ...]:
     """The "same budget" table: Table 3's VGG-16 and ResNet-56 rows with their published numbers, and
     each plain network pruned globally to its Ghost network's FLOPs (s=2) by two criteria

@@ -513,7 +513,6 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
     """
     from lightning.pytorch.utilities.exceptions import SIGTERMException  # lazy: loaded only on the path that needs it
 
-
     ranks = distributed.current()
     runs_dir = Path(results_dir) / "runs"
     outcome = SweepOutcome([], [], [], [])

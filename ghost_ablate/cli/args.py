@@ -68,8 +68,6 @@ def recipe_overrides(args: argparse.Namespace) -> dict:
     return {k[len("recipe_"):]: v for k, v in vars(args).items() if k.startswith("recipe_") and v is not None}
 
 
-
-
 def add_scale_args(p: argparse.ArgumentParser, what: str) -> None:
     """Where a run trains: devices and nodes (Lightning DDP), accelerator, and the tracker it logs to."""
     from ..config import LOGGERS  # lazy: the command line answers --help without torch

@@ -33,7 +33,6 @@ except ImportError:  # numpy 1.x
     from numpy.core import multiarray as _multiarray
 
 
-
 @dataclass(frozen=True)
 class CifarLayout:
     """What a data set in the CIFAR python layout holds and where: 32x32 RGB images pickled as

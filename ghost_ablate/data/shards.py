@@ -55,7 +55,6 @@ def write_shards(root: str | Path, dest: str | Path, per_shard: int = 1000, seed
     (`shards.json`); returns the manifest. `dest` must be new or empty."""
     import webdataset as wds  # lazy: an optional or rarely used dependency, loaded on use
 
-
     dest = Path(dest)
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise DataError(f"{dest}: exists and is not an empty folder; shards go into a new folder")

@@ -101,7 +101,6 @@ def prune_to_budget(trained: nn.Module, budget_flops: int, criterion: str = "l1"
 
     import torch_pruning as tp  # lazy: an optional or rarely used dependency, loaded on use
 
-
     if not isinstance(trained, (VGG16, CifarResNet)):
         raise ValueError(f"prune_to_budget takes a VGG-16 or ResNet-56, got {type(trained).__name__}")
     model = copy.deepcopy(trained).eval()

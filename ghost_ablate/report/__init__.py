@@ -116,7 +116,6 @@ def read_bench(results_dir: Path) -> pd.DataFrame | None:
     """results/bench.csv (`ghost-ablate bench`) where it is a regular file of the results folder with
     the columns the speed-up table reads; a ReportError names what is missing."""
 
-
     data = read_bounded(results_dir / "bench.csv", results_dir)
     if data is None:
         return None

@@ -102,7 +102,6 @@ def draw_experiment(experiment: Experiment, frame: pd.DataFrame, agg: dict[tuple
     reference row."""
     import matplotlib.pyplot as plt  # lazy: plotting loads only when a figure is drawn
 
-
     columns = _knob_columns(frame)
     reference = {r["model"]: r for _, r in frame[frame["reference"] == "yes"].iterrows()}
     points = []

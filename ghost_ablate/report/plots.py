@@ -87,7 +87,6 @@ def panels(agg: dict[tuple, dict[str, Any]], tables: tuple[str, ...]) -> list[st
 def kind_legend(ax, models: list[str], seeds: bool) -> None:  # noqa: ANN001 - Axes
     import matplotlib.pyplot as plt  # lazy: plotting loads only when a figure is drawn
 
-
     kinds = sorted({MODELS[m].kind for m in models if m in MODELS}, key=list(MARKERS).index)
     handles = [plt.Line2D([], [], marker=MARKERS[k], ls="", color="0.3", label=KIND_NAMES[k]) for k in kinds]
     if seeds:
@@ -140,7 +139,6 @@ def draw_table(table: str, frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]
     mean), each row's difference to its reference row with its 95% interval (paired by seed where
     the rows share seeds; filled where the Holm-corrected p < 0.05), and the paper's top-1."""
     import matplotlib.pyplot as plt  # lazy: plotting loads only when a figure is drawn
-
 
     shown = [(row, frame_row) for row, (_, frame_row) in zip(paper.rows(table), frame.iterrows())
              if row.model is not None]
@@ -253,7 +251,6 @@ def plot_curves(agg: dict[tuple, dict[str, Any]], out: Path, dataset: str = "CIF
 def plot_confusion(run: pd.Series, family: str, out: Path) -> list[Path]:
     """The test-set confusion matrix of one run, counts with row-normalised colour."""
     import matplotlib.pyplot as plt  # lazy: plotting loads only when a figure is drawn
-
 
     classes = get_dataset(run.get("dataset")).classes
     matrix = np.array(run["test_confusion"], dtype=float)
