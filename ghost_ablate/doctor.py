@@ -164,7 +164,8 @@ def retrain(results_dir: Path, run_ids: list[str], why: str = "retrain") -> list
                 done.append((run_id, [], "a live process holds the run: left as it is"))
                 continue
             files = [run_dir / name for name in (RESULT_FILE, *CHECKPOINTS) if (run_dir / name).exists()]
-            done.append((run_id, [set_aside(f, why) for f in files], "set aside; the next sweep trains it again"))
+            done.append((run_id, [set_aside(f, why) for f in files],
+                         "set aside; the next sweep trains it again" if files else "no record or checkpoint to set aside"))
     return done
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from statistics import median
 from typing import Any
 
 import torch
@@ -213,13 +214,7 @@ def recorded_epoch_seconds(runs: list[RunConfig], records: list[dict[str, Any]],
             seen.setdefault(key, []).append(float(r["wall_time_s"]) / int(r["epochs_done"]))
         except (KeyError, TypeError, ValueError):  # a record without the fields: no price from it
             continue
-    out = {}
-    for rc in runs:
-        found = sorted(seen.get(cost_key(rc.to_dict()), []))
-        if found:
-            mid = len(found) // 2
-            out[rc.run_id] = found[mid] if len(found) % 2 else (found[mid - 1] + found[mid]) / 2
-    return out
+    return {rc.run_id: median(found) for rc in runs if (found := seen.get(cost_key(rc.to_dict())))}
 
 
 def plan_hours(estimates: list[RunEstimate], shards: int = 1) -> float:

@@ -233,9 +233,11 @@ def test_doctor_retrain_sets_a_finished_run_aside_and_the_next_sweep_trains_it_a
                                                                                     capsys):
     old = finished(done)
     results = tmp_path / "results"
-    assert main(["doctor", str(results), "--retrain", done.name, "no-such-run"]) == 1
+    (results / "runs" / "empty-run").mkdir()
+    assert main(["doctor", str(results), "--retrain", done.name, "no-such-run", "empty-run"]) == 1
     out = capsys.readouterr().out
-    assert "no run folder 'no-such-run'" in out and "set aside" in out
+    assert "no run folder 'no-such-run'" in out and "set aside; the next sweep" in out
+    assert "empty-run: no record or checkpoint to set aside" in out
     names = files(done)
     assert not {"result.json", "last.ckpt", "previous.ckpt"} & names
     kept = [n for n in names if n.startswith("result.json.retrain-")]

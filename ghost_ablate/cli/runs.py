@@ -74,7 +74,7 @@ def cmd_plan_seeds(args: argparse.Namespace) -> int:
     import pandas as pd  # lazy: the command line answers --help without torch
 
     from ..data import get_dataset  # lazy: the command line answers --help without torch
-    from ..estimate import plan_hours, recorded_epoch_seconds  # lazy: the command line answers --help without torch
+    from ..estimate import RunEstimate, plan_hours, recorded_epoch_seconds  # lazy: the command line answers --help without torch
     from ..machine import describe_device  # lazy: the command line answers --help without torch
     from ..record_schema import read_records  # lazy: the command line answers --help without torch
     from ..sweep import estimate_runs, load_experiment, plan_runs  # lazy: the command line answers --help without torch
@@ -93,8 +93,8 @@ def cmd_plan_seeds(args: argparse.Namespace) -> int:
     # the rest priced as if none of them had run: a folder that holds no runs
     calibrated = estimate_runs([rc for rc in one_seed if rc.run_id not in recorded], Path("/nonexistent/runs"),
                                device, sizes or (dataset.train_size, dataset.test_size))
-    hours = plan_hours(calibrated) + sum(recorded[rc.run_id] * rc.recipe.epochs for rc in one_seed
-                                         if rc.run_id in recorded) / 3600
+    hours = plan_hours(calibrated + [RunEstimate(rc.run_id, recorded[rc.run_id], rc.recipe.epochs)
+                                     for rc in one_seed if rc.run_id in recorded])
     plan = seed_plan(args, experiment, hours)
     table = pd.DataFrame([{"table": c.table, "row": c.row, "vs": c.reference, "pilot pairs": c.pilot_pairs,
                            "sd of diffs": round(c.std_diff, 2), "spread from": c.spread_from,

@@ -201,8 +201,9 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
         tables = tuple(t for t in tables if t in only)
     steps = track(report_steps(tables), "report", "section", label=str)  # one line per finished section off a terminal
     next(steps)
-    controls = pd.DataFrame(runs.attrs.get("controls") or [])
-    sections = [header_markdown(provenance(pd.concat([runs, controls], ignore_index=True) if len(controls) else runs))]
+    control_runs = pd.DataFrame(runs.attrs.get("controls") or [])
+    sections = [header_markdown(provenance(pd.concat([runs, control_runs], ignore_index=True)
+                                           if len(control_runs) else runs))]
     title = dataset.title
     plots = [("Accuracy vs FLOPs", plot_accuracy_vs_cost(agg, out, "flops", title, tables)),
              ("Accuracy vs parameters", plot_accuracy_vs_cost(agg, out, "params", title, tables)),
@@ -227,10 +228,10 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
         sections += [pruned, ""]
     made = set(runs.loc[made_from_a_run(runs), "model"])
     margin = next((margins.get(t, MARGIN_PP) for t in tables if made & {r.model for r in paper.rows(t)}), MARGIN_PP)
-    if not (controls := equal_epochs_table(runs, margin)).empty:
-        write_atomic(out / EQUAL_EPOCHS_CSV, controls.to_csv(index=False))
+    if not (equal_epochs := equal_epochs_table(runs, margin)).empty:
+        write_atomic(out / EQUAL_EPOCHS_CSV, equal_epochs.to_csv(index=False))
         written.append(out / EQUAL_EPOCHS_CSV)
-        sections += [equal_epochs_markdown(controls), f"\nCSV: [{EQUAL_EPOCHS_CSV}]({EQUAL_EPOCHS_CSV})", ""]
+        sections += [equal_epochs_markdown(equal_epochs), f"\nCSV: [{EQUAL_EPOCHS_CSV}]({EQUAL_EPOCHS_CSV})", ""]
     in_paper = {r.run_key for r in paper.rows(buildable=True)}
     extra = [k for k in agg if k not in in_paper]
     if extra:

@@ -55,6 +55,16 @@ def diff_cell(diff: Any, ci95: Any, n: Any, test: Any) -> str:
     return f"{diff:+.2f}" + (f" ({diff - ci95:+.2f} to {diff + ci95:+.2f}; {what})" if ci95 is not None else f" ({what})")
 
 
+def cross_stack_note(frame: pd.DataFrame) -> str:
+    """How many seed pairs a table's tests left out because their two runs ran on different machines
+    or torch versions (`cross_stack_pairs`), and what a row left without pairs is tested with; ""
+    where none was."""
+    cross = int(frame["cross_stack_pairs"].fillna(0).sum())
+    return (f"{cross} seed pair(s) left out of the tests because their two runs ran on different machines or "
+            f"torch versions; a row left with fewer than two pairs is tested with Welch's test over all its runs, "
+            f"across machines." if cross else "")
+
+
 def table_footnote(frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]) -> str:
     """Which seeds, machines and torch versions made a table's rows (one line), its margin, and its
     trend test where its rows vary one knob."""
@@ -72,10 +82,8 @@ def table_footnote(frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]) -> str
              if none_if_missing(r["mixed"]) and "precisions" in r["mixed"]]
     if mixed:
         lines.append("Rows whose seeds are not one measurement: " + "; ".join(mixed) + ".")
-    cross = int(frame["cross_stack_pairs"].fillna(0).sum())
-    if cross:
-        lines.append(f"{cross} seed pair(s) left out of the tests because their two runs ran on different machines "
-                     f"or torch versions.")
+    if left_out := cross_stack_note(frame):
+        lines.append(left_out)
     found = frame.attrs.get("trend")
     if found and found[1].n >= 2:
         axis, t = found
@@ -249,10 +257,7 @@ def equal_epochs_markdown(table: pd.DataFrame) -> str:
              "Δ control − pruned (pp, 95% CI)": diff_cell(r["diff"], r["diff_ci95"], r["diff_n"], r["test"]),
              "Verdict": r["verdict"] or ""} for _, r in table.iterrows()]
     margin = table["margin"].iloc[0]
-    cross = int(table["cross_stack_pairs"].fillna(0).sum())
-    note = (f"\n\n*{cross} seed pair(s) left out because the pruned run and its control ran on different machines "
-            f"or torch versions; a row with fewer than two pairs left falls back to Welch's test over all its "
-            f"runs, across machines.*" if cross else "")
+    note = f"\n\n*{left_out}*" if (left_out := cross_stack_note(table)) else ""
     return ("### Equal-epochs controls\n\nEach pruned row against the rows of its family trained from random "
             "weights for as many epochs as the pruned runs trained in all (`epochs_of:` in the experiment file), "
             "so the extra training is on both sides. The difference is control − pruned, paired by seed where both "

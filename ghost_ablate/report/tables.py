@@ -342,10 +342,10 @@ def equal_epochs_table(runs: pd.DataFrame, margin: float = MARGIN_PP) -> pd.Data
     _, totals = chain_epochs(runs)
     rows, comparisons = [], []
     for total, pruned_runs in runs[made].groupby(totals[made]):
-        pruned_agg = aggregate(pruned_runs)
+        own_epochs = dict(zip(pruned_runs.apply(row_key, axis=1), pruned_runs["epochs"]))
         control_agg = aggregate(controls[controls["epochs"] == total])
-        for key, pruned in pruned_agg.items():
-            own = int(pruned_runs[pruned_runs.apply(row_key, axis=1) == key]["epochs"].iloc[0])
+        for key, pruned in aggregate(pruned_runs).items():
+            own = int(own_epochs[key])
             for ckey, control in control_agg.items():
                 if family(ckey[0]) != family(key[0]) or not control["n"] or not pruned["n"]:
                     continue
