@@ -117,13 +117,17 @@ precision-check:
 	done; done
 	$(CLI) precision-table --results-dir $(PRECISION_RESULTS) --out $(REPORTS)
 
-# Pilot of the subset schedule (issue 29): Table 2's pair at 12 and 30 epochs, seed by seed, so an
-# interrupted pilot still has complete pairs; run it again to resume. `plan-seeds` reads it.
-PILOT_RESULTS ?= results/pilot
-PILOT_RUNS    ?= 12:0 30:0 12:1 30:1 12:2 30:2
+# Convergence pilot (issue 39): Table 2's pair under the fast subset recipe at 8, 16 and 32 epochs,
+# two seeds each, shortest first, so an interrupted pilot still has complete pairs; run it again to
+# resume. The report chooses the length by comparing lengths (reports/pilot.md). The first pilot (the
+# subset recipe at 12 and 30 epochs) is PILOT_EXPERIMENT=experiments/cifar10_pilot.yaml
+# PILOT_RUNS="12:0 30:0 12:1 30:1 12:2 30:2". `plan-seeds` reads the folder.
+PILOT_RESULTS    ?= results/pilot
+PILOT_EXPERIMENT ?= experiments/cifar10_convergence.yaml
+PILOT_RUNS       ?= 8:0 8:1 16:0 16:1 32:0 32:1
 pilot:
 	@for r in $(PILOT_RUNS); do \
-	  $(CLI) sweep experiments/cifar10_pilot.yaml --epochs $${r%%:*} --seeds $${r##*:} --data-dir $(DEMO_DATA) \
+	  $(CLI) sweep $(PILOT_EXPERIMENT) --epochs $${r%%:*} --seeds $${r##*:} --data-dir $(DEMO_DATA) \
 	    --results-dir $(PILOT_RESULTS) --no-download || exit $$?; \
 	done
 	$(CLI) pilot-table --results-dir $(PILOT_RESULTS) --out $(REPORTS)

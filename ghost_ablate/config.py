@@ -31,7 +31,8 @@ LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # where a run's metrics go 
 ID_NEUTRAL_DEFAULTS: dict[str, Any] = {"precision": "auto", "label_smoothing": 0.0, "lr_reference_batch": None,
                                        "image_size": None, "sync_batchnorm": False, "norm_weight_decay": None,
                                        "ema_decay": None, "interpolation": "bilinear", "color_jitter": 0.0,
-                                       "randaugment": None, "random_erasing": 0.0, "model_knobs": ()}
+                                       "randaugment": None, "random_erasing": 0.0, "model_knobs": (),
+                                       "tta_flip": False}
 INTERPOLATIONS = ("bilinear", "bicubic")
 AUGMENTATION = ("interpolation", "color_jitter", "randaugment", "random_erasing")  # folder data sets only
 
@@ -74,6 +75,9 @@ class Recipe:
     # Values for the model's declared knobs (models/knobs.py) that the recipe's source sets, e.g.
     # the classifier's dropout; used where the model declares the knob and the run leaves it unset.
     model_knobs: tuple[tuple[str, Any], ...] = ()
+    # Test-time augmentation: each test image is scored by the mean of its own and its mirror's
+    # logits (airbench's flip TTA); training is unchanged.
+    tta_flip: bool = False
 
     @property
     def augmentation(self) -> dict[str, Any]:

@@ -50,3 +50,13 @@ def allocated_cpus() -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     given = os.environ.get("SLURM_CPUS_PER_TASK", "")
     return min(int(given), cores) if given.isdigit() and int(given) > 0 else cores
+
+
+def machine_load() -> dict[str, float]:
+    """The machine's 1-minute load average and the threads this process trains with, so a timing
+    taken beside other work reads as such (load well above threads: the cores were shared)."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not every platform keeps one
+        return {}
+    return {"load_1m": round(load, 2), "threads": torch.get_num_threads()}

@@ -23,7 +23,7 @@ from pydantic import (
 from .config import ConfigError, RunConfig
 from .data import DATASETS
 from .models import MODELS
-from .records import RESULT_FILE, DamagedRecord, UnsafeFile, read_bounded
+from .records import RESULT_FILE, DamagedRecord, UnsafeFile, read_bounded, unpack_outcomes
 
 STATUSES = ("running", "finished", "interrupted", "failed", "diverged")
 MAX_SEED = 2 ** 32 - 1  # what numpy/torch seeding takes
@@ -53,6 +53,8 @@ class EpochEntry(_Strict):
     lr: NonNegative | None = None
     train_images: Count | None = None
     train_time_s: NonNegative | None = None
+    load_1m: NonNegative | None = None  # the machine's load average when the epoch ended
+    threads: Annotated[int, Field(ge=1)] | None = None  # the threads training used
 
 
 class DataEntry(_Strict):
@@ -109,6 +111,15 @@ class RunRecord(_Strict):
     versions: dict[str, Annotated[str, StringConstraints(max_length=100)]] | None = None
     precision: dict[str, Any] | None = None
     source: dict[str, Any] | None = None
+    # the last test pass image by image (records.pack_outcomes); records before it have none
+    test_correct: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,7}:[0-9a-f]*$", max_length=300_000)] | None = None
+
+    @field_validator("test_correct")
+    @classmethod
+    def _outcomes(cls, packed: str | None) -> str | None:
+        if packed is not None:
+            unpack_outcomes(packed)  # ValueError: the count and the digits disagree
+        return packed
 
     @field_validator("test_confusion")
     @classmethod

@@ -57,7 +57,8 @@ from .records import (
 )
 from .training import Diverged, train_run
 
-EXPERIMENT_KEYS = ("description", "dataset", "profile", "finetune_profile", "paper_tables", "margins", "runs")
+EXPERIMENT_KEYS = ("description", "dataset", "profile", "finetune_profile", "paper_tables", "margins", "sequential",
+                   "runs")
 # any declared knob can be a field, and a list, of a runs entry; `epochs_of: MODEL` makes a run from random
 # weights train as many epochs in all as MODEL's chain (its source's and its own): the equal-epochs control
 RUN_KEYS = ("model", "from", "epochs_of", *KNOBS)
@@ -81,6 +82,9 @@ class Experiment:
     dataset: str = "cifar10"  # a name from `data.DATASETS`
     # per paper table, the non-inferiority margin (top-1 points) its verdicts test; default stats.MARGIN_PP
     margins: dict[str, float] = dataclasses.field(default_factory=dict)
+    # `sequential: {first: N, cap: M}`: its paper tables' rows are tested as seeds come (report/sequential.py),
+    # looks at n = first..cap pairs; a decided row gets no more seeds and no seed is planned past the cap
+    sequential: tuple[int, int] | None = None
 
 
 def _fail(path: Path, where: str, message: str) -> ConfigError:
@@ -190,7 +194,22 @@ def load_experiment(path: str | Path) -> Experiment:
                                                         f"valid: {', '.join(sorted({c['model'] for c in made})) or 'none'}")
     return Experiment(path, str(doc["profile"]), tuple(configs.values()), str(doc.get("description", "")),
                       tuple(tables), str(doc["finetune_profile"]) if "finetune_profile" in doc else None, dataset,
-                      margins)
+                      margins, _sequential(path, doc.get("sequential"), tables))
+
+
+def _sequential(path: Path, given: Any, tables: list[str]) -> tuple[int, int] | None:
+    """`sequential: {first: N, cap: M}` (2 <= N <= M <= 1000): the looks of the sequential design."""
+    if given is None:
+        return None
+    ok = isinstance(given, dict) and set(given) <= {"first", "cap"} and "cap" in given and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in given.values())
+    first, cap = (given.get("first", 3), given.get("cap")) if ok else (None, None)
+    if not ok or not 2 <= first <= cap <= 1000:
+        raise _fail(path, "sequential", f"must be {{first: N, cap: M}} with 2 <= N <= M <= 1000 seeds, got "
+                                        f"{given!r}"[:200])
+    if not tables:
+        raise _fail(path, "sequential", "tests the rows of paper_tables; this file declares none")
+    return first, cap
 
 
 def _margins(path: Path, given: Any) -> dict[str, float]:

@@ -35,12 +35,12 @@ from .config import (
 from .data import get_dataset
 from .features import FeatureError, fit_widths, load_trained
 from .flops import measure
-from .machine import allocated_cpus, describe_device
+from .machine import allocated_cpus, describe_device, machine_load
 from .models import build_model, get_spec, resolve_knobs
 from .models.registry import derivation, starts_from_baseline
 from .precision import Precision, precision_on, resolve_precision
 from .record_schema import read_record
-from .records import DamagedRecord, write_record
+from .records import DamagedRecord, pack_outcomes, write_record
 
 log = logging.getLogger(__name__)
 for _noise in (r".*treespec, LeafSpec.*", r".*exists and is not empty.*", r".*smaller than the logging interval.*"):
@@ -89,6 +89,8 @@ class ImageClassifier(L.LightningModule):
         # Kept for CIFAR-sized label sets: ImageNet's 1000 x 1000 would be megabytes in every record.
         self.test_confusion = MulticlassConfusionMatrix(num_classes) if num_classes <= CONFUSION_CLASSES else None
         self.confusion: list[list[int]] | None = None  # rows: true class, columns: predicted; last test pass
+        self.test_correct: str | None = None  # last test pass, image by image (pack_outcomes)
+        self._correct: list[torch.Tensor] | None = None
         self.channels_last = False  # set by train_run from the resolved precision
         self.run_config: dict[str, Any] | None = None  # the run's identity, set by train_run, kept in checkpoints
         self.history: list[dict[str, float]] = []  # one entry per finished epoch, kept in checkpoints
@@ -149,11 +151,6 @@ class ImageClassifier(L.LightningModule):
         if self.trainer.strategy.reduce_boolean_decision(seen, all=False):
             raise Diverged(self.current_epoch)
 
-    def on_validation_epoch_start(self) -> None:
-        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:  # training part ends
-            self._stop_clock()
-            self._raise_if_diverged()
-
     def _stop_clock(self) -> None:
         if self._on_cuda():
             torch.cuda.synchronize()
@@ -164,7 +161,12 @@ class ImageClassifier(L.LightningModule):
         x, y = batch
         if not len(y):
             return
-        logits = self(self._inputs(x))
+        x = self._inputs(x)
+        logits = self(x)
+        if self.recipe.tta_flip:  # the mirror's logits averaged in: the mirror is as likely an image
+            logits = (logits + self(torch.flip(x, dims=[3]))) / 2
+        if self._correct is not None:
+            self._correct.append((logits.argmax(1) == y).cpu())
         self.test_acc1(logits, y)
         self.test_acc5(logits, y)
         if self.test_confusion is not None:
@@ -173,7 +175,18 @@ class ImageClassifier(L.LightningModule):
         self.log("test_acc", self.test_acc1, batch_size=len(y))
         self.log("test_acc5", self.test_acc5, batch_size=len(y))
 
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:  # training part ends
+            self._stop_clock()
+            self._raise_if_diverged()
+        # per-image outcome of one process's whole, unshuffled test pass (not kept under DDP, where
+        # each rank sees a share)
+        self._correct = [] if self.trainer.world_size == 1 else None
+
     def on_validation_epoch_end(self) -> None:
+        if self._correct is not None and not self.trainer.sanity_checking:
+            self.test_correct = pack_outcomes(torch.cat(self._correct).tolist()) if self._correct else None
+        self._correct = None
         if self.test_confusion is not None:
             self.confusion = self.test_confusion.compute().tolist()
             self.test_confusion.reset()
@@ -184,7 +197,8 @@ class ImageClassifier(L.LightningModule):
             self._stop_clock()
         m = self.trainer.callback_metrics
         entry = {"epoch": self.current_epoch, "lr": self._epoch_lr,
-                 "train_time_s": self._train_time, "train_images": self._train_images * self.trainer.world_size}
+                 "train_time_s": self._train_time, "train_images": self._train_images * self.trainer.world_size,
+                 **machine_load()}
         for key in ("train_loss", "train_acc", "test_loss", "test_acc", "test_acc5"):
             if key in m:
                 entry[key] = float(m[key])
@@ -193,11 +207,13 @@ class ImageClassifier(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["history"] = self.history
         checkpoint["test_confusion"] = self.confusion
+        checkpoint["test_correct"] = self.test_correct
         checkpoint["run_config"] = self.run_config
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.history = list(checkpoint.get("history", []))
         self.confusion = checkpoint.get("test_confusion")
+        self.test_correct = checkpoint.get("test_correct")
 
     def configure_optimizers(self):  # noqa: ANN201 - Lightning's union of return types
         r = self.recipe
@@ -526,6 +542,8 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
         if ckpt is not None and module.start_step is not None:  # where each resumed attempt picked up
             record["resumes"] = [*prior_resumes, {"attempt": attempt, "from_step": module.start_step}]
         record["optimizer_steps"] = trainer.global_step
+        if module.test_correct is not None:
+            record["test_correct"] = module.test_correct
         record.update(summarize_history(module.history), test_confusion=module.confusion, status=status,
                       error=error,
                       wall_time_s=prior_wall + time.perf_counter() - clock,

@@ -80,22 +80,48 @@ def test_sweep_seeds_auto_runs_the_planned_seeds(tmp_path, capsys):
     assert "--seeds auto needs --pilot DIR" in capsys.readouterr().err
 
 
-def test_pilot_table_gain_and_spread_by_hand(tmp_path):
-    from ghost_ablate.report.pilot import learning_curves, pilot_table
+def _pilot_run(root, model, seed, epochs, final, profile="subset", **knobs):
+    """A finished pilot record whose test top-1 climbs linearly to `final` (%)."""
+    rc = RunConfig.create(model, profile=profile, seed=seed, data="abc", epochs=epochs, **knobs)
+    folder = root / "runs" / rc.run_id
+    folder.mkdir(parents=True)
+    accs = [final * (e + 1) / epochs for e in range(epochs)]
+    (folder / "result.json").write_text(json.dumps({
+        "run_id": rc.run_id, "config": rc.to_dict(), "status": "finished", "final_test_acc": final / 100,
+        "best_test_acc": final / 100, "device": "cpu: A", "versions": {"torch": "2.14"},
+        "history": [{"epoch": e, "test_acc": a / 100, "train_acc": min(1.0, a / 80), "train_loss": 2 - a / 50}
+                    for e, a in enumerate(accs)],
+        "data": {"train_size": 5085, "test_size": 1017, "fingerprint": "abc"}}))
 
-    # two seeds of VGG-16 at 6 epochs: test top-1 per epoch
-    curves = {0: [10, 20, 30, 40, 44, 45], 1: [12, 22, 32, 42, 46, 49]}
-    for seed, accs in curves.items():
-        rc = RunConfig.create("vgg16", profile="subset", seed=seed, data="abc", epochs=6)
-        folder = tmp_path / "runs" / rc.run_id
-        folder.mkdir(parents=True)
-        (folder / "result.json").write_text(json.dumps({
-            "run_id": rc.run_id, "config": rc.to_dict(), "status": "finished", "final_test_acc": accs[-1] / 100,
-            "best_test_acc": accs[-1] / 100, "device": "cpu: A", "versions": {"torch": "2.14"},
-            "history": [{"epoch": e, "test_acc": a / 100} for e, a in enumerate(accs)],
-            "data": {"train_size": 5085, "test_size": 1017, "fingerprint": "abc"}}))
-    row = pilot_table(learning_curves(load_runs(tmp_path))).iloc[0]
-    assert row["seeds"] == 2 and row["final top-1 mean"] == pytest.approx(47.0)
-    assert row["final top-1 std"] == pytest.approx(stats.tstd([45, 49]))
-    # gain over the last 3 epochs: 45 - 30 = 15 and 49 - 32 = 17
-    assert row["gain over last 3 epochs"] == pytest.approx(16.0)
+
+def test_pilot_compares_lengths_and_chooses_the_shortest_converged(tmp_path):
+    from ghost_ablate.report.pilot import chosen_length, learning_curves, length_table
+
+    finals = {  # (model, length): final top-1 of seeds 0 and 1
+        ("vgg16", 8): (60, 62), ("vgg16", 16): (70, 71), ("vgg16", 32): (70.5, 71.3),
+        ("ghost_vgg16", 8): (58, 57), ("ghost_vgg16", 16): (66, 68), ("ghost_vgg16", 32): (66.4, 68.0)}
+    for (model, length), accs in finals.items():
+        knobs = {"ratio": 2, "dw_size": 3} if model == "ghost_vgg16" else {}
+        for seed, final in enumerate(accs):
+            _pilot_run(tmp_path, model, seed, length, final, **knobs)
+    table = length_table(learning_curves(load_runs(tmp_path, mixed_epochs=True)))
+    vgg8 = table[(table["model"] == "VGG-16") & (table["schedule"] == 8)].iloc[0]
+    assert vgg8["seeds"] == 2 and vgg8["final top-1 mean"] == pytest.approx(61.0)
+    assert vgg8["final top-1 sd"] == pytest.approx(stats.tstd([60, 62]))
+    assert vgg8["gain to next"] == pytest.approx(9.5) and vgg8["next length"] == 16 and vgg8["gain pairs"] == 2
+    assert vgg8["train top-1 mean"] == pytest.approx(61 / 80 * 100)
+    # 8 -> 16 gains 9.5 points for VGG-16; 16 -> 32 gains at most 0.4: 16 is chosen
+    length, why = chosen_length(table, "subset")
+    assert length == 16 and "32 epochs adds at most +0.40" in why
+    # a threshold below the 16 -> 32 gains: nothing converged yet, 64 epochs next
+    length, why = chosen_length(table, "subset", gain=0.3)
+    assert length is None and "train 64 epochs next" in why
+
+
+def test_pilot_needs_two_paired_seeds_per_length(tmp_path):
+    from ghost_ablate.report.pilot import chosen_length, learning_curves, length_table
+
+    for length, final in ((8, 60), (16, 70), (32, 70.1)):
+        _pilot_run(tmp_path, "vgg16", 0, length, final)
+    table = length_table(learning_curves(load_runs(tmp_path, mixed_epochs=True)))
+    assert chosen_length(table, "subset")[0] is None  # one seed per length decides nothing

@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from pathlib import Path
 
 from ..errors import UserError
+from ..records import write_atomic
 from .args import check_scale, model_knobs, recipe_overrides
 
 
@@ -162,6 +164,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     data = ranks.decide(lambda: dataset.fingerprint(args.data_dir) if sizes else None)
     runs = plan_runs(experiment, seeds, args.profile, recipe_overrides(args), shard, data)
     results = Path(args.results_dir)
+    if experiment.sequential:
+        runs = sequential_block(experiment, runs, results, data, write=not args.dry_run and ranks.is_zero)
     estimate = not args.no_estimate and ranks.is_zero
     full = (dataset.train_size, dataset.test_size)
     estimates = (estimate_runs(runs, results / "runs", device, sizes or full, recalibrate=args.recalibrate,
@@ -219,6 +223,41 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for run_id in outcome.failed:
         print(f"  failed: {run_id} (see {results / 'runs' / run_id / 'result.json'})")
     return 1 if outcome.failed else 0
+
+
+def sequential_block(experiment, runs: list, results: Path, data: str | None, write: bool) -> list:  # noqa: ANN001
+    """The runs of a sequential experiment's next block: none past the cap, none of a row the finished
+    records already decide (report/sequential.py); what was decided is printed, and the design is
+    written beside the runs for the report."""
+    from ..report.sequential import DESIGN_FILE, design_for, keys_to_train, table_decisions  # lazy: pandas, scipy
+    from ..report.tables import ReportError, load_runs  # lazy: the command line answers --help without torch
+
+    first, cap = experiment.sequential
+    designs = design_for(experiment)
+    past = sorted({rc.seed for rc in runs if rc.seed >= cap})
+    if past:
+        print(f"sequential design: seed(s) {', '.join(map(str, past))} past the cap of {cap} seeds (seeds 0-{cap - 1}) "
+              f"are not planned")
+    runs = [rc for rc in runs if rc.seed < cap]
+    if write:
+        write_atomic(results / DESIGN_FILE, json.dumps({"experiment": str(experiment.path), "first": first, "cap": cap,
+                                                       "margins": {t: d.margin for t, d in designs.items()}}))
+    if not runs:
+        return runs
+    try:
+        done = load_runs(results, profile=runs[0].profile, data=data, epochs=runs[0].recipe.epochs)
+    except ReportError:  # nothing finished yet: every row is open
+        return runs
+    outcomes = table_decisions(done, experiment.tables, designs)
+    needed, decided = keys_to_train(outcomes)
+    for o in outcomes:
+        if o.decision.decided:
+            print(f"sequential design: {o.row.label} decided at n={o.decision.n}: {o.decision.decision} "
+                  f"(vs {o.reference.label}); no more seeds")
+    left = [rc for rc in runs if rc.key not in decided]
+    if not needed and len(left) < len(runs):
+        print("sequential design: every row is decided")
+    return left
 
 
 def input_report(dataset, args: argparse.Namespace, runs: list, estimates: list) -> str:  # noqa: ANN001

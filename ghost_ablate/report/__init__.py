@@ -45,6 +45,7 @@ from .plots import (
     plot_latency,
     plot_table,
 )
+from .sequential import read_designs, sequential_markdown
 from .stats import MARGIN_PP
 from .tables import (
     ReportError,
@@ -222,6 +223,8 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
         sections += [f"## {paper.TABLES[table]}", "", markdown_table(frame, agg), f"\nCSV: [{filename}]({filename})", "",
                      f"![{paper.TABLES[table]}]({figure[0].name}) ([SVG]({figure[1].name}))", ""]
     sections += [seeds_markdown(agg), ""]
+    if (designs := read_designs(results_dir)) and (decisions := sequential_markdown(runs, tables, designs)):
+        sections += [decisions]
     if plan := seed_plan_note(results_dir):
         sections += [plan, ""]
     if pruned := pruned_markdown(runs):
