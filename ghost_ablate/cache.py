@@ -17,6 +17,7 @@ from typing import Any
 from platformdirs import user_cache_dir
 
 from . import __version__
+from .formats import parse_json
 from .records import write_json_atomic
 
 ENV = "GHOST_ABLATE_CACHE"
@@ -64,7 +65,7 @@ class JsonCache:
             self._entries = {}
             if self.path is not None and self.path.is_file():
                 try:
-                    loaded = json.loads(self.path.read_text())
+                    loaded = parse_json(self.path.read_bytes(), self.path)
                     self._entries = loaded if isinstance(loaded, dict) else {}
                 except (OSError, ValueError):
                     pass  # a damaged cache is only a slower start

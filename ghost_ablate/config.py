@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from .errors import UserError
+from .formats import FormatError, load_yaml
 from .models import KNOBS, extras
 from .records import plain_name
 
@@ -239,9 +239,9 @@ def load_profile(name: str) -> Recipe:
     """A profile by name (experiments/profiles/NAME.yaml) or by path to a YAML file."""
     path = profile_path(name)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: malformed YAML ({str(err).splitlines()[0]})") from None
+        data = load_yaml(path) or {}
+    except FormatError as err:
+        raise ConfigError(str(err)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a profile is a mapping of recipe fields")
     try:

@@ -23,6 +23,7 @@ from pydantic import (
 from .config import ConfigError, RunConfig
 from .data import DATASETS
 from .models import MODELS
+from .formats import FormatError, parse_json
 from .records import RESULT_FILE, DamagedRecord, UnsafeFile, read_bounded, unpack_outcomes
 
 STATUSES = ("running", "finished", "interrupted", "failed", "diverged")
@@ -175,8 +176,8 @@ def read_record(run_dir: Path, root: Path | None = None, named_by_id: bool = Tru
         data = read_bounded(path, root or run_dir.parent)
         if data is None:
             return None
-        record = json.loads(data)
-    except UnsafeFile as err:
+        record = parse_json(data, path)
+    except (UnsafeFile, FormatError) as err:
         raise DamagedRecord(path, str(err).split(": ", 1)[1]) from None
     except (OSError, UnicodeDecodeError, ValueError) as err:
         raise DamagedRecord(path, f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
+from .formats import parse_json
 
 RESULT_FILE = "result.json"
 PLAN_FILE = "seed_plan.json"  # written beside a sweep's runs by `sweep --seeds auto`; the report cites it
@@ -163,8 +164,8 @@ def read_json_bounded(path: Path, root: Path, limit: int = MAX_RECORD_BYTES) -> 
     """JSON from `read_bounded`; None if missing, unsafe or unparsable (for optional side files)."""
     try:
         data = read_bounded(path, root, limit)
-        return None if data is None else json.loads(data)
-    except (UnsafeFile, ValueError, UnicodeDecodeError):
+        return None if data is None else parse_json(data, path)
+    except (UnsafeFile, ValueError):
         return None
 
 

@@ -32,7 +32,6 @@ from typing import Any
 
 import lightning as L
 import pandas as pd
-import yaml
 from filelock import FileLock, Timeout
 
 from . import distributed, estimate, paper, preemption
@@ -40,6 +39,7 @@ from .config import ConfigError, RunConfig, load_profile
 from .costs import config_cost
 from .data import DataError, get_dataset
 from .errors import UserError
+from .formats import FormatError, load_yaml
 from .estimate import Calibration, RunEstimate, calibration_key, estimate_run, format_hours, outliers
 from .models import KNOBS, LEGACY, MODELS, knob_values, varying
 from .models.registry import derivation, starts_from_baseline
@@ -111,9 +111,9 @@ def load_experiment(path: str | Path) -> Experiment:
     if not path.is_file():
         raise ConfigError(f"{path}: no such experiment file")
     try:
-        doc = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: malformed YAML ({' '.join(str(err).split())})") from None
+        doc = load_yaml(path)
+    except FormatError as err:
+        raise ConfigError(str(err)) from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: an experiment file is a mapping with keys {', '.join(EXPERIMENT_KEYS)}")
     for key in doc:

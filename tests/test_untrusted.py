@@ -334,3 +334,176 @@ def test_a_fifo_named_like_a_cifar_batch_is_one_line(tmp_path, capsys):
     os.mkfifo(folder / TRAIN_FILES[0])
     with deadline(20), pytest.raises(DataError, match="not a CIFAR-10 batch file"):
         fingerprint(folder.parent)
+
+
+# ---- issue 40: shards, manifests, records and experiment files handed in --------------------
+
+def _tar(path: Path, members: list[tuple[str, bytes]], edit=None) -> Path:
+    """A tar of regular members; `edit(info)` may change each header before it is written."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            if edit:
+                edit(info)
+            tar.addfile(info, io.BytesIO(data) if info.isreg() else None)
+    return path
+
+
+def _sparse_bomb(path: Path, declared: int = 10 * 2 ** 30) -> Path:
+    """A ~10 KB tar whose one GNU sparse member declares `declared` bytes (10 GiB)."""
+    import tarfile
+
+    info = tarfile.TarInfo("00000000.jpeg")
+    info.type = tarfile.GNUTYPE_SPARSE
+    info.size = 512
+    header = bytearray(info.tobuf(tarfile.GNU_FORMAT))
+    header[483:495] = tarfile.itn(declared, 12, tarfile.GNU_FORMAT)  # the real size the sparse map expands to
+    header[148:156] = b"        "
+    header[148:156] = b"%06o\0 " % sum(header[:512])
+    path.write_bytes(bytes(header[:512]) + b"\xff" * 512 + b"\0" * 1024 * 8)
+    return path
+
+
+def _declared(path: Path, size: int) -> Path:
+    """A tar whose one regular member's header declares `size` bytes, followed by a few real ones."""
+    import tarfile
+
+    info = tarfile.TarInfo("00000000.jpeg")
+    info.size = size
+    path.write_bytes(info.tobuf(tarfile.GNU_FORMAT) + b"\xff" * 4096)
+    return path
+
+
+SAMPLE = [("00000000.jpeg", b"\xff\xd8 not really a jpeg"), ("00000000.cls", b"3"), ("00000000.txt", b"n0/x.JPEG")]
+
+
+def _read_all(path: Path, classes: int = 10) -> list:
+    from ghost_ablate.data.shards import read_shard
+
+    return list(read_shard(str(path), classes))
+
+
+@pytest.mark.parametrize("name, build, match", [
+    ("sparse", lambda p: _sparse_bomb(p), "not a regular file"),
+    ("symlink", lambda p: _tar(p, SAMPLE[:1], lambda i: (setattr(i, "type", __import__("tarfile").SYMTYPE),
+                                                          setattr(i, "linkname", "/etc/passwd"))), "not a regular file"),
+    ("hardlink", lambda p: _tar(p, SAMPLE[:1], lambda i: (setattr(i, "type", __import__("tarfile").LNKTYPE),
+                                                           setattr(i, "linkname", "x"))), "not a regular file"),
+    ("directory", lambda p: _tar(p, [("00000000.jpeg", b"")], lambda i: setattr(i, "type", __import__("tarfile").DIRTYPE)),
+     "not a regular file"),
+    ("no class", lambda p: _tar(p, [SAMPLE[0], SAMPLE[2]]), "has no .cls member"),
+    ("class out of range", lambda p: _tar(p, [SAMPLE[0], ("00000000.cls", b"999999")]), r"class '999999'; valid: 0\.\.9"),
+    ("duplicate", lambda p: _tar(p, [*SAMPLE, SAMPLE[0]]), "appears twice"),
+    ("not a tar", lambda p: (p.write_bytes(b"just some bytes" * 100), p)[1], "not a readable tar shard"),
+    ("truncated", lambda p: (p.write_bytes(_tar(p, [("00000000.jpeg", os.urandom(40_000)), SAMPLE[1]]).read_bytes()[:20_000]),
+                             p)[1], "cut short|not a readable tar"),
+    ("huge member", lambda p: _declared(p, 2 ** 31), "over the"),
+])
+def test_a_crafted_shard_is_one_line_naming_it_within_bounds(tmp_path, name, build, match):
+    import resource
+
+    from ghost_ablate.data.common import DataError
+
+    path = build(tmp_path / "shard-000000.tar")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with deadline(20), pytest.raises(DataError, match=match) as err:
+        _read_all(path)
+    assert str(path) in str(err.value) and "\n" not in str(err.value)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mib < 1024  # the 10 GiB sparse member is refused from its header, never read
+    assert tree(tmp_path) == {"shard-000000.tar"}  # nothing extracted beside it
+
+
+def test_a_crafted_shard_under_training_is_one_line(imagenet_folder, tmp_path, capsys):
+    """Through the command line: the shard folder a stranger hands in, one shard replaced by a
+    sparse bomb; `train` refuses it in one line (the inventory reads member headers first)."""
+    dest = tmp_path / "shards"
+    assert main(["imagenet", "shard", str(imagenet_folder), str(dest), "--per-shard", "60"]) == 0
+    capsys.readouterr()
+    _sparse_bomb(dest / "train" / "shard-000000.tar")
+    with deadline(60):
+        err = one_line_error(capsys, main(["train", "--model", "ghostnet", "--dataset", "imagenet", "--data-dir",
+                                           str(dest), "--profile", "imagenet_smoke", "--out", str(tmp_path / "run")]))
+    assert "shard-000000.tar" in err and "not a regular file" in err
+
+
+def test_a_manifest_entry_linking_outside_is_refused(imagenet_folder, tmp_path, capsys):
+    from ghost_ablate.data.common import DataError
+    from ghost_ablate.data.shards import read_manifest
+
+    dest = tmp_path / "shards"
+    assert main(["imagenet", "shard", str(imagenet_folder), str(dest), "--per-shard", "60"]) == 0
+    outside = _tar(tmp_path / "elsewhere.tar", SAMPLE)
+    target = dest / "val" / "shard-000000.tar"
+    target.unlink()
+    target.symlink_to(outside)
+    with pytest.raises(DataError, match="links are refused"):
+        read_manifest(dest)
+
+
+def _nested_json(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_deeply_nested_json_records_and_manifests_are_one_line(tmp_path, capsys):
+    from ghost_ablate.data.common import DataError
+    from ghost_ablate.data.shards import read_manifest
+
+    run = tmp_path / "results" / "runs" / REAL
+    run.mkdir(parents=True)
+    (run / "result.json").write_text('{"a": ' + _nested_json(100_000) + "}")
+    with deadline(30):
+        code = main(["doctor", str(tmp_path / "results")])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err and "RecursionError" not in out + err
+    assert "nested deeper" in out + err and REAL in out + err
+    (tmp_path / "shards").mkdir()
+    (tmp_path / "shards" / "shards.json").write_text(_nested_json(100_000))
+    with deadline(30), pytest.raises(DataError, match="nested deeper"):
+        read_manifest(tmp_path / "shards")
+    assert code in (0, 1, 2)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("profile: subset\nruns:\n" + "  " + "[" * 50_000 + "]" * 50_000 + "\n", "nested deeper"),
+    ("profile: subset\ndescription: " + "- " * 0 + "{a: " * 30_000 + "1" + "}" * 30_000 + "\n", "nested deeper"),
+    ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b]\n"
+     "profile: subset\nruns: [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n", "aliases"),
+])
+def test_hostile_experiment_files_are_one_line(tmp_path, capsys, text, match):
+    (tmp_path / "exp.yaml").write_text(text)
+    with deadline(30):
+        err = one_line_error(capsys, main(["sweep", str(tmp_path / "exp.yaml"), "--dry-run", "--no-estimate",
+                                           "--results-dir", str(tmp_path / "res")]))
+    assert "exp.yaml" in err and match in err
+
+
+def test_a_hostile_profile_file_is_one_line(tmp_path, capsys):
+    (tmp_path / "deep.yaml").write_text("epochs: " + "[" * 20_000 + "]" * 20_000 + "\n")
+    (tmp_path / "exp.yaml").write_text("profile: subset\nruns: [{model: vgg16}]\n")
+    with deadline(30):
+        err = one_line_error(capsys, main(["sweep", str(tmp_path / "exp.yaml"), "--profile", str(tmp_path / "deep.yaml"),
+                                           "--dry-run", "--no-estimate", "--results-dir", str(tmp_path / "res")]))
+    assert "deep.yaml" in err and "nested deeper" in err
+
+
+def test_a_bad_sample_met_in_a_loader_worker_is_one_line(tmp_path, capsys):
+    """A .cls out of range is only seen when the sample is read, inside a loader worker; the error
+    crosses the worker queue and still reaches the user as its own one line."""
+    import torch
+
+    from ghost_ablate.cli import one_line
+    from ghost_ablate.data.common import DataError
+    from ghost_ablate.data.shards import ShardImages
+
+    path = _tar(tmp_path / "shard-000000.tar", [SAMPLE[0], ("00000000.cls", b"999999")])
+    images = ShardImages([str(path)], lambda b: torch.zeros(1), train=False, classes=10)
+    loader = torch.utils.data.DataLoader(images, batch_size=1, num_workers=1)
+    with deadline(60), pytest.raises(DataError) as err:
+        list(loader)
+    assert "Original Traceback" in str(err.value)  # torch's wrapping...
+    assert one_line(err.value) == f"{path}: sample '00000000' has class '999999'; valid: 0..9"  # ...unwrapped

@@ -246,6 +246,17 @@ def _terminated(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def one_line(err: BaseException) -> str:
+    """The error's own message: a loader worker's error comes back to the main process wrapped
+    ("Caught DataError in DataLoader worker process 0. Original Traceback ..."), its message last."""
+    text = str(err)
+    if "Original Traceback" in text:
+        last = text.strip().splitlines()[-1]
+        kind, sep, message = last.partition(": ")
+        return message if sep and kind.rsplit(".", 1)[-1] == type(err).__name__ else last
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -258,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (UserError, ValueError) as err:
-        print(f"ghost-ablate {args.command}: error: {err}", file=sys.stderr)
+        print(f"ghost-ablate {args.command}: error: {one_line(err)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"ghost-ablate {args.command}: interrupted; "

@@ -32,6 +32,7 @@ from typing import Any
 import torch
 
 from ..cache import JsonCache
+from ..formats import FormatError, parse_json
 from ..records import read_bounded
 from .common import DataError, read_or_none
 from .imagenet_layout import layout, samples
@@ -40,6 +41,9 @@ MANIFEST = "shards.json"
 SPLITS = ("train", "val")
 FORMAT = "ghost-ablate webdataset shards v1"
 MAX_MANIFEST_BYTES = 16 * 2 ** 20
+MAX_MEMBER_BYTES = 64 * 2 ** 20  # ILSVRC-2012's largest JPEG is ~15 MB; a member declared bigger is not an image
+IMAGE_EXTS = ("jpeg", "jpg", "png")
+DEFAULT_CLASSES = 1000  # ImageNet's; a sample whose .cls is outside 0..classes-1 is refused when read
 # Lightning warns of any IterableDataset with a length under several workers; ShardImages splits
 # its epoch over the workers itself (whole batches each), so the length is exact.
 warnings.filterwarnings("ignore", message="Your `IterableDataset` has `__len__` defined", category=UserWarning)
@@ -92,7 +96,10 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
     root = Path(root)
     raw = read_bounded(root / MANIFEST, root, MAX_MANIFEST_BYTES)
     try:
-        manifest = json.loads(raw or b"")
+        manifest = None if raw is None else parse_json(raw, root / MANIFEST)
+    except FormatError as err:
+        raise DataError(str(err)) from None
+    try:
         splits = {s: manifest["splits"][s] for s in SPLITS}
         ok = manifest.get("format") == FORMAT and all(
             isinstance(v["shards"], list) and isinstance(v["images"], int) and isinstance(v["unreadable"], list)
@@ -104,8 +111,10 @@ def read_manifest(root: str | Path) -> dict[str, Any]:
                         f"`ghost-ablate imagenet shard FOLDER DEST`")
     for split, v in splits.items():
         for name in v["shards"]:
-            if not isinstance(name, str) or Path(name).name != name or not (root / split / name).is_file():
-                raise DataError(f"{root / MANIFEST}: names shard {str(name)[:80]!r}, not a file of {root / split}")
+            where = root / split / str(name)
+            if not isinstance(name, str) or Path(name).name != name or where.is_symlink() or not where.is_file():
+                raise DataError(f"{root / MANIFEST}: names shard {str(name)[:80]!r}, not a regular file of {root / split} "
+                                f"(links are refused)")
         for entry in v["unreadable"]:
             if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str)
                     and isinstance(entry[1], int)):
@@ -140,13 +149,15 @@ def inventory(root: str | Path) -> dict[str, Any]:
         counts[split] = 0
         for path in paths[split]:
             sizes, names = {}, {}
-            with tarfile.open(path, "r:") as tar:
-                for m in tar:
-                    sample, _, ext = m.name.partition(".")
-                    if ext == "txt":
-                        names[sample] = tar.extractfile(m).read(4096).decode(errors="replace")
-                    elif ext != "cls" and m.isfile():
-                        sizes[sample] = m.size
+            try:
+                with tarfile.open(path, "r|") as tar:
+                    for m, sample, ext in checked_members(tar, path):
+                        if ext == "txt":
+                            names[sample] = tar.extractfile(m).read(4096).decode(errors="replace")
+                        elif ext.lower() in IMAGE_EXTS:
+                            sizes[sample] = m.size
+            except (tarfile.ReadError, EOFError) as err:
+                raise DataError(f"{path}: not a readable tar shard ({err or 'cut short'})") from None
             for k, size in sizes.items():
                 name = names.get(k, "")
                 entries.append((order, f"{split}/{name.split('/', 1)[-1]}:{size}"))
@@ -162,6 +173,81 @@ def inventory(root: str | Path) -> dict[str, Any]:
     return value
 
 
+def checked_members(tar: tarfile.TarFile, path: str) -> Iterator[tuple[tarfile.TarInfo, str, str]]:
+    """(member, key, extension) of each member of an open shard, checked from its header before
+    anything reads its bytes: a regular file (no link, folder, device or GNU sparse member) of at
+    most MAX_MEMBER_BYTES, named `<key>.<ext>`, not seen before in the shard."""
+    seen: set[str] = set()
+    for m in tar:
+        name = m.name
+        if m.type not in (tarfile.REGTYPE, tarfile.AREGTYPE) or m.issparse():
+            raise DataError(f"{path}: member {name[:80]!r} is not a regular file (links, folders, devices and "
+                            f"sparse members are refused)")
+        if m.size > MAX_MEMBER_BYTES:
+            raise DataError(f"{path}: member {name[:80]!r} declares {m.size:,} bytes, over the "
+                            f"{MAX_MEMBER_BYTES:,}-byte bound of one image")
+        key, dot, ext = name.partition(".")
+        if not dot or not key or "/" in name or "\\" in name or ".." in name:
+            raise DataError(f"{path}: member {name[:80]!r} is not named <key>.<ext>")
+        if name in seen:
+            raise DataError(f"{path}: member {name[:80]!r} appears twice")
+        seen.add(name)
+        yield m, key, ext
+
+
+def read_shard(path: str, classes: int = DEFAULT_CLASSES) -> Iterator[dict[str, Any]]:
+    """The samples of one shard, `{"__key__", "cls": int, "txt": str, "image": bytes | None}`, read
+    front to back with every member checked from its header before its bytes are read: regular
+    files only (no links, directories, devices or GNU sparse members), at most MAX_MEMBER_BYTES,
+    plain `<key>.<ext>` names, no member twice; each sample has its image and a class in
+    0..classes-1. Anything else, or a file that is not a tar or is cut short, is a DataError naming
+    the shard (and the member)."""
+    sample: dict[str, Any] = {}
+
+    def finish() -> dict[str, Any]:
+        key = sample["__key__"]
+        if "cls" not in sample:
+            raise DataError(f"{path}: sample {key!r} has no .cls member (its class); rewrite the shards with "
+                            f"`ghost-ablate imagenet shard`")
+        if "image" not in sample:
+            raise DataError(f"{path}: sample {key!r} has no image member ({', '.join('.' + e for e in IMAGE_EXTS)})")
+        return sample
+
+    try:
+        with tarfile.open(path, "r|") as tar:  # a stream: one pass, no index of members kept
+            for m, key, ext in checked_members(tar, path):
+                if sample and sample["__key__"] != key:
+                    yield finish()
+                    sample = {}
+                sample.setdefault("__key__", key)
+                data = tar.extractfile(m).read(m.size)
+                if len(data) != m.size:
+                    raise DataError(f"{path}: cut short inside member {m.name[:80]!r}")
+                if ext == "cls":
+                    text = data[:16].decode("ascii", errors="replace").strip()
+                    if not text.isdigit() or not 0 <= int(text) < classes:
+                        raise DataError(f"{path}: sample {key!r} has class {text[:16]!r}; valid: 0..{classes - 1}")
+                    sample["cls"] = int(text)
+                elif ext == "txt":
+                    sample["txt"] = data[:4096].decode(errors="replace")
+                elif ext.lower() in IMAGE_EXTS:
+                    sample["image"] = data
+            if sample:
+                yield finish()
+    except tarfile.ReadError as err:  # not a tar, or truncated past a header
+        raise DataError(f"{path}: not a readable tar shard ({err})") from None
+    except EOFError:
+        raise DataError(f"{path}: cut short (unexpected end of the tar)") from None
+    except OSError as err:
+        raise DataError(f"{path}: cannot read ({err.strerror or err})") from None
+
+
+def read_shards(source: Iterator[dict[str, Any]], classes: int = DEFAULT_CLASSES) -> Iterator[dict[str, Any]]:
+    """A WebDataset pipeline stage: the samples of each shard {"url": path} its source yields."""
+    for shard in source:
+        yield from read_shard(shard["url"], classes)
+
+
 class ShardImages(torch.utils.data.IterableDataset):
     """(image, label, name) from one split's shards, each image passed through `load` (bytes ->
     uint8 tensor or None). Training reads shards drawn with replacement (WebDataset's resampled
@@ -170,9 +256,11 @@ class ShardImages(torch.utils.data.IterableDataset):
     evaluation gives each rank every world-th shard, once."""
 
     def __init__(self, shards: list[str], load: Callable[[bytes], Any], train: bool, per_rank: int = 0,
-                 batch: int = 1, workers: int = 0, seed: int = 0, buffer: int = 1000) -> None:
+                 batch: int = 1, workers: int = 0, seed: int = 0, buffer: int = 1000,
+                 classes: int = DEFAULT_CLASSES) -> None:
         super().__init__()
         self.shards, self.load, self.train, self.seed, self.buffer = shards, load, train, seed, buffer
+        self.classes = classes
         self.workers = max(workers, 1)
         self.per_worker = per_rank // (self.workers * batch) * batch  # whole batches per worker
 
@@ -186,13 +274,12 @@ class ShardImages(torch.utils.data.IterableDataset):
 
         if self.train:  # seeded per (rank, worker, epoch) by WebDataset's deterministic mode
             return wds.DataPipeline(wds.ResampledShards(self.shards, seed=self.seed, deterministic=True),
-                                    wds.tarfile_to_samples(), wds.shuffle(self.buffer, seed=self.seed)
-                                    ).with_epoch(self.per_worker)
-        return wds.DataPipeline(wds.SimpleShardList(self.shards), wds.split_by_node, wds.split_by_worker,
-                                wds.tarfile_to_samples())
+                                    self._read, wds.shuffle(self.buffer, seed=self.seed)).with_epoch(self.per_worker)
+        return wds.DataPipeline(wds.SimpleShardList(self.shards), wds.split_by_node, wds.split_by_worker, self._read)
+
+    def _read(self, source: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        return read_shards(source, self.classes)
 
     def __iter__(self) -> Iterator[tuple[Any, int, str]]:
         for sample in self._pipeline():
-            name = sample.get("txt", b"").decode(errors="replace")
-            image = next((v for k, v in sample.items() if k in ("jpeg", "jpg", "png")), None)
-            yield (None if image is None else self.load(image)), int(sample["cls"]), name
+            yield self.load(sample["image"]), sample["cls"], sample.get("txt", "")
