@@ -32,7 +32,7 @@ from .config import RunConfig
 from .data import DATASETS, get_dataset
 from .machine import describe_device
 from .models import build_model
-from .precision import resolve_precision
+from .precision import backend_settings, resolve_precision
 from .timing import seconds, sgd_step, synchronizer
 
 FULL_CIFAR = (DATASETS["cifar10"].train_size, DATASETS["cifar10"].test_size)  # when the data folder is not at hand
@@ -73,18 +73,21 @@ def measured_batch(batch: int, size: int, device: str) -> int:
     return batch if device == "cuda" else max(1, min(batch, CPU_PIXELS // (size * size)))
 
 
-def measure_calibration(rc: RunConfig, device: str, world: int = 1) -> Calibration:
+def measure_calibration(rc: RunConfig, device: str, world: int = 1, accumulate: int = 1) -> Calibration:
     """Time TRAIN_STEPS training steps (each on its own; the round is repeated, up to ROUNDS
     times, while they disagree by more than NOISY x, as they do when another process
-    competes for the cores) and EVAL_BATCHES eval batches of `rc`'s model here."""
+    competes for the cores) and EVAL_BATCHES eval batches of `rc`'s model here, each step on the
+    micro-batch the run will hold (batch / (world x accumulate)), under the run's kernel settings."""
     precision = resolve_precision(rc.recipe.precision, device)
+    backend_settings(device, rc.recipe.deterministic)
     torch.manual_seed(0)
     dataset = get_dataset(rc.dataset)  # its input size and classes, whatever the model was designed for
     model = build_model(rc.model, **rc.model_args, num_classes=dataset.num_classes)
     model = model.to(device).to(memory_format=precision.memory_format)
     size = rc.recipe.image_size or dataset.input_size
-    per_device = max(rc.recipe.batch_size // world, 1)
-    bs, ebs = measured_batch(per_device, size, device), measured_batch(rc.recipe.eval_batch_size, size, device)
+    per_device = max(rc.recipe.batch_size // world, 1)  # images per device per optimizer step
+    micro = max(per_device // max(accumulate, 1), 1)  # what one forward-backward holds in memory
+    bs, ebs = measured_batch(micro, size, device), measured_batch(rc.recipe.eval_batch_size, size, device)
     x = torch.randn(bs, 3, size, size, device=device).contiguous(memory_format=precision.memory_format)
     y = torch.randint(0, dataset.num_classes, (bs,), device=device)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=rc.recipe.weight_decay)
@@ -105,26 +108,27 @@ def measure_calibration(rc: RunConfig, device: str, world: int = 1) -> Calibrati
     return Calibration(step_s, eval_img_s)
 
 
-def calibration_key(rc: RunConfig, device: str, world: int = 1) -> list[Any]:
+def calibration_key(rc: RunConfig, device: str, world: int = 1, accumulate: int = 1) -> list[Any]:
     precision = resolve_precision(rc.recipe.precision, device)
     extra = [] if rc.dataset == "cifar10" and world == 1 else [rc.dataset, rc.recipe.image_size, world]
+    extra += [] if accumulate == 1 else [f"accumulate={accumulate}"]
     return ["calibration", device_name(device), precision.resolved, rc.model, rc.ratio, rc.dw_size, rc.width,
             rc.recipe.batch_size, rc.recipe.eval_batch_size, *JsonCache.knob_parts(rc.knobs), *extra]
 
 
 def calibrate(rc: RunConfig, device: str, cache: JsonCache | None = None, *, force: bool = False,
-              measure: bool = True, world: int = 1) -> tuple[Calibration | None, bool]:
+              measure: bool = True, world: int = 1, accumulate: int = 1) -> tuple[Calibration | None, bool]:
     """The calibration of `rc`'s model and batch sizes on `device`, and whether it came from the
     cache. `force` measures again and replaces the cached one; `measure=False` only looks in the
     cache (None where nothing is cached)."""
     cache = cache or JsonCache("calibration")
-    key = cache.key(*calibration_key(rc, device, world))
+    key = cache.key(*calibration_key(rc, device, world, accumulate))
     hit = cache.get(key)
     if isinstance(hit, dict) and not force:
         return Calibration(**hit), True
     if not measure:
         return None, False
-    cal = measure_calibration(rc, device, world)
+    cal = measure_calibration(rc, device, world, accumulate)
     cache.put(key, {"step_s": cal.step_s, "eval_img_s": cal.eval_img_s})
     return cal, False
 

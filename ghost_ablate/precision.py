@@ -118,8 +118,13 @@ def bf16_accuracy_holds(path: Path | None = None) -> tuple[bool, str]:
     return holds, words
 
 
+NATIVE_BF16_CAPABILITY = (8, 0)  # Ampere: bf16 tensor cores; a T4 (7.5) or V100 (7.0) only emulates bf16
+
+
 def cuda_has_bf16() -> bool:
-    return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    """Native bf16 on this GPU. `torch.cuda.is_bf16_supported()` also says True where bf16 is
+    emulated (and slow), so the compute capability decides."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= NATIVE_BF16_CAPABILITY
 
 
 def resolve_precision(requested: str, device: str, *,
@@ -157,6 +162,18 @@ def resolve_precision(requested: str, device: str, *,
         reason = (f"auto: this CPU has native bf16, a conv step measured {speedup:.2f}x the speed of fp32 "
                   f"({'>=' if resolved == 'bf16' else '<'} {MIN_SPEEDUP}x), and bf16 kept top-1 ({accuracy[1]})")
     return precision_on(device, requested, resolved, reason)
+
+
+def backend_settings(device: str, deterministic: bool = False) -> dict[str, bool]:
+    """Set, and return, the kernel choices a run on `device` trains with: on CUDA, TF32 matmuls and
+    cuDNN's autotuner (off for deterministic runs). Training and the dry-run's calibration both
+    call this, so a calibration times the kernels the run will use."""
+    cuda = device == "cuda"
+    settings = {"tf32": cuda, "cudnn_benchmark": cuda and not deterministic}
+    if cuda:
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.benchmark = settings["cudnn_benchmark"]
+    return settings
 
 
 def precision_on(device: str, requested: str, resolved: str, reason: str) -> Precision:

@@ -362,7 +362,7 @@ def epochs_done(run_dir: Path) -> int:
 
 def estimate_runs(runs: list[RunConfig], runs_dir: Path, device: str, data_sizes: tuple[int, int],
                   progress: bool | None = None, recalibrate: bool = False, world: int = 1,
-                  step_time: float | None = None) -> list[RunEstimate]:
+                  step_time: float | None = None, accumulate: int = 1) -> list[RunEstimate]:
     """Per run: calibrated epoch seconds and the epochs it has left (none once done), on `world`
     devices; `step_time` (seconds per global batch, the user's) replaces the calibration.
 
@@ -376,11 +376,12 @@ def estimate_runs(runs: list[RunConfig], runs_dir: Path, device: str, data_sizes
     if step_time is not None:
         return [estimate_run(rc, Calibration.given(step_time, rc.recipe.batch_size), done(rc), data_sizes, world)
                 for rc in runs]
-    keys = [json.dumps(calibration_key(rc, device, world), default=str) for rc in runs]
+    keys = [json.dumps(calibration_key(rc, device, world, accumulate), default=str) for rc in runs]
     distinct = list(dict(zip(keys, runs)).items())
-    pending = recalibrate or any(estimate.calibrate(rc, device, measure=False, world=world)[0] is None
+    at = {"world": world, "accumulate": accumulate}
+    pending = recalibrate or any(estimate.calibrate(rc, device, measure=False, **at)[0] is None
                                  for _, rc in distinct)
-    cals = {key: estimate.calibrate(rc, device, force=recalibrate, world=world)[0] for key, rc in
+    cals = {key: estimate.calibrate(rc, device, force=recalibrate, **at)[0] for key, rc in
             track(distinct, "calibrating", "config", show=pending if progress is None else progress,
                   label=lambda item: item[1].run_id)}
     suspects = outliers([(rc, cals[key], config_cost(*rc.key).flops) for key, rc in distinct])
@@ -388,7 +389,7 @@ def estimate_runs(runs: list[RunConfig], runs_dir: Path, device: str, data_sizes
         if rc in suspects:
             log.warning("calibration of %s is far off its neighbours (%.2f s per step); measuring it again",
                         rc.run_id, cals[key].step_s)
-            cals[key] = estimate.calibrate(rc, device, force=True, world=world)[0]
+            cals[key] = estimate.calibrate(rc, device, force=True, **at)[0]
     return [estimate_run(rc, cals[key], done(rc), data_sizes, world) for rc, key in zip(runs, keys)]
 
 

@@ -32,13 +32,13 @@ from .config import (
     check_processes,
     make_recipe,
 )
-from .data import get_dataset
+from .data import DataError, get_dataset
 from .features import FeatureError, fit_widths, load_trained
 from .flops import measure
 from .machine import allocated_cpus, describe_device, machine_load
 from .models import build_model, get_spec, resolve_knobs
 from .models.registry import derivation, starts_from_baseline
-from .precision import Precision, precision_on, resolve_precision
+from .precision import Precision, backend_settings, precision_on, resolve_precision
 from .record_schema import read_record
 from .records import DamagedRecord, pack_outcomes, write_record
 
@@ -132,7 +132,11 @@ class ImageClassifier(L.LightningModule):
         if self._nonfinite is None:  # resumed mid-epoch: Lightning does not call on_train_epoch_start
             self.on_train_epoch_start()
         if not len(y):  # every image of the batch was unreadable (folder data sets skip those)
-            return None
+            if self.trainer.world_size == 1:
+                return None  # the step is skipped
+            # Under DDP every rank must join the step's gradient all-reduce, or the others wait in it
+            # for ever: a zero loss that reaches every parameter gives zero gradients here.
+            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
         logits = self(self._inputs(x))
         loss = F.cross_entropy(logits, y, label_smoothing=self.recipe.label_smoothing)
         self._nonfinite |= ~torch.isfinite(loss.detach())  # no host sync here
@@ -250,8 +254,9 @@ def versions() -> dict[str, str]:
             "lightning": L.__version__, "ghost_ablate": __version__}
 
 
-def environment() -> dict[str, Any]:
-    return {"device": describe_device("cuda" if torch.cuda.is_available() else "cpu"), "versions": versions()}
+def environment(device: str) -> dict[str, Any]:
+    """The device the run trains on (not whether the host has a GPU) and the software versions."""
+    return {"device": describe_device(device), "versions": versions()}
 
 
 def _now() -> str:
@@ -279,9 +284,39 @@ def summarize_history(history: list[dict[str, float]]) -> dict[str, Any]:
     }
 
 
-def resolve_device(accelerator: str) -> str:
-    """"cuda" or "cpu" for an --accelerator choice (auto: CUDA when visible)."""
-    return "cuda" if accelerator == "cuda" or (accelerator == "auto" and torch.cuda.is_available()) else "cpu"
+# The oldest Linux driver each CUDA major version of a torch build runs on (NVIDIA's release notes,
+# minor-version compatibility): a build for a newer CUDA sees no GPU on an older driver.
+MIN_DRIVER = {"13": "580.65.06", "12": "525.60.13", "11": "450.80.02"}
+NVIDIA_DRIVER = Path("/proc/driver/nvidia/version")  # present wherever an NVIDIA kernel driver is loaded
+
+
+def resolve_device(accelerator: str, *, available: bool | None = None, driver_present: bool | None = None) -> str:
+    """"cuda" or "cpu" for an --accelerator choice (auto: CUDA when visible). A GPU run that cannot
+    have its GPU is a one-line error, never a quiet CPU run: `cuda` asked for where torch sees none,
+    or `auto` on a machine whose NVIDIA driver is loaded but too old for this torch build
+    (--accelerator cpu trains there on purpose). `available`/`driver_present` are for tests."""
+    available = torch.cuda.is_available() if available is None else available
+    if available and accelerator != "cpu":
+        return "cuda"
+    driver_present = NVIDIA_DRIVER.exists() if driver_present is None else driver_present
+    if accelerator == "cuda" or (accelerator == "auto" and driver_present):
+        raise ConfigError(no_gpu_message(accelerator, driver_present))
+    return "cpu"
+
+
+def no_gpu_message(accelerator: str, driver_present: bool) -> str:
+    """What is missing for a GPU run, and how to get a torch that runs on this driver."""
+    cuda = torch.version.cuda
+    if cuda is None:
+        build = f"torch {torch.__version__} is a CPU-only build"
+    else:
+        need = MIN_DRIVER.get(cuda.split(".")[0])
+        build = (f"torch {torch.__version__} is built for CUDA {cuda}"
+                 + (f", which needs NVIDIA driver >= {need}" if need else ""))
+    seen = "an NVIDIA driver is loaded but torch cannot use it" if driver_present else "no NVIDIA driver is loaded"
+    return (f"--accelerator {accelerator}: no usable GPU ({seen}; {build}); update the driver, or install a torch "
+            f"built for your driver's CUDA (`make install STACK=` with a matching torch wheel, see docs/gpu.md), "
+            f"or train on the CPU on purpose with --accelerator cpu")
 
 
 def keep_precision(here: Precision, record: dict[str, Any] | None, device: str) -> Precision:
@@ -339,9 +374,8 @@ def make_trainer(recipe: Recipe, out: Path, devices: int, device: str, precision
                  attempt: int = 1, nodes: int = 1, loggers: list[Any] | None = None, accumulate: int = 1
                  ) -> L.Trainer:
     cuda = device == "cuda"
-    if cuda:
-        torch.set_float32_matmul_precision("high")
-    else:
+    settings = backend_settings(device, recipe.deterministic)
+    if not cuda:
         torch.set_num_threads(max(allocated_cpus() // devices, 1))
     return L.Trainer(
         accelerator="cuda" if cuda else "cpu",
@@ -355,7 +389,7 @@ def make_trainer(recipe: Recipe, out: Path, devices: int, device: str, precision
         limit_train_batches=recipe.limit_train_batches or 1.0,
         limit_val_batches=recipe.limit_test_batches or 1.0,
         deterministic=recipe.deterministic,
-        benchmark=cuda and not recipe.deterministic,
+        benchmark=settings["cudnn_benchmark"],
         # One log folder per attempt: Lightning's CSV writer deletes an existing metrics.csv.
         logger=loggers if loggers is not None else [CSVLogger(out, name="logs", version=f"attempt-{attempt}")],
         callbacks=[
@@ -414,6 +448,15 @@ def shape_from_checkpoint(config: RunConfig, module: ImageClassifier, ckpt: Path
         return
 
     module.model = fit_widths(module.model, config.model, safe_load(ckpt)["state_dict"])
+
+
+def loader_timeout_error(err: BaseException) -> DataError | None:
+    """torch's "DataLoader timed out after N seconds" said with its likely causes, or None."""
+    if not isinstance(err, RuntimeError) or "DataLoader timed out" not in str(err):
+        return None
+    return DataError(f"{str(err).splitlines()[0].rstrip('.')}: a loader worker sent no batch; likely a hung decode, "
+                     f"a full /dev/shm, or too few file descriptors (`ulimit -n`; raise it, or lower the batch or "
+                     f"GHOST_ABLATE_WORKERS)")
 
 
 UNREADABLE_LISTED = 100  # unreadable images named in a record; all are counted
@@ -504,7 +547,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
         **({"distributed": ranks.describe()} if ranks.world > 1 else {}),
         "effective_batch_size": per_device * world * accumulate, "effective_lr": recipe.scaled_lr,
         "started_at": (record or {}).get("started_at", _now()), "attempts": attempt,
-        "precision": precision.to_record(), **environment(),
+        "precision": precision.to_record(), **environment(device),
         **({"scored_weights": f"ema (decay {recipe.ema_decay:g})"} if recipe.ema_decay is not None else {}),
     }
     if source:
@@ -534,6 +577,9 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
         raise
     except Exception as err:
         status, error = "failed", f"{type(err).__name__}: {err}"
+        if (stuck := loader_timeout_error(err)) is not None:
+            error = str(stuck)
+            raise stuck from None
         raise
     finally:
         unreadable = sorted(set(prior_unreadable) | getattr(data, "unreadable", set()))

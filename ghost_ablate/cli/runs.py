@@ -150,9 +150,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.step_time is not None and (args.step_time <= 0 or not args.dry_run):
         raise UserError(f"--step-time prices a --dry-run and must be > 0 seconds, got {args.step_time}")
     world = args.devices * args.nodes
-    device = resolve_device(args.accelerator)
+    # a submission runs on the cluster's nodes: this machine (a login node) needs no GPU of its own
+    device = ("cuda" if args.accelerator != "cpu" else "cpu") if args.slurm is not None else resolve_device(args.accelerator)
     check_processes(make_recipe(load_profile(args.profile or experiment.profile), **recipe_overrides(args)),
-                       world, args.accumulate, "cuda" if args.slurm is not None and args.accelerator != "cpu" else device)
+                    world, args.accumulate, device)
     if args.slurm is not None:
         return submit_sweep(args, experiment, seeds)
     # Every rank of a multi-device sweep joins here; from now on rank 0 decides and the others follow.
@@ -169,7 +170,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     estimate = not args.no_estimate and ranks.is_zero
     full = (dataset.train_size, dataset.test_size)
     estimates = (estimate_runs(runs, results / "runs", device, sizes or full, recalibrate=args.recalibrate,
-                               world=world, step_time=args.step_time) if estimate else None)
+                               world=world, step_time=args.step_time, accumulate=args.accumulate)
+                 if estimate else None)
     if args.dry_run:
         import pandas as pd  # lazy: the command line answers --help without torch
 
@@ -184,7 +186,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if estimates is not None:
             everything = plan_runs(experiment, seeds, args.profile, recipe_overrides(args), data=data)
             all_estimates = estimates if shard == (0, 1) else estimate_runs(
-                everything, results / "runs", device, sizes or full, world=world, step_time=args.step_time)
+                everything, results / "runs", device, sizes or full, world=world, step_time=args.step_time,
+                accumulate=args.accumulate)
             where = (f"{sizes[0]:,} / {sizes[1]:,} images in {args.data_dir}" if sizes else
                      f"{args.data_dir} not found: full {dataset.title} sizes assumed")
             on = f"{args.step_time:g} s per step (given)" if args.step_time else device

@@ -4,11 +4,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import lightning as L
 import torch
 
 from ..errors import UserError
+
+T = TypeVar("T")
 
 
 class DataError(UserError):
@@ -67,6 +70,23 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def rank_seed(seed: int, rank: int) -> int:
     """The seed of one rank's own augmentation stream on the ImageNet paths (nvJPEG's batch crops, DALI)."""
     return seed * 1_000_003 + 7_919 * rank
+
+
+class RankDraws:
+    """One rank's own stream of random draws for augmentation that draws from torch's global
+    generator (torchvision transforms): every rank seeded the global generator alike, so it would
+    crop, flip and jitter alike. `run(fn)` calls `fn` on this rank's stream, seeded by
+    (seed, rank), and leaves the global generator as it was."""
+
+    def __init__(self, seed: int, rank: int) -> None:
+        self.state = torch.Generator().manual_seed(rank_seed(seed, rank)).get_state()
+
+    def run(self, fn: Callable[[], T]) -> T:
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.state)
+            out = fn()
+            self.state = torch.get_rng_state()
+        return out
 
 
 def read_or_none(path: str) -> bytes | None:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .common import DataError, epoch_seed, rank_seed, read_or_none
+from .common import DataError, RankDraws, epoch_seed, rank_seed, read_or_none
 from .decode import CROP_RATIO, DECODE_ENV, RATIO, SCALE, Crops, intact
 from .shards import ShardImages
 
@@ -73,6 +73,7 @@ class DaliBatches:
         self.seed, self.device, self.threads = seed, device, threads
         self.epoch, self.pipe, self.per_rank = 0, None, per_rank  # per_rank: training images per rank, from shards
         self.sharded = bool(source) and isinstance(source[0], str)
+        self.draws = RankDraws(seed, rank)
 
     def _items(self) -> Iterator[tuple[bytes | None, int, str]]:
         if self.sharded:
@@ -129,8 +130,8 @@ class DaliBatches:
                                 f"{DECODE_ENV}=workers, which skips and counts such images, or remove it") from None
             feed_ndarray(out.as_tensor(), images, cuda_stream=torch.cuda.current_stream(self.device)
                          if self.device.type == "cuda" else None)
-            if self.crops.extras is not None:
-                images = torch.stack(self.crops.finish(list(images)))
+            if self.crops.extras is not None:  # torchvision's transforms, on this rank's own draws
+                images = torch.stack(self.draws.run(lambda: self.crops.finish(list(images))))
         labels = torch.tensor([y for _, y, _ in good], dtype=torch.long)
         return images, labels, [p for _, _, p in good], bad
 

@@ -16,14 +16,14 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import lightning as L
 import torch
 
 from ..machine import allocated_cpus
 from . import shards
-from .common import DataError, normalize_with, rank_seed, read_or_none
+from .common import DataError, RankDraws, normalize_with, read_or_none
 from .dali import DaliBatches
 from .decode import (
     DECODE_ENV,
@@ -125,24 +125,64 @@ def decode_blobs(blobs: list[torch.Tensor], device: torch.device) -> list[torch.
     return out
 
 
+class PackedBlobs(NamedTuple):
+    """A batch of encoded images as two tensors: every image's bytes end to end, and where each
+    starts (n + 1 offsets). A list of n byte tensors would cross the loader's worker queue as n
+    shared-memory files, one descriptor each: at batch 512 under `ulimit -n 1024` the loader runs
+    out of descriptors and hangs. Two tensors cost two, whatever the batch."""
+    data: torch.Tensor  # uint8, 1-D
+    offsets: torch.Tensor  # int64, n + 1
+
+    @classmethod
+    def pack(cls, blobs: list[torch.Tensor]) -> PackedBlobs:
+        lengths = torch.tensor([0] + [len(b) for b in blobs], dtype=torch.int64)
+        data = torch.cat(blobs) if blobs else torch.empty(0, dtype=torch.uint8)
+        return cls(data, torch.cumsum(lengths, 0))
+
+    def unpack(self) -> list[torch.Tensor]:
+        """The blobs again, as views of the one buffer."""
+        ends = self.offsets.tolist()
+        return [self.data[a:b] for a, b in zip(ends, ends[1:])]
+
+    def __len__(self) -> int:  # type: ignore[override] - the images, not the tuple's two fields
+        return len(self.offsets) - 1
+
+
 def collate(items: list[tuple[torch.Tensor | None, int, str]]) -> tuple[Any, torch.Tensor, list[str], list[str]]:
-    """(images: a stacked tensor, or a list of byte blobs; labels; their paths; unreadable paths)."""
+    """(images: a stacked tensor, or the encoded bytes packed in one buffer (`PackedBlobs`); labels;
+    their paths; unreadable paths)."""
     good = [(x, y, p) for x, y, p in items if x is not None]
     bad = [p for x, _, p in items if x is None]
     blobs = [x for x, _, _ in good]
     raw = bool(blobs) and blobs[0].dim() == 1
-    images = blobs if raw else (torch.stack(blobs) if blobs else torch.empty(0, 3, 1, 1, dtype=torch.uint8))
+    images = PackedBlobs.pack(blobs) if raw else (torch.stack(blobs) if blobs else
+                                                  torch.empty(0, 3, 1, 1, dtype=torch.uint8))
     return images, torch.tensor([y for _, y, _ in good], dtype=torch.long), [p for *_, p in good], bad
+
+
+# A worker that sends no batch for this long is stuck (a hung decode, a full /dev/shm, too few
+# file descriptors); the loader raises instead of waiting forever (`training.loader_timeout_error`).
+LOADER_TIMEOUT_S = 600
+
+
+def slurm_tasks_per_node() -> int:
+    """Tasks SLURM starts per node (SLURM_NTASKS_PER_NODE, else the first count of
+    SLURM_TASKS_PER_NODE such as "8(x2)"); 0 outside a SLURM allocation."""
+    given = os.environ.get("SLURM_NTASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE", "")
+    first = given.split(",")[0].split("(")[0]
+    return int(first) if first.isdigit() else 0
 
 
 def default_workers(devices: int) -> int:
     """Loader workers per training process: its share of the CPU cores allocated to it (SLURM's
     cpus-per-task or the affinity mask, not the host's count), one left for the process itself
-    (GHOST_ABLATE_WORKERS overrides)."""
+    (GHOST_ABLATE_WORKERS overrides). Under srun each device is its own task and cpus-per-task is
+    already that task's share; only one process that drives several devices divides it."""
 
     if os.environ.get("GHOST_ABLATE_WORKERS"):
         return max(int(os.environ["GHOST_ABLATE_WORKERS"]), 0)
-    return max(allocated_cpus() // max(devices, 1) - 1, 1)
+    per_task = bool(os.environ.get("SLURM_CPUS_PER_TASK")) and slurm_tasks_per_node() >= devices
+    return max(allocated_cpus() // (1 if per_task else max(devices, 1)) - 1, 1)
 
 
 def eval_sampler(files: torch.utils.data.Dataset, trainer: L.Trainer | None) -> torch.utils.data.Sampler | None:
@@ -180,7 +220,7 @@ class ImageNetDataModule(L.LightningDataModule):
         self.counts: tuple[int, int] | None = None  # images per split, when reading shards
         self.shard_files: dict[str, list[str]] = {}  # the shards of "train" and "val", when reading shards
         self.unreadable: set[str] = set()
-        self._draws: torch.Tensor | None = None  # this rank's generator state for device-side augmentation
+        self._draws: RankDraws | None = None  # this rank's draws for device-side augmentation
 
     def load(self) -> ImageNetDataModule:
         if self.train_set is None and self.counts is None:
@@ -223,7 +263,8 @@ class ImageNetDataModule(L.LightningDataModule):
                                threads=max(workers, 1), per_rank=self.counts[0] // world if self.counts else 0)
         load = functools.partial(crop_one, crops=self.crops[train], raw=self.on_device())
         common = dict(batch_size=batch, drop_last=train, num_workers=workers, collate_fn=collate,
-                      pin_memory=self._device().type == "cuda", persistent_workers=workers > 0)
+                      pin_memory=self._device().type == "cuda", persistent_workers=workers > 0,
+                      timeout=LOADER_TIMEOUT_S if workers > 0 else 0)
         if self.counts is not None:
             images = shards.ShardImages(self.shard_files["train" if train else "val"], load, train,
                                         self.counts[0] // world, batch, workers, self.seed)
@@ -241,28 +282,21 @@ class ImageNetDataModule(L.LightningDataModule):
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):  # noqa: ANN001, ANN201 - Lightning hook
         images, labels, paths, bad = batch
-        if isinstance(images, list):  # nvJPEG reads its input from host memory
+        if isinstance(images, PackedBlobs):  # nvJPEG reads its input from host memory
             return images, labels.to(device), paths, bad
         return images.to(device, non_blocking=True), labels.to(device), paths, bad
 
     def _per_rank_draws(self, augment: Callable[[], T]) -> T:
-        """Run `augment` (torchvision transforms, which draw from torch's global generator) on this
-        rank's own stream, seeded by (seed, rank): every rank seeded the global generator alike,
-        so it would crop and flip alike. The global generator is left as it was."""
+        """Run `augment` on this rank's own stream of draws (`RankDraws`)."""
         if self._draws is None:
-            rank = self.trainer.global_rank if self.trainer is not None else 0
-            self._draws = torch.Generator().manual_seed(rank_seed(self.seed, rank)).get_state()
-        with torch.random.fork_rng(devices=[]):
-            torch.set_rng_state(self._draws)
-            out = augment()
-            self._draws = torch.get_rng_state()
-        return out
+            self._draws = RankDraws(self.seed, self.trainer.global_rank if self.trainer is not None else 0)
+        return self._draws.run(augment)
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):  # noqa: ANN001, ANN201 - Lightning hook
         images, labels, paths, bad = batch
-        if isinstance(images, list):
+        if isinstance(images, PackedBlobs):
             crops = self.crops[self.trainer is None or self.trainer.training]
-            decoded = decode_blobs(images, labels.device)
+            decoded = decode_blobs(images.unpack(), labels.device)
             bad = bad + [p for p, x in zip(paths, decoded) if x is None]
             keep = [i for i, x in enumerate(decoded) if x is not None]
             kept = [decoded[i] for i in keep]

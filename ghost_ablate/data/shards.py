@@ -275,7 +275,21 @@ class ShardImages(torch.utils.data.IterableDataset):
         if self.train:  # seeded per (rank, worker, epoch) by WebDataset's deterministic mode
             return wds.DataPipeline(wds.ResampledShards(self.shards, seed=self.seed, deterministic=True),
                                     self._read, wds.shuffle(self.buffer, seed=self.seed)).with_epoch(self.per_worker)
-        return wds.DataPipeline(wds.SimpleShardList(self.shards), wds.split_by_node, wds.split_by_worker, self._read)
+        return self._evaluation(*wds.utils.pytorch_worker_info())
+
+    def _evaluation(self, rank: int, world: int, worker: int, workers: int) -> Iterator[dict[str, Any]]:
+        """Every evaluation sample exactly once over the ranks: each rank reads every world-th shard
+        where there are at least as many shards as ranks; with fewer, every rank reads every shard
+        and keeps every world-th sample of it (a rank left without data would leave the others
+        waiting in the evaluation's collectives for ever). The rank's shards are split over its
+        loader workers."""
+        indexed = list(enumerate(self.shards))
+        whole = len(indexed) >= world
+        mine = indexed[rank::world] if whole else indexed
+        for k, path in mine[worker::workers]:
+            for j, sample in enumerate(read_shard(path, self.classes)):
+                if whole or (k + j) % world == rank:
+                    yield sample
 
     def _read(self, source: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
         return read_shards(source, self.classes)
