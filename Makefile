@@ -18,7 +18,7 @@ DEMO_RESULTS ?= results/demo
 # profile, or RESULTS=... given, reports $(RESULTS).
 REPORT_RESULTS = $(if $(and $(filter subset,$(PROFILE)),$(filter file,$(origin RESULTS))),$(DEMO_RESULTS),$(RESULTS))
 
-.PHONY: install test count sweep-cifar sweep-cross sweep-imagenet dry-run-imagenet dry-run report bench bench-input demo precision-check pilot evidence evidence-report
+.PHONY: install test count sweep-cifar sweep-cross sweep-imagenet dry-run-imagenet dry-run report bench bench-input demo precision-check pilot evidence evidence-report gpu-check
 
 # The demo's torch/torchvision pair (experiments/torch-stack.txt): seeds added later train on the same stack.
 STACK ?= experiments/torch-stack.txt
@@ -91,6 +91,12 @@ demo:
 	    --results-dir $(DEMO_RESULTS) --no-download || exit $$?; \
 	done
 	$(CLI) report --results-dir $(DEMO_RESULTS) --out $(REPORTS) --profile subset --data-dir $(DEMO_DATA)
+
+# The GPU path in one command (issue 41): environment, bench, CIFAR training in fp32/auto/compile, DDP,
+# the ImageNet readers against each other, GhostNet from shards, memory calibration, loader descriptors;
+# writes reports/gpu-check.md. Without CUDA it says so and runs the parts that need none.
+gpu-check:
+	$(CLI) gpu-check
 
 # Latency, throughput, training speed and memory of every paper row (CPU unless DEVICE=cuda).
 DEVICE ?= cpu

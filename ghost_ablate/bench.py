@@ -45,7 +45,7 @@ from .machine import describe_device
 from .models import KNOBS, MODELS, build_model, format_assignments, fuse_rep
 from .precision import Precision, resolve_precision
 from .records import config_key, write_atomic
-from .timing import seconds, sgd_step, steady_rate, synchronizer
+from .timing import cuda_peak_bytes, seconds, sgd_step, steady_rate, synchronizer
 from .training import train_run, versions
 
 
@@ -112,10 +112,7 @@ def _measure_path(model: torch.nn.Module, name: str, s: BenchSettings, precision
     model.train()
     train_step = sgd_step(model, x, y, autocast=autocast)
     if s.device == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-        train_step()
-        torch.cuda.synchronize()
-        peak_mb, method = torch.cuda.max_memory_allocated() / 2**20, "cuda max_memory_allocated"
+        peak_mb, method = cuda_peak_bytes(train_step) / 2**20, "cuda max_memory_allocated, after one warm-up step"
     else:
         peak_mb, method = _cpu_peak_growth_mb(train_step), "cpu peak RSS rise during first training step"
     train_img_s = _rate(train_step, s.device, s.train_batch_size, 1, s.train_steps)

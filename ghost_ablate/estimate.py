@@ -33,7 +33,7 @@ from .data import DATASETS, get_dataset
 from .machine import describe_device
 from .models import build_model
 from .precision import backend_settings, resolve_precision
-from .timing import seconds, sgd_step, synchronizer
+from .timing import cuda_peak_bytes, seconds, sgd_step, synchronizer
 
 FULL_CIFAR = (DATASETS["cifar10"].train_size, DATASETS["cifar10"].test_size)  # when the data folder is not at hand
 TRAIN_STEPS = 4  # timed steps after one warm-up step
@@ -48,6 +48,7 @@ OUTLIER = 3.0  # a config this many times slower per FLOP than the median of its
 class Calibration:
     step_s: float  # one training step at the recipe's batch size
     eval_img_s: float  # evaluation images per second at the recipe's eval batch size
+    peak_bytes: float | None = None  # GPU memory of one warm training step (micro-batch); None on a CPU
 
     def epoch_seconds(self, train_batches: int, test_images: int) -> float:
         return train_batches * self.step_s + test_images / self.eval_img_s
@@ -94,6 +95,7 @@ def measure_calibration(rc: RunConfig, device: str, world: int = 1, accumulate: 
     sync = synchronizer(device)
     step = sgd_step(model, x, y, opt, autocast=lambda: precision.autocast(device))
     model.train()
+    peak = cuda_peak_bytes(step) if device == "cuda" else None
     rounds = []
     for i in range(ROUNDS):
         times = seconds(step, TRAIN_STEPS, warmup=1 if i == 0 else 0, sync=sync)
@@ -105,7 +107,7 @@ def measure_calibration(rc: RunConfig, device: str, world: int = 1, accumulate: 
     xe = torch.randn(ebs, 3, size, size, device=device).contiguous(memory_format=precision.memory_format)
     with torch.inference_mode(), precision.autocast(device):
         eval_img_s = EVAL_BATCHES * ebs / sum(seconds(lambda: model(xe), EVAL_BATCHES, warmup=1, sync=sync))
-    return Calibration(step_s, eval_img_s)
+    return Calibration(step_s, eval_img_s, peak)
 
 
 def calibration_key(rc: RunConfig, device: str, world: int = 1, accumulate: int = 1) -> list[Any]:
@@ -129,7 +131,7 @@ def calibrate(rc: RunConfig, device: str, cache: JsonCache | None = None, *, for
     if not measure:
         return None, False
     cal = measure_calibration(rc, device, world, accumulate)
-    cache.put(key, {"step_s": cal.step_s, "eval_img_s": cal.eval_img_s})
+    cache.put(key, {"step_s": cal.step_s, "eval_img_s": cal.eval_img_s, "peak_bytes": cal.peak_bytes})
     return cal, False
 
 
@@ -167,6 +169,7 @@ class RunEstimate:
     devices: int = 1  # devices x nodes the run trains on
     step_s: float = 0.0  # one global batch
     batch_size: int = 0  # the global batch
+    peak_bytes: float | None = None  # calibrated GPU memory per device (Calibration.peak_bytes)
 
     @property
     def hours_left(self) -> float:
@@ -182,7 +185,7 @@ def estimate_run(rc: RunConfig, cal: Calibration, epochs_done: int, data_sizes: 
     """Epoch time and epochs left; each of `world` devices runs 1/world of the batches and test images."""
     epoch_s = cal.epoch_seconds(train_batches(rc, data_sizes[0]), math.ceil(test_images(rc, data_sizes[1]) / world))
     return RunEstimate(rc.run_id, epoch_s, max(rc.recipe.epochs - epochs_done, 0), world, cal.step_s,
-                       rc.recipe.batch_size)
+                       rc.recipe.batch_size, cal.peak_bytes)
 
 
 def input_side(estimates: list[RunEstimate], rate_per_core: float, workers: int) -> tuple[str, float]:

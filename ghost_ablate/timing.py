@@ -57,3 +57,15 @@ def steady_rate(rates: Sequence[float], warmup: int = 1) -> float:
     """The median of per-epoch rates after the first `warmup` (which pay for start-up); all of them
     where there are no more."""
     return statistics.median(rates[warmup:] if len(rates) > warmup else rates)
+
+
+def cuda_peak_bytes(step: Callable[[], Any]) -> int:
+    """Peak GPU memory of one call of `step` once warm: one untimed call first, so cuDNN's
+    autotuner (and its trial workspaces) and the optimizer's first allocations are behind it, then
+    the peak statistics reset and one measured call."""
+    step()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    step()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated()

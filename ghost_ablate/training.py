@@ -588,6 +588,8 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
         if ckpt is not None and module.start_step is not None:  # where each resumed attempt picked up
             record["resumes"] = [*prior_resumes, {"attempt": attempt, "from_step": module.start_step}]
         record["optimizer_steps"] = trainer.global_step
+        if device == "cuda":  # this process's device: what the dry-run's calibration predicts per device
+            record["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
         if module.test_correct is not None:
             record["test_correct"] = module.test_correct
         record.update(summarize_history(module.history), test_confusion=module.confusion, status=status,

@@ -17,6 +17,7 @@ from .models import cmd_count, cmd_export, cmd_knobs
 from .outputs import (
     cmd_bench,
     cmd_featuremaps,
+    cmd_gpu_check,
     cmd_pilot_table,
     cmd_precision_table,
     cmd_redundancy,
@@ -56,7 +57,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "count": cmd_count, "knobs": cmd_knobs, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
     "bench": cmd_bench, "export": cmd_export, "doctor": cmd_doctor, "featuremaps": cmd_featuremaps,
     "redundancy": cmd_redundancy, "precision-table": cmd_precision_table, "imagenet": cmd_imagenet,
-    "plan-seeds": cmd_plan_seeds, "pilot-table": cmd_pilot_table,
+    "plan-seeds": cmd_plan_seeds, "pilot-table": cmd_pilot_table, "gpu-check": cmd_gpu_check,
 }
 
 
@@ -171,6 +172,11 @@ def build_parser() -> OneLineParser:
                                                "(what `make precision-check` ends with)")
     p.add_argument("--results-dir", default="results/precision", help="default: results/precision")
     p.add_argument("--out", default="reports", help="folder for precision.csv and precision.md (default: reports)")
+
+    p = sub.add_parser("gpu-check", help="the GPU path checked in one command (training, DDP, input, memory); "
+                                         "on a machine without CUDA, the parts that need none")
+    p.add_argument("--out", help="the report (default: reports/gpu-check.md where CUDA is present; without CUDA "
+                                 "the parts are printed and no file is written)")
 
     p = sub.add_parser("bench", help="measured latency, throughput, training speed and memory per model")
     p.add_argument("--models", nargs="+", help="registry names (default: every paper row)")

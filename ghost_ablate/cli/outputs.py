@@ -45,6 +45,19 @@ def cmd_precision_table(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gpu_check(args: argparse.Namespace) -> int:
+    import torch  # lazy: the command line answers --help without torch
+
+    from ..gpu_check import run_check  # lazy: the command line answers --help without torch
+
+    cuda = torch.cuda.is_available()
+    out = Path(args.out) if args.out else (Path("reports/gpu-check.md") if cuda else None)
+    failed, _ = run_check(out, cuda)
+    if out is not None:
+        print(f"wrote {out}")
+    return 1 if failed else 0
+
+
 # ---- featuremaps and redundancy -------------------------------------------------------
 
 def _networks(args: argparse.Namespace) -> list:

@@ -194,6 +194,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             print(f"time left on {on} ({where}): this shard {format_hours(plan_hours(estimates))}; whole plan "
                   f"{format_hours(plan_hours(all_estimates))}, {format_hours(plan_hours(all_estimates, shard[1]))} "
                   f"per shard with {shard[1]} shard(s)")
+            if peaks := [(e.peak_bytes, e.run_id) for e in all_estimates if e.peak_bytes]:
+                most, run = max(peaks)
+                print(f"GPU memory per device (calibrated, one warm step of the micro-batch): up to {most / 2**30:.2f} GiB "
+                      f"({run})")
             if world > 1:
                 print(f"each run on {world} devices ({args.nodes} node(s) x {args.devices}): "
                       f"{sum(e.device_hours_left for e in all_estimates):,.1f} device-hours for the whole plan")
