@@ -29,22 +29,34 @@ log = logging.getLogger(__name__)
 SIGNAL_ENV = "GHOST_ABLATE_REQUEUE_SIGNAL"  # the signal's name; `sweep --slurm` sets SIGUSR2
 DEFAULT_SIGNAL = "SIGUSR1"
 EXIT_REQUEUED = 3  # exit status of a process whose job was requeued (its run is saved)
-_requested = False
+EXIT_DIVERGED = 4  # a sweep whose only unfinished runs diverged and are recorded: nothing lost
+EXIT_TERMINATED = 128 + signal.SIGTERM  # stopped by SIGTERM (scancel, a time limit): saved, not requeued
+_requested: str | None = None  # "requeue" (the pre-emption warning) or "stop" (SIGTERM), once signalled
 
 
 class Preempted(Exception):
-    """Raised on every rank at the step where the run was saved for a requeue."""
+    """Raised on every rank at the step where the run was saved; `requeue`: whether the job goes
+    back in the queue (the pre-emption warning) or just ends (SIGTERM)."""
+
+    def __init__(self, message: str, requeue: bool = True) -> None:
+        super().__init__(message)
+        self.requeue = requeue
 
 
 def requested() -> bool:
-    return _requested
+    return _requested is not None
+
+
+def wants_requeue() -> bool:
+    return _requested == "requeue"
 
 
 def _raise_flag(signum: int, frame: Any) -> None:  # noqa: ARG001 - signal handler signature
     global _requested
-    _requested = True
-    log.warning("received %s: the run is saved and the job requeued at the end of this step",
-                signal.Signals(signum).name)
+    stop = signum == signal.SIGTERM
+    _requested = "stop" if stop else "requeue"
+    log.warning("received %s: the run is saved at the end of this step%s", signal.Signals(signum).name,
+                "" if stop else " and the job requeued")
 
 
 def requeue_signal() -> signal.Signals:
@@ -61,11 +73,14 @@ def on_slurm() -> bool:
 
 
 def install() -> bool:
-    """Catch the requeue signal (replacing any handler, submitit's included) when running under
-    SLURM; return whether it was installed."""
+    """Catch the requeue signal (replacing any handler, submitit's included) and SIGTERM (scancel, a
+    time limit; SLURM kills KillWait seconds later, 30 by default, so the save at the step's end
+    fits) when running under SLURM; return whether they were installed. Lightning leaves a SIGTERM
+    handler that is already set in place."""
     if not on_slurm():
         return False
     signal.signal(requeue_signal(), _raise_flag)
+    signal.signal(signal.SIGTERM, _raise_flag)
     return True
 
 
@@ -75,15 +90,17 @@ def job_id() -> str:
     return f"{array}_{task}" if array and task else os.environ["SLURM_JOB_ID"]
 
 
-def requeue() -> None:
-    """Put this job back in the queue (rank 0 only); SLURM then ends the running one."""
+def requeue(saved: bool = True) -> None:
+    """Put this job back in the queue (rank 0 only); SLURM then ends the running one. `saved`: a
+    run was saved mid-way (else the signal came between runs, and the job goes on with its plan)."""
     jid = job_id()
     result = subprocess.run(["scontrol", "requeue", jid], capture_output=True, text=True, timeout=60)
     if result.returncode:
         log.error("scontrol requeue %s failed: %s; resubmit the same command to resume", jid,
                   result.stderr.strip() or result.returncode)
     else:
-        log.warning("job %s requeued; it resumes from the saved step", jid)
+        log.warning("job %s requeued; %s", jid, "it resumes from the saved step" if saved else
+                    "no run was in progress, so nothing was saved: it goes on with the plan's next run")
 
 
 class SaveOnPreemption(L.Callback):
@@ -98,4 +115,4 @@ class SaveOnPreemption(L.Callback):
         if self.any_rank(requested()):
             trainer.save_checkpoint(self.checkpoint)
             raise Preempted(f"saved at step {trainer.global_step} (epoch {trainer.current_epoch}, batch "
-                            f"{batch_idx + 1})")
+                            f"{batch_idx + 1})", requeue=self.any_rank(wants_requeue()))

@@ -24,6 +24,7 @@ import submitit
 import yaml
 
 from .errors import UserError
+from .preemption import EXIT_DIVERGED
 
 REQUEUE_SIGNAL = "USR2"  # submitit's --signal; `preemption` handles it
 CLUSTERS = ("slurm", "local", "debug")
@@ -41,6 +42,8 @@ class ShardTask:
     def __call__(self, shard: str) -> int:
         os.environ.setdefault("GHOST_ABLATE_REQUEUE_SIGNAL", f"SIG{REQUEUE_SIGNAL}")
         code = self.entry(["sweep", *self.argv, "--shard", shard, "--yes"])
+        if code == EXIT_DIVERGED:  # nothing lost: the task ends with this status, which sacct shows as 4:0
+            raise SystemExit(code)
         if code:
             raise RuntimeError(f"ghost-ablate sweep {' '.join(self.argv)} --shard {shard} exited with {code}")
         return code

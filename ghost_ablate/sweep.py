@@ -459,6 +459,7 @@ class SweepOutcome:
     failed: list[str]
     busy: list[str]  # held by another process right now
     waiting: list[str] = dataclasses.field(default_factory=list)  # their source run is not finished yet
+    diverged: list[str] = dataclasses.field(default_factory=list)  # recorded as diverged (now or before)
 
 
 class EtaLogger(L.Callback):
@@ -538,13 +539,13 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
     outcome = SweepOutcome([], [], [], [])
     preemption.install()
     for i, rc in enumerate(runs, 1):
-        if ranks.any(preemption.requested()):  # warned between runs: nothing to save
-            stop_for_requeue(ranks)
+        if ranks.any(preemption.requested()):  # signalled between runs: nothing to save
+            stop_for_requeue(ranks, saved=False)
         run_dir = runs_dir / rc.run_id
         lock = FileLock(str(run_dir / ".lock"))
         verdict = ranks.decide(lambda: claim_run(rc, runs_dir, lock, retry_failed))
         if verdict in ("done", "diverged", "waiting", "busy"):
-            {"done": outcome.skipped, "diverged": outcome.failed, "waiting": outcome.waiting,
+            {"done": outcome.skipped, "diverged": outcome.diverged, "waiting": outcome.waiting,
              "busy": outcome.busy}[verdict].append(rc.run_id)
             if verdict == "waiting" and ranks.is_zero:
                 ready = run_state(runs_dir / rc.source) == "done"
@@ -566,11 +567,12 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
                                accumulate=accumulate)
             (outcome.done if record["status"] == "finished" else outcome.failed).append(rc.run_id)
         except Diverged as err:
-            outcome.failed.append(rc.run_id)
+            outcome.diverged.append(rc.run_id)
             log.warning("[%d/%d] %s: diverged (%s)", i, len(runs), rc.run_id, err)
         except preemption.Preempted as err:
-            log.warning("[%d/%d] %s: pre-empted, %s", i, len(runs), rc.run_id, err)
-            stop_for_requeue(ranks)
+            log.warning("[%d/%d] %s: %s, %s", i, len(runs), rc.run_id,
+                        "pre-empted" if err.requeue else "stopped by SIGTERM", err)
+            stop_for_requeue(ranks, saved=True)
         except UserError:  # bad data, config or storage: the same for every run, so stop here
             raise
         except SIGTERMException:
@@ -584,17 +586,25 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
             if lock.is_locked:
                 lock.release()
                 _refresh_summary(results_dir)
-    if ranks.is_zero and not (outcome.done or outcome.failed):  # nothing ran: still rebuild a lost summary
+    if ranks.is_zero and not (outcome.done or outcome.failed or outcome.diverged):  # still rebuild a lost summary
         _refresh_summary(results_dir)
+    if ranks.any(preemption.requested()) and ranks.is_zero:  # e.g. during the last run's last validation
+        log.warning("a signal came after the plan's last run had finished: nothing to save or requeue")
     return outcome
 
 
-def stop_for_requeue(ranks: Any) -> None:
+def stop_for_requeue(ranks: Any, saved: bool) -> None:
     """After a pre-emption warning: rank 0 requeues the job, every rank exits (the requeued job
-    resumes the plan)."""
+    resumes the plan). After SIGTERM (scancel, a time limit): every rank exits, nothing requeued;
+    the same command resumes the plan (from the saved step, where a run was in progress)."""
 
+    if not ranks.any(preemption.wants_requeue()):
+        if ranks.is_zero:
+            log.warning("stopped by SIGTERM%s; run the same command to resume",
+                        ", the run saved at its last step" if saved else " between runs, nothing to save")
+        raise SystemExit(preemption.EXIT_TERMINATED)
     if ranks.is_zero:
-        preemption.requeue()
+        preemption.requeue(saved)
     raise SystemExit(preemption.EXIT_REQUEUED)
 
 

@@ -568,7 +568,8 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
         record["diverged_epoch"] = err.epoch
         raise
     except preemption.Preempted as err:
-        status, error = "interrupted", f"pre-empted: {err}; the requeued job resumes it"
+        status, error = "interrupted", (f"pre-empted: {err}; the requeued job resumes it" if err.requeue else
+                                        f"stopped by SIGTERM: {err}; the same command resumes it")
         raise
     except (KeyboardInterrupt, SystemExit) as err:
         status, error = "interrupted", "interrupted by the user or a signal"

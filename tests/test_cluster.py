@@ -83,6 +83,13 @@ def records(results: Path) -> dict[str, dict]:
     return {p.parent.name: json.loads(p.read_text()) for p in sorted(results.glob("runs/*/result.json"))}
 
 
+def scheduler_logs(lines: int = 60) -> str:
+    """The end of the test cluster's own slurmctld and slurmd logs, for a failure's message."""
+    folder = Path(os.environ["SLURM_CONF"]).parent
+    return "\n".join(f"--- {name} ---\n" + "\n".join((folder / name).read_text(errors="replace").splitlines()[-lines:])
+                     for name in ("slurmctld.log", "slurmd.log") if (folder / name).exists())
+
+
 def wait_for_job(job: str, timeout: float = 240, settled=lambda: True) -> None:  # noqa: ANN001
     """Until the queue of this module's own cluster is empty (the job, every task of its array,
     a requeued task under whatever id SLURM lists it) and `settled()` holds: a requeued task can
@@ -93,19 +100,32 @@ def wait_for_job(job: str, timeout: float = 240, settled=lambda: True) -> None: 
         if out.returncode == 0 and not out.stdout.strip() and settled():
             return
         time.sleep(1)
-    pytest.fail(f"job {job} still queued after {timeout} s: {out.stdout.strip()}")
+    pytest.fail(f"job {job} still queued after {timeout} s: {out.stdout.strip()}\n{scheduler_logs()}")
+
+
+def incarnation_gone(task: str) -> bool:
+    """No process of the task's previous run is left on the node (its slurmstepd included)."""
+    job = subprocess.run(["squeue", "-h", "-j", task, "-o", "%A"], capture_output=True, text=True).stdout.strip()
+    return not job or subprocess.run(["pgrep", "-f", f"slurmstepd: \\[{job}\\."], capture_output=True).returncode != 0
+
+
+RELAUNCH_MARGIN_S = 5.0  # after the last incarnation is gone: slurmd revokes its credential a moment later
 
 
 def start_requeued_now(task: str, timeout: float = 120) -> None:
-    """SLURM holds a requeued job back for about two minutes (its begin time); let it start now."""
+    """SLURM holds a requeued job back for about two minutes (its begin time); let it start now, but
+    only once the previous incarnation is gone and a margin has passed. Lifted at once, the relaunch
+    can reach slurmd 0.3 s after it cancelled the old one, while it still holds that credential as
+    revoked: slurmd refuses the launch ("Job credential revoked") and the task leaves the queue."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         out = subprocess.run(["squeue", "-h", "-j", task, "-o", "%T %r"], capture_output=True, text=True).stdout
-        if "BeginTime" in out:
+        if "BeginTime" in out and incarnation_gone(task):
+            time.sleep(RELAUNCH_MARGIN_S)
             subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True)
             return
         time.sleep(0.2)
-    pytest.fail(f"{task} was never requeued")
+    pytest.fail(f"{task} was never requeued\n{scheduler_logs()}")
 
 
 def rank_lines(text: str) -> list[tuple[int, str]]:
@@ -207,3 +227,50 @@ def test_plan_submitted_twice_at_once_trains_each_run_once_with_both_ranks(clust
     assert held >= 1  # the two jobs ran at the same time: one found a run the other held, and went on
     # each run trained by exactly one job, on both of its ranks, and never joined by another
     assert {run: sorted(ranks) for run, ranks in trained.items()} == {run: [0, 1] for run in done}
+
+
+def wait_for_log(results: Path, job: str, text: str, timeout: float = 180) -> Path:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        logs = list((results / "slurm").glob(f"{job}*/*_log.err"))
+        if logs and text in logs[0].read_text():
+            return logs[0]
+        time.sleep(0.2)
+    pytest.fail(f"{text!r} never appeared in job {job}'s log\n{scheduler_logs()}")
+
+
+def test_sigterm_mid_epoch_saves_that_step_and_the_same_command_resumes_there(cluster, plan, tmp_path):
+    """scancel (SIGTERM, as at a time limit) in epoch 2: the run is saved at the step in progress
+    within KillWait, recorded interrupted, not requeued; the same sweep resumes at that step."""
+    results = tmp_path / "results"
+    job = submit(plan, results, "--seeds", "0")
+    log = wait_for_log(results, job, "epoch 1/3")
+    subprocess.run(["scancel", job], check=True)
+    wait_for_job(job, settled=lambda: [r["status"] for r in records(results).values()] == ["interrupted"])
+    (record,) = records(results).values()
+    assert "stopped by SIGTERM" in record["error"], record["error"]
+    assert "requeued" not in log.read_text()
+    # the same command, here (it resumes wherever it is run)
+    assert main(["sweep", str(plan["experiment"]), "--seeds", "0", "--data-dir", str(plan["data"]), "--results-dir",
+                 str(results), "--accelerator", "cpu", "--no-download", "--no-estimate"]) == 0
+    (record,) = records(results).values()
+    step = record["resumes"][0]["from_step"]
+    assert STEPS_PER_EPOCH < step < 2 * STEPS_PER_EPOCH  # mid-epoch 2: nothing trained twice
+    assert record["status"] == "finished" and record["optimizer_steps"] == EPOCHS * STEPS_PER_EPOCH
+
+
+def test_a_diverged_run_in_an_array_task_is_told_from_a_lost_one(cluster, plan, tmp_path):
+    """A task whose run diverged (recorded) ends with exit status 4, not the 1 of a lost run, so
+    `sacct`/`scontrol show job` tell them apart."""
+    profile = tmp_path / "diverges.yaml"
+    profile.write_text("epochs: 1\nbatch_size: 8\nlr: 1.0e+12\nschedule: cosine\neval_batch_size: 16\n"
+                       "precision: '32'\n")
+    experiment = tmp_path / "diverges_exp.yaml"
+    experiment.write_text(f"profile: {profile}\nruns:\n  - {{model: resnet56}}\n")
+    results = tmp_path / "results"
+    job = submit({**plan, "experiment": experiment}, results, "--seeds", "0")
+    wait_for_job(job)
+    (record,) = records(results).values()
+    assert record["status"] == "diverged"
+    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
+    assert "ExitCode=4:0" in shown, shown

@@ -310,3 +310,39 @@ def test_sigkill_loop_then_finish_equals_an_uninterrupted_sweep(tiny_cifar, tmp_
     a = pd.read_csv(killed / "summary.csv")[ESSENCE]
     b = pd.read_csv(tmp_path / "clean" / "summary.csv")[ESSENCE]
     pd.testing.assert_frame_equal(a, b)
+
+
+@pytest.mark.parametrize("seeds", ["0", "0,1"])
+def test_a_requeue_signal_in_the_last_validation_claims_no_save(tiny_cifar, tmp_path, monkeypatch, caplog, seeds):
+    """Under SLURM, the pre-emption warning arrives during a run's last validation: the run
+    finishes (no training step is left to save at). With another run in the plan the job is
+    requeued to go on with it, saying nothing was saved; with none left it is not requeued."""
+    from ghost_ablate import preemption
+
+    monkeypatch.setenv("SLURM_JOB_ID", "77")  # inside a job: the handlers are installed
+    monkeypatch.setattr(preemption, "_requested", None)
+    requeued = []
+    monkeypatch.setattr(preemption, "requeue", lambda saved=True: requeued.append(saved))
+
+    class SignalInLastValidation(L.Callback):
+        def on_validation_epoch_start(self, trainer, module):
+            if trainer.current_epoch == trainer.max_epochs - 1 and not preemption.requested():
+                os.kill(os.getpid(), preemption.requeue_signal())
+
+    add_trainer_callback(monkeypatch, SignalInLastValidation())
+    caplog.set_level("WARNING")
+    try:
+        if seeds == "0":
+            assert sweep(tmp_path, tiny_cifar, seeds=seeds) == 0
+        else:
+            with pytest.raises(SystemExit) as stop:
+                sweep(tmp_path, tiny_cifar, seeds=seeds)
+            assert stop.value.code == preemption.EXIT_REQUEUED
+    finally:
+        signal.signal(preemption.requeue_signal(), signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    statuses = sorted(r["status"] for r in read_records(tmp_path / "results" / "runs"))
+    if seeds == "0":
+        assert statuses == ["finished"] and requeued == [] and "nothing to save or requeue" in caplog.text
+    else:
+        assert statuses == ["finished"] and requeued == [False]  # run 1 goes on after the requeue, nothing saved

@@ -224,12 +224,18 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if not ranks.is_zero:  # a DDP helper process re-launched by Lightning
         return 0
     print(f"sweep {args.experiment} shard {args.shard}: {len(outcome.done)} done, {len(outcome.skipped)} skipped "
-          f"(already done), {len(outcome.failed)} failed, {len(outcome.busy)} held by another process"
+          f"(already done), {len(outcome.failed)} failed, {len(outcome.diverged)} diverged (recorded), "
+          f"{len(outcome.busy)} held by another process"
           f"{f', {len(outcome.waiting)} waiting for their source run' if outcome.waiting else ''}; "
           f"summary in {results / 'summary.csv'}")
     for run_id in outcome.failed:
         print(f"  failed: {run_id} (see {results / 'runs' / run_id / 'result.json'})")
-    return 1 if outcome.failed else 0
+    for run_id in outcome.diverged:
+        print(f"  diverged: {run_id} (recorded; --retry-failed trains it again)")
+    # exit status: a lost run (1) is told from a diverged one that is recorded (EXIT_DIVERGED), as sacct shows it
+    from ..preemption import EXIT_DIVERGED  # lazy: the command line answers --help without torch
+
+    return 1 if outcome.failed else EXIT_DIVERGED if outcome.diverged else 0
 
 
 def sequential_block(experiment, runs: list, results: Path, data: str | None, write: bool) -> list:  # noqa: ANN001
@@ -301,7 +307,9 @@ def submit_sweep(args: argparse.Namespace, experiment, seeds: list[int]) -> int:
     folder = Path(args.results_dir) / "slurm"
     jobs = submit(sweep_argv(args, seeds), args.entry, args.shards, params, folder, args.nodes, args.devices,
                   gpus=args.accelerator != "cpu")
-    print(f"submitted {len(runs)} runs as {len(jobs)} array task(s): job {jobs[0].job_id.split('_')[0]}; logs in "
+    how = (f"as {len(jobs)} array tasks" if len(jobs) > 1 else "as one job (one shard: submitit makes no array of "
+           "one task)")
+    print(f"submitted {len(runs)} runs {how}: job {jobs[0].job_id.split('_')[0]}; logs in "
           f"{folder}/<job id>/; run the same command again to resume after a cancel (finished runs are skipped)")
     return 0
 
