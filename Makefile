@@ -18,7 +18,7 @@ DEMO_RESULTS ?= results/demo
 # profile, or RESULTS=... given, reports $(RESULTS).
 REPORT_RESULTS = $(if $(and $(filter subset,$(PROFILE)),$(filter file,$(origin RESULTS))),$(DEMO_RESULTS),$(RESULTS))
 
-.PHONY: install test count sweep-cifar sweep-cross sweep-imagenet dry-run-imagenet dry-run report bench bench-input demo precision-check pilot evidence evidence-report gpu-check
+.PHONY: install test count sweep-cifar sweep-cross sweep-imagenet dry-run-imagenet dry-run report bench bench-input demo precision-check pilot evidence evidence-report gpu-check demo-data
 
 # The demo's torch/torchvision pair (experiments/torch-stack.txt): seeds added later train on the same stack.
 STACK ?= experiments/torch-stack.txt
@@ -74,11 +74,17 @@ report:
 	  $(if $(filter $(DEMO_RESULTS),$(REPORT_RESULTS)),$(if $(filter reports,$(REPORTS)),--readme README.md)) \
 	  $(if $(wildcard $(DATA_DIR)),--data-dir $(DATA_DIR)) $(if $(DATA),--data $(DATA))
 
+# The demo's 5,085-image subset of CIFAR-10 (the first 1,017 images of each official batch file), cut from
+# CIFAR10_DIR (downloaded there if absent) and checked against the committed records' checksums.
+CIFAR10_DIR ?= data/cifar10
+demo-data:
+	$(CLI) demo-data --from $(CIFAR10_DIR) --out $(DEMO_DATA)
+
 # The paper grid on the real 5,085-image CIFAR-10 subset, 2 seeds, then seeds 2 and 3 of
 # Table 2's rows, Table 3's ResNet rows and the pruned rows (experiments/cifar10_more_seeds.yaml),
 # then the report: 8-9 hours on a 2-core CPU. Seed 0 of every row first, so an interrupted demo still
-# fills every table; run it again to resume. Needs ../shared/data/cifar10-subset (or DEMO_DATA=...).
-DEMO_DATA  ?= ../shared/data/cifar10-subset
+# fills every table; run it again to resume. Needs the subset in DEMO_DATA (`make demo-data`).
+DEMO_DATA  ?= data/cifar10-subset
 DEMO_SEEDS ?= 0 0,1
 DEMO_MORE_SEEDS ?= 2 2,3
 demo:

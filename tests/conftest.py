@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny CIFAR-10 folder in the exact official pickle format."""
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -11,7 +12,10 @@ from torch import nn
 
 from ghost_ablate.data.cifar import FOLDER, TEST_FILES, TRAIN_FILES
 
-REAL_SUBSET = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset"
+# The real 5,085-image subset the committed records trained on: a copy beside the repository (CI has one),
+# or wherever GHOST_ABLATE_SUBSET points (`make demo-data` makes one from the official CIFAR-10)
+REAL_SUBSET = Path(os.environ.get("GHOST_ABLATE_SUBSET",
+                                  Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-subset"))
 SUBSET_DATA = "0ed6d2672e412419"  # data.fingerprint of REAL_SUBSET, named by every committed demo record
 
 

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 from urllib.error import URLError
 
 import numpy as np
@@ -190,3 +191,49 @@ def test_a_run_counts_its_model_at_its_data_sets_input_size(tiny_cifar, tmp_path
     rc = RunConfig.create("ghostnet", 2, 3, 0.5, "smoke", 0)
     assert config_cost(*rc.key, dataset=rc.dataset) == on_cifar
     assert dry_run_table([rc], tmp_path)["FLOPs (M)"].iloc[0] == on_cifar.flops / 1e6
+
+
+def _official_like(subset: Path, root: Path, extra: int = 40) -> Path:
+    """A folder laid out as the official CIFAR-10: each batch file the subset's first 1,017 images
+    followed by `extra` others, under the official batch label (what the official files hold,
+    shortened: the cut only ever reads their first 1,017)."""
+    import pickle
+
+    import numpy as np
+
+    from ghost_ablate.data.cifar_subset import SUFFIX
+
+    src, out = subset / "cifar-10-batches-py", root / "cifar-10-batches-py"
+    out.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):
+        d = pickle.loads((src / name).read_bytes(), encoding="bytes")
+        full = {b"batch_label": d[b"batch_label"].removesuffix(SUFFIX),
+                b"labels": d[b"labels"] + rng.integers(0, 10, extra).tolist(),
+                b"data": np.concatenate([d[b"data"], rng.integers(0, 256, (extra, 3072), dtype=np.uint8)]),
+                b"filenames": d[b"filenames"] + [b"extra.png"] * extra}
+        (out / name).write_bytes(pickle.dumps(full, protocol=2))
+    (out / "batches.meta").write_bytes((src / "batches.meta").read_bytes())
+    return root
+
+
+def test_demo_data_cut_from_the_official_layout_is_the_committed_subset(real_subset, tmp_path, capsys):
+    from ghost_ablate.cli import main
+    from ghost_ablate.data.cifar_subset import FINGERPRINT
+
+    official = _official_like(real_subset, tmp_path / "cifar10")
+    assert main(["demo-data", "--from", str(official), "--out", str(tmp_path / "subset"), "--no-download"]) == 0
+    assert f"data fingerprint {FINGERPRINT}, the same" in capsys.readouterr().out
+    for name in ("data_batch_1", "test_batch", "batches.meta"):
+        assert (tmp_path / "subset" / "cifar-10-batches-py" / name).read_bytes() == \
+            (real_subset / "cifar-10-batches-py" / name).read_bytes()
+    # one changed pixel among the first 1,017 images: refused, naming the file
+    import pickle
+
+    batch = official / "cifar-10-batches-py" / "data_batch_3"
+    d = pickle.loads(batch.read_bytes(), encoding="bytes")
+    d[b"data"][5, 0] ^= 1
+    batch.write_bytes(pickle.dumps(d, protocol=2))
+    assert main(["demo-data", "--from", str(official), "--out", str(tmp_path / "again"), "--no-download"]) == 2
+    err = capsys.readouterr().err
+    assert "data_batch_3 differ from the demo's subset" in err and err.count("\n") == 1

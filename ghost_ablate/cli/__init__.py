@@ -17,6 +17,7 @@ from .models import cmd_count, cmd_export, cmd_knobs
 from .outputs import (
     cmd_bench,
     cmd_featuremaps,
+    cmd_demo_data,
     cmd_gpu_check,
     cmd_pilot_table,
     cmd_precision_table,
@@ -58,6 +59,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "bench": cmd_bench, "export": cmd_export, "doctor": cmd_doctor, "featuremaps": cmd_featuremaps,
     "redundancy": cmd_redundancy, "precision-table": cmd_precision_table, "imagenet": cmd_imagenet,
     "plan-seeds": cmd_plan_seeds, "pilot-table": cmd_pilot_table, "gpu-check": cmd_gpu_check,
+    "demo-data": cmd_demo_data,
 }
 
 
@@ -172,6 +174,13 @@ def build_parser() -> OneLineParser:
                                                "(what `make precision-check` ends with)")
     p.add_argument("--results-dir", default="results/precision", help="default: results/precision")
     p.add_argument("--out", default="reports", help="folder for precision.csv and precision.md (default: reports)")
+
+    p = sub.add_parser("demo-data", help="the demo's 5,085-image CIFAR-10 subset, cut from the official data set "
+                                         "and checked against the committed records' checksums")
+    p.add_argument("--from", dest="source", default="data/cifar10",
+                   help="the official CIFAR-10 (cifar-10-batches-py/ inside; downloaded there if absent)")
+    p.add_argument("--out", default="data/cifar10-subset", help="where the subset goes (a new folder)")
+    p.add_argument("--no-download", action="store_true")
 
     p = sub.add_parser("gpu-check", help="the GPU path checked in one command (training, DDP, input, memory); "
                                          "on a machine without CUDA, the parts that need none")
