@@ -48,6 +48,7 @@ def test_a_data_set_declared_in_one_place_trains_sweeps_and_reports(cifar100, tm
     readme = (out / "README.md").read_text()
     assert "CIFAR-100" in readme and "CIFAR-10," not in readme
     assert not any(p.name.startswith("table") for p in out.glob("*.csv"))  # the paper has no CIFAR-100 table
+    assert not (out / "imagenet_costs.csv").exists() and "ImageNet" not in readme  # nor an ImageNet section
     per_class = (out / "per_class_accuracy.csv").read_text().splitlines()
     assert per_class[1].startswith("fine_00") and len(per_class) == 101  # header + the 100 declared classes
     assert "VGG-16 and Ghost-VGG-16 on CIFAR-100" in readme  # the experiment's own table and plot
@@ -55,7 +56,7 @@ def test_a_data_set_declared_in_one_place_trains_sweeps_and_reports(cifar100, tm
     assert "on CIFAR-100" in svg and "CIFAR-100 top-1" in svg
 
 
-def test_a_model_family_declared_in_one_place_is_counted_and_drawn(monkeypatch):
+def test_a_model_family_declared_in_one_place_is_counted_and_drawn(monkeypatch, capsys):
     """A new plain network and its Ghost version, registered with their labels and family and
     nothing else, get their own rows in `count`, their own colour and panel in the plot."""
     from ghost_ablate.labels import color, full_label
@@ -76,6 +77,17 @@ def test_a_model_family_declared_in_one_place_is_counted_and_drawn(monkeypatch):
     assert MODELS["ghost_tinynet"].family == "TinyNet"  # from its baseline
 
     assert main(["count", "--model", "ghost_tinynet", "--ratio", "2", "--format", "json"]) == 0
+    capsys.readouterr()
+    import ghost_ablate.costs
+    import ghost_ablate.models
+
+    # the paper's rows and the other registered models stand aside (counting ImageNet networks takes minutes)
+    monkeypatch.setattr(ghost_ablate.costs, "paper_cost_records", lambda: [ghost_ablate.costs.cost_record("vgg16")])
+    monkeypatch.setattr(ghost_ablate.models, "MODELS", {k: MODELS[k] for k in ("vgg16", "tinynet", "ghost_tinynet")})
+    assert main(["count", "--format", "json"]) == 0
+    assert {r["model"] for r in json.loads(capsys.readouterr().out)} == {"vgg16"}  # the paper's rows alone
+    assert main(["count", "--all", "--format", "json"]) == 0  # a registered family appears beside them
+    assert {r["model"] for r in json.loads(capsys.readouterr().out)} == {"vgg16", "tinynet", "ghost_tinynet"}
     assert full_label("ghost_tinynet", 2, 3) == "Ghost-TinyNet s=2 d=3"
     agg = {("tinynet", None, None, None, ()): {"top1_mean": 50.0, "final": [49.0, 51.0], "flops": 4.4e5,
                                                "params": 600.0},

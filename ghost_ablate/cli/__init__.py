@@ -1,4 +1,4 @@
-"""`ghost-ablate` command line: count, knobs, train, sweep, report, bench, export, doctor, featuremaps, redundancy.
+"""`ghost-ablate` command line: the GhostNet ablations, from counting to the report (commands below).
 
 User mistakes end in one line on stderr and exit status 2, never a traceback.
 """
@@ -74,6 +74,8 @@ def build_parser() -> OneLineParser:
 
     p = sub.add_parser("count", help="params and FLOPs (paper convention) beside the paper's")
     add_model_args(p, required=False)
+    p.add_argument("--all", action="store_true", help="also every registered model outside the paper's rows "
+                                                      "(at its declared defaults)")
     p.add_argument("--format", choices=("table", "json"), default="table")
     p.add_argument("--breakdown", action="store_true", help="per-module table (needs --model)")
     p.add_argument("--depth", type=int, default=3, help="breakdown depth")

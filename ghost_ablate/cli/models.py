@@ -18,6 +18,13 @@ def cmd_count(args: argparse.Namespace) -> int:
         if any(v is not None for v in (args.ratio, args.dw_size, args.width)) or args.knobs or args.breakdown:
             raise UserError("--ratio, --dw-size, --width, --set and --breakdown need --model")
         records = paper_cost_records()
+        if args.all:  # every registered model the paper's rows leave out, at its declared defaults
+            counted = {r["model"] for r in records}
+            for name, spec in MODELS.items():
+                if name not in counted and not spec.shaped_by_source:  # those take their widths from a run
+                    records.append(cost_record(name))
+    elif args.all:
+        raise UserError("--all lists every registered model; drop --model, or drop --all")
     else:
         knobs = model_knobs(args)
         records = [cost_record(args.model, args.ratio, args.dw_size, args.width, knobs)]

@@ -262,11 +262,12 @@ def _write_report(runs: pd.DataFrame, results_dir: Path, out: Path, previous: Pa
     written += evidence_files
     sections += [evidence_md]
     next(steps)
-    costs = imagenet_costs()
-    write_atomic(out / "imagenet_costs.csv", costs.to_csv(index=False))
-    written.append(out / "imagenet_costs.csv")
-    sections += ["## ImageNet models: parameters and FLOPs (224x224, not trained here)", "",
-                 md_table(costs.drop(columns=["table"])), "\nCSV: [imagenet_costs.csv](imagenet_costs.csv)", ""]
+    if paper.tables_of(dataset.name):  # a paper data set's report: the paper's ImageNet rows beside it
+        costs = imagenet_costs()
+        write_atomic(out / "imagenet_costs.csv", costs.to_csv(index=False))
+        written.append(out / "imagenet_costs.csv")
+        sections += ["## ImageNet models: parameters and FLOPs (224x224, not trained here)", "",
+                     md_table(costs.drop(columns=["table"])), "\nCSV: [imagenet_costs.csv](imagenet_costs.csv)", ""]
     if bench is not None:
         speed = speedup_table(bench)
         write_atomic(out / "speedup.csv", speed.to_csv(index=False))
