@@ -24,7 +24,7 @@ from .outputs import (
     cmd_redundancy,
     cmd_report,
 )
-from .runs import YES_ENV, cmd_doctor, cmd_plan_seeds, cmd_sweep, cmd_train
+from .runs import YES_ENV, cmd_doctor, cmd_plan_seeds, cmd_stack_probe, cmd_sweep, cmd_train
 
 EXIT_USAGE = 2
 
@@ -59,7 +59,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "bench": cmd_bench, "export": cmd_export, "doctor": cmd_doctor, "featuremaps": cmd_featuremaps,
     "redundancy": cmd_redundancy, "precision-table": cmd_precision_table, "imagenet": cmd_imagenet,
     "plan-seeds": cmd_plan_seeds, "pilot-table": cmd_pilot_table, "gpu-check": cmd_gpu_check,
-    "demo-data": cmd_demo_data,
+    "demo-data": cmd_demo_data, "stack-probe": cmd_stack_probe,
 }
 
 
@@ -176,6 +176,12 @@ def build_parser() -> OneLineParser:
                                                "(what `make precision-check` ends with)")
     p.add_argument("--results-dir", default="results/precision", help="default: results/precision")
     p.add_argument("--out", default="reports", help="folder for precision.csv and precision.md (default: reports)")
+
+    p = sub.add_parser("stack-probe", help="retrain a recorded run on this machine; where the outcome matches bit "
+                                           "for bit, the two machines pair runs as one comparison group")
+    p.add_argument("run", help="a finished run's folder, e.g. results/precision/runs/<run id>")
+    p.add_argument("--data-dir", required=True, help="the data the run trained on (its fingerprint is checked)")
+    p.add_argument("--groups", help="the groups file (default: results/stack_groups.json)")
 
     p = sub.add_parser("demo-data", help="the demo's 5,085-image CIFAR-10 subset, cut from the official data set "
                                          "and checked against the committed records' checksums")

@@ -314,6 +314,44 @@ def submit_sweep(args: argparse.Namespace, experiment, seeds: list[int]) -> int:
     return 0
 
 
+def cmd_stack_probe(args: argparse.Namespace) -> int:
+    """Retrain a recorded run here and join the two machines' stacks into one comparison group where
+    the outcomes match bit for bit (`stacks.py`)."""
+    import dataclasses
+    import tempfile
+
+    from ..config import RunConfig  # lazy: the command line answers --help without torch
+    from ..record_schema import read_record  # lazy: the command line answers --help without torch
+    from ..records import stack_label  # lazy: the command line answers --help without torch
+    from ..stacks import STACK_GROUPS, first_difference, record_equivalence  # lazy: as above
+    from ..training import train_run  # lazy: the command line answers --help without torch
+
+    run = Path(args.run)
+    reference = read_record(run)
+    if reference is None or reference.get("status") != "finished":
+        raise UserError(f"{run}: no finished run here; the probe retrains a finished run that a record holds")
+    config = RunConfig.from_dict(reference["config"])
+    resolved = (reference.get("precision") or {}).get("resolved")
+    if resolved and config.recipe.precision == "auto":  # train in what the reference resolved to, not this CPU's pick
+        config = dataclasses.replace(config, recipe=dataclasses.replace(config.recipe, precision=resolved))
+    device = "cuda" if str(reference.get("device", "")).startswith("cuda") else "cpu"
+    with tempfile.TemporaryDirectory(prefix="stack-probe-") as tmp:
+        probe = train_run(config, args.data_dir, Path(tmp) / config.run_id, accelerator=device, download=False,
+                          progress=False)
+    here, there = stack_label(probe), stack_label(reference)
+    difference = first_difference(reference, probe)
+    if difference is not None:
+        print(f"not the same runs: {difference}; {here} and {there} stay separate comparison groups")
+        return 1
+    if here == there:
+        print(f"the same outcome on the same stack ({here}): nothing to join")
+        return 0
+    path = record_equivalence(reference, probe, Path(args.groups) if args.groups else STACK_GROUPS)
+    print(f"the same outcome, bit for bit, over {len(probe.get('history') or [])} epochs: {here} and {there} now "
+          f"pair as one comparison group ({path})")
+    return 0
+
+
 def cmd_doctor(args: argparse.Namespace) -> int:
     from ..doctor import assign_data, examine, fix, retrain  # lazy: the command line answers --help without torch
     from ..sweep import write_summary  # lazy: the command line answers --help without torch

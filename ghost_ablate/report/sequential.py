@@ -30,6 +30,7 @@ from scipy import stats
 
 from .. import paper
 from ..records import read_json_bounded, row_key, unpack_outcomes
+from ..stacks import comparison_group, load_groups
 from .markdown import md_table
 from .stats import ALPHA, MARGIN_PP, SeedStats, holm, seed_stats, seeds_for_gap
 from .tables import BASELINES, aggregate, vs_reference
@@ -256,12 +257,13 @@ def outcome_pairs(runs: pd.DataFrame, row: paper.PaperRow, ref: paper.PaperRow) 
         return []
     done = runs[(runs["status"] == "finished") & runs["test_correct"].map(lambda v: isinstance(v, str))]
     keyed = {(row_key(r), int(r["seed"])): r for _, r in done.iterrows()}
+    groups = load_groups()
     pairs = []
     for (key, seed), r in sorted(keyed.items(), key=lambda kv: kv[0][1]):
         if key != row.run_key or (ref.run_key, seed) not in keyed:
             continue
         base = keyed[(ref.run_key, seed)]
-        if base["stack"] == r["stack"]:
+        if comparison_group(base["stack"], groups) == comparison_group(r["stack"], groups):
             pairs.append((unpack_outcomes(base["test_correct"]), unpack_outcomes(r["test_correct"])))
     return pairs
 

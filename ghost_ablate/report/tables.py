@@ -15,6 +15,7 @@ from ..labels import family, full_label
 from ..models import MODELS
 from ..record_schema import read_records
 from ..records import DamagedRecord, flatten_record, missing, row_key
+from ..stacks import comparison_group, load_groups
 from ..training import CONFUSION_CLASSES
 from .stats import (
     MARGIN_PP,
@@ -229,8 +230,10 @@ def vs_reference(ours: dict[str, Any] | None, ref: dict[str, Any] | None) -> Com
     they share seeds, else Welch; an empty Comparison where either is missing."""
     if not ours or not ref:
         return Comparison("", None, 0)
-    return compare(ours["final"], ref["final"], ours.get("seeds"), ref.get("seeds"), ours.get("stacks"),
-                   ref.get("stacks"))
+    groups = load_groups()  # machines a stack probe showed to give the same runs pair as one
+    mine, theirs = ([comparison_group(s, groups) for s in e["stacks"]] if e.get("stacks") is not None else None
+                    for e in (ours, ref))
+    return compare(ours["final"], ref["final"], ours.get("seeds"), ref.get("seeds"), mine, theirs)
 
 
 def table_trend(table: str, agg: dict[tuple, dict[str, Any]]) -> tuple[str, Any] | None:
