@@ -96,6 +96,15 @@ def current() -> Ranks:
     return _current
 
 
+def finish() -> None:
+    """Leave the process group `start` made (at the end of the command), so every rank exits
+    cleanly instead of leaving it to the interpreter's teardown."""
+    global _current
+    if _current.world > 1 and dist.is_initialized():
+        dist.destroy_process_group()
+    _current = Ranks()
+
+
 def cluster_environment() -> Any:
     """Lightning's view of how this process was started: srun (SLURM), torchrun, or itself."""
     from lightning.fabric.plugins.environments import (  # lazy: loaded only on the path that needs it

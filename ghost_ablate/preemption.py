@@ -103,16 +103,22 @@ def requeue(saved: bool = True) -> None:
                     "no run was in progress, so nothing was saved: it goes on with the plan's next run")
 
 
-class SaveOnPreemption(L.Callback):
-    """At each step's end, if any rank got the requeue signal: save the run there and raise
-    Preempted on every rank."""
+DDP_CHECK_EVERY = 10  # steps between the ranks' (gloo) agreement on the flag under DDP; every step alone
 
-    def __init__(self, checkpoint: Path, any_rank: Any) -> None:
+
+class SaveOnPreemption(L.Callback):
+    """At a step's end, if any rank got the requeue signal: save the run there and raise Preempted
+    on every rank. A single process looks at its flag every step; under DDP the ranks agree every
+    DDP_CHECK_EVERY steps (one small all-reduce, not one per step; at most seconds of the warning's
+    90)."""
+
+    def __init__(self, checkpoint: Path, any_rank: Any, world: int = 1) -> None:
         self.checkpoint, self.any_rank = Path(checkpoint), any_rank  # any_rank: distributed.Ranks.any
+        self.every = 1 if world == 1 else DDP_CHECK_EVERY
 
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if self.any_rank(requested()):
+        if trainer.global_step % self.every == 0 and self.any_rank(requested()):
             trainer.save_checkpoint(self.checkpoint)
             raise Preempted(f"saved at step {trainer.global_step} (epoch {trainer.current_epoch}, batch "
                             f"{batch_idx + 1})", requeue=self.any_rank(wants_requeue()))

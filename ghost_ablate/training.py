@@ -530,7 +530,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
 
         trainer.callbacks.append(EMAWeightAveraging(decay=recipe.ema_decay))
     if preemption.install():  # under SLURM: save at the step a pre-emption warning arrives
-        trainer.callbacks.append(preemption.SaveOnPreemption(out / CHECKPOINT, ranks.any))
+        trainer.callbacks.append(preemption.SaveOnPreemption(out / CHECKPOINT, ranks.any, ranks.world))
     module.run_config = config.to_dict()
     identity = {"run_config": module.run_config, "hyper_parameters": dict(module.hparams)}
     ranks.agree(config.run_id, "run")

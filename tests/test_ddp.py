@@ -130,7 +130,7 @@ def test_the_gpu_decode_path_draws_its_own_crops_on_each_rank(tmp_path):
 
     from torchvision.io import encode_jpeg
 
-    from ghost_ablate.data.imagenet import ImageNetDataModule
+    from ghost_ablate.data.imagenet import ImageNetDataModule, PackedBlobs
 
     blob = encode_jpeg(same_images(1)[0][0].repeat(1, 4, 4)).numpy().tobytes()
     outs = []
@@ -138,7 +138,8 @@ def test_the_gpu_decode_path_draws_its_own_crops_on_each_rank(tmp_path):
         dm = ImageNetDataModule(tmp_path, image_size=32, seed=3, decode="device")
         dm.trainer = SimpleNamespace(training=True, global_rank=rank, world_size=2,
                                      strategy=SimpleNamespace(root_device=torch.device("cpu")))
-        batch = ([torch.frombuffer(bytearray(blob), dtype=torch.uint8)] * 4, torch.zeros(4, dtype=torch.long),
+        batch = (PackedBlobs.pack([torch.frombuffer(bytearray(blob), dtype=torch.uint8)] * 4),
+                 torch.zeros(4, dtype=torch.long),
                  ["a.JPEG"] * 4, [])
         outs.append(dm.on_after_batch_transfer(batch, 0)[0])
     assert not torch.equal(outs[0], outs[1]) and torch.equal(outs[1], outs[2])

@@ -38,6 +38,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except Diverged as err:
         print(f"ghost-ablate train: diverged: {err}; record kept in {out}", file=sys.stderr)
         return 1
+    finally:
+        distributed.finish()
     acc = record.get("final_test_acc")
     if not ranks.is_zero:
         return 0 if record["status"] == "finished" else 1
@@ -218,13 +220,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     ranks.decide(guard)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    outcome = run_sweep(runs, args.data_dir, results, devices=args.devices, accelerator=args.accelerator,
-                        download=not args.no_download, retry_failed=args.retry_failed, estimates=estimates,
-                        nodes=args.nodes, logger=args.logger, accumulate=args.accumulate)
+    try:
+        outcome = run_sweep(runs, args.data_dir, results, devices=args.devices, accelerator=args.accelerator,
+                            download=not args.no_download, retry_failed=args.retry_failed, estimates=estimates,
+                            nodes=args.nodes, logger=args.logger, accumulate=args.accumulate)
+    finally:
+        distributed.finish()
     if not ranks.is_zero:  # a DDP helper process re-launched by Lightning
         return 0
     print(f"sweep {args.experiment} shard {args.shard}: {len(outcome.done)} done, {len(outcome.skipped)} skipped "
-          f"(already done), {len(outcome.failed)} failed, {len(outcome.diverged)} diverged (recorded), "
+          f"(already done), {len(outcome.failed)} failed, "
+          f"{f'{len(outcome.diverged)} diverged (recorded), ' if outcome.diverged else ''}"
           f"{len(outcome.busy)} held by another process"
           f"{f', {len(outcome.waiting)} waiting for their source run' if outcome.waiting else ''}; "
           f"summary in {results / 'summary.csv'}")

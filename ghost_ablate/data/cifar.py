@@ -258,12 +258,16 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator, pad: int 
     cols = dx[:, None] + torch.arange(w)
     cols = torch.where(flip[:, None], cols.flip(1), cols)
     dev = images.device
+    index = torch.cat([rows, cols], 1)  # the draws cross to the device as one copy, without a wait on a GPU
+    if dev.type == "cuda":
+        index = index.pin_memory().to(dev, non_blocking=True)
+    rows, cols = index[:, :h], index[:, h:]
     padded = F.pad(images, (pad, pad, pad, pad))
     return padded[
         torch.arange(b, device=dev)[:, None, None, None],
         torch.arange(c, device=dev)[None, :, None, None],
-        rows.to(dev)[:, None, :, None],
-        cols.to(dev)[:, None, None, :],
+        rows[:, None, :, None],
+        cols[:, None, None, :],
     ]
 
 

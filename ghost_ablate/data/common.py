@@ -1,6 +1,7 @@
 """What every data set shares: its declaration (`DataSet`) and its one error type."""
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,9 +58,15 @@ class DataSet:
 
 def normalize_with(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
     """uint8 NCHW -> float32 normalised with a data set's channel mean and std, on the images' device."""
-    m = torch.tensor(mean, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, device=images.device).view(1, -1, 1, 1)
+    m, s = _channel_stats(tuple(mean), tuple(std), str(images.device))
     return (images.float() / 255.0 - m) / s
+
+
+@functools.lru_cache(maxsize=32)
+def _channel_stats(mean: tuple[float, ...], std: tuple[float, ...], device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mean and std as (1, C, 1, 1) tensors on `device`, made once: a new tensor each batch is a
+    host-to-device copy (and a wait) each batch on a GPU."""
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
