@@ -85,6 +85,8 @@ def chosen_length(table: pd.DataFrame, recipe: str, gain: float = CONVERGED_GAIN
                                  f"{worst['gain to next']:+.2f} points (mean of {int(worst['gain pairs'])} paired "
                                  f"seeds, {worst['model']}), under the {gain:g}-point threshold for every model")
     longest = int(part["schedule"].max())
+    if part["schedule"].nunique() == 1:
+        return None, f"only {longest} epochs measured so far; train {2 * longest} epochs next"
     gains = part[part["next length"] == longest]
     said = "; ".join(f"{r['model']} {r['gain to next']:+.2f}" for _, r in gains.iterrows() if pd.notna(r["gain to next"]))
     return None, (f"none yet: no measured length's doubling adds under {gain:g} point for every model over "
@@ -99,7 +101,7 @@ def plot_lengths(table: pd.DataFrame, out: Path) -> list[Path]:
     from .plots import save_figure
 
     recipes = sorted(table["recipe"].unique())
-    fig, axes = plt.subplots(1, len(recipes), figsize=(4.2 * len(recipes), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(recipes), figsize=(4.2 * len(recipes), 3.4), squeeze=False, sharey=True)
     for ax, recipe in zip(axes[0], recipes):
         for model, part in table[table["recipe"] == recipe].groupby("model"):
             part = part.sort_values("schedule")
@@ -108,7 +110,7 @@ def plot_lengths(table: pd.DataFrame, out: Path) -> list[Path]:
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(table[table["recipe"] == recipe]["schedule"].unique()))
         ax.get_xaxis().set_major_formatter(plt.ScalarFormatter())
-        ax.set_title(f"recipe {recipe}", fontsize=9)
+        ax.set_title(f"recipe {recipe} (bars: sd over seeds)", fontsize=9)
         ax.set_xlabel("schedule length (epochs)")
         ax.set_ylabel("final test top-1 (%)")
         ax.grid(alpha=0.3)
@@ -148,7 +150,8 @@ def write_pilot_report(results_dir: str | Path, out: str | Path) -> list[Path]:
         f"seeds, so each length's gain is paired by seed. The chosen length is the shortest whose next length "
         f"(at least twice as long) adds less than {CONVERGED_GAIN:g} point of final test top-1 for both models "
         f"over >= {MIN_SEEDS} paired seeds; with so few seeds that is a point estimate, its interval beside it. "
-        "The test split has 1,017 images: one point is about ten images.", "",
+        "The test split has 1,017 images: one point is about ten images. The training loss is the recipe's own "
+        "(with label smoothing where the recipe uses it, so recipes differ in its floor).", "",
         "Chosen length:", "", *choices, "",
         md_table(shown), "", "![final test top-1 against schedule length](pilot_lengths.svg)", "",
         "Every epoch of every run (test and training top-1, training loss): [pilot_curves.csv](pilot_curves.csv); "
