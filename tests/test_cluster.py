@@ -274,3 +274,21 @@ def test_a_diverged_run_in_an_array_task_is_told_from_a_lost_one(cluster, plan, 
     assert record["status"] == "diverged"
     shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True).stdout
     assert "ExitCode=4:0" in shown, shown
+
+
+def test_a_warning_after_a_run_s_last_step_claims_no_save(cluster, plan, tmp_path):
+    """The pre-emption warning arrives once run 1 (seed 0) has trained its last step: nothing of
+    run 1 is saved or trained again, and the log claims a save only where a later run was saved."""
+    results = tmp_path / "results"
+    job = submit(plan, results, "--seeds", "0,1")
+    log = wait_for_log(results, job, "epoch 3/3")  # run 1's last epoch (and its validation) is over
+    subprocess.run(["scancel", "--signal=USR2", job], check=True)
+    start_requeued_now(job)
+    wait_for_job(job, settled=lambda: [r["status"] for r in records(results).values()] == ["finished"] * 2)
+    by_seed = {r["config"]["seed"]: r for r in records(results).values()}
+    assert by_seed[0]["attempts"] == 1 and not by_seed[0].get("resumes")  # run 1: never saved, never resumed
+    text = "".join(p.read_text() for p in log.parent.glob("*_log.*"))
+    if by_seed[1].get("resumes"):  # the warning reached run 2 mid-way: saved there, and said so
+        assert by_seed[1]["resumes"][0]["from_step"] > 0 and "resumes from the saved step" in text
+    else:  # between the runs: requeued to go on, nothing claimed
+        assert "nothing was saved" in text and "resumes from the saved step" not in text
