@@ -46,7 +46,7 @@ def test_recipe_limits_enter_the_epoch_time():
 def test_calibration_is_cached_and_measured_again_for_a_new_version(tmp_path, monkeypatch):
     calls = []
 
-    def fake(rc, device, world=1):
+    def fake(rc, device, world=1, accumulate=1):
         calls.append(rc.model)
         return Calibration(0.25, 400.0)
 

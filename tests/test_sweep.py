@@ -84,7 +84,7 @@ def test_run_id_depends_on_the_resolved_config():
     ("profile: smoke\nruns:\n  - {model: ghost_vgg16, ratio: 2.5}\n", r"runs\[0\].*ratio must be an integer 1..64, got 2.5"),
     ("profile: smoke\nruns:\n  - {model: ghost_vgg16, dw_size: 4}\n", r"runs\[0\].*dw_size must be an odd integer"),
     ("profile: smoke\nruns:\n  - {model: ghost_vgg16, kernel: 3}\n", r"runs\[0\]\.kernel: unknown field; valid: model"),
-    ("profile: fast\nruns:\n  - {model: vgg16}\n", r"profile: unknown profile 'fast'; valid: imagenet_ghostnet, imagenet_ghostnet_dli14, imagenet_ghostnet_mindcv, imagenet_resnet50, imagenet_smoke, l1_finetune, paper, quick, smoke, standard, subset or a .yaml path"),
+    ("profile: fast\nruns:\n  - {model: vgg16}\n", r"profile: unknown profile 'fast'; valid: imagenet_ghostnet, imagenet_ghostnet_dli14, imagenet_ghostnet_mindcv, imagenet_resnet50, imagenet_smoke, l1_finetune, paper, quick, smoke, standard, subset, subset_fast or a .yaml path"),
     ("profile: smoke\nseeds: [1]\nruns:\n  - {model: vgg16}\n", r"seeds: unknown field; valid: description"),
     ("profile: smoke\nruns: [ {model: vgg16\n", r"malformed YAML"),
     ("profile: smoke\npaper_tables: [table9]\n", r"paper_tables: unknown table 'table9'"),

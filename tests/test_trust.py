@@ -330,7 +330,7 @@ def test_a_noisy_or_outlying_calibration_is_measured_again(monkeypatch):
     assert found == [rcs[2]]
     calls = []
 
-    def fake(rc, device, cache=None, *, force=False, measure=True, world=1):
+    def fake(rc, device, cache=None, *, force=False, measure=True, world=1, accumulate=1):
         calls.append((rc.ratio, force))
         if not measure:
             return None, False
