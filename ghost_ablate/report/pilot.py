@@ -137,7 +137,7 @@ def write_pilot_report(results_dir: str | Path, out: str | Path) -> list[Path]:
         "final train top-1 (%)": table["train top-1 mean"].map(lambda v: fmt_number(v, 1)),
         "final train loss": table["train loss mean"].map(lambda v: fmt_number(v, 3)),
         "gain of the next length (pp)": [
-            "" if pd.isna(g) else f"{int(n)}: {g:+.2f}" + (f" ± {c:.2f}" if pd.notna(c) else "") + f" ({int(k)} pairs)"
+            "" if pd.isna(g) else f"{int(n)}: {g:+.2f}" + (f" ± {c:.2f}" if pd.notna(c) else "") + f" ({int(k)} pair{'' if k == 1 else 's'})"
             for g, c, n, k in zip(table["gain to next"], table["gain ci95"], table["next length"],
                                   table["gain pairs"])],
         "machines": table["machines"].map(escape)})
