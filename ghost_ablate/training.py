@@ -170,7 +170,7 @@ class ImageClassifier(L.LightningModule):
         if self.recipe.tta_flip:  # the mirror's logits averaged in: the mirror is as likely an image
             logits = (logits + self(torch.flip(x, dims=[3]))) / 2
         if self._correct is not None:
-            self._correct.append((logits.argmax(1) == y).cpu())
+            self._correct.append(logits.argmax(1) == y)  # on the device: one copy to the host per pass
         self.test_acc1(logits, y)
         self.test_acc5(logits, y)
         if self.test_confusion is not None:
@@ -189,7 +189,7 @@ class ImageClassifier(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         if self._correct is not None and not self.trainer.sanity_checking:
-            self.test_correct = pack_outcomes(torch.cat(self._correct).tolist()) if self._correct else None
+            self.test_correct = pack_outcomes(torch.cat(self._correct).cpu().tolist()) if self._correct else None
         self._correct = None
         if self.test_confusion is not None:
             self.confusion = self.test_confusion.compute().tolist()
