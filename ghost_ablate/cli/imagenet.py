@@ -91,7 +91,7 @@ def throughput(args: argparse.Namespace) -> int:
 
     from ..data import shards  # lazy: the command line answers --help without torch
     from ..data.imagenet import default_workers  # lazy: the command line answers --help without torch
-    from ..data.throughput import OURS, compare  # lazy: the command line answers --help without torch
+    from ..data.throughput import OURS, compare, describe_sample  # lazy: the command line answers --help without torch
     from ..estimate import RunEstimate, input_side  # lazy: the command line answers --help without torch
     from ..machine import cpu_model  # lazy: the command line answers --help without torch
     from ..models import build_model  # lazy: the command line answers --help without torch
@@ -108,7 +108,8 @@ def throughput(args: argparse.Namespace) -> int:
                        dali=False if args.no_dali else None)
     when = datetime.date.today().isoformat()
     print(f"training images/s per CPU core at {args.image_size} px, batch {args.batch_size}, median of "
-          f"{args.repeats} interleaved passes of {args.images} images, on {cpu_model()}, {when}:")
+          f"{args.repeats} interleaved passes of {args.images} images, on {cpu_model()}, {when}; read from "
+          f"{describe_sample(args.data_dir)}:")
     print(tabulate([[r["reader"], f"{r['images_per_s_per_core']:,.0f}", f"{r['vs_peer']:.2f}x"] for r in rows],
                    headers=["reader", "images/s per core", "vs peer"], tablefmt="github"))
     ours = next(r["images_per_s_per_core"] for r in rows if r["reader"] == OURS)

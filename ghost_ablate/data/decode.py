@@ -1,8 +1,8 @@
 """Decoding and cropping photographs (ImageNet's JPEGs) into a model's square input.
 
 One crop rule serves every decoder: a box in the original image's pixels, drawn by
-`random_resized_boxes` for training (torchvision's RandomResizedCrop rule: area 8-100%, aspect
-3/4-4/3, ten tries, then the centre) or set by `center_boxes` for evaluation (the region a
+`random_resized_box` for training (torchvision's `RandomResizedCrop.get_params` itself: area
+8-100%, aspect 3/4-4/3, ten tries, then the centre) or set by `center_boxes` for evaluation (the region a
 resize of the short side to size/0.875 and a centre crop would keep). The box is resampled to
 `size` in one step, so no full-size resize is ever made.
 
@@ -21,7 +21,6 @@ import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -33,35 +32,25 @@ DECODERS = ("auto", "workers", "device", "dali")
 MAX_PIXELS = 40_000_000  # ILSVRC-2012's largest images have ~12M pixels; a bigger one is skipped as unreadable
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)  # RandomResizedCrop's defaults, which the paper's recipes keep
 PAD_BUDGET = 64 * 2 ** 20  # float32 elements per padded chunk in `crop_batch` (256 MB)
+_SIZE_ONLY = torch.empty(1, 1, 1)  # expanded to (1, H, W) without memory: an image's size for torchvision
 _PIL_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
-def random_resized_boxes(widths: torch.Tensor, heights: torch.Tensor, attempts: int = 10,
-                         generator: torch.Generator | None = None) -> torch.Tensor:
-    """(left, top, width, height) per image, int64 (N, 4), by RandomResizedCrop's rule, for all
-    images at once: the first of `attempts` draws of area and log-aspect that fits, else the
-    largest centred box within the aspect range. Its uniforms come from `generator` (torch's
-    global one if None) in one draw; the arithmetic is numpy's, which costs microseconds where a
-    loader worker calls this once per image."""
+def random_resized_box(width: int, height: int) -> tuple[int, int, int, int]:
+    """(left, top, width, height) of one image's training crop: torchvision's own
+    `RandomResizedCrop.get_params` (area 8-100%, aspect 3/4-4/3, ten tries, then the centre), drawn
+    from torch's global generator, so the same seed gives torchvision's box exactly. The image is a
+    zero-size stand-in that only carries the size, so no pixel is touched."""
+    from torchvision.transforms import RandomResizedCrop  # lazy: loaded only on the path that needs it
 
-    n = len(widths)
-    u = torch.rand(n, 2 * attempts + 2, dtype=torch.float64, generator=generator).numpy()
-    W, H = widths.numpy().astype(np.float64), heights.numpy().astype(np.float64)
-    area = (W * H)[:, None] * (SCALE[0] + (SCALE[1] - SCALE[0]) * u[:, :attempts])
-    lo, hi = math.log(RATIO[0]), math.log(RATIO[1])
-    aspect = np.exp(lo + (hi - lo) * u[:, attempts:2 * attempts])
-    w, h = np.round(np.sqrt(area * aspect)), np.round(np.sqrt(area / aspect))
-    fits = (w > 0) & (w <= W[:, None]) & (h > 0) & (h <= H[:, None])
-    ok, first = fits.any(1), fits.argmax(1)
-    rows = np.arange(n)
-    # the fallback: the whole image, narrowed to the aspect range
-    ratio = W / H
-    fw = np.where(ratio > RATIO[1], np.round(H * RATIO[1]), W)
-    fh = np.where(ratio < RATIO[0], np.round(W / RATIO[0]), H)
-    bw, bh = np.where(ok, w[rows, first], fw), np.where(ok, h[rows, first], fh)
-    left = np.floor(np.where(ok, u[:, -2] * (W - bw + 1), (W - bw) / 2))
-    top = np.floor(np.where(ok, u[:, -1] * (H - bh + 1), (H - bh) / 2))
-    return torch.from_numpy(np.stack([left, top, bw, bh], 1).astype(np.int64))
+    top, left, h, w = RandomResizedCrop.get_params(_SIZE_ONLY.expand(1, height, width), list(SCALE), list(RATIO))
+    return left, top, w, h
+
+
+def random_resized_boxes(widths: torch.Tensor, heights: torch.Tensor) -> torch.Tensor:
+    """`random_resized_box` for each image in turn, as int64 (N, 4)."""
+    boxes = [random_resized_box(w, h) for w, h in zip(widths.tolist(), heights.tolist())]
+    return torch.tensor(boxes, dtype=torch.int64).view(-1, 4)
 
 
 def center_boxes(widths: torch.Tensor, heights: torch.Tensor, size: int, crop_ratio: float) -> torch.Tensor:
@@ -193,6 +182,13 @@ class Crops:
         if not self.train:
             return center_boxes(widths, heights, self.size, CROP_RATIO), torch.zeros(len(widths), dtype=torch.bool)
         return random_resized_boxes(widths, heights), torch.rand(len(widths)) < 0.5
+
+    def box(self, width: int, height: int) -> tuple[tuple[int, int, int, int], bool]:
+        """`boxes` for one image, without building tensors (a loader worker calls it per image)."""
+        if not self.train:
+            box = center_boxes(torch.tensor([width]), torch.tensor([height]), self.size, CROP_RATIO)[0]
+            return tuple(box.tolist()), False
+        return random_resized_box(width, height), bool(torch.rand(1) < 0.5)
 
     def finish(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
         return images if self.extras is None else [self.extras(x) for x in images]

@@ -95,8 +95,8 @@ def crop_one(data: bytes, crops: Crops, raw: bool = False) -> torch.Tensor | Non
     size = header(data)
     if size is None:
         return None
-    boxes, flips = crops.boxes(torch.tensor([size[0]]), torch.tensor([size[1]]))
-    image = decode_crop(data, tuple(boxes[0].tolist()), crops.size, crops.interpolation, bool(flips[0]))
+    box, flip = crops.box(*size)
+    image = decode_crop(data, box, crops.size, crops.interpolation, flip)
     return None if image is None else crops.finish([image])[0]
 
 

@@ -30,6 +30,9 @@ from .imagenet_val import sort_val
 
 PEER = "torchvision ImageFolder + PIL (peer)"
 OURS = "ours: folder, PIL/libjpeg-turbo crops"  # the default CPU path, what a run's loader workers do
+# The version of our CPU input path in cached per-core rates: a change to it measures anew
+# (2: torchvision's box draw per image, shards read without tarfile's per-member cost)
+PIPELINE = 2
 
 
 @contextlib.contextmanager
@@ -68,6 +71,51 @@ def readers(data_dir: Path, size: int, batch: int, shards_dir: Path | None = Non
     if dali:
         out["ours: folder, DALI CPU mode"] = lambda: _ours(data_dir, size, batch, "dali")
     return out
+
+
+# The JPEG standard's luminance quantization table (ITU T.81, Annex K), the one libjpeg scales by
+# its quality setting: its total, against an image's own table's, estimates that image's quality.
+IJG_LUMINANCE_TOTAL = sum((16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57,
+                           69, 56, 14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64,
+                           81, 104, 113, 92, 49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99))
+SAMPLE_DESCRIBED = 200  # training images read for `describe_sample`
+
+
+def jpeg_quality(table: Iterable[int]) -> float:
+    """libjpeg's quality setting (1-100) that would have made this luminance table, from its
+    total against the standard table's (libjpeg scales the table by 5000/q below q=50, by 200-2q
+    above); an estimate for tables of other encoders."""
+    scale = 100 * sum(table) / IJG_LUMINANCE_TOTAL
+    return max(1.0, min(100.0, 5000 / scale if scale > 100 else (200 - scale) / 2))
+
+
+def describe_sample(data_dir: str | Path, limit: int = SAMPLE_DESCRIBED) -> str:
+    """What a throughput figure was measured on: the median width x height, file size and JPEG
+    quality of up to `limit` training images of `data_dir` (every k-th, in name order), and the
+    share with 4:2:0 chroma; from headers alone."""
+    from PIL import Image  # lazy: loaded only on the path that needs it
+
+    files = sorted(p for p in (Path(data_dir) / "train").rglob("*") if p.is_file())
+    files = files[::max(1, len(files) // limit)][:limit]
+    sizes, kbytes, qualities, subsampled = [], [], [], 0
+    for path in files:
+        try:
+            with Image.open(path) as img:
+                sizes.append(img.size)
+                kbytes.append(path.stat().st_size / 1000)
+                tables = getattr(img, "quantization", None) or {}
+                if 0 in tables:
+                    qualities.append(jpeg_quality(tables[0]))
+                layers = getattr(img, "layer", None) or []
+                subsampled += len(layers) == 3 and layers[0][1:3] == (2, 2)
+        except OSError:  # an unreadable image is the loader's to count, not the description's
+            continue
+    if not sizes:
+        return f"{data_dir}: no readable training images"
+    width, height = statistics.median(w for w, _ in sizes), statistics.median(h for _, h in sizes)
+    quality = f"JPEG quality ~{statistics.median(qualities):.0f}" if qualities else "not JPEG"
+    return (f"{len(sizes)} training images of {data_dir}: median {width:.0f}x{height:.0f} px, "
+            f"{statistics.median(kbytes):.0f} KB, {quality}, {subsampled / len(sizes):.0%} with 4:2:0 chroma")
 
 
 def _count(batch: Any) -> int:
@@ -122,7 +170,7 @@ def input_rate_per_core(data_dir: str | Path | None, size: int) -> tuple[float, 
         except DataError:  # no usable data here: measure on generated images instead
             source = None
     cache = JsonCache("input-rate")
-    key = cache.key(source[1] if source else "generated-natural-v1", size, cpu_model())
+    key = cache.key(source[1] if source else "generated-natural-v1", size, cpu_model(), PIPELINE)
     hit = cache.get(key)
     if isinstance(hit, list) and len(hit) == 2:
         return float(hit[0]), str(hit[1])
