@@ -50,7 +50,13 @@ def test_random_resized_boxes_are_torchvision_s_for_the_same_draws():
         torch.manual_seed(w * 7919 + h)
         assert decode.random_resized_box(w, h) == (left, top, bw, bh)
     # the fallback: nothing fits a 1000x10 strip, so the centred box at the widest aspect allowed
-    assert decode.random_resized_boxes(torch.tensor([1000]), torch.tensor([10])).tolist() == [[493, 0, 13, 10]]
+    assert decode.random_resized_box(1000, 10) == (493, 0, 13, 10)
+    # a batch (the device path) draws image by image as a loader worker does: the same crops per seed
+    torch.manual_seed(0)
+    boxes, flips = Crops(224, True).boxes(torch.tensor([500, 1200]), torch.tensor([375, 900]))
+    torch.manual_seed(0)
+    one = [Crops(224, True).box(500, 375), Crops(224, True).box(1200, 900)]
+    assert [tuple(b) for b in boxes.tolist()] == [b for b, _ in one] and flips.tolist() == [f for _, f in one]
 
 
 @pytest.mark.parametrize("width,height", [(500, 375), (1400, 1050)])

@@ -47,12 +47,6 @@ def random_resized_box(width: int, height: int) -> tuple[int, int, int, int]:
     return left, top, w, h
 
 
-def random_resized_boxes(widths: torch.Tensor, heights: torch.Tensor) -> torch.Tensor:
-    """`random_resized_box` for each image in turn, as int64 (N, 4)."""
-    boxes = [random_resized_box(w, h) for w, h in zip(widths.tolist(), heights.tolist())]
-    return torch.tensor(boxes, dtype=torch.int64).view(-1, 4)
-
-
 def center_boxes(widths: torch.Tensor, heights: torch.Tensor, size: int, crop_ratio: float) -> torch.Tensor:
     """(left, top, width, height), int64 (N, 4): the region of each image that resizing its short
     side to round(size / crop_ratio) and centre-cropping `size` would keep."""
@@ -178,10 +172,13 @@ class Crops:
     extras: Callable | None = None
 
     def boxes(self, widths: torch.Tensor, heights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Crop boxes and flips for images of these sizes, drawn from torch's global generator."""
+        """Crop boxes and flips for images of these sizes, drawn from torch's global generator image
+        by image as `box` draws them, so a batch's crops are the worker path's for the same seed."""
         if not self.train:
             return center_boxes(widths, heights, self.size, CROP_RATIO), torch.zeros(len(widths), dtype=torch.bool)
-        return random_resized_boxes(widths, heights), torch.rand(len(widths)) < 0.5
+        drawn = [self.box(w, h) for w, h in zip(widths.tolist(), heights.tolist())]
+        return (torch.tensor([b for b, _ in drawn], dtype=torch.int64).view(-1, 4),
+                torch.tensor([f for _, f in drawn], dtype=torch.bool))
 
     def box(self, width: int, height: int) -> tuple[tuple[int, int, int, int], bool]:
         """`boxes` for one image, without building tensors (a loader worker calls it per image)."""
