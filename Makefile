@@ -127,13 +127,13 @@ precision-check:
 	  $(CLI) sweep experiments/precision_check.yaml --precision $$p --epochs 10 --seeds $$seed \
 	    --data-dir $(DEMO_DATA) --results-dir $(PRECISION_RESULTS) --no-download || exit $$?; \
 	done; done
-	$(CLI) precision-table --results-dir $(PRECISION_RESULTS) --out $(REPORTS)
+	$(CLI) report --section precision --results-dir $(PRECISION_RESULTS) --out $(REPORTS)
 
 # Convergence pilot (issue 39): Table 2's pair under the fast subset recipe at 8, 16 and 32 epochs,
 # two seeds each, shortest first, so an interrupted pilot still has complete pairs; run it again to
 # resume. The report chooses the length by comparing lengths (reports/pilot.md). The first pilot (the
 # subset recipe at 12 and 30 epochs) is PILOT_EXPERIMENT=experiments/cifar10_pilot.yaml
-# PILOT_RUNS="12:0 30:0 12:1 30:1 12:2 30:2". `plan-seeds` reads the folder.
+# PILOT_RUNS="12:0 30:0 12:1 30:1 12:2 30:2". `sweep --seeds auto --pilot` reads the folder.
 PILOT_RESULTS    ?= results/pilot
 PILOT_EXPERIMENT ?= experiments/cifar10_convergence.yaml
 PILOT_RUNS       ?= 8:0 8:1 16:0 16:1 32:0 32:1
@@ -142,7 +142,7 @@ pilot:
 	  $(CLI) sweep $(PILOT_EXPERIMENT) --epochs $${r%%:*} --seeds $${r##*:} --data-dir $(DEMO_DATA) \
 	    --results-dir $(PILOT_RESULTS) --no-download || exit $$?; \
 	done
-	$(CLI) pilot-table --results-dir $(PILOT_RESULTS) --out $(REPORTS)
+	$(CLI) report --section pilot --results-dir $(PILOT_RESULTS) --out $(REPORTS)
 
 # The evidence for Table 2 (issue 39): the fast subset recipe at the length the convergence pilot chose
 # (EVIDENCE_EPOCHS), seed by seed; each seed is a block of the rows still open, trained on one machine

@@ -1,8 +1,8 @@
 """Training recipes (profiles) and the resolved configuration of one run.
 
-`Recipe` is the one list of recipe fields: profiles in `experiments/profiles/*.yaml`
-set some of them, the command line can override any of them, and a run's identity
-hashes all of them.
+`Recipe` is the one declaration of recipe fields (pydantic, as the run records are): profiles
+in `experiments/profiles/*.yaml` set some of them, the command line overrides any of them
+(`--set recipe.KEY=VALUE`), and a run's identity hashes all of them.
 """
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
+from pydantic import Field, ValidationError, field_validator
+from pydantic.dataclasses import dataclass as declared
 
 from .errors import UserError
 from .formats import FormatError, load_yaml
@@ -20,20 +22,22 @@ from .models import KNOBS, extras
 from .records import plain_name
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "experiments" / "profiles"
-SCHEDULES = ("step", "cosine")
-PRECISIONS = ("auto", "32", "bf16")
+Schedule = Literal["step", "cosine"]
+Precision = Literal["auto", "32", "bf16"]
+Interpolation = Literal["bilinear", "bicubic"]
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+INTERPOLATIONS: tuple[str, ...] = get_args(Interpolation)
+CHOICES = {"schedule": SCHEDULES, "precision": PRECISIONS, "interpolation": INTERPOLATIONS}  # the fields with choices
 LOGGERS = ("csv", "tensorboard", "mlflow", "wandb")  # where a run's metrics go besides its CSV logs
 # Recipe fields added after run records existed. While such a field holds its default it
 # is left out of a run's identity (`RunConfig.to_dict`), so earlier run ids and records
 # stay valid. `precision: auto` is resolved per machine (bf16 where it is native and
 # fast, else 32) and the record states what it resolved to; keeping it out of the id
 # means a sweep sharded over mixed machines never splits one configuration in two.
-ID_NEUTRAL_DEFAULTS: dict[str, Any] = {"precision": "auto", "label_smoothing": 0.0, "lr_reference_batch": None,
-                                       "image_size": None, "sync_batchnorm": False, "norm_weight_decay": None,
-                                       "ema_decay": None, "interpolation": "bilinear", "color_jitter": 0.0,
-                                       "randaugment": None, "random_erasing": 0.0, "model_knobs": (),
-                                       "tta_flip": False}
-INTERPOLATIONS = ("bilinear", "bicubic")
+ID_NEUTRAL = ("precision", "label_smoothing", "lr_reference_batch", "image_size", "sync_batchnorm",
+              "norm_weight_decay", "ema_decay", "interpolation", "color_jitter", "randaugment", "random_erasing",
+              "model_knobs", "tta_flip")
 AUGMENTATION = ("interpolation", "color_jitter", "randaugment", "random_erasing")  # folder data sets only
 
 
@@ -41,48 +45,82 @@ class ConfigError(UserError, ValueError):
     """A bad profile, field or value; the message names the valid choices."""
 
 
-@dataclass(frozen=True)
+@declared(frozen=True)
 class Recipe:
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"  # "step" (x gamma at milestones) or "cosine"
-    milestones: tuple[int, ...] = ()
-    gamma: float = 0.1
-    warmup_epochs: int = 0  # linear warm-up from lr/10, before the schedule
-    limit_train_batches: int | None = None  # None: the whole training set each epoch
-    limit_test_batches: int | None = None
-    eval_batch_size: int = 512
-    compile: bool = False  # torch.compile the model (GPU)
-    deterministic: bool = False  # deterministic kernels; off lets cuDNN pick the fastest
-    precision: str = "auto"  # "auto" (bf16 where native and fast, else 32), "32" or "bf16"
-    label_smoothing: float = 0.0  # of the training loss (the test loss is plain cross-entropy)
-    # `lr` is for this global batch; another batch_size scales it linearly (Goyal et al., 2017).
-    # None: `lr` as given, whatever the batch.
-    lr_reference_batch: int | None = None
-    image_size: int | None = None  # training crop / evaluation crop side; None: the data set's own
-    sync_batchnorm: bool = False  # under DDP, batch statistics over the global batch, not each device's share
+    """How a model is trained. Each field's description is what `--help` and the docs show."""
+
+    epochs: int = Field(200, ge=1, description="training epochs")
+    batch_size: int = Field(128, ge=1, description="global batch (over all devices, nodes and accumulation steps)")
+    lr: float = Field(0.1, gt=0, description="peak learning rate of SGD")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    nesterov: bool = Field(False, description="Nesterov momentum")
+    weight_decay: float = Field(5e-4, ge=0, description="L2 weight decay")
+    schedule: Schedule = Field("cosine", description="cosine, or step (x gamma at the milestones)")
+    milestones: tuple[int, ...] = Field((), description="epochs of the step schedule's decays, E1,E2,...")
+    gamma: float = Field(0.1, gt=0, le=1, description="the step schedule's factor")
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up from lr/10, before the schedule")
+    limit_train_batches: int | None = Field(None, ge=1, description="batches per epoch (none: the whole set)")
+    limit_test_batches: int | None = Field(None, ge=1, description="test batches (none: the whole set)")
+    eval_batch_size: int = Field(512, ge=1, description="test batch")
+    compile: bool = Field(False, description="torch.compile the model (GPU)")
+    deterministic: bool = Field(False, description="deterministic kernels (off lets cuDNN pick the fastest)")
+    precision: Precision = Field("auto", description="auto (bf16 where native and fast, else 32), 32 or bf16")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="of the training loss (the test loss is plain)")
+    lr_reference_batch: int | None = Field(
+        None, ge=1, description="the batch `lr` is for; another batch scales it linearly (Goyal et al., 2017)")
+    image_size: int | None = Field(None, ge=16, description="training and evaluation crop side (none: the data "
+                                                            "set's own)")
+    sync_batchnorm: bool = Field(False, description="under DDP, batch statistics over the global batch (GPUs)")
     # Options of the ImageNet recipes' sources (experiments/profiles/imagenet_*.yaml), each off by default.
-    norm_weight_decay: float | None = None  # weight decay of normalization layers' parameters; None: weight_decay
-    ema_decay: float | None = None  # EMA of the weights, updated each step; they are the ones evaluated and saved
-    interpolation: str = "bilinear"  # of the random-resized crop and the evaluation resize
-    color_jitter: float = 0.0  # brightness, contrast and saturation each scaled by a factor in [1-x, 1+x]
-    randaugment: int | None = None  # RandAugment's magnitude (torchvision, 2 ops per image); None: off
-    random_erasing: float = 0.0  # probability of erasing a random rectangle of a training image
-    # Values for the model's declared knobs (models/knobs.py) that the recipe's source sets, e.g.
-    # the classifier's dropout; used where the model declares the knob and the run leaves it unset.
-    model_knobs: tuple[tuple[str, Any], ...] = ()
-    # Test-time augmentation: each test image is scored by the mean of its own and its mirror's
-    # logits (airbench's flip TTA); training is unchanged.
-    tta_flip: bool = False
+    norm_weight_decay: float | None = Field(None, ge=0, description="weight decay of normalization layers "
+                                                                    "(none: weight_decay)")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA of the weights, evaluated and saved "
+                                                                  "(none: off)")
+    interpolation: Interpolation = Field("bilinear", description="of the random-resized crop and the eval resize")
+    color_jitter: float = Field(0.0, ge=0, lt=1, description="brightness, contrast, saturation scaled in [1-x, 1+x]")
+    randaugment: int | None = Field(None, ge=0, le=30, description="RandAugment magnitude, 2 ops (none: off)")
+    random_erasing: float = Field(0.0, ge=0, le=1, description="probability of erasing a random rectangle")
+    # the declared knobs' values the recipe's source sets (e.g. the classifier's dropout), used where the
+    # model declares the knob and the run leaves it unset
+    model_knobs: tuple[tuple[str, Any], ...] = Field((), description="model knob values, KNOB=VALUE,...")
+    tta_flip: bool = Field(False, description="score each test image by the mean of its and its mirror's logits")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _read(cls, value: Any, info: Any) -> Any:
+        """YAML and command-line spellings: 'none'/'null' for unset, 'E1,E2' for a list, 'K=V,...'
+        for knobs, a number for a choice ('32'); and no true/false where a count is meant."""
+        name = info.field_name
+        if isinstance(value, str) and value.strip().lower() in ("none", "null"):
+            value = None
+        if value is None:
+            return () if name in ("milestones", "model_knobs") else None
+        if name == "model_knobs":
+            items = (value.items() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else
+                     (part.split("=", 1) for part in str(value).split(",") if part.strip()))
+            return tuple(sorted((str(k).strip(), v.strip() if isinstance(v, str) else v) for k, v in items))
+        if name == "milestones" and isinstance(value, str):
+            return [part for part in value.split(",") if part.strip()]
+        if name in CHOICES and isinstance(value, (int, float)):
+            return str(value)
+        if isinstance(value, bool) and RECIPE_TYPES.get(name) in ("int", "int | None"):
+            raise ValueError("expected an integer, not true/false")
+        return value
+
+    def __post_init__(self) -> None:
+        if self.warmup_epochs >= self.epochs:
+            raise ValueError(f"warmup_epochs must be below epochs ({self.epochs}), got {self.warmup_epochs}")
+        if any(m < 1 or m > self.epochs for m in self.milestones):
+            raise ValueError(f"milestones must lie in 1..epochs ({self.epochs}), got {list(self.milestones)}")
+        for name, value in self.model_knobs:
+            if name not in KNOBS:
+                raise ValueError(f"model_knobs: unknown knob {name!r}; valid: {', '.join(KNOBS)}")
+            KNOBS[name].coerce(value)  # a ValueError names the knob and its valid values
 
     @property
     def augmentation(self) -> dict[str, Any]:
         """The augmentation options set away from their defaults (folder data sets take them)."""
-        return {k: getattr(self, k) for k in AUGMENTATION if getattr(self, k) != ID_NEUTRAL_DEFAULTS[k]}
+        return {k: getattr(self, k) for k in AUGMENTATION if getattr(self, k) != RECIPE_DEFAULTS[k]}
 
     def knobs_for(self, declared: tuple[str, ...]) -> dict[str, Any]:
         """`model_knobs` restricted to the knobs a model declares."""
@@ -93,46 +131,36 @@ class Recipe:
         """The learning rate for `batch_size` (the global batch, over all devices and nodes)."""
         return self.lr * self.batch_size / self.lr_reference_batch if self.lr_reference_batch else self.lr
 
-    def __post_init__(self) -> None:
-        checks = {
-            "epochs": self.epochs >= 1, "batch_size": self.batch_size >= 1, "lr": self.lr > 0,
-            "momentum": 0 <= self.momentum < 1, "weight_decay": self.weight_decay >= 0,
-            "gamma": 0 < self.gamma <= 1, "warmup_epochs": 0 <= self.warmup_epochs < self.epochs,
-            "eval_batch_size": self.eval_batch_size >= 1,
-            "limit_train_batches": self.limit_train_batches is None or self.limit_train_batches >= 1,
-            "limit_test_batches": self.limit_test_batches is None or self.limit_test_batches >= 1,
-            "label_smoothing": 0 <= self.label_smoothing < 1,
-            "lr_reference_batch": self.lr_reference_batch is None or self.lr_reference_batch >= 1,
-            "image_size": self.image_size is None or self.image_size >= 16,
-            "norm_weight_decay": self.norm_weight_decay is None or self.norm_weight_decay >= 0,
-            "ema_decay": self.ema_decay is None or 0 < self.ema_decay < 1,
-            "color_jitter": 0 <= self.color_jitter < 1,
-            "randaugment": self.randaugment is None or 0 <= self.randaugment <= 30,
-            "random_erasing": 0 <= self.random_erasing <= 1,
-        }
-        bad = [k for k, ok in checks.items() if not ok]
-        if bad:
-            raise ConfigError(f"invalid value for {bad[0]}: {getattr(self, bad[0])!r}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.interpolation not in INTERPOLATIONS:
-            raise ConfigError(f"interpolation must be one of {', '.join(INTERPOLATIONS)}, got {self.interpolation!r}")
-        from .models import KNOBS  # lazy: read by the command line's start-up, which loads no torch
-
-        for name, value in self.model_knobs:
-            if name not in KNOBS:
-                raise ConfigError(f"model_knobs: unknown knob {name!r}; valid: {', '.join(KNOBS)}")
-            try:
-                KNOBS[name].coerce(value)
-            except ValueError as err:
-                raise ConfigError(f"model_knobs: {err}") from None
-        if self.schedule not in SCHEDULES:
-            raise ConfigError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
-        if any(m < 1 or m > self.epochs for m in self.milestones):
-            raise ConfigError(f"milestones must lie in 1..epochs ({self.epochs}), got {list(self.milestones)}")
-
 
 RECIPE_FIELDS = {f.name: f for f in dataclasses.fields(Recipe)}
+RECIPE_TYPES = {name: str(f.type) for name, f in RECIPE_FIELDS.items()}
+RECIPE_DEFAULTS = {name: f.default.default for name, f in RECIPE_FIELDS.items()}  # f.default is the pydantic Field
+ID_NEUTRAL_DEFAULTS: dict[str, Any] = {name: RECIPE_DEFAULTS[name] for name in ID_NEUTRAL}
+
+
+def recipe_help() -> list[tuple[str, str, Any, str]]:
+    """(key, type, default, description) of every recipe field, in declaration order."""
+    def kind(name: str) -> str:
+        if name in CHOICES:
+            return "|".join(CHOICES[name])
+        text = RECIPE_TYPES[name].replace("tuple[int, ...]", "E1,E2,...").replace("tuple[tuple[str, Any], ...]", "K=V,...")
+        return text.replace(" | None", " or none")
+
+    return [(name, kind(name), RECIPE_DEFAULTS[name], f.default.description or "") for name, f in RECIPE_FIELDS.items()]
+
+
+def _one_line(err: ValidationError) -> str:
+    """The first problem of a validation error, in one line that names the field and what is valid."""
+    first = err.errors()[0]
+    name = str(first["loc"][0]) if first["loc"] else "recipe"
+    if first["type"] == "literal_error":
+        return f"{name} must be one of {', '.join(CHOICES[name])}, got {first['input']!r}"
+    if first["type"] == "value_error" and not first["loc"]:  # __post_init__'s cross-field checks
+        return str(first["ctx"]["error"])
+    message = str(first["ctx"]["error"]) if first["type"] == "value_error" else first["msg"][0].lower() + first["msg"][1:]
+    return f"invalid value for {name}: {first['input']!r} ({message})"
+
+
 MAX_LISTED_COUNTS = 12  # process counts a refused batch split names
 
 
@@ -141,7 +169,7 @@ def check_processes(recipe: Recipe, processes: int, accumulate: int, device: str
     splits over them (`device_batch`, returned), and SyncBatchNorm has GPUs."""
     if recipe.sync_batchnorm and processes > 1 and device != "cuda":
         raise ConfigError("sync_batchnorm needs CUDA devices (torch's SyncBatchNorm runs on GPUs only); drop "
-                          "--sync-batchnorm or train on GPUs")
+                          "recipe.sync_batchnorm or train on GPUs")
     return device_batch(recipe.batch_size, processes, accumulate)
 
 
@@ -159,49 +187,15 @@ def device_batch(batch: int, processes: int, accumulate: int = 1) -> int:
     return batch // (processes * accumulate)
 
 
-def _coerce(name: str, value: Any) -> Any:
-    """Convert a YAML or command-line value to the type of Recipe field `name`."""
-    kind = RECIPE_FIELDS[name].type
-    try:
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if "None" in kind:
-                return None
-            raise ValueError("may not be empty")
-        if name == "model_knobs":  # a mapping in YAML, KNOB=VALUE,... on the command line
-            items = (value.items() if isinstance(value, dict) else value if isinstance(value, (list, tuple)) else
-                     (part.split("=", 1) for part in str(value).split(",") if part.strip()))
-            return tuple(sorted((str(k).strip(), v.strip() if isinstance(v, str) else v) for k, v in items))
-        if kind.startswith("tuple"):
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(int(v) for v in items if str(v).strip() != "")
-        if kind.startswith("bool"):
-            if isinstance(value, bool):
-                return value
-            if str(value).lower() in ("1", "true", "yes", "on"):
-                return True
-            if str(value).lower() in ("0", "false", "no", "off"):
-                return False
-            raise ValueError("expected true or false")
-        if kind.startswith("int"):
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError("expected an integer")
-            if isinstance(value, bool):
-                raise ValueError("expected an integer")
-            return int(value)
-        if kind.startswith("float"):
-            return float(value)
-        return str(value)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"field {name!r}: cannot use {value!r} ({err})") from None
-
-
 def make_recipe(base: Recipe | None = None, **overrides: Any) -> Recipe:
     """`base` (default Recipe()) with `overrides` applied; unknown fields name the valid ones."""
     unknown = sorted(set(overrides) - set(RECIPE_FIELDS))
     if unknown:
         raise ConfigError(f"unknown recipe field {unknown[0]!r}; valid: {', '.join(RECIPE_FIELDS)}")
-    values = {k: _coerce(k, v) for k, v in overrides.items()}
-    return dataclasses.replace(base or Recipe(), **values)
+    try:
+        return dataclasses.replace(base or Recipe(), **overrides)
+    except ValidationError as err:
+        raise ConfigError(_one_line(err)) from None
 
 
 def available_profiles() -> list[str]:

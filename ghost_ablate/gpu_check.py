@@ -124,7 +124,7 @@ def cifar_training(work: Path) -> list[str]:
 
     data = write_folder(work / "cifar", CIFAR10, 2048, 512)
     lines = []
-    for label, extra in (("fp32", ["--precision", "32"]), ("auto", []), ("compile", ["--compile", "true"])):
+    for label, extra in (("fp32", ["--precision", "32"]), ("auto", []), ("compile", ["--set", "recipe.compile=true"])):
         out = work / f"cifar-{label}"
         cli("train", "--model", "ghost_resnet56", "--ratio", "2", "--dw-size", "3", "--profile", "smoke", "--epochs",
             "2", "--limit-train-batches", "16", "--data-dir", str(data), "--no-download", "--accelerator", "cuda",
@@ -147,7 +147,7 @@ def ddp(work: Path) -> list[str]:
     data = write_folder(work / "cifar-ddp", CIFAR10, 1024, 256)
     out = work / "ddp"
     cli("train", "--model", "resnet56", "--profile", "smoke", "--data-dir", str(data), "--no-download",
-        "--accelerator", "cuda", "--devices", str(devices), "--sync-batchnorm", "true", "--out", str(out))
+        "--accelerator", "cuda", "--devices", str(devices), "--set", "recipe.sync_batchnorm=true", "--out", str(out))
     (rec,) = _records(out)
     return [f"- {devices} rank(s), NCCL, SyncBN: {rec['status']}, {rec.get('distributed', 'one process')}"]
 
@@ -207,7 +207,7 @@ def ghostnet_shards(work: Path) -> list[str]:
     for decoder in ("workers", "device", "dali"):
         out = work / f"ghostnet-{decoder}"
         cli("train", "--model", "ghostnet", "--dataset", "imagenet", "--data-dir", str(work / "shards"), "--profile",
-            "imagenet_smoke", "--image-size", "224", "--accelerator", "cuda", "--out", str(out),
+            "imagenet_smoke", "--set", "recipe.image_size=224", "--accelerator", "cuda", "--out", str(out),
             env={"GHOST_ABLATE_DECODE": decoder})
         (rec,) = _records(out)
         lines.append(f"- {decoder}: {rec['status']}, {rec['optimizer_steps']} steps at 224 px, "
@@ -238,7 +238,7 @@ def memory(work: Path) -> list[str]:
 PARTS = (Part("Environment and `--precision auto`", False, environment),
          Part("Loader descriptors at batch 512 under `ulimit -n 1024`", False, descriptors),
          Part("`bench --device cuda`: the paper's CIFAR models", True, bench),
-         Part("A short CIFAR training: fp32, auto, --compile", True, cifar_training),
+         Part("A short CIFAR training: fp32, auto, recipe.compile", True, cifar_training),
          Part("DDP with NCCL and SyncBN", True, ddp),
          Part("ImageNet input: CPU decode, nvJPEG, DALI on the same files", True, imagenet_input),
          Part("GhostNet at 224 px from shards: workers, nvJPEG, DALI", True, ghostnet_shards),

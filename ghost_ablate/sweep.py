@@ -33,6 +33,7 @@ from typing import Any
 import lightning as L
 import pandas as pd
 from filelock import FileLock, Timeout
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from . import distributed, estimate, paper, preemption
 from .config import ConfigError, RunConfig, load_profile
@@ -105,6 +106,109 @@ def _expand(entry: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(axes, combo)) for combo in itertools.product(*axes.values())]
 
 
+class ExperimentFile(BaseModel):
+    """An experiment file's fields, declared once as the recipe's are (`config.Recipe`); the rows it
+    names are checked against the model registry afterwards (`_configs`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    profile: str = Field(description="the recipe: a name from experiments/profiles or a .yaml path")
+    description: str = ""
+    dataset: str = "cifar10"
+    finetune_profile: str | None = None
+    paper_tables: list[str] = []
+    margins: dict[str, float] = {}
+    sequential: tuple[int, int] | None = None
+    runs: list[dict[str, Any]] = []
+
+    @field_validator("profile", "finetune_profile", "dataset", "description", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return value if value is None or isinstance(value, (dict, list)) else str(value)
+
+    @field_validator("dataset")
+    @classmethod
+    def _dataset(cls, name: str) -> str:
+        try:
+            get_dataset(name)
+        except DataError as err:
+            raise ValueError(str(err)) from None
+        return name
+
+    @field_validator("profile", "finetune_profile")
+    @classmethod
+    def _profile(cls, name: str | None) -> str | None:
+        if name is not None:
+            load_profile(name)  # ConfigError is a ValueError: its message is the field's
+        return name
+
+    @field_validator("paper_tables", "runs", mode="before")
+    @classmethod
+    def _list(cls, given: Any, info: ValidationInfo) -> Any:
+        if given is None:
+            return []
+        if not isinstance(given, list):
+            raise ValueError("must be a list of table names" if info.field_name == "paper_tables" else
+                             "must be a list of {model, KNOB: value or [values], ...} entries")
+        for i, item in enumerate(given):
+            if info.field_name == "paper_tables" and item not in paper.TABLES:
+                raise ValueError(f"unknown table {item!r}; valid: {', '.join(paper.TABLES)}")
+            if info.field_name == "runs" and (not isinstance(item, dict) or "model" not in item):
+                raise ValueError(f"@runs[{i}]: each entry is a mapping with at least a model")
+        return given
+
+    @field_validator("margins", mode="before")
+    @classmethod
+    def _margins(cls, given: Any) -> Any:
+        """`margins: {TABLE: points}`: each a paper table and a number of points in (0, 100]."""
+        if given is None:
+            return {}
+        if not isinstance(given, dict):
+            raise ValueError("must be a mapping of paper table to margin in top-1 points, e.g. {table2_ratio: 1.0}")
+        for table, value in given.items():
+            if table not in paper.TABLES:
+                raise ValueError(f"@{table}: unknown table; valid: {', '.join(paper.TABLES)}")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100:
+                raise ValueError(f"@{table}: must be a number of points in (0, 100], got {value!r}")
+        return {str(t): float(v) for t, v in given.items()}
+
+    @field_validator("sequential", mode="before")
+    @classmethod
+    def _sequential(cls, given: Any) -> Any:
+        """`sequential: {first: N, cap: M}` (2 <= N <= M <= 1000): the looks of the sequential design."""
+        if given is None:
+            return None
+        ok = isinstance(given, dict) and set(given) <= {"first", "cap"} and "cap" in given and all(
+            isinstance(v, int) and not isinstance(v, bool) for v in given.values())
+        first, cap = (given.get("first", 3), given.get("cap")) if ok else (None, None)
+        if not ok or not 2 <= first <= cap <= 1000:
+            raise ValueError(f"must be {{first: N, cap: M}} with 2 <= N <= M <= 1000 seeds, got {given!r}"[:200])
+        return first, cap
+
+    @model_validator(mode="after")
+    def _sequential_needs_tables(self) -> ExperimentFile:
+        if self.sequential is not None and not self.paper_tables:
+            raise ValueError("sequential: tests the rows of paper_tables; this file declares none")
+        return self
+
+
+def _file_error(path: Path, err: ValidationError) -> ConfigError:
+    """The first problem pydantic found, as `FILE: FIELD: what is wrong; what is valid`."""
+    first = err.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    if first["type"] == "extra_forbidden":
+        return _fail(path, where, f"unknown field; valid: {', '.join(EXPERIMENT_KEYS)}")
+    if first["type"] == "missing":
+        return _fail(path, where, "missing; name one of experiments/profiles")
+    message = str(first["msg"]).removeprefix("Value error, ")
+    if not where:  # a model-level check names its field itself
+        where, _, message = message.partition(": ")
+    elif message.startswith("@"):  # a check inside a list or mapping names its item: "@ITEM: message"
+        inner, _, message = message[1:].partition(": ")
+        where = inner if inner.startswith(f"{where}[") else f"{where}.{inner}"
+    return _fail(path, where, message)
+
+
 def load_experiment(path: str | Path) -> Experiment:
     """Parse and validate an experiment file; ConfigError names the file, field and valid choices."""
     path = Path(path)
@@ -116,42 +220,24 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ConfigError(str(err)) from None
     if not isinstance(doc, dict):
         raise ConfigError(f"{path}: an experiment file is a mapping with keys {', '.join(EXPERIMENT_KEYS)}")
-    for key in doc:
-        if key not in EXPERIMENT_KEYS:
-            raise _fail(path, str(key), f"unknown field; valid: {', '.join(EXPERIMENT_KEYS)}")
-    if "profile" not in doc:
-        raise _fail(path, "profile", "missing; name one of experiments/profiles")
-
-    dataset = str(doc.get("dataset", "cifar10"))
     try:
-        get_dataset(dataset)
-    except DataError as err:
-        raise _fail(path, "dataset", str(err)) from None
-    for key in ("profile", "finetune_profile"):
-        try:
-            if key in doc:
-                load_profile(str(doc[key]))
-        except ConfigError as err:
-            raise _fail(path, key, str(err)) from None
+        declared = ExperimentFile(**{str(k): v for k, v in doc.items()})
+    except ValidationError as err:
+        raise _file_error(path, err) from None
+    return Experiment(path, declared.profile, _configs(path, _entries(path, declared), declared.profile),
+                      declared.description, tuple(declared.paper_tables), declared.finetune_profile,
+                      declared.dataset, declared.margins, declared.sequential)
 
+
+def _entries(path: Path, declared: ExperimentFile) -> list[tuple[str, dict[str, Any]]]:
+    """(where, row) for every paper-table row and every combination of the `runs` entries."""
     entries: list[tuple[str, dict[str, Any]]] = []
-    tables = doc.get("paper_tables") or []
-    if not isinstance(tables, list):
-        raise _fail(path, "paper_tables", "must be a list of table names")
-    for table in tables:
-        if table not in paper.TABLES:
-            raise _fail(path, "paper_tables", f"unknown table {table!r}; valid: {', '.join(paper.TABLES)}")
+    for table in declared.paper_tables:
         for row in paper.rows(table, buildable=True):
             entries.append((f"paper_tables.{table}", {"model": row.model, "ratio": row.ratio,
                                                       "dw_size": row.dw_size, "width": row.width, **dict(row.knobs)}))
-    margins = _margins(path, doc.get("margins") or {})
-    runs = doc.get("runs") or []
-    if not isinstance(runs, list):
-        raise _fail(path, "runs", "must be a list of {model, KNOB: value or [values], ...} entries")
     total = 0
-    for i, entry in enumerate(runs):
-        if not isinstance(entry, dict) or "model" not in entry:
-            raise _fail(path, f"runs[{i}]", "each entry is a mapping with at least a model")
+    for i, entry in enumerate(declared.runs):
         total += grid_size(entry)
         if total > MAX_RUNS:
             raise _fail(path, f"runs[{i}]", f"the grid would make {total:,} configurations by this entry (its axes: "
@@ -161,15 +247,20 @@ def load_experiment(path: str | Path) -> Experiment:
             if key not in RUN_KEYS:
                 raise _fail(path, f"runs[{i}].{key}", f"unknown field; valid: {', '.join(RUN_KEYS)}")
         entries += [(f"runs[{i}]", combo) for combo in _expand(entry)]
+    return entries
 
+
+def _configs(path: Path, entries: list[tuple[str, dict[str, Any]]], profile: str) -> tuple[dict[str, Any], ...]:
+    """The distinct configurations of `entries`, each resolved through RunConfig, with its source
+    chain and, for an equal-epochs control, the configuration whose epochs it matches."""
     configs: dict[tuple, dict[str, Any]] = {}
     for where, combo in entries:
         source = combo.pop("from", None)
         epochs_of = combo.pop("epochs_of", None)
-        rc = _resolve(path, where, combo, str(doc["profile"]))
+        rc = _resolve(path, where, combo, profile)
         cfg = {"model": rc.model, "ratio": rc.ratio, "dw_size": rc.dw_size, "width": rc.width,
                "knobs": dict(rc.knobs)}
-        source = _source(path, where, rc, source, str(doc["profile"]))
+        source = _source(path, where, rc, source, profile)
         if source is not None:
             cfg["source"] = source
         if epochs_of is not None:
@@ -192,39 +283,7 @@ def load_experiment(path: str | Path) -> Experiment:
             if cfg["epochs_of"] is None:
                 raise _fail(path, f"{where}.epochs_of", f"{name!r} is not made from another run in this experiment; "
                                                         f"valid: {', '.join(sorted({c['model'] for c in made})) or 'none'}")
-    return Experiment(path, str(doc["profile"]), tuple(configs.values()), str(doc.get("description", "")),
-                      tuple(tables), str(doc["finetune_profile"]) if "finetune_profile" in doc else None, dataset,
-                      margins, _sequential(path, doc.get("sequential"), tables))
-
-
-def _sequential(path: Path, given: Any, tables: list[str]) -> tuple[int, int] | None:
-    """`sequential: {first: N, cap: M}` (2 <= N <= M <= 1000): the looks of the sequential design."""
-    if given is None:
-        return None
-    ok = isinstance(given, dict) and set(given) <= {"first", "cap"} and "cap" in given and all(
-        isinstance(v, int) and not isinstance(v, bool) for v in given.values())
-    first, cap = (given.get("first", 3), given.get("cap")) if ok else (None, None)
-    if not ok or not 2 <= first <= cap <= 1000:
-        raise _fail(path, "sequential", f"must be {{first: N, cap: M}} with 2 <= N <= M <= 1000 seeds, got "
-                                        f"{given!r}"[:200])
-    if not tables:
-        raise _fail(path, "sequential", "tests the rows of paper_tables; this file declares none")
-    return first, cap
-
-
-def _margins(path: Path, given: Any) -> dict[str, float]:
-    """`margins: {TABLE: points}`: each a paper table and a number > 0 (at most 100 points)."""
-    if not isinstance(given, dict):
-        raise _fail(path, "margins", "must be a mapping of paper table to margin in top-1 points, e.g. "
-                                     "{table2_ratio: 1.0}")
-    out = {}
-    for table, value in given.items():
-        if table not in paper.TABLES:
-            raise _fail(path, f"margins.{table}", f"unknown table; valid: {', '.join(paper.TABLES)}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 100:
-            raise _fail(path, f"margins.{table}", f"must be a number of points in (0, 100], got {value!r}")
-        out[str(table)] = float(value)
-    return out
+    return tuple(configs.values())
 
 
 def _resolve(path: Path, where: str, combo: dict[str, Any], profile: str) -> RunConfig:
@@ -547,15 +606,8 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
         if verdict in ("done", "diverged", "waiting", "busy"):
             {"done": outcome.skipped, "diverged": outcome.diverged, "waiting": outcome.waiting,
              "busy": outcome.busy}[verdict].append(rc.run_id)
-            if verdict == "waiting" and ranks.is_zero:
-                ready = run_state(runs_dir / rc.source) == "done"
-                why = ("finished, but its checkpoint is not on this machine (checkpoints are not committed): train "
-                       "it again in another --results-dir, or put its last.ckpt back" if ready else
-                       "not finished (another shard's, or failed); run the sweep again once it is")
-                log.warning("[%d/%d] %s: waits for its source run %s: %s", i, len(runs), rc.run_id, rc.source, why)
-            elif ranks.is_zero:
-                log.info("[%d/%d] %s: %s, skipped", i, len(runs), rc.run_id,
-                         "another process holds it" if verdict == "busy" else verdict)
+            if ranks.is_zero:
+                log_skipped(f"[{i}/{len(runs)}] {rc.run_id}", rc, verdict, runs_dir)
             continue
         try:
             if ranks.is_zero:
@@ -591,6 +643,19 @@ def run_sweep(runs: list[RunConfig], data_dir: str | Path, results_dir: str | Pa
     if ranks.any(preemption.requested()) and ranks.is_zero:  # e.g. during the last run's last validation
         log.warning("a signal came after the plan's last run had finished: nothing to save or requeue")
     return outcome
+
+
+def log_skipped(where: str, rc: RunConfig, verdict: str, runs_dir: Path) -> None:
+    """Why a planned run is not trained now: done, diverged, held by another process, or waiting for
+    its source run (and what to do about that)."""
+    if verdict != "waiting":
+        log.info("%s: %s, skipped", where, "another process holds it" if verdict == "busy" else verdict)
+        return
+    ready = run_state(runs_dir / rc.source) == "done"
+    why = ("finished, but its checkpoint is not on this machine (checkpoints are not committed): train "
+           "it again in another --results-dir, or put its last.ckpt back" if ready else
+           "not finished (another shard's, or failed); run the sweep again once it is")
+    log.warning("%s: waits for its source run %s: %s", where, rc.source, why)
 
 
 def stop_for_requeue(ranks: Any, saved: bool) -> None:

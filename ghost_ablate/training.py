@@ -10,6 +10,7 @@ import platform
 import sys
 import time
 import warnings
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -473,20 +474,21 @@ def gather_unreadable(data: L.LightningDataModule) -> None:
     data.unreadable = {p for part in everyone for p in part}
 
 
-def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, devices: int = 1,
-              accelerator: str = "auto", download: bool = True, progress: bool | None = None,
-              callbacks: list[L.Callback] | None = None, nodes: int = 1, logger: str = "csv",
-              accumulate: int = 1) -> dict[str, Any]:
-    """Train `config` into `out_dir`, resuming from its last checkpoint; return the record.
+@dataclass
+class OpenedRun:
+    """A run opened for training: its data loaded and checked against the plan, and what its
+    folder held from earlier attempts (an empty dict for a new run)."""
 
-    A finished run returns its record at once. A folder holding another configuration is
-    refused. Divergence is recorded (status `diverged`) and raised as `Diverged`.
-    """
-    out = Path(out_dir)
+    config: RunConfig
+    data: L.LightningDataModule
+    fingerprint: str
+    prior: dict[str, Any]
+
+
+def open_run(config: RunConfig, data_dir: str | Path, out: Path, per_device: int, download: bool) -> OpenedRun:
+    """Load the run's data and its folder's record: data that is not what the run was planned for,
+    a damaged record, or a folder holding another configuration is a user error naming the fix."""
     recipe = config.recipe
-    world = devices * nodes
-    per_device = check_processes(recipe, world, accumulate, resolve_device(accelerator))
-    ranks = distributed.current()
     dataset = get_dataset(config.dataset)
     data = dataset.module(data_dir, per_device, recipe.eval_batch_size, config.seed, download,
                           image_size=recipe.image_size, augmentation=recipe.augmentation).load()
@@ -502,101 +504,141 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
         raise DamagedRecord(err.path, f"{err.reason}; move it aside to train the run again from its checkpoint "
                                       f"(`ghost-ablate doctor {out.parent.parent} --fix` does that), or restore "
                                       f"it from a copy") from None
-    prior_wall = (record or {}).get("wall_time_s", 0.0)
-    prior_notes = (record or {}).get("checkpoint_notes") or []
-    prior_resumes = (record or {}).get("resumes") or []
-    prior_unreadable = ((record or {}).get("unreadable_images") or {}).get("files") or []
-    if record is not None:
-        if record.get("config") != config.to_dict():
-            other = "data" if {**record.get("config", {}), "data": seen} == config.to_dict() else "configuration"
-            raise ConfigError(f"{out} holds run {record.get('run_id')} of another {other}; use another --out")
-        if record.get("status") == "finished":
-            return record
+    if record is not None and record.get("config") != config.to_dict():
+        other = "data" if {**record.get("config", {}), "data": seen} == config.to_dict() else "configuration"
+        raise ConfigError(f"{out} holds run {record.get('run_id')} of another {other}; use another --out")
+    return OpenedRun(config, data, seen, record or {})
 
-    L.seed_everything(config.seed, workers=True, verbose=False)
-    module = ImageClassifier(config.model, config.ratio, config.dw_size, config.width, dataset.num_classes,
-                             config.to_dict()["recipe"], dict(config.knobs) or None)
-    device = resolve_device(accelerator)
-    precision = keep_precision(resolve_precision(recipe.precision, device), record, device)
-    module.channels_last = precision.channels_last
-    attempt = (record or {}).get("attempts", 0) + 1
-    trainer = make_trainer(recipe, out, devices, device, precision,
-                           sys.stdout.isatty() if progress is None else progress, attempt, nodes,
-                           make_loggers(logger, out, config, f"attempt-{attempt}"), accumulate)
-    for cb in callbacks or []:
-        trainer.callbacks.append(cb)
+
+def add_callbacks(trainer: L.Trainer, recipe: Recipe, out: Path, ranks: distributed.Ranks,
+                  extra: list[L.Callback] | None) -> None:
+    """The callbacks a run's recipe and environment ask for, after the caller's own."""
+    trainer.callbacks.extend(extra or [])
     if recipe.ema_decay is not None:  # Lightning's EMA: validation and checkpoints hold the averaged weights
         from lightning.pytorch.callbacks import EMAWeightAveraging  # lazy: loaded only on the path that needs it
 
         trainer.callbacks.append(EMAWeightAveraging(decay=recipe.ema_decay))
     if preemption.install():  # under SLURM: save at the step a pre-emption warning arrives
         trainer.callbacks.append(preemption.SaveOnPreemption(out / CHECKPOINT, ranks.any, ranks.world))
+
+
+def started_record(run: OpenedRun, data_dir: str | Path, cost: Any, device: str, precision: Precision,
+                   layout: dict[str, Any], attempt: int, source: dict[str, Any] | None,
+                   notes: list[str]) -> dict[str, Any]:
+    """The record written as an attempt starts (status `running`); `layout`: nodes, devices,
+    accumulation and the effective batch and lr."""
+    config, prior = run.config, run.prior
+    record = {
+        "run_id": config.run_id, "config": config.to_dict(), "status": "running",
+        "params": cost.params, "flops": cost.flops,
+        "data": {"dir": str(data_dir), "fingerprint": run.fingerprint, "train_size": run.data.sizes[0],
+                 "test_size": run.data.sizes[1]},
+        **layout, "started_at": prior.get("started_at", _now()), "attempts": attempt,
+        "precision": precision.to_record(), **environment(device),
+        **({"scored_weights": f"ema (decay {config.recipe.ema_decay:g})"}
+           if config.recipe.ema_decay is not None else {}),
+    }
+    if source:
+        record["source"] = source
+    if prior.get("checkpoint_notes") or notes:
+        record["checkpoint_notes"] = [*(prior.get("checkpoint_notes") or []), *notes]
+    return record
+
+
+def outcome(err: BaseException) -> tuple[str, str, BaseException | None]:
+    """(status, error text, what to raise instead or None) for an exception that ended `fit`."""
+    if isinstance(err, Diverged):
+        return "diverged", str(err), None
+    if isinstance(err, preemption.Preempted):
+        return "interrupted", (f"pre-empted: {err}; the requeued job resumes it" if err.requeue else
+                               f"stopped by SIGTERM: {err}; the same command resumes it"), None
+    if isinstance(err, (KeyboardInterrupt, SystemExit)):
+        if isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt):  # Lightning's exit(1)
+            return "interrupted", "interrupted by the user or a signal", KeyboardInterrupt()
+        return "interrupted", "interrupted by the user or a signal", None
+    if (stuck := loader_timeout_error(err)) is not None:
+        return "failed", str(stuck), stuck
+    return "failed", f"{type(err).__name__}: {err}", None
+
+
+def finish_record(record: dict[str, Any], run: OpenedRun, module: ImageClassifier, trainer: L.Trainer,
+                  resumed: bool, attempt: int, device: str, ended: tuple[str, str | None], seconds: float) -> None:
+    """What an attempt adds to its record when it ends, whatever ended it: `ended` is (status, error)."""
+    prior = run.prior
+    unreadable = sorted(set((prior.get("unreadable_images") or {}).get("files") or [])
+                        | getattr(run.data, "unreadable", set()))
+    if unreadable:  # folder data sets skip images that cannot be decoded, and say which here
+        record["unreadable_images"] = {"count": len(unreadable), "files": unreadable[:UNREADABLE_LISTED]}
+    if resumed and module.start_step is not None:  # where each resumed attempt picked up
+        record["resumes"] = [*(prior.get("resumes") or []), {"attempt": attempt, "from_step": module.start_step}]
+    record["optimizer_steps"] = trainer.global_step
+    if device == "cuda":  # this process's device: what the dry-run's calibration predicts per device
+        record["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
+    if module.test_correct is not None:
+        record["test_correct"] = module.test_correct
+    record.update(summarize_history(module.history), test_confusion=module.confusion, status=ended[0],
+                  error=ended[1], wall_time_s=prior.get("wall_time_s", 0.0) + seconds, finished_at=_now())
+
+
+def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, devices: int = 1,
+              accelerator: str = "auto", download: bool = True, progress: bool | None = None,
+              callbacks: list[L.Callback] | None = None, nodes: int = 1, logger: str = "csv",
+              accumulate: int = 1) -> dict[str, Any]:
+    """Train `config` into `out_dir`, resuming from its last checkpoint; return the record.
+
+    A finished run returns its record at once. A folder holding another configuration is
+    refused. Divergence is recorded (status `diverged`) and raised as `Diverged`.
+    """
+    out, recipe, world = Path(out_dir), config.recipe, devices * nodes
+    device = resolve_device(accelerator)
+    per_device = check_processes(recipe, world, accumulate, device)
+    ranks = distributed.current()
+    run = open_run(config, data_dir, out, per_device, download)
+    config, prior = run.config, run.prior
+    if prior.get("status") == "finished":
+        return prior
+
+    L.seed_everything(config.seed, workers=True, verbose=False)
+    module = ImageClassifier(config.model, config.ratio, config.dw_size, config.width,
+                             get_dataset(config.dataset).num_classes, config.to_dict()["recipe"],
+                             dict(config.knobs) or None)
+    precision = keep_precision(resolve_precision(recipe.precision, device), prior or None, device)
+    module.channels_last = precision.channels_last
+    attempt = prior.get("attempts", 0) + 1
+    trainer = make_trainer(recipe, out, devices, device, precision,
+                           sys.stdout.isatty() if progress is None else progress, attempt, nodes,
+                           make_loggers(logger, out, config, f"attempt-{attempt}"), accumulate)
+    add_callbacks(trainer, recipe, out, ranks, callbacks)
     module.run_config = config.to_dict()
     identity = {"run_config": module.run_config, "hyper_parameters": dict(module.hparams)}
     ranks.agree(config.run_id, "run")
     ckpt, notes = ranks.decide(lambda: resumable_checkpoint(out, identity))  # one checkpoint for every rank
-    source = start_from_source(config, module, out.parent) if ckpt is None else (record or {}).get("source")
+    source = start_from_source(config, module, out.parent) if ckpt is None else prior.get("source")
     shape_from_checkpoint(config, module, ckpt)
-    cost = measure(module.model, recipe.image_size or dataset.input_size)  # on this data; before any compile
-    record = {
-        "run_id": config.run_id, "config": config.to_dict(), "status": "running",
-        "params": cost.params, "flops": cost.flops,
-        "data": {"dir": str(data_dir), "fingerprint": seen, "train_size": data.sizes[0], "test_size": data.sizes[1]},
-        **({"nodes": nodes} if nodes > 1 else {}),
-        "devices": devices, **({"accumulate": accumulate} if accumulate > 1 else {}),
-        **({"distributed": ranks.describe()} if ranks.world > 1 else {}),
-        "effective_batch_size": per_device * world * accumulate, "effective_lr": recipe.scaled_lr,
-        "started_at": (record or {}).get("started_at", _now()), "attempts": attempt,
-        "precision": precision.to_record(), **environment(device),
-        **({"scored_weights": f"ema (decay {recipe.ema_decay:g})"} if recipe.ema_decay is not None else {}),
-    }
-    if source:
-        record["source"] = source
-    if prior_notes or notes:
-        record["checkpoint_notes"] = [*prior_notes, *notes]
+    cost = measure(module.model, recipe.image_size or get_dataset(config.dataset).input_size)  # before any compile
+    layout = {**({"nodes": nodes} if nodes > 1 else {}), "devices": devices,
+              **({"accumulate": accumulate} if accumulate > 1 else {}),
+              **({"distributed": ranks.describe()} if ranks.world > 1 else {}),
+              "effective_batch_size": per_device * world * accumulate, "effective_lr": recipe.scaled_lr}
+    record = started_record(run, data_dir, cost, device, precision, layout, attempt, source, notes)
     writes_record = trainer.is_global_zero  # rank 0 only under DDP
     if writes_record:
         write_record(out, record)
-    clock = time.perf_counter()
-    status, error = "failed", None
+    clock, status, error = time.perf_counter(), "failed", None
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt, weights_only=True)
+        trainer.fit(module, datamodule=run.data, ckpt_path=ckpt, weights_only=True)
         status = "interrupted" if trainer.interrupted else "finished"
-        gather_unreadable(data)
-    except Diverged as err:
-        status, error = "diverged", str(err)
-        record["diverged_epoch"] = err.epoch
-        raise
-    except preemption.Preempted as err:
-        status, error = "interrupted", (f"pre-empted: {err}; the requeued job resumes it" if err.requeue else
-                                        f"stopped by SIGTERM: {err}; the same command resumes it")
-        raise
-    except (KeyboardInterrupt, SystemExit) as err:
-        status, error = "interrupted", "interrupted by the user or a signal"
-        if isinstance(err, SystemExit) and isinstance(err.__context__, KeyboardInterrupt):  # Lightning's exit(1)
-            raise KeyboardInterrupt from None
-        raise
-    except Exception as err:
-        status, error = "failed", f"{type(err).__name__}: {err}"
-        if (stuck := loader_timeout_error(err)) is not None:
-            error = str(stuck)
-            raise stuck from None
+        gather_unreadable(run.data)
+    except BaseException as err:
+        status, error, instead = outcome(err)
+        if isinstance(err, Diverged):
+            record["diverged_epoch"] = err.epoch
+        if instead is not None:
+            raise instead from None
         raise
     finally:
-        unreadable = sorted(set(prior_unreadable) | getattr(data, "unreadable", set()))
-        if unreadable:  # folder data sets skip images that cannot be decoded, and say which here
-            record["unreadable_images"] = {"count": len(unreadable), "files": unreadable[:UNREADABLE_LISTED]}
-        if ckpt is not None and module.start_step is not None:  # where each resumed attempt picked up
-            record["resumes"] = [*prior_resumes, {"attempt": attempt, "from_step": module.start_step}]
-        record["optimizer_steps"] = trainer.global_step
-        if device == "cuda":  # this process's device: what the dry-run's calibration predicts per device
-            record["peak_memory_bytes"] = torch.cuda.max_memory_allocated()
-        if module.test_correct is not None:
-            record["test_correct"] = module.test_correct
-        record.update(summarize_history(module.history), test_confusion=module.confusion, status=status,
-                      error=error,
-                      wall_time_s=prior_wall + time.perf_counter() - clock,
-                      finished_at=_now())
+        finish_record(record, run, module, trainer, ckpt is not None, attempt, device, (status, error),
+                      time.perf_counter() - clock)
         if writes_record:
             write_record(out, record)
     return record

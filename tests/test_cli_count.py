@@ -123,7 +123,7 @@ def test_help_and_version_explain_themselves_without_torch(capsys):
     assert main(["sweep", "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())
     for shown in ("--seeds SEEDS comma-separated, e.g. 0,1,2; or auto", "(default: its declared folder, data/<name>)",
-                  "(default: results)", "--precision {auto,32,bf16}", "--schedule {step,cosine}",
+                  "(default: results)", "--precision {auto,32,bf16}", "schedule step|cosine cosine",
                   "one of imagenet_ghostnet, imagenet_ghostnet_dli14, imagenet_ghostnet_mindcv, imagenet_resnet50, imagenet_smoke, l1_finetune, paper, quick, smoke, standard, subset"):
         assert shown in text, shown
 

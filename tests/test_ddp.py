@@ -98,7 +98,7 @@ def test_sync_batchnorm_is_a_recipe_option_that_keeps_every_run_id(data, tmp_pat
     assert RunConfig.create("resnet56", None, None, None, "smoke", 0, sync_batchnorm=False).run_id == plain.run_id
     synced = RunConfig.create("resnet56", None, None, None, "smoke", 0, sync_batchnorm=True)
     assert synced.run_id != plain.run_id and synced.recipe.sync_batchnorm
-    code = main(["train", "--model", "resnet56", "--profile", "smoke", "--devices", "2", "--sync-batchnorm", "true",
+    code = main(["train", "--model", "resnet56", "--profile", "smoke", "--devices", "2", "--set", "recipe.sync_batchnorm=true",
                  "--data-dir", str(data), "--results-dir", str(tmp_path), "--no-download", "--accelerator", "cpu"])
     assert code == 2 and "sync_batchnorm needs CUDA devices" in capsys.readouterr().err
 
@@ -188,8 +188,8 @@ def test_sweep_slurm_forwards_every_option_it_was_given_to_its_tasks(tmp_path):
 
     given = ["sweep", "experiments/imagenet.yaml", "--seeds", "0,1", "--data-dir", "data", "--results-dir",
              str(tmp_path), "--devices", "4", "--nodes", "2", "--accumulate", "2", "--accelerator", "cuda",
-             "--no-download", "--retry-failed", "--max-hours", "5", "--epochs", "3", "--milestones", "1,2",
-             "--sync-batchnorm", "true", "--profile", "imagenet_smoke", "--slurm", "timeout_min=5", "--shards", "3"]
+             "--no-download", "--retry-failed", "--max-hours", "5", "--epochs", "3", "--set", "recipe.milestones=1,2",
+             "--set", "recipe.sync_batchnorm=true", "--profile", "imagenet_smoke", "--slurm", "timeout_min=5", "--shards", "3"]
     parser = build_parser()
     submitted = parser.parse_args(given)
     task = parser.parse_args(["sweep", *sweep_argv(submitted, [0, 1]), "--shard", "2/3"])

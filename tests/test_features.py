@@ -82,10 +82,10 @@ def test_bad_input_is_one_line_and_writes_nothing(tiny_cifar, tmp_path, capsys):
     state = tmp_path / "vgg.pt"
     torch.save(build_model("vgg16").state_dict(), state)
     cases = [
-        (["featuremaps", str(empty_run)], "no last.ckpt"),
-        (["featuremaps", "--weights", str(state), "--model", "vgg16", "--layer", "nope"], "conv units: features.2"),
-        (["redundancy", "--weights", str(state), "--model", "resnet56"], "does not fit the model"),
-        (["featuremaps", "--weights", str(state), "--model", "vgg16", "--layer", "14"], "conv units 1..13"),
+        (["features", "--only", "maps", str(empty_run)], "no last.ckpt"),
+        (["features", "--only", "maps", "--weights", str(state), "--model", "vgg16", "--layer", "nope"], "conv units: features.2"),
+        (["features", "--only", "redundancy", "--weights", str(state), "--model", "resnet56"], "does not fit the model"),
+        (["features", "--only", "maps", "--weights", str(state), "--model", "vgg16", "--layer", "14"], "conv units 1..13"),
     ]
     for argv, message in cases:
         code = main(argv + ["--data-dir", str(tiny_cifar), "--out", str(out)])
@@ -100,9 +100,9 @@ def test_commands_write_figures_and_tables(tiny_cifar, tmp_path):
     out = tmp_path / "out"
     args = ["--weights", str(state), "--model", "ghost_vgg16", "--ratio", "2", "--dw-size", "3",
             "--data-dir", str(tiny_cifar), "--out", str(out)]
-    assert main(["featuremaps", *args]) == 0
+    assert main(["features", "--only", "maps", *args]) == 0
     assert (out / "feature_maps_ghostvgg16_s2_d3.png").stat().st_size > 20_000
-    assert main(["redundancy", *args, "--images", "4"]) == 0
+    assert main(["features", "--only", "redundancy", *args, "--images", "4"]) == 0
     import pandas as pd
 
     table = pd.read_csv(out / "redundancy.csv")
@@ -113,10 +113,19 @@ def test_commands_write_figures_and_tables(tiny_cifar, tmp_path):
     # so every live map has a partner that reconstructs it exactly, at every d
     copies = tmp_path / "copy.pt"
     torch.save(build_model("ghost_vgg16", 2, 3, cheap_op="copy").state_dict(), copies)
-    assert main(["redundancy", "--weights", str(copies), "--model", "ghost_vgg16", "--ratio", "2", "--dw-size", "3",
+    assert main(["features", "--only", "redundancy", "--weights", str(copies), "--model", "ghost_vgg16", "--ratio", "2", "--dw-size", "3",
                  "--set", "cheap_op=copy", "--data-dir", str(tiny_cifar), "--out", str(tmp_path / "copy"),
                  "--images", "4"]) == 0
     exact = pd.read_csv(tmp_path / "copy" / "redundancy.csv")
     live = exact[exact["dead"] < exact["channels"]]
     assert len(live) >= 10 and (live["ghost_share_d1"] == 1.0).all() and (live["ghost_share_d3"] == 1.0).all()
     assert "Toy experiment" in (out / "redundancy.md").read_text()
+
+
+def test_features_without_only_writes_maps_and_redundancy_from_one_load(tiny_cifar, tmp_path):
+    state = tmp_path / "vgg.pt"
+    torch.save(build_model("vgg16").state_dict(), state)
+    out = tmp_path / "out"
+    assert main(["features", "--weights", str(state), "--model", "vgg16", "--data-dir", str(tiny_cifar),
+                 "--out", str(out), "--images", "4"]) == 0
+    assert (out / "feature_maps_vgg16.png").exists() and (out / "redundancy.csv").exists()

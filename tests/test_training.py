@@ -116,7 +116,9 @@ def test_cli_train_and_bad_input(tiny_cifar, tmp_path, capsys):
     assert main(argv) == 0
     assert json.loads((out / "result.json").read_text())["config"]["recipe"]["batch_size"] == 16
     for bad, msg in ((["--profile", "nope"], "valid: imagenet_ghostnet, imagenet_ghostnet_dli14, imagenet_ghostnet_mindcv, imagenet_resnet50, imagenet_smoke, l1_finetune, paper, quick, smoke, standard, subset, subset_fast or a .yaml path"),
-                     (["--epochs", "x"], "epochs"), (["--schedule", "linear"], "schedule"),
+                     (["--epochs", "x"], "epochs"), (["--set", "recipe.schedule=linear"], "schedule"),
+                     (["--schedule", "step"], "--schedule is now --set recipe.schedule=VALUE"),
+                     (["--set", "recipe.lr_refernce_batch=256"], "valid: epochs, batch_size, lr,"),
                      (["--data-dir", str(tmp_path / "none"), "--no-download"], "cifar-10-python.tar.gz")):
         capsys.readouterr()
         assert main(argv[:-2] + ["--out", str(tmp_path / "other")] + bad) == 2

@@ -126,7 +126,7 @@ def test_a_crafted_weights_file_runs_nothing(tiny_cifar, tmp_path, capsys):
     marker = tmp_path / "pwned"
     weights = tmp_path / "weights.pt"
     torch.save({"conv.weight": torch.zeros(1), "x": Payload(marker)}, weights)
-    code = main(["featuremaps", "--weights", str(weights), "--model", "resnet56", "--data-dir", str(tiny_cifar),
+    code = main(["features", "--weights", str(weights), "--model", "resnet56", "--data-dir", str(tiny_cifar),
                  "--out", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "cannot be loaded safely" in err

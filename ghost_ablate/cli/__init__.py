@@ -11,27 +11,24 @@ from collections.abc import Callable, Sequence
 
 from ..config import PRECISIONS
 from ..errors import UserError
-from .args import add_model_args, add_recipe_args, add_scale_args, add_seed_plan_args
+from .args import add_model_args, add_recipe_args, add_scale_args, add_seed_plan_args, add_set_arg, retired_flag
 from .imagenet import add_imagenet_parser, cmd_imagenet
 from .models import cmd_count, cmd_export, cmd_knobs
 from .outputs import (
     cmd_bench,
-    cmd_featuremaps,
     cmd_demo_data,
+    cmd_features,
     cmd_gpu_check,
-    cmd_pilot_table,
-    cmd_precision_table,
-    cmd_redundancy,
     cmd_report,
 )
-from .runs import YES_ENV, cmd_doctor, cmd_plan_seeds, cmd_stack_probe, cmd_sweep, cmd_train
+from .runs import cmd_doctor, cmd_stack_probe, cmd_sweep, cmd_train
 
 EXIT_USAGE = 2
 
 
-class DefaultsFormatter(argparse.HelpFormatter):
+class DefaultsFormatter(argparse.RawDescriptionHelpFormatter):
     """Help that ends each option with its default, where it has one worth saying (not None, not
-    an off switch) and the text does not already say it."""
+    an off switch) and the text does not already say it; an epilog keeps its lines (the recipe keys)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -49,16 +46,15 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {retired_flag(message) or message}\n")
 
 
 # ---- entry point -------------------------------------------------------------------
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "count": cmd_count, "knobs": cmd_knobs, "train": cmd_train, "sweep": cmd_sweep, "report": cmd_report,
-    "bench": cmd_bench, "export": cmd_export, "doctor": cmd_doctor, "featuremaps": cmd_featuremaps,
-    "redundancy": cmd_redundancy, "precision-table": cmd_precision_table, "imagenet": cmd_imagenet,
-    "plan-seeds": cmd_plan_seeds, "pilot-table": cmd_pilot_table, "gpu-check": cmd_gpu_check,
+    "bench": cmd_bench, "export": cmd_export, "doctor": cmd_doctor, "features": cmd_features,
+    "imagenet": cmd_imagenet, "gpu-check": cmd_gpu_check,
     "demo-data": cmd_demo_data, "stack-probe": cmd_stack_probe,
 }
 
@@ -85,7 +81,7 @@ def build_parser() -> OneLineParser:
     p.add_argument("--format", choices=("table", "json"), default="table")
 
     p = sub.add_parser("train", help="train one model on CIFAR-10 or ImageNet into a folder (resumable)")
-    add_model_args(p, required=True)
+    add_model_args(p, required=True, recipe=True)
     p.add_argument("--profile", default="standard", help=f"a recipe: one of {profiles}, or a YAML path")
     p.add_argument("--dataset", help="a data set of data.DATASETS (cifar10, imagenet; default: data.DEFAULT, "
                                      "CIFAR-10)")
@@ -116,9 +112,13 @@ def build_parser() -> OneLineParser:
                    help="skip the time estimate (calibration), the ETA lines and the CPU guard")
     p.add_argument("--recalibrate", action="store_true",
                    help="measure every configuration's step time again instead of using the cached calibration")
-    p.add_argument("--max-hours", type=float, default=24.0,
-                   help="on a CPU, refuse a plan estimated to take longer (default 24)")
-    p.add_argument("--yes", action="store_true", help=f"go on past the --max-hours guard (or set {YES_ENV}=1)")
+    p.add_argument("--max-hours", type=float,
+                   help="on a CPU, refuse a plan estimated to take longer (default 24); with --seeds auto --dry-run, "
+                        "also cap the seed plan at this many hours")
+    p.add_argument("--yes", action="store_true", help="go on past the --max-hours guard (or set GHOST_ABLATE_YES=1)")
+    p.add_argument("--priced-from", nargs="+", metavar="DIR", default=[],
+                   help="--seeds auto --dry-run: results folders whose finished runs on this device price a seed "
+                        "(median wall time per epoch; default: the pilot's); the rest are calibrated")
     add_scale_args(p, "each run")
     p.add_argument("--no-download", action="store_true")
     p.add_argument("--step-time", type=float, metavar="SECONDS",
@@ -129,22 +129,7 @@ def build_parser() -> OneLineParser:
                         "KEY=VALUE are submitit's parameters (slurm_partition=gpu timeout_min=2880 "
                         "slurm_account=...; cluster=local runs the tasks on this machine)")
     p.add_argument("--shards", type=int, default=1, help="--slurm: array tasks (shards of the plan)")
-    add_recipe_args(p)
-
-    p = sub.add_parser("pilot-table", help="the pilot's learning curves: what the last epochs gain, seed spread")
-    p.add_argument("--results-dir", default="results/pilot", help="the pilot's results folder")
-    p.add_argument("--out", default="reports", help="folder for pilot.md and pilot_curves.csv")
-
-    p = sub.add_parser("plan-seeds", help="seeds each comparison needs to detect a gap, from a pilot's variance")
-    p.add_argument("experiment", help="the experiment to plan, e.g. experiments/cifar10_ablation.yaml")
-    p.add_argument("--profile", help="the recipe the plan will train (default: the experiment file's)")
-    add_seed_plan_args(p)
-    p.add_argument("--data-dir", help="the data the plan trains on, which prices the seeds (default: the "
-                                      "experiment's data set's declared folder)")
-    p.add_argument("--max-hours", type=float, help="cap the plan at this many hours on this machine")
-    p.add_argument("--priced-from", nargs="+", metavar="DIR", default=[],
-                   help="results folders whose finished runs on this device price the runs they match (median "
-                        "wall time per epoch; default: the pilot's); the rest are calibrated")
+    add_set_arg(p)
     add_recipe_args(p)
 
     p = sub.add_parser("report", help="paper tables (CSV, markdown) and plots from the run records")
@@ -168,14 +153,13 @@ def build_parser() -> OneLineParser:
     p.add_argument("--stack", metavar="TEXT",
                    help="only runs whose machine and torch (\"DEVICE / torch VERSION\" in their records) contain "
                         "TEXT, e.g. 'family 26 model 2' or 'torch 2.14.1': one comparison group")
+    p.add_argument("--section", choices=("paper", "pilot", "precision"), default="paper",
+                   help="paper: the tables, plots and README of the runs (default); pilot: the learning curves "
+                        "across schedule lengths and the seed spread (pilot.md); precision: fp32 against bf16, "
+                        "paired by seed (precision.md)")
     p.add_argument("--experiment", action="append", metavar="FILE",
                    help="give this experiment file a table and plot of its own (repeatable; default: each "
                         "file of experiments/ once a run outside the paper's tables has finished)")
-
-    p = sub.add_parser("precision-table", help="fp32 against bf16, paired by seed, from runs in both precisions "
-                                               "(what `make precision-check` ends with)")
-    p.add_argument("--results-dir", default="results/precision", help="default: results/precision")
-    p.add_argument("--out", default="reports", help="folder for precision.csv and precision.md (default: reports)")
 
     p = sub.add_parser("stack-probe", help="retrain a recorded run on this machine; where the outcome matches bit "
                                            "for bit, the two machines pair runs as one comparison group")
@@ -219,20 +203,20 @@ def build_parser() -> OneLineParser:
                    help="--pipeline: epochs (the median of all but the first is reported)")
     p.add_argument("--workers", type=int, default=2, help="--pipeline: DataLoader workers of the plain loop")
 
-    for name, about in (("featuremaps", "draw a trained network's feature maps, intrinsic and ghost apart"),
-                        ("redundancy", "how many feature maps another map reconstructs, layer by layer")):
-        p = sub.add_parser(name, help=about)
-        p.add_argument("sources", nargs="*", help="run folders (with last.ckpt) or Lightning checkpoints")
-        p.add_argument("--weights", help="a plain state_dict file (keys as our models name them); needs --model")
-        add_model_args(p, required=False)
-        p.add_argument("--data-dir", help="the folder the test images come from (default: CIFAR-10's declared one)")
-        p.add_argument("--out", default="reports", help="folder for the figures and tables")
-    sub.choices["featuremaps"].add_argument("--layer", default="2",
-                                            help="conv unit by position (default 2: the second) or module name")
-    sub.choices["featuremaps"].add_argument("--image", type=int, default=0, help="index of the test image")
-    sub.choices["redundancy"].add_argument("--images", type=int, default=32, help="test images to measure on")
-    sub.choices["redundancy"].add_argument("--threshold", type=float, default=0.1,
-                                           help="normalised MSE under which a map counts as a ghost")
+    p = sub.add_parser("features", help="a trained network's feature maps drawn (intrinsic and ghost apart), and how "
+                                        "many maps another map reconstructs, layer by layer")
+    p.add_argument("sources", nargs="*", help="run folders (with last.ckpt) or Lightning checkpoints")
+    p.add_argument("--weights", help="a plain state_dict file (keys as our models name them); needs --model")
+    add_model_args(p, required=False)
+    p.add_argument("--data-dir", help="the folder the test images come from (default: CIFAR-10's declared one)")
+    p.add_argument("--out", default="reports", help="folder for the figures and tables")
+    p.add_argument("--only", choices=("maps", "redundancy"), help="only the drawn maps, or only the redundancy "
+                                                                 "table (default: both)")
+    p.add_argument("--layer", default="2", help="maps: conv unit by position (default 2: the second) or module name")
+    p.add_argument("--image", type=int, default=0, help="maps: index of the test image")
+    p.add_argument("--images", type=int, default=32, help="redundancy: test images to measure on")
+    p.add_argument("--threshold", type=float, default=0.1,
+                   help="redundancy: normalised MSE under which a map counts as a ghost")
 
     p = sub.add_parser("doctor", help="list damaged, stale and orphaned runs; --fix moves broken files aside")
     p.add_argument("results", nargs="?", help="a results folder, as --results-dir")
@@ -280,10 +264,32 @@ def one_line(err: BaseException) -> str:
     return text
 
 
+# Commands that became another command's options, kept for one release (0.2; docs/migration.md):
+# the old name, and what it is now.
+ALIASES = {"plan-seeds": ("sweep", "--seeds", "auto", "--dry-run"),
+           "pilot-table": ("report", "--section", "pilot", "--results-dir", "results/pilot"),
+           "precision-table": ("report", "--section", "precision", "--results-dir", "results/precision"),
+           "featuremaps": ("features", "--only", "maps"),
+           "redundancy": ("features", "--only", "redundancy")}
+
+
+def expand_alias(argv: list[str]) -> list[str]:
+    """An old command's arguments as the command that replaced it takes them (the old name said on
+    stderr); any other command line as it is."""
+    for i, word in enumerate(argv):
+        if not word.startswith("-"):  # the first word that is no option is the command
+            if word in ALIASES:
+                print(f"ghost-ablate: `{word}` is now `{' '.join(ALIASES[word])}`; the old name goes in 0.3",
+                      file=sys.stderr)
+                return [*argv[:i], *ALIASES[word], *argv[i + 1:]]
+            return argv
+    return argv
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(expand_alias(list(sys.argv[1:] if argv is None else argv)))
     except SystemExit as done:  # --help, --version, or a bad option (its one line already printed)
         return done.code if isinstance(done.code, int) else EXIT_USAGE
     before = signal.getsignal(signal.SIGTERM)

@@ -27,21 +27,41 @@ def _width(text: str) -> float:
         raise argparse.ArgumentTypeError(f"width must be a number > 0, got {text!r}") from None
 
 
-def add_model_args(p: argparse.ArgumentParser, required: bool) -> None:
+SET_RECIPE = "a recipe field, --set recipe.KEY=VALUE (the keys are listed below)"
+SET_KNOB = "a knob the model declares, --set KNOB=VALUE (e.g. cheap_op=rep; `ghost-ablate knobs` lists them)"
+# The recipe fields with a flag of their own (the ones short profiles and quick checks change most);
+# every other field is `--set recipe.KEY=VALUE`. Flags of the other fields before 0.2 are refused
+# with the spelling that replaced them (`retired_flag`).
+RECIPE_ALIASES = ("epochs", "batch_size", "eval_batch_size", "precision", "limit_train_batches", "limit_test_batches")
+RECIPE_PREFIX = "recipe."
+
+
+def add_model_args(p: argparse.ArgumentParser, required: bool, recipe: bool = False) -> None:
+    """--model and its knobs; `recipe`: --set takes recipe fields too (`add_recipe_args`)."""
     p.add_argument("--model", required=required, help="registry name (see `ghost-ablate count`)")
     p.add_argument("--ratio", type=_ratio, help="Ghost ratio s (integer >= 1)")
     p.add_argument("--dw-size", type=_dw_size, help="cheap-op kernel d (odd integer)")
     p.add_argument("--width", type=_width, help="width multiplier (GhostNet family)")
-    p.add_argument("--set", dest="knobs", action="append", default=[], metavar="KNOB=VALUE",
-                   help="any other knob the model declares, e.g. --set cheap_op=rep (repeatable; "
-                        "`ghost-ablate knobs` lists them)")
+    add_set_arg(p, f"{SET_RECIPE}, or {SET_KNOB}" if recipe else SET_KNOB)
+
+
+def add_set_arg(p: argparse.ArgumentParser, about: str = SET_RECIPE) -> None:
+    p.add_argument("--set", dest="knobs", action="append", default=[], metavar="KEY=VALUE",
+                   help=f"{about}; repeatable")
+
+
+def _assignments(args: argparse.Namespace, recipe: bool) -> dict[str, str]:
+    from ..models import parse_assignments  # lazy: the command line answers --help without torch
+
+    items = [item for item in getattr(args, "knobs", None) or [] if item.startswith(RECIPE_PREFIX) == recipe]
+    return parse_assignments(item[len(RECIPE_PREFIX):] if recipe else item for item in items)
 
 
 def model_knobs(args: argparse.Namespace) -> dict[str, str]:
     """The --set KNOB=VALUE assignments (checked against the model's declarations when it is built)."""
-    from ..models import LEGACY, parse_assignments  # lazy: the command line answers --help without torch
+    from ..models import LEGACY  # lazy: the command line answers --help without torch
 
-    knobs = parse_assignments(args.knobs)
+    knobs = _assignments(args, recipe=False)
     for name in LEGACY:
         if name in knobs:
             raise UserError(f"--set {name}=...: use --{name.replace('_', '-')} for {name}")
@@ -49,23 +69,46 @@ def model_knobs(args: argparse.Namespace) -> dict[str, str]:
 
 
 def add_recipe_args(p: argparse.ArgumentParser) -> None:
-    """One --flag per Recipe field, so every profile field can be overridden."""
-    from ..config import PRECISIONS, RECIPE_FIELDS, SCHEDULES  # lazy: the command line answers --help without torch
+    """The recipe: its most used fields as flags of their own, every field as --set recipe.KEY=VALUE,
+    and the keys listed once, from the declaration (`config.Recipe`), at the end of --help."""
+    from ..config import CHOICES, RECIPE_TYPES, recipe_help  # lazy: the command line answers --help without torch
 
-    group = p.add_argument_group("recipe overrides (default: the profile's value)")
-    choices = {"precision": PRECISIONS, "schedule": SCHEDULES}
-    for name, f in RECIPE_FIELDS.items():
-        flag = f"--{name.replace('_', '-')}"
-        if name in choices:
-            group.add_argument(flag, dest=f"recipe_{name}", choices=choices[name], default=argparse.SUPPRESS,
-                               help=f"one of {', '.join(choices[name])}")
-        else:
-            group.add_argument(flag, dest=f"recipe_{name}", default=argparse.SUPPRESS, metavar=f.type.upper()
-                               .replace(" | NONE", "").replace("TUPLE[INT, ...]", "E1,E2,..."))
+    group = p.add_argument_group("recipe (default: the profile's value; any field: --set recipe.KEY=VALUE)")
+    for name in RECIPE_ALIASES:
+        flag, kind = f"--{name.replace('_', '-')}", RECIPE_TYPES[name].replace(" | None", "").upper()
+        extra = {"choices": CHOICES[name]} if name in CHOICES else {"metavar": kind}
+        group.add_argument(flag, dest=f"recipe_{name}", default=argparse.SUPPRESS,
+                           help=f"= --set recipe.{name}=VALUE", **extra)
+    width = max(len(name) for name, *_ in recipe_help())
+    p.epilog = (f"recipe keys (--set recipe.KEY=VALUE; 'none' unsets an optional one):\n  {'key':{width}}  {'type':16} "
+                f"{'default':8} meaning\n") + "\n".join(
+        f"  {name:{width}}  {kind:16} {str(default):8} {about}" for name, kind, default, about in recipe_help()) + "\n"
 
 
 def recipe_overrides(args: argparse.Namespace) -> dict:
-    return {k[len("recipe_"):]: v for k, v in vars(args).items() if k.startswith("recipe_") and v is not None}
+    """The recipe fields this command line sets: the alias flags and every --set recipe.KEY=VALUE
+    (an unknown key is refused with the valid ones when the recipe is made)."""
+    given = {k[len("recipe_"):]: v for k, v in vars(args).items() if k.startswith("recipe_") and v is not None}
+    for name, value in _assignments(args, recipe=True).items():
+        if name in given and given[name] != value:
+            raise UserError(f"recipe.{name} given twice ({given[name]!r} and {value!r})")
+        given[name] = value
+    return given
+
+
+def retired_flag(message: str) -> str | None:
+    """For argparse's "unrecognized arguments: --lr-reference-batch 512", the one line that names the
+    spelling replacing a recipe flag of before 0.2; None for any other message."""
+    from ..config import RECIPE_FIELDS  # lazy: the command line answers --help without torch
+
+    if "unrecognized arguments" not in message:
+        return None
+    for word in message.split(":", 1)[1].split():
+        name = word.lstrip("-").split("=", 1)[0].replace("-", "_")
+        if word.startswith("--") and name in RECIPE_FIELDS and name not in RECIPE_ALIASES:
+            return f"{word.split('=', 1)[0]} is now --set recipe.{name}=VALUE (the recipe keys are listed at the end " \
+                   f"of --help)"
+    return None
 
 
 def add_scale_args(p: argparse.ArgumentParser, what: str) -> None:

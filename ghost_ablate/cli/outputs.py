@@ -1,4 +1,4 @@
-"""Commands that measure or draw: report, featuremaps, redundancy, bench."""
+"""Commands that measure or draw: report, features, bench, demo-data, gpu-check."""
 from __future__ import annotations
 
 import argparse
@@ -10,8 +10,11 @@ from .args import model_knobs
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..report import build_report  # lazy: the command line answers --help without torch
     from ..sweep import load_experiment  # lazy: the command line answers --help without torch
+
+    if args.section != "paper":
+        return _report_section(args.section, args.results_dir, args.out)
+    from ..report import build_report  # lazy: the command line answers --help without torch
 
     for path in args.experiment or []:
         load_experiment(path)  # a bad file is one line before anything is written
@@ -29,18 +32,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_pilot_table(args: argparse.Namespace) -> int:
+def _report_section(section: str, results_dir: str, out: str) -> int:
+    """`report --section pilot|precision`: the one section's files (pilot.md and pilot_curves.csv;
+    precision.md and precision.csv) from the runs in `results_dir`."""
     from ..report.pilot import write_pilot_report  # lazy: the command line answers --help without torch
-
-    written = write_pilot_report(args.results_dir, args.out)
-    print(f"wrote {', '.join(str(p) for p in written)}")
-    return 0
-
-
-def cmd_precision_table(args: argparse.Namespace) -> int:
     from ..report.precision import write_precision_report  # lazy: the command line answers --help without torch
 
-    written = write_precision_report(args.results_dir, args.out)
+    written = {"pilot": write_pilot_report, "precision": write_precision_report}[section](results_dir, out)
     print(f"wrote {', '.join(str(p) for p in written)}")
     return 0
 
@@ -85,12 +83,20 @@ def _networks(args: argparse.Namespace) -> list:
     return [load_trained(source) for source in args.sources]
 
 
-def cmd_featuremaps(args: argparse.Namespace) -> int:
+def cmd_features(args: argparse.Namespace) -> int:
+    """The networks' feature maps drawn, and the redundancy table (`--only` one of the two)."""
+    networks = _networks(args)
+    written = [] if args.only == "redundancy" else _draw_maps(args, networks)
+    written += [] if args.only == "maps" else _redundancy(args, networks)
+    print(f"wrote {', '.join(str(p) for p in written)}")
+    return 0
+
+
+def _draw_maps(args: argparse.Namespace, networks: list) -> list[Path]:
     from ..features import resolve_layer, test_images  # lazy: the command line answers --help without torch
     from ..report.evidence import plot_feature_maps  # lazy: the command line answers --help without torch
     from ..report.plots import headless  # lazy: the command line answers --help without torch
 
-    networks = _networks(args)
     for net in networks:  # check every layer before anything is written
         resolve_layer(net.model, args.layer)
     image = test_images(args.data_dir, 1, args.image)
@@ -101,18 +107,16 @@ def cmd_featuremaps(args: argparse.Namespace) -> int:
     for net in networks:
         stem = f"feature_maps_{net.label.lower().replace(' ', '_').replace('=', '').replace('-', '')}"
         written += plot_feature_maps(net, args.layer, image, out, stem)
-    print(f"wrote {', '.join(str(p) for p in written)}")
-    return 0
+    return written
 
 
-def cmd_redundancy(args: argparse.Namespace) -> int:
+def _redundancy(args: argparse.Namespace, networks: list) -> list[Path]:
     from ..data import get_dataset  # lazy: the command line answers --help without torch
     from ..features import test_images  # lazy: the command line answers --help without torch
     from ..records import write_atomic  # lazy: the command line answers --help without torch
     from ..report.evidence import redundancy_outputs  # lazy: the command line answers --help without torch
     from ..report.plots import headless  # lazy: the command line answers --help without torch
 
-    networks = _networks(args)
     folder = get_dataset(None).folder(args.data_dir)
     images = test_images(folder, args.images)
     out = Path(args.out)
@@ -122,8 +126,7 @@ def cmd_redundancy(args: argparse.Namespace) -> int:
     sources = "; ".join(f"{n.label} ({Path(n.source).parent.name or n.source})" for n in networks)
     write_atomic(out / "redundancy.md", f"# Feature-map redundancy\n\nNetworks: {sources}. Images: the first "
                                         f"{len(images)} test images of `{folder.name}`.\n\n{md}")
-    print(f"wrote {', '.join(str(p) for p in [*paths, out / 'redundancy.md'])}")
-    return 0
+    return [*paths, out / "redundancy.md"]
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

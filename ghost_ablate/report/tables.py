@@ -259,6 +259,21 @@ def table_trend(table: str, agg: dict[tuple, dict[str, Any]]) -> tuple[str, Any]
     return None
 
 
+def _cost_and_status(row: paper.PaperRow, ours: dict[str, Any] | None) -> tuple[int | None, int | None, str]:
+    """A row's params and FLOPs (its runs' own, else counted) and whether it was run."""
+    if row.model is None:
+        return None, None, "paper only"
+    if ours and ours["params"] is not None:
+        params, flops = ours["params"], ours["flops"]
+    else:
+        cost = cost_record(*row.key)
+        params, flops = cost["params"], cost["flops"]
+    status = "run" if ours and ours["n"] else "not run"
+    if ours and ours["failed"]:
+        status += f" ({ours['failed']} failed)"
+    return params, flops, status
+
+
 def paper_table(table: str, agg: dict[tuple, dict[str, Any]], margin: float = MARGIN_PP) -> pd.DataFrame:
     """The paper's table with our numbers beside its own, one row per paper row; each row tested
     against its reference row (`stats.compare`) as the paper's claim at `margin` points
@@ -268,19 +283,7 @@ def paper_table(table: str, agg: dict[tuple, dict[str, Any]], margin: float = MA
     for row in paper.rows(table):
         ours = agg.get(row.run_key) if row.model else None
         params_from_runs = bool(ours and ours["params"] is not None)
-        if row.model is None:
-            params = flops = None
-            status = "paper only"
-        else:
-            if params_from_runs:
-                params, flops = ours["params"], ours["flops"]
-            else:
-                cost = cost_record(*row.key)
-                params, flops = cost["params"], cost["flops"]
-            n = ours["n"] if ours else 0
-            status = "run" if n else "not run"
-            if ours and ours["failed"]:
-                status += f" ({ours['failed']} failed)"
+        params, flops, status = _cost_and_status(row, ours)
         top1 = ours["top1_mean"] if ours else None
         ref = paper.reference_row(row, BASELINES)
         ref_runs = agg.get(ref.run_key) if ref is not None and ref.key != row.key else None
