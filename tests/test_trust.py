@@ -290,6 +290,7 @@ def test_ctrl_c_in_training_is_one_line_and_exit_130(tiny_cifar, tmp_path, monke
 
 def test_ctrl_c_in_report_leaves_the_previous_report(tiny_cifar, tmp_path, monkeypatch, capsys):
     import ghost_ablate.report as report
+    import ghost_ablate.report.sections  # noqa: F401 - patched below
 
     assert sweep(tmp_path, tiny_cifar) == 0
     out = tmp_path / "reports"
@@ -299,7 +300,7 @@ def test_ctrl_c_in_report_leaves_the_previous_report(tiny_cifar, tmp_path, monke
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(report, "plot_curves", interrupted)  # half-way through the plots
+    monkeypatch.setattr(report.sections, "plot_curves", interrupted)  # half-way through the plots
     capsys.readouterr()
     assert main(["report", "--results-dir", str(tmp_path / "results"), "--out", str(out)]) == 130
     assert capsys.readouterr().err == ("ghost-ablate report: interrupted; the report folder holds the previous "

@@ -295,6 +295,7 @@ def test_a_recipe_that_is_not_a_mapping_is_damaged(tmp_path):
 # 9. SIGTERM cleans up like Ctrl-C; an image too large to decode is skipped like an unreadable one
 def test_sigterm_during_report_leaves_no_staging_folder(tmp_path, monkeypatch, capsys):
     import ghost_ablate.report as report
+    import ghost_ablate.report.sections  # noqa: F401 - patched below
 
     put(tmp_path / "results", real_record())
 
@@ -302,7 +303,7 @@ def test_sigterm_during_report_leaves_no_staging_folder(tmp_path, monkeypatch, c
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)  # the handler interrupts this
 
-    monkeypatch.setattr(report, "plot_curves", terminated)
+    monkeypatch.setattr(report.sections, "plot_curves", terminated)
     code = main(["report", "--results-dir", str(tmp_path / "results"), "--out", str(tmp_path / "out"),
                  "--no-evidence"])
     assert code == 130 and "interrupted" in capsys.readouterr().err
