@@ -33,7 +33,7 @@ from .config import (
     check_processes,
     make_recipe,
 )
-from .data import DataError, get_dataset
+from .data import DataError, DataSet, get_dataset
 from .features import FeatureError, fit_widths, load_trained
 from .flops import measure
 from .machine import allocated_cpus, describe_device, machine_load
@@ -480,6 +480,7 @@ class OpenedRun:
     folder held from earlier attempts (an empty dict for a new run)."""
 
     config: RunConfig
+    dataset: DataSet
     data: L.LightningDataModule
     fingerprint: str
     prior: dict[str, Any]
@@ -507,7 +508,7 @@ def open_run(config: RunConfig, data_dir: str | Path, out: Path, per_device: int
     if record is not None and record.get("config") != config.to_dict():
         other = "data" if {**record.get("config", {}), "data": seen} == config.to_dict() else "configuration"
         raise ConfigError(f"{out} holds run {record.get('run_id')} of another {other}; use another --out")
-    return OpenedRun(config, data, seen, record or {})
+    return OpenedRun(config, dataset, data, seen, record or {})
 
 
 def add_callbacks(trainer: L.Trainer, recipe: Recipe, out: Path, ranks: distributed.Ranks,
@@ -600,7 +601,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = ImageClassifier(config.model, config.ratio, config.dw_size, config.width,
-                             get_dataset(config.dataset).num_classes, config.to_dict()["recipe"],
+                             run.dataset.num_classes, config.to_dict()["recipe"],
                              dict(config.knobs) or None)
     precision = keep_precision(resolve_precision(recipe.precision, device), prior or None, device)
     module.channels_last = precision.channels_last
@@ -615,7 +616,7 @@ def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, d
     ckpt, notes = ranks.decide(lambda: resumable_checkpoint(out, identity))  # one checkpoint for every rank
     source = start_from_source(config, module, out.parent) if ckpt is None else prior.get("source")
     shape_from_checkpoint(config, module, ckpt)
-    cost = measure(module.model, recipe.image_size or get_dataset(config.dataset).input_size)  # before any compile
+    cost = measure(module.model, recipe.image_size or run.dataset.input_size)  # before any compile
     layout = {**({"nodes": nodes} if nodes > 1 else {}), "devices": devices,
               **({"accumulate": accumulate} if accumulate > 1 else {}),
               **({"distributed": ranks.describe()} if ranks.world > 1 else {}),
