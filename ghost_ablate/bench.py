@@ -46,7 +46,7 @@ from .models import KNOBS, MODELS, build_model, format_assignments, fuse_rep
 from .precision import Precision, resolve_precision
 from .records import config_key, write_atomic
 from .timing import cuda_peak_bytes, seconds, sgd_step, steady_rate, synchronizer
-from .training import train_run, versions
+from .training import RunContext, train_run, versions
 
 
 @dataclass(frozen=True)
@@ -335,7 +335,7 @@ def ours_rate(model_name: str, data_dir: Path, batch_size: int, epochs: int, dev
     config = RunConfig.create(model_name, profile="standard", epochs=epochs, batch_size=batch_size,
                               limit_test_batches=1, compile=compile_model, precision=precision)
     with tempfile.TemporaryDirectory() as out:
-        record = train_run(config, data_dir, out, accelerator=device, progress=False)
+        record = train_run(config, RunContext.resolve(data_dir, accelerator=device), out, progress=False)
     rates = [h["train_images"] / h["train_time_s"] for h in record["history"]]
     return steady_rate(rates), record["precision"]["resolved"]
 

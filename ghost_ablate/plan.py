@@ -1,12 +1,16 @@
-"""One sweep's plan, resolved once: experiment, recipe overrides, seeds, device, data set and its
-fingerprint, this shard's runs in order and what they cost.
+"""One sweep's plan, resolved once, in three steps: the command line's `SweepRequest` (every flag
+read once), its `Setting` (experiment, data set and folder, the recipe made once, the device;
+before any process starts) and the `Plan` (seeds, the data's fingerprint, this shard's runs in
+order and what they cost).
 
-The command line parses, builds a `Plan` (`Plan.resolve`), then either prints `plan.dry_run()`
-or hands it to `sweep.run_sweep`; nothing below the plan re-derives what it holds.
+The command line builds the request, the setting and the plan, then either prints
+`plan.dry_run()` or hands the plan's runs to `sweep.run_sweep`; nothing below the plan re-derives
+what it holds.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,15 +18,30 @@ from typing import Any
 
 import pandas as pd
 
-from .config import Recipe, load_profile, make_recipe
+from . import estimate, paper
+from .config import Recipe, RunConfig, load_profile, make_recipe
+from .costs import config_cost
 from .data import DataSet
 from .errors import UserError
-from .estimate import RunEstimate, format_hours, plan_hours, recorded_epoch_seconds
+from .estimate import (
+    Calibration,
+    RunEstimate,
+    calibration_key,
+    estimate_run,
+    format_hours,
+    outliers,
+    plan_hours,
+    recorded_epoch_seconds,
+)
+from .experiment import Experiment, load_experiment, plan_runs
+from .models import KNOBS, LEGACY, knob_values, varying
+from .progress import track
 from .records import write_atomic
-from .sweep import Experiment, dry_run_table, estimate_runs, plan_runs, table_hours
+from .sweep import epochs_done, run_state
 
 YES_ENV = "GHOST_ABLATE_YES"
 CPU_GUARD_HOURS = 24.0  # a CPU plan estimated longer than this is refused unless --yes (or --max-hours)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -49,69 +68,136 @@ class SeedRequest:
     priced_from: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class SweepRequest:
+    """What one sweep command asks for, parsed and checked (`cli.args.sweep_request`); the plan is
+    resolved from this alone."""
+
+    experiment: Path
+    profile: str | None  # None: the experiment file's
+    overrides: dict[str, Any]  # recipe fields set on the command line
+    seeds: list[int] | SeedRequest  # a SeedRequest: `--seeds auto`
+    shard: tuple[int, int]
+    results: Path
+    data_dir: str | None  # None: the data set's declared folder
+    accelerator: str = "auto"
+    scale: Scale = Scale()
+    dry_run: bool = False
+    download: bool = True
+    cluster: bool = False  # --slurm: the runs train on the cluster's nodes, not here
+    estimate: bool = True
+    recalibrate: bool = False
+    step_time: float | None = None
+    max_hours: float | None = None
+    yes: bool = False
+
+
+@dataclass(frozen=True)
+class Setting:
+    """What a request resolves to before any process starts or any data is read: the experiment,
+    its data set and folder, the recipe (made once) and the device."""
+
+    request: SweepRequest
+    experiment: Experiment
+    dataset: DataSet
+    data_dir: str
+    recipe: Recipe  # the profile with the command line's overrides: what every run from scratch trains
+    device: str
+
+    @classmethod
+    def of(cls, request: SweepRequest) -> Setting:
+        from .config import check_processes
+        from .data import get_dataset
+        from .training import resolve_device
+
+        experiment = load_experiment(request.experiment)
+        dataset = get_dataset(experiment.dataset)
+        recipe = make_recipe(load_profile(request.profile or experiment.profile), **request.overrides)
+        # a submission runs on the cluster's nodes: this machine (a login node) needs no GPU of its own
+        device = (("cuda" if request.accelerator != "cpu" else "cpu") if request.cluster
+                  else resolve_device(request.accelerator))
+        check_processes(recipe, request.scale.world, request.scale.accumulate, device)
+        return cls(request, experiment, dataset, str(dataset.folder(request.data_dir)), recipe, device)
+
+    @property
+    def profile(self) -> str:
+        return self.request.profile or self.experiment.profile
+
+    def runs(self, seeds: list[int], shard: tuple[int, int] = (0, 1), data: str | None = None) -> list:
+        """The experiment's runs (`experiment.plan_runs`) under this recipe."""
+        return plan_runs(self.experiment, seeds, self.request.profile, self.request.overrides, shard, data)
+
+
 @dataclass
 class Plan:
     """Every decision of one sweep, made once."""
 
-    experiment: Experiment
-    recipe: Recipe  # the profile with the command line's overrides: what every run from scratch trains
-    overrides: dict[str, Any]
-    profile: str | None
+    setting: Setting
     seeds: list[int]
     shard: tuple[int, int]
-    results: Path
-    dataset: DataSet
-    data_dir: str
-    device: str
-    scale: Scale
     sizes: tuple[int, int] | None  # (train, test) images found in data_dir; None: no data there
     data: str | None  # the data set's fingerprint, part of every run id
     runs: list = field(default_factory=list)  # this shard's RunConfigs, in training order
     everything: list = field(default_factory=list)  # every shard's
     estimates: list[RunEstimate] | None = None  # this shard's, None without an estimate
     all_estimates: list[RunEstimate] | None = None
-    step_time: float | None = None
     notes: list[str] = field(default_factory=list)  # what resolving decided, printed before the runs
 
     @classmethod
-    def resolve(cls, experiment: Experiment, *, profile: str | None, overrides: dict[str, Any], seeds: list[int],
-                shard: tuple[int, int], results: Path, dataset: DataSet, data_dir: str, device: str, scale: Scale,
-                ranks: Any, sequential_write: bool) -> Plan:
-        """The plan's runs on the data in `data_dir` (its fingerprint decided by rank 0), less what
-        a sequential design has already decided."""
-        recipe = make_recipe(load_profile(profile or experiment.profile), **overrides)
-        sizes = dataset.split_sizes(data_dir)
-        data = ranks.decide(lambda: dataset.fingerprint(data_dir) if sizes else None)
-        plan = cls(experiment, recipe, overrides, profile, seeds, shard, results, dataset, data_dir, device, scale,
-                   sizes, data)
-        plan.runs = plan_runs(experiment, seeds, profile, overrides, shard, data)
-        plan.everything = plan.runs if shard == (0, 1) else plan_runs(experiment, seeds, profile, overrides, data=data)
-        if experiment.sequential:
-            plan.runs = plan.sequential_block(write=sequential_write)
+    def resolve(cls, setting: Setting, seeds: list[int], ranks: Any, shard: tuple[int, int] | None = None) -> Plan:
+        """The plan's runs on the data in the setting's folder (fetched unless a dry run; its
+        fingerprint decided by rank 0), less what a sequential design has already decided."""
+        request, dataset, folder = setting.request, setting.dataset, setting.data_dir
+        if not request.dry_run:  # a missing data set is a one-line error before any calibration
+            ranks.decide(lambda: dataset.prepare(folder, request.download))
+        sizes = dataset.split_sizes(folder)
+        data = ranks.decide(lambda: dataset.fingerprint(folder) if sizes else None)
+        shard = request.shard if shard is None else shard
+        runs = setting.runs(seeds, shard, data)
+        plan = cls(setting, seeds, shard, sizes, data, runs, runs if shard == (0, 1) else setting.runs(seeds, data=data))
+        if setting.experiment.sequential:
+            plan.runs = plan.sequential_block(write=not request.dry_run and ranks.is_zero)
         return plan
+
+    @property
+    def results(self) -> Path:
+        return self.setting.request.results
+
+    @property
+    def data_dir(self) -> str:
+        return self.setting.data_dir
+
+    def context(self, logger: str = "csv") -> Any:  # noqa: ANN401 - training.RunContext (torch, loaded lazily)
+        """Where every run of the plan trains: its data set and folder, device and scale."""
+        from .training import RunContext
+
+        setting, scale = self.setting, self.setting.request.scale
+        return RunContext(setting.dataset, setting.data_dir, setting.device, scale.devices, scale.nodes,
+                          scale.accumulate, setting.request.download, logger)
 
     @property
     def data_sizes(self) -> tuple[int, int]:
         """The images an epoch goes through: those found, else the data set's full sizes."""
-        return self.sizes or (self.dataset.train_size, self.dataset.test_size)
+        return self.sizes or (self.setting.dataset.train_size, self.setting.dataset.test_size)
 
-    def estimate(self, recalibrate: bool = False, step_time: float | None = None) -> None:
+    def estimate(self) -> None:
         """Price this shard's runs and the whole plan's (calibrated once per configuration, or at
-        `step_time` seconds per global batch)."""
-        self.step_time = step_time
-        at = dict(world=self.scale.world, step_time=step_time, accumulate=self.scale.accumulate)
-        self.estimates = estimate_runs(self.runs, self.results / "runs", self.device, self.data_sizes,
-                                       recalibrate=recalibrate, **at)
+        the request's seconds per global batch)."""
+        request, device = self.setting.request, self.setting.device
+        at = dict(world=request.scale.world, step_time=request.step_time, accumulate=request.scale.accumulate)
+        self.estimates = estimate_runs(self.runs, self.results / "runs", device, self.data_sizes,
+                                       recalibrate=request.recalibrate, **at)
         self.all_estimates = self.estimates if self.shard == (0, 1) else estimate_runs(
-            self.everything, self.results / "runs", self.device, self.data_sizes, **at)
+            self.everything, self.results / "runs", device, self.data_sizes, **at)
 
     def hours_left(self) -> float:
         return plan_hours(self.estimates or [])
 
-    def guard(self, max_hours: float | None, yes: bool) -> None:
-        """Refuse, on a CPU, a plan estimated past `max_hours` (default `CPU_GUARD_HOURS`)."""
-        limit = CPU_GUARD_HOURS if max_hours is None else max_hours
-        if self.estimates is None or self.device != "cpu" or yes or os.environ.get(YES_ENV):
+    def guard(self) -> None:
+        """Refuse, on a CPU, a plan estimated past the request's --max-hours (default `CPU_GUARD_HOURS`)."""
+        request = self.setting.request
+        limit = CPU_GUARD_HOURS if request.max_hours is None else request.max_hours
+        if self.estimates is None or self.setting.device != "cpu" or request.yes or os.environ.get(YES_ENV):
             return
         if (left := self.hours_left()) > limit:
             raise UserError(f"this plan needs about {left:.0f} hours on this CPU ({len(self.runs)} runs, shard "
@@ -136,9 +222,10 @@ class Plan:
 
     def cost_lines(self) -> list[str]:
         everything, estimates, shards = self.everything, self.all_estimates or [], self.shard[1]
+        setting, scale, step_time = self.setting, self.setting.request.scale, self.setting.request.step_time
         where = (f"{self.sizes[0]:,} / {self.sizes[1]:,} images in {self.data_dir}" if self.sizes else
-                 f"{self.data_dir} not found: full {self.dataset.title} sizes assumed")
-        on = f"{self.step_time:g} s per step (given)" if self.step_time else self.device
+                 f"{self.data_dir} not found: full {setting.dataset.title} sizes assumed")
+        on = f"{step_time:g} s per step (given)" if step_time else setting.device
         lines = [f"time left on {on} ({where}): this shard {format_hours(self.hours_left())}; whole plan "
                  f"{format_hours(plan_hours(estimates))}, {format_hours(plan_hours(estimates, shards))} per shard "
                  f"with {shards} shard(s)"]
@@ -146,12 +233,12 @@ class Plan:
             most, run = max(peaks)
             lines.append(f"GPU memory per device (calibrated, one warm step of the micro-batch): up to "
                          f"{most / 2**30:.2f} GiB ({run})")
-        if self.scale.world > 1:
-            lines.append(f"each run on {self.scale.world} devices ({self.scale.nodes} node(s) x {self.scale.devices}): "
+        if scale.world > 1:
+            lines.append(f"each run on {scale.world} devices ({scale.nodes} node(s) x {scale.devices}): "
                          f"{sum(e.device_hours_left for e in estimates):,.1f} device-hours for the whole plan")
         lines += [f"  {name}: {format_hours(hours)}" for name, hours in
-                  table_hours(self.experiment, everything, estimates).items()]
-        if self.dataset.input_rate is not None:
+                  table_hours(setting.experiment, everything, estimates).items()]
+        if setting.dataset.input_rate is not None:
             lines.append(self.input_line())
         return lines
 
@@ -162,9 +249,10 @@ class Plan:
         from .estimate import input_side
         from .machine import cpu_model
 
-        sizes = {rc.recipe.image_size or self.dataset.input_size for rc in self.everything}
-        rate, what = self.dataset.input_rate(self.data_dir, max(sizes))
-        workers = default_workers(self.scale.devices)
+        dataset = self.setting.dataset
+        sizes = {rc.recipe.image_size or dataset.input_size for rc in self.everything}
+        rate, what = dataset.input_rate(self.data_dir, max(sizes))
+        workers = default_workers(self.setting.request.scale.devices)
         run, factor = input_side(self.all_estimates or [], rate, workers)
         if not run:
             return "input side: nothing left to train"
@@ -183,15 +271,16 @@ class Plan:
         from .report.sequential import DESIGN_FILE, design_for, keys_to_train, table_decisions  # lazy: scipy
         from .report.tables import ReportError, load_runs
 
-        first, cap = self.experiment.sequential
-        designs = design_for(self.experiment)
+        experiment = self.setting.experiment
+        first, cap = experiment.sequential
+        designs = design_for(experiment)
         if past := sorted({rc.seed for rc in self.runs if rc.seed >= cap}):
             self.notes.append(f"sequential design: seed(s) {', '.join(map(str, past))} past the cap of {cap} seeds "
                               f"(seeds 0-{cap - 1}) are not planned")
         runs = [rc for rc in self.runs if rc.seed < cap]
         if write:
             write_atomic(self.results / DESIGN_FILE, json.dumps({
-                "experiment": str(self.experiment.path), "first": first, "cap": cap,
+                "experiment": str(experiment.path), "first": first, "cap": cap,
                 "margins": {t: d.margin for t, d in designs.items()}}))
         if not runs:
             return runs
@@ -199,7 +288,7 @@ class Plan:
             done = load_runs(self.results, profile=runs[0].profile, data=self.data, epochs=runs[0].recipe.epochs)
         except ReportError:  # nothing finished yet: every row is open
             return runs
-        outcomes = table_decisions(done, self.experiment.tables, designs)
+        outcomes = table_decisions(done, experiment.tables, designs)
         needed, decided = keys_to_train(outcomes)
         self.notes += [f"sequential design: {o.row.label} decided at n={o.decision.n}: {o.decision.decision} "
                        f"(vs {o.reference.label}); no more seeds" for o in outcomes if o.decision.decided]
@@ -209,43 +298,143 @@ class Plan:
         return left
 
 
-def seed_plan(experiment: Experiment, recipe: Recipe, profile: str, request: SeedRequest,
-              hours_per_seed: float | None = None):  # noqa: ANN201 - seeds.SeedPlan
-    """The `seeds.SeedPlan` for `experiment` from the records in the pilot folder that share the
-    plan's profile and epochs."""
+# ---- what the plan costs, and its dry run's table ----------------------------------
+
+def estimate_runs(runs: list[RunConfig], runs_dir: Path, device: str, data_sizes: tuple[int, int],
+                  progress: bool | None = None, recalibrate: bool = False, world: int = 1,
+                  step_time: float | None = None, accumulate: int = 1) -> list[RunEstimate]:
+    """Per run: calibrated epoch seconds and the epochs it has left (none once done), on `world`
+    devices; `step_time` (seconds per global batch, the user's) replaces the calibration.
+
+    Each distinct configuration is calibrated once (`recalibrate`: measured again, not taken
+    from the cache), with progress shown when anything is measured; a calibration far off its
+    model's other configurations (`estimate.outliers`) is measured once more."""
+
+    def done(rc: RunConfig) -> int:
+        return epochs_done(runs_dir / rc.run_id, rc.recipe.epochs)
+
+    if step_time is not None:
+        return [estimate_run(rc, Calibration.given(step_time, rc.recipe.batch_size), done(rc), data_sizes, world)
+                for rc in runs]
+    keys = [json.dumps(calibration_key(rc, device, world, accumulate), default=str) for rc in runs]
+    distinct = list(dict(zip(keys, runs)).items())
+    at = {"world": world, "accumulate": accumulate}
+    pending = recalibrate or any(estimate.calibrate(rc, device, measure=False, **at)[0] is None
+                                 for _, rc in distinct)
+    cals = {key: estimate.calibrate(rc, device, force=recalibrate, **at)[0] for key, rc in
+            track(distinct, "calibrating", "config", show=pending if progress is None else progress,
+                  label=lambda item: item[1].run_id)}
+    suspects = outliers([(rc, cals[key], config_cost(*rc.key).flops) for key, rc in distinct])
+    for key, rc in distinct:
+        if rc in suspects:
+            log.warning("calibration of %s is far off its neighbours (%.2f s per step); measuring it again",
+                        rc.run_id, cals[key].step_s)
+            cals[key] = estimate.calibrate(rc, device, force=True, **at)[0]
+    return [estimate_run(rc, cals[key], done(rc), data_sizes, world) for rc, key in zip(runs, keys)]
+
+
+def table_hours(experiment: Experiment, runs: list[RunConfig], estimates: list[RunEstimate]) -> dict[str, float]:
+    """Hours left per paper table of the experiment (a run shared by tables counts in each)."""
+    totals = {}
+    for table in experiment.tables:
+        keys = {r.run_key for r in paper.rows(table, buildable=True)}
+        totals[table] = sum(e.hours_left for rc, e in zip(runs, estimates) if rc.key in keys)
+    return totals
+
+
+def dry_run_table(runs: list[RunConfig], runs_dir: Path, estimates: list[RunEstimate] | None = None) -> pd.DataFrame:
+
+    rows = []
+    values = [knob_values(rc.model, rc.to_dict()) for rc in runs]
+    shown = [k for k in varying(values) if k not in LEGACY]  # other knobs, where the plan varies them
+    for i, rc in enumerate(runs):
+        cost = config_cost(*rc.key, dataset=rc.dataset)
+        rows.append({"run_id": rc.run_id, "model": rc.model, "s": rc.ratio, "d": rc.dw_size, "width": rc.width,
+                     **{k: values[i][k] for k in shown}, "seed": rc.seed, "epochs": rc.recipe.epochs,
+                     "params (M)": cost.params / 1e6, "FLOPs (M)": cost.flops / 1e6,
+                     "status": run_state(runs_dir / rc.run_id)})
+        if any(r.source for r in runs):  # pruned runs: which run they start from
+            rows[-1]["from"] = rc.source or ""
+        if estimates is not None:
+            rows[-1].update({"epoch (s)": estimates[i].epoch_s, "hours left": estimates[i].hours_left})
+            if estimates[i].devices > 1:
+                rows[-1]["device-hours left"] = estimates[i].device_hours_left
+    table = pd.DataFrame(rows)
+    for col in ("s", "d", *(k for k in shown if KNOBS[k].type is int)):
+        if col in table:
+            table[col] = table[col].astype("Int64")  # integers with blanks, not floats
+    for col in (k for k in shown if KNOBS[k].type is str):
+        table[col] = table[col].fillna("")
+    if "width" in table:
+        table["width"] = table["width"].map(lambda w: "" if w is None or w != w else f"{w:g}")
+    return table
+
+
+
+def choose_seeds(setting: Setting) -> tuple[list[int], str]:
+    """The seeds to run and what to print of them: as given, or (`--seeds auto`) as many as the
+    pilot's paired spread says each comparison needs; a dry run adds the seed plan's table and what
+    a seed costs on this device. A training run writes the seed plan beside its runs."""
+    ask, request = setting.request.seeds, setting.request
+    if not isinstance(ask, SeedRequest):
+        return ask, ""
+    if not request.dry_run:
+        plan = seed_plan(setting, ask)
+        from .training import is_rank_zero  # lazy: torch
+
+        if is_rank_zero():
+            from .seeds import write_plan
+
+            write_plan(plan, request.results, ask.pilot)
+        return plan.seeds(), plan.summary()
+    from . import distributed  # lazy: torch
+
+    seed_plan(setting, ask)  # a pilot that cannot plan fails before any calibration
+    hours, priced = seed_cost(Plan.resolve(setting, [0], distributed.current(), shard=(0, 1)), ask)
+    plan = seed_plan(setting, ask, hours)
+    return plan.seeds(), "\n".join([seed_table(plan), plan.summary(), (
+        f"{priced}; {plan.n} seeds = {plan.n * hours:.1f} h; the uncapped plan needs {plan.wanted} seeds = "
+        f"{plan.wanted * hours:.0f} h")])
+
+
+def seed_plan(setting: Setting, ask: SeedRequest, hours_per_seed: float | None = None):  # noqa: ANN201 - seeds.SeedPlan
+    """The `seeds.SeedPlan` for the setting's experiment from the records in the pilot folder that
+    share its profile and epochs."""
     from .report.tables import aggregate, load_runs  # lazy: the report's readers
     from .seeds import plan_seeds
 
-    if not request.pilot:
+    if not ask.pilot:
         raise UserError("--seeds auto needs --pilot DIR: the results folder whose seeds give the paired spread "
                         "(e.g. results/pilot from `make pilot`)")
-    runs = load_runs(request.pilot, Path(profile).stem, mixed_epochs=True)
-    runs = runs[runs["epochs"] == recipe.epochs]
+    profile, epochs = Path(setting.profile).stem, setting.recipe.epochs
+    runs = load_runs(ask.pilot, profile, mixed_epochs=True)
+    runs = runs[runs["epochs"] == epochs]
     if runs.empty:
-        raise UserError(f"{request.pilot} holds no {Path(profile).stem} runs of {recipe.epochs} epochs: the pilot "
-                        f"must train the recipe it plans for")
-    return plan_seeds(experiment.tables, aggregate(runs), request.detect, request.max_seeds,
-                      hours_per_seed=hours_per_seed, max_hours=request.max_hours)
+        raise UserError(f"{ask.pilot} holds no {profile} runs of {epochs} epochs: the pilot must train the recipe "
+                        f"it plans for")
+    return plan_seeds(setting.experiment.tables, aggregate(runs), ask.detect, ask.max_seeds,
+                      hours_per_seed=hours_per_seed, max_hours=ask.max_hours)
 
 
-def seed_cost(plan: Plan, request: SeedRequest) -> tuple[float, str]:
-    """Hours per seed on this device: runs priced by finished records of their configuration here
-    (median wall time per epoch; `request.priced_from`, default the pilot's), the rest calibrated."""
+def seed_cost(one_seed: Plan, ask: SeedRequest) -> tuple[float, str]:
+    """Hours per seed on this device for the plan of seed 0: runs priced by finished records of
+    their configuration here (median wall time per epoch; `ask.priced_from`, default the pilot's),
+    the rest calibrated."""
     from .machine import describe_device
     from .record_schema import read_records
 
-    one_seed = plan_runs(plan.experiment, [0], plan.profile, plan.overrides, data=plan.data)
-    folders = request.priced_from or ((request.pilot,) if request.pilot else ())
+    runs, device = one_seed.everything, describe_device(one_seed.setting.device)
+    folders = ask.priced_from or ((ask.pilot,) if ask.pilot else ())
     records = [r for folder in folders for r in read_records(Path(folder) / "runs")]
-    recorded = recorded_epoch_seconds(one_seed, records, describe_device(plan.device))
+    recorded = recorded_epoch_seconds(runs, records, device)
     # the rest priced as if none of them had run: a folder that holds no runs
-    calibrated = estimate_runs([rc for rc in one_seed if rc.run_id not in recorded], Path("/nonexistent/runs"),
-                               plan.device, plan.data_sizes)
+    calibrated = estimate_runs([rc for rc in runs if rc.run_id not in recorded], Path("/nonexistent/runs"),
+                               one_seed.setting.device, one_seed.data_sizes)
     hours = plan_hours(calibrated + [RunEstimate(rc.run_id, recorded[rc.run_id], rc.recipe.epochs)
-                                     for rc in one_seed if rc.run_id in recorded])
-    return hours, (f"priced: {len(recorded)} of {len(one_seed)} runs from the median wall time per epoch of finished "
-                   f"runs of their configuration on this device, {len(calibrated)} calibrated; {len(one_seed)} runs "
-                   f"per seed, {hours:.2f} h per seed on {describe_device(plan.device)}")
+                                     for rc in runs if rc.run_id in recorded])
+    return hours, (f"priced: {len(recorded)} of {len(runs)} runs from the median wall time per epoch of finished "
+                   f"runs of their configuration on this device, {len(calibrated)} calibrated; {len(runs)} runs "
+                   f"per seed, {hours:.2f} h per seed on {device}")
 
 
 def seed_table(seeds: Any) -> str:

@@ -1,5 +1,6 @@
-"""One training run: a LightningModule around any registry model, and `train_run` which
-trains it into a folder (checkpoint, metrics CSV, result.json) and resumes it there.
+"""One training run: `train_run` opens the run (its data and its folder's record), builds the
+`classifier.ImageClassifier` and its trainer, fits it into the folder (checkpoint, metrics CSV,
+result.json) and resumes it there, in a `RunContext` resolved once by its caller.
 """
 from __future__ import annotations
 
@@ -18,30 +19,22 @@ from typing import Any
 import lightning as L
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from . import __version__, distributed, preemption
 from .checkpoints import CHECKPOINT, AtomicCheckpointIO, resumable_checkpoint, safe_load
-from .config import (
-    LOGGERS,
-    ConfigError,
-    Recipe,
-    RunConfig,
-    check_processes,
-    make_recipe,
-)
+from .classifier import FINITE_CHECK_EVERY, Diverged, ImageClassifier
+from .config import LOGGERS, ConfigError, Recipe, RunConfig, check_processes
 from .data import DataError, DataSet, get_dataset
 from .features import FeatureError, fit_widths, load_trained
 from .flops import measure
-from .machine import allocated_cpus, describe_device, machine_load
-from .models import build_model, get_spec, resolve_knobs
+from .machine import allocated_cpus, describe_device
+from .models import get_spec, resolve_knobs
 from .models.registry import derivation, starts_from_baseline
 from .precision import Precision, backend_settings, precision_on, resolve_precision
 from .record_schema import read_record
-from .records import DamagedRecord, pack_outcomes, write_record
+from .records import DamagedRecord, write_record
 
 log = logging.getLogger(__name__)
 for _noise in (r".*treespec, LeafSpec.*", r".*exists and is not empty.*", r".*smaller than the logging interval.*"):
@@ -51,8 +44,6 @@ for _noise in (r".*treespec, LeafSpec.*", r".*exists and is not empty.*", r".*sm
 QUIET = ("litlogger", "Detected KeyboardInterrupt")
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
     lambda r: not any(text in r.getMessage() for text in QUIET))
-CONFUSION_CLASSES = 100  # the most classes whose test confusion matrix a record keeps
-FINITE_CHECK_EVERY = 50  # steps between host syncs that check the loss is finite
 
 
 def is_rank_zero() -> bool:
@@ -63,189 +54,6 @@ def is_rank_zero() -> bool:
     if int(os.environ.get("SLURM_NTASKS", 1)) > 1 and os.environ.get("SLURM_PROCID") is not None:
         return int(os.environ["SLURM_PROCID"]) == 0
     return int(os.environ.get("LOCAL_RANK", 0)) == 0 and int(os.environ.get("NODE_RANK", 0)) == 0
-
-
-class Diverged(RuntimeError):
-    def __init__(self, epoch: int) -> None:
-        super().__init__(f"loss became NaN or infinite in epoch {epoch}")
-        self.epoch = epoch
-
-
-class ImageClassifier(L.LightningModule):
-    """Cross-entropy classification with SGD, step or cosine schedule, top-1/top-5 accuracy."""
-
-    def __init__(self, model: str, ratio: int | None = None, dw_size: int | None = None,
-                 width: float | None = None, num_classes: int | None = None,
-                 recipe: dict[str, Any] | None = None, knobs: dict[str, Any] | None = None) -> None:
-        super().__init__()
-        self.save_hyperparameters()
-        num_classes = num_classes or get_spec(model).num_classes  # the model's own classes where none given
-        self.recipe: Recipe = make_recipe(**(recipe or {}))
-        # the recipe's knob values (its source's dropout, say) where the run does not set the knob
-        knobs = {**self.recipe.knobs_for(get_spec(model).knobs), **(knobs or {})}
-        self.model = build_model(model, ratio, dw_size, width, num_classes, **knobs)
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc1 = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
-        # Kept for CIFAR-sized label sets: ImageNet's 1000 x 1000 would be megabytes in every record.
-        self.test_confusion = MulticlassConfusionMatrix(num_classes) if num_classes <= CONFUSION_CLASSES else None
-        self.confusion: list[list[int]] | None = None  # rows: true class, columns: predicted; last test pass
-        self.test_correct: str | None = None  # last test pass, image by image (pack_outcomes)
-        self._correct: list[torch.Tensor] | None = None
-        self.channels_last = False  # set by train_run from the resolved precision
-        self.run_config: dict[str, Any] | None = None  # the run's identity, set by train_run, kept in checkpoints
-        self.history: list[dict[str, float]] = []  # one entry per finished epoch, kept in checkpoints
-        self._nonfinite: torch.Tensor | None = None
-        self._clock = 0.0
-        self._train_time: float | None = None
-        self.start_step: int | None = None  # the optimizer step this attempt started from (> 0: resumed)
-        self._train_images = 0
-        self._epoch_lr = 0.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
-
-    def _on_cuda(self) -> bool:
-        return self.device.type == "cuda"
-
-    def setup(self, stage: str) -> None:
-        if self.channels_last:
-            self.model.to(memory_format=torch.channels_last)
-        if self.recipe.compile:
-            self.model.compile()  # in place: parameter names (and checkpoints) stay the same
-
-    def _inputs(self, x: torch.Tensor) -> torch.Tensor:
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
-
-    # -- training ----------------------------------------------------------------------
-    def on_train_start(self) -> None:
-        self.start_step = self.trainer.global_step
-
-    def on_train_epoch_start(self) -> None:
-        self._nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
-        self._train_images = 0
-        self._epoch_lr = self.optimizers().param_groups[0]["lr"]  # the schedulers step before epoch end
-        self._train_time = None
-        self._clock = time.perf_counter()
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        if self._nonfinite is None:  # resumed mid-epoch: Lightning does not call on_train_epoch_start
-            self.on_train_epoch_start()
-        if not len(y):  # every image of the batch was unreadable (folder data sets skip those)
-            if self.trainer.world_size == 1:
-                return None  # the step is skipped
-            # Under DDP every rank must join the step's gradient all-reduce, or the others wait in it
-            # for ever: a zero loss that reaches every parameter gives zero gradients here.
-            return sum(p.sum() for p in self.model.parameters() if p.requires_grad) * 0.0
-        logits = self(self._inputs(x))
-        loss = F.cross_entropy(logits, y, label_smoothing=self.recipe.label_smoothing)
-        self._nonfinite |= ~torch.isfinite(loss.detach())  # no host sync here
-        self.train_acc(logits.detach(), y)
-        self.log("train_loss", loss.detach(), on_step=False, on_epoch=True, batch_size=len(y), sync_dist=True)
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True, batch_size=len(y))
-        self._train_images += len(y)
-        if (batch_idx + 1) % FINITE_CHECK_EVERY == 0:
-            self._raise_if_diverged()
-        return loss
-
-    def _raise_if_diverged(self) -> None:
-        """Raise Diverged on every rank when any rank's loss went non-finite (one reduced flag,
-        so no rank stops alone and leaves the others waiting in a collective)."""
-        seen = self._nonfinite is not None and bool(self._nonfinite)
-        if self.trainer.strategy.reduce_boolean_decision(seen, all=False):
-            raise Diverged(self.current_epoch)
-
-    def _stop_clock(self) -> None:
-        if self._on_cuda():
-            torch.cuda.synchronize()
-        self._train_time = time.perf_counter() - self._clock
-
-    # -- evaluation on the test set each epoch -------------------------------------------
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        if not len(y):
-            return
-        x = self._inputs(x)
-        logits = self(x)
-        if self.recipe.tta_flip:  # the mirror's logits averaged in: the mirror is as likely an image
-            logits = (logits + self(torch.flip(x, dims=[3]))) / 2
-        if self._correct is not None:
-            self._correct.append(logits.argmax(1) == y)  # on the device: one copy to the host per pass
-        self.test_acc1(logits, y)
-        self.test_acc5(logits, y)
-        if self.test_confusion is not None:
-            self.test_confusion.update(logits, y)
-        self.log("test_loss", F.cross_entropy(logits, y), batch_size=len(y), sync_dist=True)
-        self.log("test_acc", self.test_acc1, batch_size=len(y))
-        self.log("test_acc5", self.test_acc5, batch_size=len(y))
-
-    def on_validation_epoch_start(self) -> None:
-        if self.trainer.state.fn == "fit" and not self.trainer.sanity_checking:  # training part ends
-            self._stop_clock()
-            self._raise_if_diverged()
-        # per-image outcome of one process's whole, unshuffled test pass (not kept under DDP, where
-        # each rank sees a share)
-        self._correct = [] if self.trainer.world_size == 1 else None
-
-    def on_validation_epoch_end(self) -> None:
-        if self._correct is not None and not self.trainer.sanity_checking:
-            self.test_correct = pack_outcomes(torch.cat(self._correct).cpu().tolist()) if self._correct else None
-        self._correct = None
-        if self.test_confusion is not None:
-            self.confusion = self.test_confusion.compute().tolist()
-            self.test_confusion.reset()
-
-    def on_train_epoch_end(self) -> None:
-        self._raise_if_diverged()  # also when no test loop ran this epoch
-        if self._train_time is None:
-            self._stop_clock()
-        m = self.trainer.callback_metrics
-        entry = {"epoch": self.current_epoch, "lr": self._epoch_lr,
-                 "train_time_s": self._train_time, "train_images": self._train_images * self.trainer.world_size,
-                 **machine_load()}
-        for key in ("train_loss", "train_acc", "test_loss", "test_acc", "test_acc5"):
-            if key in m:
-                entry[key] = float(m[key])
-        self.history.append(entry)
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["history"] = self.history
-        checkpoint["test_confusion"] = self.confusion
-        checkpoint["test_correct"] = self.test_correct
-        checkpoint["run_config"] = self.run_config
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.history = list(checkpoint.get("history", []))
-        self.confusion = checkpoint.get("test_confusion")
-        self.test_correct = checkpoint.get("test_correct")
-
-    def configure_optimizers(self):  # noqa: ANN201 - Lightning's union of return types
-        r = self.recipe
-        opt = torch.optim.SGD(param_groups(self.model, r), lr=r.scaled_lr, momentum=r.momentum, nesterov=r.nesterov,
-                              weight_decay=r.weight_decay)
-        main_epochs = r.epochs - r.warmup_epochs
-        if r.schedule == "step":
-            milestones = [m - r.warmup_epochs for m in r.milestones if m > r.warmup_epochs]
-            sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones, r.gamma)
-        else:
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(main_epochs, 1))
-        if r.warmup_epochs:
-            warm = torch.optim.lr_scheduler.LinearLR(opt, 0.1, 1.0, total_iters=r.warmup_epochs)
-            sched = torch.optim.lr_scheduler.SequentialLR(opt, [warm, sched], milestones=[r.warmup_epochs])
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-
-
-def param_groups(model: torch.nn.Module, recipe: Recipe) -> list[dict[str, Any]]:
-    """The optimizer's parameter groups: one at the recipe's weight decay, or, with
-    `norm_weight_decay` set, the normalization layers' weights and biases apart at that decay
-    (torchvision's split, as its reference recipes use it)."""
-    if recipe.norm_weight_decay is None:
-        return [{"params": list(model.parameters())}]
-    from torchvision.ops._utils import split_normalization_params  # lazy: loaded only on the path that needs it
-
-    norm, other = split_normalization_params(model)
-    return [{"params": other}, {"params": norm, "weight_decay": recipe.norm_weight_decay}]
 
 
 def versions() -> dict[str, str]:
@@ -474,24 +282,51 @@ def gather_unreadable(data: L.LightningDataModule) -> None:
     data.unreadable = {p for part in everyone for p in part}
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """Where runs train, resolved once by the command (or a sweep's plan) and handed to each run,
+    never re-derived: the data set and its folder, the device, the processes each run spans, and
+    the tracker its metrics go to."""
+
+    dataset: DataSet
+    data_dir: str
+    device: str  # "cpu" or "cuda", as `resolve_device` decided
+    devices: int = 1
+    nodes: int = 1
+    accumulate: int = 1
+    download: bool = True
+    logger: str = "csv"
+
+    @classmethod
+    def resolve(cls, data_dir: str | Path, *, dataset: str = "cifar10", accelerator: str = "auto",
+                **scale: Any) -> RunContext:
+        """The context of `data_dir` on the device `accelerator` names (`scale`: the other fields)."""
+        return cls(get_dataset(dataset), str(data_dir), resolve_device(accelerator), **scale)
+
+    @property
+    def world(self) -> int:
+        return self.devices * self.nodes
+
+
 @dataclass
 class OpenedRun:
     """A run opened for training: its data loaded and checked against the plan, and what its
     folder held from earlier attempts (an empty dict for a new run)."""
 
     config: RunConfig
-    dataset: DataSet
+    identity: dict[str, Any]  # config.to_dict(): what the record and the checkpoint say the run is
     data: L.LightningDataModule
     fingerprint: str
     prior: dict[str, Any]
 
 
-def open_run(config: RunConfig, data_dir: str | Path, out: Path, per_device: int, download: bool) -> OpenedRun:
+def open_run(config: RunConfig, where: RunContext, out: Path, per_device: int) -> OpenedRun:
     """Load the run's data and its folder's record: data that is not what the run was planned for,
     a damaged record, or a folder holding another configuration is a user error naming the fix."""
-    recipe = config.recipe
-    dataset = get_dataset(config.dataset)
-    data = dataset.module(data_dir, per_device, recipe.eval_batch_size, config.seed, download,
+    recipe, dataset, data_dir = config.recipe, where.dataset, where.data_dir
+    if config.dataset != dataset.name:
+        raise ConfigError(f"run {config.run_id} trains on {config.dataset}, not on the {dataset.name} in {data_dir}")
+    data = dataset.module(data_dir, per_device, recipe.eval_batch_size, config.seed, where.download,
                           image_size=recipe.image_size, augmentation=recipe.augmentation).load()
     seen = dataset.fingerprint(data_dir)
     if config.data is None:
@@ -505,10 +340,11 @@ def open_run(config: RunConfig, data_dir: str | Path, out: Path, per_device: int
         raise DamagedRecord(err.path, f"{err.reason}; move it aside to train the run again from its checkpoint "
                                       f"(`ghost-ablate doctor {out.parent.parent} --fix` does that), or restore "
                                       f"it from a copy") from None
-    if record is not None and record.get("config") != config.to_dict():
-        other = "data" if {**record.get("config", {}), "data": seen} == config.to_dict() else "configuration"
+    identity = config.to_dict()
+    if record is not None and record.get("config") != identity:
+        other = "data" if {**record.get("config", {}), "data": seen} == identity else "configuration"
         raise ConfigError(f"{out} holds run {record.get('run_id')} of another {other}; use another --out")
-    return OpenedRun(config, dataset, data, seen, record or {})
+    return OpenedRun(config, identity, data, seen, record or {})
 
 
 def add_callbacks(trainer: L.Trainer, recipe: Recipe, out: Path, ranks: distributed.Ranks,
@@ -523,19 +359,18 @@ def add_callbacks(trainer: L.Trainer, recipe: Recipe, out: Path, ranks: distribu
         trainer.callbacks.append(preemption.SaveOnPreemption(out / CHECKPOINT, ranks.any, ranks.world))
 
 
-def started_record(run: OpenedRun, data_dir: str | Path, cost: Any, device: str, precision: Precision,
-                   layout: dict[str, Any], attempt: int, source: dict[str, Any] | None,
-                   notes: list[str]) -> dict[str, Any]:
+def started_record(run: OpenedRun, where: RunContext, cost: Any, precision: Precision, layout: dict[str, Any],
+                   attempt: int, source: dict[str, Any] | None, notes: list[str]) -> dict[str, Any]:
     """The record written as an attempt starts (status `running`); `layout`: nodes, devices,
     accumulation and the effective batch and lr."""
     config, prior = run.config, run.prior
     record = {
-        "run_id": config.run_id, "config": config.to_dict(), "status": "running",
+        "run_id": config.run_id, "config": run.identity, "status": "running",
         "params": cost.params, "flops": cost.flops,
-        "data": {"dir": str(data_dir), "fingerprint": run.fingerprint, "train_size": run.data.sizes[0],
+        "data": {"dir": where.data_dir, "fingerprint": run.fingerprint, "train_size": run.data.sizes[0],
                  "test_size": run.data.sizes[1]},
         **layout, "started_at": prior.get("started_at", _now()), "attempts": attempt,
-        "precision": precision.to_record(), **environment(device),
+        "precision": precision.to_record(), **environment(where.device),
         **({"scored_weights": f"ema (decay {config.recipe.ema_decay:g})"}
            if config.recipe.ema_decay is not None else {}),
     }
@@ -581,47 +416,44 @@ def finish_record(record: dict[str, Any], run: OpenedRun, module: ImageClassifie
                   error=ended[1], wall_time_s=prior.get("wall_time_s", 0.0) + seconds, finished_at=_now())
 
 
-def train_run(config: RunConfig, data_dir: str | Path, out_dir: str | Path, *, devices: int = 1,
-              accelerator: str = "auto", download: bool = True, progress: bool | None = None,
-              callbacks: list[L.Callback] | None = None, nodes: int = 1, logger: str = "csv",
-              accumulate: int = 1) -> dict[str, Any]:
-    """Train `config` into `out_dir`, resuming from its last checkpoint; return the record.
+def train_run(config: RunConfig, where: RunContext, out_dir: str | Path, *, progress: bool | None = None,
+              callbacks: list[L.Callback] | None = None) -> dict[str, Any]:
+    """Train `config` into `out_dir` in the context `where`, resuming from its last checkpoint;
+    return the record.
 
     A finished run returns its record at once. A folder holding another configuration is
     refused. Divergence is recorded (status `diverged`) and raised as `Diverged`.
     """
-    out, recipe, world = Path(out_dir), config.recipe, devices * nodes
-    device = resolve_device(accelerator)
-    per_device = check_processes(recipe, world, accumulate, device)
+    out, recipe, device = Path(out_dir), config.recipe, where.device
+    per_device = check_processes(recipe, where.world, where.accumulate, device)
     ranks = distributed.current()
-    run = open_run(config, data_dir, out, per_device, download)
+    run = open_run(config, where, out, per_device)
     config, prior = run.config, run.prior
     if prior.get("status") == "finished":
         return prior
 
     L.seed_everything(config.seed, workers=True, verbose=False)
     module = ImageClassifier(config.model, config.ratio, config.dw_size, config.width,
-                             run.dataset.num_classes, config.to_dict()["recipe"],
-                             dict(config.knobs) or None)
+                             where.dataset.num_classes, run.identity["recipe"], dict(config.knobs) or None)
     precision = keep_precision(resolve_precision(recipe.precision, device), prior or None, device)
     module.channels_last = precision.channels_last
     attempt = prior.get("attempts", 0) + 1
-    trainer = make_trainer(recipe, out, devices, device, precision,
-                           sys.stdout.isatty() if progress is None else progress, attempt, nodes,
-                           make_loggers(logger, out, config, f"attempt-{attempt}"), accumulate)
+    trainer = make_trainer(recipe, out, where.devices, device, precision,
+                           sys.stdout.isatty() if progress is None else progress, attempt, where.nodes,
+                           make_loggers(where.logger, out, config, f"attempt-{attempt}"), where.accumulate)
     add_callbacks(trainer, recipe, out, ranks, callbacks)
-    module.run_config = config.to_dict()
+    module.run_config = run.identity
     identity = {"run_config": module.run_config, "hyper_parameters": dict(module.hparams)}
     ranks.agree(config.run_id, "run")
     ckpt, notes = ranks.decide(lambda: resumable_checkpoint(out, identity))  # one checkpoint for every rank
     source = start_from_source(config, module, out.parent) if ckpt is None else prior.get("source")
     shape_from_checkpoint(config, module, ckpt)
-    cost = measure(module.model, recipe.image_size or run.dataset.input_size)  # before any compile
-    layout = {**({"nodes": nodes} if nodes > 1 else {}), "devices": devices,
-              **({"accumulate": accumulate} if accumulate > 1 else {}),
+    cost = measure(module.model, recipe.image_size or where.dataset.input_size)  # before any compile
+    layout = {**({"nodes": where.nodes} if where.nodes > 1 else {}), "devices": where.devices,
+              **({"accumulate": where.accumulate} if where.accumulate > 1 else {}),
               **({"distributed": ranks.describe()} if ranks.world > 1 else {}),
-              "effective_batch_size": per_device * world * accumulate, "effective_lr": recipe.scaled_lr}
-    record = started_record(run, data_dir, cost, device, precision, layout, attempt, source, notes)
+              "effective_batch_size": per_device * where.world * where.accumulate, "effective_lr": recipe.scaled_lr}
+    record = started_record(run, where, cost, precision, layout, attempt, source, notes)
     writes_record = trainer.is_global_zero  # rank 0 only under DDP
     if writes_record:
         write_record(out, record)

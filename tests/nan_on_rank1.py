@@ -5,7 +5,7 @@ import sys
 import torch
 
 from ghost_ablate.cli import main
-from ghost_ablate.training import ImageClassifier
+from ghost_ablate.classifier import ImageClassifier
 
 _forward = ImageClassifier.forward
 

@@ -196,14 +196,14 @@ def test_preempted_array_task_saves_its_step_is_requeued_and_resumes_there(clust
 
     # the same run, never stopped, in this process on one core like the task: the same weights
     from ghost_ablate.config import RunConfig
-    from ghost_ablate.training import train_run
+    from ghost_ablate.training import RunContext, train_run
 
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
     for key in [k for k in os.environ if k.startswith("SLURM_") and k != "SLURM_CPUS_PER_TASK" and k != "SLURM_CONF"]:
         monkeypatch.delenv(key)
     config = RunConfig.from_dict(record["config"])
-    uninterrupted = train_run(config, plan["data"], tmp_path / "reference", accelerator="cpu", download=False,
-                              progress=False)
+    uninterrupted = train_run(config, RunContext.resolve(plan["data"], accelerator="cpu", download=False),
+                              tmp_path / "reference", progress=False)
     assert uninterrupted["final_test_acc"] == record["final_test_acc"]
     mine = torch.load(results / "runs" / config.run_id / "last.ckpt", weights_only=True)["state_dict"]
     ref = torch.load(tmp_path / "reference" / "last.ckpt", weights_only=True)["state_dict"]

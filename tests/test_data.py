@@ -178,7 +178,7 @@ def test_a_run_counts_its_model_at_its_data_sets_input_size(tiny_cifar, tmp_path
     from ghost_ablate.costs import config_cost, cost_record
     from ghost_ablate.flops import measure
     from ghost_ablate.models import build_model
-    from ghost_ablate.sweep import dry_run_table
+    from ghost_ablate.plan import dry_run_table
 
     out = tmp_path / "run"
     assert main(["train", "--model", "ghostnet", "--width", "0.5", "--profile", "smoke", "--data-dir", str(tiny_cifar),

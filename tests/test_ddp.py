@@ -171,10 +171,11 @@ def test_the_imagenet_evaluation_sampler_neither_repeats_nor_drops_an_image():
 
 def test_gradient_accumulation_meets_the_recipe_batch_on_fewer_devices(data, tmp_path):
     """Batch 8 as 2 steps of 4: the record keeps the real global batch; one optimizer step per 2 batches."""
-    from ghost_ablate.training import train_run
+    from ghost_ablate.training import RunContext, train_run
 
     config = RunConfig.create("resnet56", profile="smoke", epochs=1, batch_size=8, limit_train_batches=None)
-    record = train_run(config, data, tmp_path, accelerator="cpu", download=False, progress=False, accumulate=2)
+    record = train_run(config, RunContext.resolve(data, accelerator="cpu", download=False, accumulate=2), tmp_path,
+                       progress=False)
     assert record["effective_batch_size"] == 8 and record["accumulate"] == 2
     assert record["optimizer_steps"] == 120 // 4 // 2  # 30 batches of 4, a step every 2
 

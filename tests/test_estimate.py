@@ -6,7 +6,9 @@ from ghost_ablate.cli import main
 from ghost_ablate.config import RunConfig
 from ghost_ablate.estimate import Calibration, RunEstimate, calibrate, plan_hours
 from ghost_ablate.records import write_record
-from ghost_ablate.sweep import EtaLogger, estimate_runs, load_experiment, plan_runs
+from ghost_ablate.experiment import load_experiment, plan_runs
+from ghost_ablate.plan import estimate_runs
+from ghost_ablate.sweep import EtaLogger
 
 FAST = ["--batch-size", "8", "--eval-batch-size", "16", "--limit-train-batches", "2", "--limit-test-batches", "1"]
 HAND = Calibration(step_s=0.5, eval_img_s=100.0)

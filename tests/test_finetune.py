@@ -11,7 +11,7 @@ import pytest
 from ghost_ablate.cli import main
 from ghost_ablate.config import ConfigError
 from ghost_ablate.record_schema import read_records
-from ghost_ablate.sweep import load_experiment, plan_runs
+from ghost_ablate.experiment import load_experiment, plan_runs
 
 from conftest import add_trainer_callback
 

@@ -18,7 +18,9 @@ from ghost_ablate.models.ghost import GhostCopies, RepDepthwise
 from ghost_ablate.report import build_report
 from ghost_ablate.report.experiments import experiment_table
 from ghost_ablate.report.tables import aggregate, load_runs
-from ghost_ablate.sweep import load_experiment, plan_runs, run_state, run_sweep, summary_frame
+from ghost_ablate.experiment import load_experiment, plan_runs
+from ghost_ablate.sweep import run_state, run_sweep, summary_frame
+from ghost_ablate.training import RunContext
 
 from conftest import SUBSET_DATA, randomize_bn
 
@@ -171,7 +173,7 @@ def test_a_record_of_the_earlier_version_is_found_skipped_and_reported(tmp_path)
     exp = load_experiment(REPO / "experiments" / "cifar10_cheap_ops.yaml")
     runs = [rc for rc in plan_runs(exp, [0], "subset", data=SUBSET_DATA) if rc.model == "ghost_vgg16"]
     assert runs[0].run_id == old and run_state(tmp_path / "runs" / old) == "done"
-    outcome = run_sweep(runs[:1], tmp_path / "no-data", tmp_path, download=False)
+    outcome = run_sweep(runs[:1], RunContext.resolve(tmp_path / "no-data", download=False), tmp_path)
     assert outcome.skipped == [old] and not outcome.done and not outcome.failed
     table = experiment_table(exp, aggregate(load_runs(tmp_path, "subset")))
     row = table[(table["model"] == "ghost_vgg16") & (table["cheap_op"] == "dw")].iloc[0]

@@ -8,7 +8,7 @@ from ghost_ablate.cache import JsonCache
 from ghost_ablate.cli import main
 from ghost_ablate.config import ConfigError, RunConfig, make_recipe
 from ghost_ablate.precision import cpu_bf16_speedup, resolve_precision
-from ghost_ablate.training import train_run
+from ghost_ablate.training import RunContext, train_run
 
 FAST = dict(batch_size=16, eval_batch_size=16, limit_train_batches=2, limit_test_batches=1)
 
@@ -117,8 +117,9 @@ def test_both_precisions_write_complete_records_and_resume(tiny_cifar, tmp_path,
     config = RunConfig.create("ghost_vgg16", 2, 3, profile="smoke", epochs=2, precision=precision, **FAST)
     out = tmp_path / "run"
     with pytest.raises(Kill):
-        train_run(config, tiny_cifar, out, accelerator="cpu", progress=False, callbacks=[StopAtEpoch1()])
-    rec = train_run(config, tiny_cifar, out, accelerator="cpu", progress=False)
+        train_run(config, RunContext.resolve(tiny_cifar, accelerator="cpu"), out, progress=False,
+                  callbacks=[StopAtEpoch1()])
+    rec = train_run(config, RunContext.resolve(tiny_cifar, accelerator="cpu"), out, progress=False)
     assert rec["status"] == "finished" and rec["epochs_done"] == 2 and rec["attempts"] == 2
     assert rec["precision"]["requested"] == precision and rec["precision"]["resolved"] == precision
     assert rec["precision"]["memory_format"] == ("channels_last" if precision == "bf16" else "contiguous")

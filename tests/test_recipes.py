@@ -13,7 +13,8 @@ import torch
 
 from ghost_ablate.errors import UserError
 from ghost_ablate.config import PROFILES_DIR, ConfigError, RunConfig, load_profile, make_recipe
-from ghost_ablate.training import ImageClassifier, param_groups, train_run
+from ghost_ablate.classifier import ImageClassifier, param_groups
+from ghost_ablate.training import RunContext, train_run
 
 IMAGENET_PROFILES = sorted(PROFILES_DIR.glob("imagenet_ghostnet*.yaml")) + [PROFILES_DIR / "imagenet_resnet50.yaml"]
 
@@ -86,8 +87,8 @@ def test_ema_weights_track_the_live_ones_and_are_the_ones_scored_and_saved(tiny_
     config = RunConfig.create("resnet56", profile="smoke", epochs=1, batch_size=8, limit_train_batches=4,
                               ema_decay=decay)
     live = LiveWeights()
-    record = train_run(config, tiny_cifar, tmp_path, accelerator="cpu", download=False, progress=False,
-                       callbacks=[live])
+    record = train_run(config, RunContext.resolve(tiny_cifar, accelerator="cpu", download=False), tmp_path,
+                       progress=False, callbacks=[live])
     assert record["status"] == "finished" and record["scored_weights"] == "ema (decay 0.6)"
     assert len(live.steps) == record["optimizer_steps"] == 4
     expected = dict(live.steps[0])  # the first update copies, each later one blends in the new step
@@ -122,4 +123,5 @@ def test_augmentation_options_build_torchvision_transforms_and_cifar_refuses_the
     config = RunConfig.create("resnet56", profile="smoke", color_jitter=0.4)
     with pytest.raises(UserError, match="CIFAR-10 trains with the paper's pad-4 crop and flip; color_jitter are "
                                           "options of folder data sets"):
-        train_run(config, tiny_cifar, tmp_path / "run", accelerator="cpu", download=False, progress=False)
+        train_run(config, RunContext.resolve(tiny_cifar, accelerator="cpu", download=False), tmp_path / "run",
+                  progress=False)

@@ -153,7 +153,7 @@ def test_several_profiles_need_a_choice(results, tmp_path):
 
 def test_report_includes_feature_map_evidence_from_checkpoints(tiny_cifar, tmp_path):
     from ghost_ablate.config import RunConfig
-    from ghost_ablate.training import train_run
+    from ghost_ablate.training import RunContext, train_run
 
     from ghost_ablate.data.cifar import fingerprint
 
@@ -162,7 +162,7 @@ def test_report_includes_feature_map_evidence_from_checkpoints(tiny_cifar, tmp_p
         # whole epochs of the tiny data: the report computes no evidence for smoke runs' few batches
         rc = RunConfig.create(model, profile="smoke", batch_size=8, eval_batch_size=16, limit_train_batches=None,
                               limit_test_batches=None, data=fingerprint(tiny_cifar), **knobs)
-        train_run(rc, tiny_cifar, results / "runs" / rc.run_id, progress=False)
+        train_run(rc, RunContext.resolve(tiny_cifar), results / "runs" / rc.run_id, progress=False)
     out = tmp_path / "reports"
     # test images only from a folder that holds the runs' data: never from the path a record names
     other = tmp_path / "other"

@@ -10,11 +10,13 @@ import pytest
 
 from ghost_ablate import paper
 from ghost_ablate.cli import main
+from ghost_ablate.cli.args import parse_seeds, parse_shard
 from ghost_ablate.config import ConfigError
+from ghost_ablate.errors import UserError
 from ghost_ablate.record_schema import read_records
+from ghost_ablate.experiment import load_experiment, plan_runs
 
 from conftest import add_trainer_callback
-from ghost_ablate.sweep import load_experiment, parse_seeds, parse_shard, plan_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 ABLATION = ROOT / "experiments" / "cifar10_ablation.yaml"
@@ -100,13 +102,13 @@ def test_bad_experiment_files_name_file_and_field(tmp_path, text, match):
 
 @pytest.mark.parametrize("spec", ["2/2", "a/b", "1", "-1/2", "0/0"])
 def test_bad_shard(spec):
-    with pytest.raises(ConfigError, match="I/N"):
+    with pytest.raises(UserError, match="I/N"):
         parse_shard(spec)
 
 
 def test_seeds_parse():
     assert parse_seeds("0,1,2,1") == [0, 1, 2]
-    with pytest.raises(ConfigError, match="seeds"):
+    with pytest.raises(UserError, match="seeds"):
         parse_seeds("0,x")
 
 

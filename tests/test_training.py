@@ -7,7 +7,8 @@ import torch
 
 from ghost_ablate.cli import main
 from ghost_ablate.config import ConfigError, RunConfig
-from ghost_ablate.training import Diverged, ImageClassifier, train_run
+from ghost_ablate.classifier import Diverged, ImageClassifier
+from ghost_ablate.training import RunContext, train_run
 
 FAST = dict(batch_size=16, eval_batch_size=16, limit_train_batches=2, limit_test_batches=1)
 
@@ -18,7 +19,7 @@ def tiny_config(model="ghost_resnet56", epochs=1, **kw):
 
 def test_run_writes_checkpoint_metrics_and_record(tiny_cifar, tmp_path):
     out = tmp_path / "run"
-    rec = train_run(tiny_config(epochs=2), tiny_cifar, out, progress=False)
+    rec = train_run(tiny_config(epochs=2), RunContext.resolve(tiny_cifar), out, progress=False)
     assert (out / "last.ckpt").exists()
     rows = list(csv.DictReader(open(out / "logs" / "attempt-1" / "metrics.csv")))
     assert {r["epoch"] for r in rows if r.get("test_acc")} == {"0", "1"}
@@ -35,17 +36,17 @@ def test_run_writes_checkpoint_metrics_and_record(tiny_cifar, tmp_path):
 def test_finished_run_returns_at_once(tiny_cifar, tmp_path):
     out = tmp_path / "run"
     config = tiny_config()
-    first = train_run(config, tiny_cifar, out, progress=False)
+    first = train_run(config, RunContext.resolve(tiny_cifar), out, progress=False)
     stamp = (out / "last.ckpt").stat().st_mtime_ns
-    again = train_run(config, tiny_cifar, out, progress=False)
+    again = train_run(config, RunContext.resolve(tiny_cifar), out, progress=False)
     assert again == json.loads(json.dumps(first))
     assert (out / "last.ckpt").stat().st_mtime_ns == stamp
 
 
 def test_folder_of_another_config_is_refused(tiny_cifar, tmp_path):
-    train_run(tiny_config(seed=0), tiny_cifar, tmp_path / "run", progress=False)
+    train_run(tiny_config(seed=0), RunContext.resolve(tiny_cifar), tmp_path / "run", progress=False)
     with pytest.raises(ConfigError, match="another configuration"):
-        train_run(tiny_config(seed=1), tiny_cifar, tmp_path / "run", progress=False)
+        train_run(tiny_config(seed=1), RunContext.resolve(tiny_cifar), tmp_path / "run", progress=False)
 
 
 class StopAtEpoch(L.Callback):
@@ -61,18 +62,18 @@ def test_interrupted_run_resumes_to_the_same_epochs(tiny_cifar, tmp_path):
     out = tmp_path / "run"
     config = tiny_config(epochs=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        train_run(config, tiny_cifar, out, progress=False, callbacks=[StopAtEpoch(1)])
+        train_run(config, RunContext.resolve(tiny_cifar), out, progress=False, callbacks=[StopAtEpoch(1)])
     crashed = json.loads((out / "result.json").read_text())
     assert crashed["status"] == "failed" and crashed["epochs_done"] == 1
     assert torch.load(out / "last.ckpt", weights_only=False)["epoch"] == 0
-    rec = train_run(config, tiny_cifar, out, progress=False)
+    rec = train_run(config, RunContext.resolve(tiny_cifar), out, progress=False)
     assert rec["status"] == "finished" and rec["epochs_done"] == 3 and rec["attempts"] == 2
     assert [h["epoch"] for h in rec["history"]] == [0, 1, 2]
     epochs_logged = [{r["epoch"] for r in csv.DictReader(open(out / "logs" / f"attempt-{a}" / "metrics.csv"))
                       if r.get("test_acc")} for a in (1, 2)]
     assert epochs_logged == [{"0"}, {"1", "2"}]  # epoch 0 not retrained; no attempt's log deleted
     # the uninterrupted run reaches the same weights: resume restores model, optimizer and data order
-    straight = train_run(config, tiny_cifar, tmp_path / "straight", progress=False)
+    straight = train_run(config, RunContext.resolve(tiny_cifar), tmp_path / "straight", progress=False)
     assert straight["final_test_acc"] == pytest.approx(rec["final_test_acc"])
     a = torch.load(out / "last.ckpt", weights_only=False)["state_dict"]
     b = torch.load(tmp_path / "straight" / "last.ckpt", weights_only=False)["state_dict"]
@@ -81,7 +82,7 @@ def test_interrupted_run_resumes_to_the_same_epochs(tiny_cifar, tmp_path):
 
 def test_checkpoint_reloads_to_identical_outputs(tiny_cifar, tmp_path):
     out = tmp_path / "run"
-    train_run(tiny_config("ghost_vgg16"), tiny_cifar, out, progress=False)
+    train_run(tiny_config("ghost_vgg16"), RunContext.resolve(tiny_cifar), out, progress=False)
     first = ImageClassifier.load_from_checkpoint(out / "last.ckpt", map_location="cpu").eval()
     second = ImageClassifier.load_from_checkpoint(out / "last.ckpt", map_location="cpu").eval()
     x = torch.randn(4, 3, 32, 32)
@@ -103,7 +104,7 @@ class PoisonWeights(L.Callback):
 def test_divergence_is_recorded_and_nothing_deleted(tiny_cifar, tmp_path):
     out = tmp_path / "run"
     with pytest.raises(Diverged):
-        train_run(tiny_config(epochs=3), tiny_cifar, out, progress=False, callbacks=[PoisonWeights()])
+        train_run(tiny_config(epochs=3), RunContext.resolve(tiny_cifar), out, progress=False, callbacks=[PoisonWeights()])
     rec = json.loads((out / "result.json").read_text())
     assert rec["status"] == "diverged" and rec["diverged_epoch"] == 1 and rec["epochs_done"] == 1
     assert (out / "last.ckpt").exists() and (out / "logs" / "attempt-1" / "metrics.csv").exists()
@@ -135,7 +136,7 @@ def test_resnet56_learns_on_real_cifar(real_subset, tmp_path):
     """
     config = RunConfig.create("resnet56", profile="quick", epochs=3, lr=0.02, warmup_epochs=0, batch_size=128,
                               eval_batch_size=256)
-    rec = train_run(config, real_subset, tmp_path / "real", progress=False)
+    rec = train_run(config, RunContext.resolve(real_subset), tmp_path / "real", progress=False)
     assert rec["best_test_acc"] > 0.25, rec["history"]
     assert rec["history"][-1]["train_loss"] < rec["history"][0]["train_loss"]
 

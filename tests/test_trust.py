@@ -19,7 +19,8 @@ from ghost_ablate.data.cifar import fingerprint
 from ghost_ablate.doctor import assign_data, run_lock
 from ghost_ablate.models import build_model
 from ghost_ablate.record_schema import read_records
-from ghost_ablate.sweep import load_experiment, plan_runs, run_state
+from ghost_ablate.experiment import load_experiment, plan_runs
+from ghost_ablate.sweep import run_state
 
 from conftest import SUBSET_DATA, add_trainer_callback, make_cifar_folder
 
@@ -252,7 +253,7 @@ def test_a_resumed_run_keeps_the_precision_it_started_in(tiny_cifar, tmp_path, m
     (out / "result.json").write_text(json.dumps(started))
     # here `auto` resolves to fp32 (the suite's fixed probe), yet the run goes on in bf16
     assert precision.resolve_precision("auto", "cpu").resolved == "32"
-    rec = training.train_run(rc, tiny_cifar, out, progress=False)
+    rec = training.train_run(rc, training.RunContext.resolve(tiny_cifar), out, progress=False)
     assert rec["status"] == "finished" and rec["precision"]["resolved"] == "bf16"
     assert rec["precision"]["memory_format"] == "channels_last"
     assert "kept bf16, which the run started in (on cpu: AMD EPYC" in rec["precision"]["reason"]
@@ -321,7 +322,7 @@ def test_the_eta_line_of_a_finished_run_says_how_long_it_took():
 def test_a_noisy_or_outlying_calibration_is_measured_again(monkeypatch):
     from ghost_ablate import estimate
     from ghost_ablate.estimate import Calibration, outliers, steady
-    from ghost_ablate.sweep import estimate_runs
+    from ghost_ablate.plan import estimate_runs
 
     assert steady([1.0, 1.1, 1.2, 1.3]) and not steady([1.0, 1.0, 1.0, 9.0])
     rcs = [RunConfig.create("ghost_vgg16", s, 3, profile="smoke") for s in (2, 3, 4, 5)]

@@ -1,9 +1,15 @@
-"""Arguments several commands share: the model and its knobs, and recipe overrides."""
+"""Arguments several commands share: the model and its knobs, recipe overrides, scale, and the
+sweep's request (every sweep flag read once, into `plan.SweepRequest`)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..plan import SweepRequest
 
 
 def _ratio(text: str) -> int:
@@ -139,3 +145,52 @@ def add_seed_plan_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detect", type=float, default=2.0, help="gap in top-1 points each comparison should detect "
                                                              "with 80%% power (default 2)")
     p.add_argument("--max-seeds", type=int, default=20, help="never plan more seeds than this (default 20)")
+
+
+def parse_shard(spec: str) -> tuple[int, int]:
+    """'I/N' with 0 <= I < N."""
+    try:
+        index, count = (int(p) for p in spec.split("/"))
+    except ValueError:
+        raise UserError(f"bad shard {spec!r}: expected I/N with integers 0 <= I < N, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise UserError(f"bad shard {spec!r}: expected I/N with integers 0 <= I < N, e.g. 0/4")
+    return index, count
+
+
+def parse_seeds(spec: str) -> list[int]:
+    """'0,1,2' as distinct seeds in the order given."""
+    from ..record_schema import MAX_SEED  # lazy: the command line answers --help without pydantic
+
+    try:
+        seeds = [int(s) for s in str(spec).split(",") if s.strip() != ""]
+    except ValueError:
+        raise UserError(f"bad seeds {spec!r}: expected comma-separated integers >= 0, e.g. 0,1,2") from None
+    if not seeds or any(s < 0 or s > MAX_SEED for s in seeds):
+        raise UserError(f"bad seeds {spec[:80]!r}: expected comma-separated integers 0..{MAX_SEED}, e.g. 0,1,2")
+    return list(dict.fromkeys(seeds))
+
+
+def sweep_request(args: argparse.Namespace) -> SweepRequest:
+    """The sweep's flags, each read and checked once; a bad one is a one-line error before any
+    file is read or process started."""
+    from ..plan import Scale, SeedRequest, SweepRequest  # lazy: the command line answers --help without torch
+
+    check_scale(args)
+    if knobs := model_knobs(args):
+        raise UserError(f"sweep --set {next(iter(knobs))}=...: a model's knobs are declared per run in the experiment "
+                        f"file; the sweep's --set takes recipe.KEY=VALUE")
+    if Path(args.results_dir).exists() and not Path(args.results_dir).is_dir():
+        raise UserError(f"--results-dir {args.results_dir}: not a folder (runs go into its runs/ folder)")
+    if args.step_time is not None and (args.step_time <= 0 or not args.dry_run):
+        raise UserError(f"--step-time prices a --dry-run and must be > 0 seconds, got {args.step_time}")
+    if args.slurm is not None and (args.shard != "0/1" or args.dry_run):
+        raise UserError("--slurm submits every shard itself (see --shards) and trains; drop --shard and --dry-run")
+    seeds = (SeedRequest(args.pilot, args.detect, args.max_seeds, args.max_hours, tuple(args.priced_from))
+             if args.seeds == "auto" else parse_seeds(args.seeds))
+    return SweepRequest(Path(args.experiment), args.profile, recipe_overrides(args), seeds, parse_shard(args.shard),
+                        Path(args.results_dir), args.data_dir, args.accelerator,
+                        Scale(args.devices, args.nodes, args.accumulate), dry_run=args.dry_run,
+                        download=not args.no_download, cluster=args.slurm is not None, estimate=not args.no_estimate,
+                        recalibrate=args.recalibrate, step_time=args.step_time, max_hours=args.max_hours,
+                        yes=args.yes)

@@ -10,7 +10,7 @@ from .args import model_knobs
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from ..sweep import load_experiment  # lazy: the command line answers --help without torch
+    from ..experiment import load_experiment  # lazy: the command line answers --help without torch
 
     if args.section != "paper":
         return _report_section(args.section, args.results_dir, args.out)

@@ -7,31 +7,29 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from .args import check_scale, model_knobs, recipe_overrides
+from .args import check_scale, model_knobs, recipe_overrides, sweep_request
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .. import distributed  # lazy: the command line answers --help without torch
     from ..config import RunConfig, check_processes  # lazy: the command line answers --help without torch
     from ..data import get_dataset  # lazy: the command line answers --help without torch
-    from ..training import Diverged, resolve_device, train_run  # lazy: the command line answers --help without torch
+    from ..training import Diverged, RunContext, resolve_device, train_run  # lazy: the command line answers --help without torch
 
     check_scale(args)
     dataset = get_dataset(args.dataset)
-    args.data_dir = str(dataset.folder(args.data_dir))
     config = RunConfig.create(args.model, args.ratio, args.dw_size, args.width, args.profile, args.seed,
                               knobs=model_knobs(args), dataset=dataset.name, **recipe_overrides(args))
-    device = resolve_device(args.accelerator)
-    check_processes(config.recipe, args.devices * args.nodes, args.accumulate, device)  # before any launch
-    ranks = distributed.start(args.devices, args.nodes, device)
-    ranks.decide(lambda: dataset.prepare(args.data_dir, not args.no_download))  # rank 0 downloads
+    where = RunContext(dataset, str(dataset.folder(args.data_dir)), resolve_device(args.accelerator), args.devices,
+                       args.nodes, args.accumulate, not args.no_download, args.logger)
+    check_processes(config.recipe, where.world, where.accumulate, where.device)  # before any launch
+    ranks = distributed.start(where.devices, where.nodes, where.device)
+    ranks.decide(lambda: dataset.prepare(where.data_dir, where.download))  # rank 0 downloads
     # the data is part of the run's identity: one fingerprint for every rank
-    config = config.with_data(ranks.decide(lambda: dataset.fingerprint(args.data_dir)))
+    config = config.with_data(ranks.decide(lambda: dataset.fingerprint(where.data_dir)))
     out = args.out or f"{args.results_dir}/runs/{config.run_id}"
     try:
-        record = train_run(config, args.data_dir, out, devices=args.devices, accelerator=args.accelerator,
-                           download=not args.no_download, nodes=args.nodes, logger=args.logger,
-                           accumulate=args.accumulate)
+        record = train_run(config, where, out)
     except Diverged as err:
         print(f"ghost-ablate train: diverged: {err}; record kept in {out}", file=sys.stderr)
         return 1
@@ -48,102 +46,40 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ---- sweep -------------------------------------------------------------------------
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    """Parse, build the plan once, then print it (--dry-run), submit it (--slurm) or run it."""
+    """Read the flags once, resolve the plan once, then print it (--dry-run), submit it (--slurm)
+    or train it."""
     from .. import distributed  # lazy: the command line answers --help without torch
-    from ..plan import Plan  # lazy: the command line answers --help without torch
-    from ..sweep import parse_shard, run_sweep  # lazy: the command line answers --help without torch
+    from ..plan import Plan, Setting, choose_seeds  # lazy: the command line answers --help without torch
+    from ..sweep import run_sweep  # lazy: the command line answers --help without torch
 
-    experiment, dataset, recipe, device, scale = _sweep_setting(args)
-    seeds = _seeds(args, experiment, dataset, recipe, device, scale)
-    if args.slurm is not None:
-        return submit_sweep(args, experiment, seeds)
+    request = sweep_request(args)
+    setting = Setting.of(request)  # the experiment, its data set, the recipe and the device: no process yet
+    seeds, said = choose_seeds(setting)
+    if said:
+        print(said)
+    if request.cluster:
+        return submit_sweep(args, setting, seeds)
     # Every rank of a multi-device sweep joins here; from now on rank 0 decides and the others follow.
-    ranks = distributed.current() if args.dry_run else distributed.start(scale.devices, scale.nodes, device)
-    if not args.dry_run:  # a missing data set is a one-line error before any calibration
-        ranks.decide(lambda: dataset.prepare(args.data_dir, not args.no_download))
-    plan = Plan.resolve(experiment, profile=args.profile, overrides=recipe_overrides(args), seeds=seeds,
-                        shard=parse_shard(args.shard), results=Path(args.results_dir), dataset=dataset,
-                        data_dir=args.data_dir, device=device, scale=scale, ranks=ranks,
-                        sequential_write=not args.dry_run and ranks.is_zero)
-    if not args.no_estimate and ranks.is_zero:
-        plan.estimate(args.recalibrate, args.step_time)
-    if args.dry_run:
+    scale = request.scale
+    ranks = distributed.current() if request.dry_run else distributed.start(scale.devices, scale.nodes, setting.device)
+    plan = Plan.resolve(setting, seeds, ranks)
+    if request.estimate and ranks.is_zero:
+        plan.estimate()
+    if request.dry_run:
         print(plan.dry_run())
         return 0
     for note in plan.notes if ranks.is_zero else ():
         print(note)
-    ranks.decide(lambda: plan.guard(args.max_hours, args.yes))
+    ranks.decide(plan.guard)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     try:
-        outcome = run_sweep(plan.runs, plan.data_dir, plan.results, devices=scale.devices, accelerator=args.accelerator,
-                            download=not args.no_download, retry_failed=args.retry_failed, estimates=plan.estimates,
-                            nodes=scale.nodes, logger=args.logger, accumulate=scale.accumulate)
+        outcome = run_sweep(plan.runs, plan.context(args.logger), plan.results, retry_failed=args.retry_failed,
+                            estimates=plan.estimates)
     finally:
         distributed.finish()
     if not ranks.is_zero:  # a DDP helper process re-launched by Lightning
         return 0
     return _report_outcome(args, outcome, plan.results)
-
-
-def _sweep_setting(args: argparse.Namespace):  # noqa: ANN202 - (Experiment, DataSet, Recipe, str, Scale)
-    """What the sweep's options resolve to before any process starts; a bad one is a one-line error."""
-    from ..config import check_processes, load_profile, make_recipe  # lazy: the command line answers --help without torch
-    from ..data import get_dataset  # lazy: the command line answers --help without torch
-    from ..plan import Scale  # lazy: the command line answers --help without torch
-    from ..sweep import load_experiment, parse_shard  # lazy: the command line answers --help without torch
-    from ..training import resolve_device  # lazy: the command line answers --help without torch
-
-    check_scale(args)
-    if knobs := model_knobs(args):
-        raise UserError(f"sweep --set {next(iter(knobs))}=...: a model's knobs are declared per run in the experiment "
-                        f"file; the sweep's --set takes recipe.KEY=VALUE")
-    if Path(args.results_dir).exists() and not Path(args.results_dir).is_dir():
-        raise UserError(f"--results-dir {args.results_dir}: not a folder (runs go into its runs/ folder)")
-    experiment = load_experiment(args.experiment)
-    dataset = get_dataset(experiment.dataset)
-    args.data_dir = str(dataset.folder(args.data_dir))  # default: the data set's declared folder
-    parse_shard(args.shard)
-    if args.step_time is not None and (args.step_time <= 0 or not args.dry_run):
-        raise UserError(f"--step-time prices a --dry-run and must be > 0 seconds, got {args.step_time}")
-    recipe = make_recipe(load_profile(args.profile or experiment.profile), **recipe_overrides(args))
-    scale = Scale(args.devices, args.nodes, args.accumulate)
-    # a submission runs on the cluster's nodes: this machine (a login node) needs no GPU of its own
-    device = ("cuda" if args.accelerator != "cpu" else "cpu") if args.slurm is not None else resolve_device(args.accelerator)
-    check_processes(recipe, scale.world, scale.accumulate, device)
-    return experiment, dataset, recipe, device, scale
-
-
-def _seeds(args: argparse.Namespace, experiment, dataset, recipe, device: str, scale) -> list[int]:  # noqa: ANN001
-    """The seeds to run: as given, or (`auto`) as many as the pilot's spread says each comparison
-    needs; a --dry-run prints the seed plan's table and what a seed costs here."""
-    from .. import distributed  # lazy: the command line answers --help without torch
-    from ..plan import Plan, SeedRequest, seed_cost, seed_plan, seed_table  # lazy: as above
-    from ..sweep import parse_seeds  # lazy: the command line answers --help without torch
-    from ..training import is_rank_zero  # lazy: the command line answers --help without torch
-
-    if args.seeds != "auto":
-        return parse_seeds(args.seeds)
-    request = SeedRequest(args.pilot, args.detect, args.max_seeds, args.max_hours, tuple(args.priced_from))
-    profile = args.profile or experiment.profile
-    if not args.dry_run:
-        plan = seed_plan(experiment, recipe, profile, request)
-        print(plan.summary())
-        if is_rank_zero():
-            from ..seeds import write_plan  # lazy: the command line answers --help without torch
-
-            write_plan(plan, Path(args.results_dir), args.pilot)
-        return plan.seeds()
-    one_seed = Plan.resolve(experiment, profile=args.profile, overrides=recipe_overrides(args), seeds=[0],
-                            shard=(0, 1), results=Path(args.results_dir), dataset=dataset, data_dir=args.data_dir,
-                            device=device, scale=scale, ranks=distributed.current(), sequential_write=False)
-    seed_plan(experiment, recipe, profile, request)  # a pilot that cannot plan fails before any calibration
-    hours, priced = seed_cost(one_seed, request)
-    plan = seed_plan(experiment, recipe, profile, request, hours)
-    print(seed_table(plan))
-    print(plan.summary())
-    print(f"{priced}; {plan.n} seeds = {plan.n * hours:.1f} h; the uncapped plan needs {plan.wanted} seeds = "
-          f"{plan.wanted * hours:.0f} h")
-    return plan.seeds()
 
 
 def _report_outcome(args: argparse.Namespace, outcome, results: Path) -> int:  # noqa: ANN001 - sweep.SweepOutcome
@@ -164,17 +100,15 @@ def _report_outcome(args: argparse.Namespace, outcome, results: Path) -> int:  #
     return 1 if outcome.failed else EXIT_DIVERGED if outcome.diverged else 0
 
 
-def submit_sweep(args: argparse.Namespace, experiment, seeds: list[int]) -> int:  # noqa: ANN001 - sweep.Experiment
+def submit_sweep(args: argparse.Namespace, setting, seeds: list[int]) -> int:  # noqa: ANN001 - plan.Setting
     """`sweep --slurm`: check the plan here, then submit it as a job array and return."""
     from ..slurm import parse_params, submit, sweep_argv  # lazy: the command line answers --help without torch
-    from ..sweep import plan_runs  # lazy: the command line answers --help without torch
 
-    if args.shard != "0/1" or args.dry_run:
-        raise UserError("--slurm submits every shard itself (see --shards) and trains; drop --shard and --dry-run")
-    params, overrides = parse_params(args.slurm), recipe_overrides(args)
-    runs = plan_runs(experiment, seeds, args.profile, overrides)  # bad overrides fail here, not in a job
-    folder = Path(args.results_dir) / "slurm"
-    jobs = submit(sweep_argv(args, seeds), args.entry, args.shards, params, folder, args.nodes, args.devices,
+    params = parse_params(args.slurm)
+    runs = setting.runs(seeds)  # bad overrides fail here, not in a job
+    folder = setting.request.results / "slurm"
+    tasks = argparse.Namespace(**{**vars(args), "data_dir": setting.data_dir})  # each task reads the same folder
+    jobs = submit(sweep_argv(tasks, seeds), args.entry, args.shards, params, folder, args.nodes, args.devices,
                   gpus=args.accelerator != "cpu")
     how = (f"as {len(jobs)} array tasks" if len(jobs) > 1 else "as one job (one shard: submitit makes no array of "
            "one task)")
@@ -193,7 +127,7 @@ def cmd_stack_probe(args: argparse.Namespace) -> int:
     from ..record_schema import read_record  # lazy: the command line answers --help without torch
     from ..records import stack_label  # lazy: the command line answers --help without torch
     from ..stacks import STACK_GROUPS, first_difference, record_equivalence  # lazy: as above
-    from ..training import train_run  # lazy: the command line answers --help without torch
+    from ..training import RunContext, train_run  # lazy: the command line answers --help without torch
 
     run = Path(args.run)
     reference = read_record(run)
@@ -205,8 +139,8 @@ def cmd_stack_probe(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, recipe=dataclasses.replace(config.recipe, precision=resolved))
     device = "cuda" if str(reference.get("device", "")).startswith("cuda") else "cpu"
     with tempfile.TemporaryDirectory(prefix="stack-probe-") as tmp:
-        probe = train_run(config, args.data_dir, Path(tmp) / config.run_id, accelerator=device, download=False,
-                          progress=False)
+        where = RunContext.resolve(args.data_dir, dataset=config.dataset, accelerator=device, download=False)
+        probe = train_run(config, where, Path(tmp) / config.run_id, progress=False)
     here, there = stack_label(probe), stack_label(reference)
     difference = first_difference(reference, probe)
     if difference is not None:

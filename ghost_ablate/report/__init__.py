@@ -21,7 +21,7 @@ from .. import paper
 from ..data import data_fingerprint, get_dataset
 from ..progress import track
 from ..records import read_bounded, write_atomic
-from ..sweep import load_experiment
+from ..experiment import load_experiment
 from .plots import headless
 from .sections import HEADLINE, ReportInput, applicable, write_sections
 from .tables import ReportError, aggregate, load_runs

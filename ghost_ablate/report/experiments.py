@@ -18,7 +18,7 @@ from ..costs import config_cost
 from ..labels import color, marker, name
 from ..models import KNOBS, MODELS, knob_values, varying
 from ..records import config_key, missing, write_atomic
-from ..sweep import Experiment, load_experiment
+from ..experiment import Experiment, load_experiment
 from .layout import Point, scatter_with_labels
 from .markdown import fmt_number, md_table
 from .plots import kind_legend, plain_log_ticks, save_figure

@@ -276,7 +276,7 @@ def keys_to_train(outcomes: Sequence[RowOutcome]) -> tuple[set[tuple], set[tuple
     return needed, done
 
 
-def design_for(experiment) -> dict[str, Design]:  # noqa: ANN001 - sweep.Experiment (no import: layers)
+def design_for(experiment) -> dict[str, Design]:  # noqa: ANN001 - experiment.Experiment (no import: layers)
     """Each paper table's design, from an experiment that declares `sequential` and its margins."""
     first, cap = experiment.sequential
     return {t: Design(experiment.margins.get(t, MARGIN_PP), cap, first) for t in experiment.tables}

@@ -16,7 +16,7 @@ from ..models import MODELS
 from ..record_schema import read_records
 from ..records import DamagedRecord, flatten_record, missing, row_key
 from ..stacks import comparison_group, load_groups
-from ..training import CONFUSION_CLASSES
+from ..classifier import CONFUSION_CLASSES
 from .stats import (
     MARGIN_PP,
     Comparison,
