@@ -1,13 +1,16 @@
-"""One bounded parser per text format the project reads from files it did not write: JSON (run
-records, shard manifests, side files of a results folder, caches) and YAML (experiment and profile
-files). Each refuses, in one line naming the file, what would cost unbounded time or memory or
+"""One bounded reader of a file's bytes (`read_bounded`: a regular file inside its folder, of at
+most a stated size) and one bounded parser per text format the project reads from files it did
+not write: JSON (run records, shard manifests, side files of a results folder, caches) and YAML
+(experiment and profile files). Each refuses, in one line naming the file, what would cost unbounded time or memory or
 end in a traceback: nesting deeper than MAX_DEPTH, YAML aliases (a few lines of them expand to
 billions of nodes when walked), files over their byte bound, and anything not parseable.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +52,51 @@ def parse_json(data: bytes | str, source: object) -> Any:
     return check_depth(value, source)
 
 
+MAX_RECORD_BYTES = 16 * 2 ** 20  # a 400-epoch record is ~200 KB; anything far larger is not one of ours
+
+
+class UnsafeFile(UserError):
+    """A file the project was asked to read that is not a regular file inside its folder."""
+
+
+def read_bounded(path: Path, root: Path, limit: int = MAX_RECORD_BYTES) -> bytes | None:
+    """The bytes of `path`, read only if it is a regular file inside `root` once links are resolved,
+    and at most `limit` bytes long; None if it does not exist. A FIFO, device or directory is refused
+    without blocking (opened non-blocking, checked with fstat before reading); so is a link pointing
+    outside `root`."""
+    path = Path(path)
+    if not os.path.lexists(path):
+        return None
+    real, inside = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    if real != inside and inside not in real.parents:
+        raise UnsafeFile(f"{path}: refused, it links outside {root}")
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            return None  # a dangling link
+        raise UnsafeFile(f"{path}: cannot open ({err.strerror})") from None
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFile(f"{path}: refused, not a regular file")
+        if st.st_size > limit:
+            raise UnsafeFile(f"{path}: refused, {st.st_size:,} bytes is over the {limit:,}-byte bound")
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise UnsafeFile(f"{path}: refused, over the {limit:,}-byte bound")
+    return data
+
+
+def read_json_bounded(path: Path, root: Path, limit: int = MAX_RECORD_BYTES) -> Any:
+    """JSON from `read_bounded`; None if missing, unsafe or unparsable (for optional side files)."""
+    try:
+        data = read_bounded(path, root, limit)
+        return None if data is None else parse_json(data, path)
+    except (UnsafeFile, ValueError):
+        return None
+
+
 class _NoAliasLoader(yaml.SafeLoader):
     """PyYAML's safe loader without aliases: no file of ours uses them, and a few lines of nested
     aliases make a document whose walk is exponential."""
@@ -63,8 +111,6 @@ class _NoAliasLoader(yaml.SafeLoader):
 def load_yaml(path: str | Path, limit: int = MAX_YAML_BYTES) -> Any:
     """A YAML file's value: a regular file of at most `limit` bytes, no aliases, at most MAX_DEPTH
     deep; FormatError naming the file otherwise (OSError where it cannot be read at all)."""
-    from .records import UnsafeFile, read_bounded  # lazy: records imports this module's caller graph
-
     path = Path(path)
     try:
         data = read_bounded(path, Path(os.path.realpath(path)).parent, limit)

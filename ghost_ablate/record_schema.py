@@ -23,8 +23,8 @@ from pydantic import (
 from .config import ConfigError, RunConfig
 from .data import DATASETS
 from .models import MODELS
-from .formats import FormatError, parse_json
-from .records import RESULT_FILE, DamagedRecord, UnsafeFile, read_bounded, unpack_outcomes
+from .formats import FormatError, UnsafeFile, parse_json, read_bounded
+from .records import RESULT_FILE, DamagedRecord, unpack_outcomes
 
 STATUSES = ("running", "finished", "interrupted", "failed", "diverged")
 MAX_SEED = 2 ** 32 - 1  # what numpy/torch seeding takes

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import re
-import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -19,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .formats import parse_json
 
 RESULT_FILE = "result.json"
 PLAN_FILE = "seed_plan.json"  # written beside a sweep's runs by `sweep --seeds auto`; the report cites it
@@ -122,51 +120,6 @@ def unpack_outcomes(packed: str) -> list[bool]:
 def plain_name(text: str, longest: int = 200) -> bool:
     """Letters, digits, '_', '.', '-' (no '..', no separator): safe as one folder name, never a path."""
     return len(text) <= longest and bool(NAME.fullmatch(text)) and ".." not in text
-
-
-MAX_RECORD_BYTES = 16 * 2 ** 20  # a 400-epoch record is ~200 KB; anything far larger is not one of ours
-
-
-class UnsafeFile(UserError):
-    """A file the project was asked to read that is not a regular file inside its folder."""
-
-
-def read_bounded(path: Path, root: Path, limit: int = MAX_RECORD_BYTES) -> bytes | None:
-    """The bytes of `path`, read only if it is a regular file inside `root` once links are resolved,
-    and at most `limit` bytes long; None if it does not exist. A FIFO, device or directory is refused
-    without blocking (opened non-blocking, checked with fstat before reading); so is a link pointing
-    outside `root`."""
-    path = Path(path)
-    if not os.path.lexists(path):
-        return None
-    real, inside = Path(os.path.realpath(path)), Path(os.path.realpath(root))
-    if real != inside and inside not in real.parents:
-        raise UnsafeFile(f"{path}: refused, it links outside {root}")
-    try:
-        fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
-    except OSError as err:
-        if err.errno == errno.ENOENT:
-            return None  # a dangling link
-        raise UnsafeFile(f"{path}: cannot open ({err.strerror})") from None
-    with os.fdopen(fd, "rb") as f:
-        st = os.fstat(f.fileno())
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsafeFile(f"{path}: refused, not a regular file")
-        if st.st_size > limit:
-            raise UnsafeFile(f"{path}: refused, {st.st_size:,} bytes is over the {limit:,}-byte bound")
-        data = f.read(limit + 1)
-    if len(data) > limit:
-        raise UnsafeFile(f"{path}: refused, over the {limit:,}-byte bound")
-    return data
-
-
-def read_json_bounded(path: Path, root: Path, limit: int = MAX_RECORD_BYTES) -> Any:
-    """JSON from `read_bounded`; None if missing, unsafe or unparsable (for optional side files)."""
-    try:
-        data = read_bounded(path, root, limit)
-        return None if data is None else parse_json(data, path)
-    except (UnsafeFile, ValueError):
-        return None
 
 
 def flatten_record(rec: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .records import read_json_bounded, stack_label, write_atomic
+from .formats import read_json_bounded
+from .records import stack_label, write_atomic
 
 STACK_GROUPS = Path(__file__).resolve().parents[1] / "results" / "stack_groups.json"
 COMPARED = ("train_loss", "train_acc", "test_loss", "test_acc", "test_acc5")

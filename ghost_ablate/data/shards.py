@@ -33,8 +33,7 @@ from typing import Any, BinaryIO, NamedTuple
 import torch
 
 from ..cache import JsonCache
-from ..formats import FormatError, parse_json
-from ..records import read_bounded
+from ..formats import FormatError, parse_json, read_bounded
 from .common import DataError, read_or_none
 from .imagenet_layout import layout, samples
 

@@ -20,7 +20,8 @@ import pandas as pd
 from .. import paper
 from ..data import data_fingerprint, get_dataset
 from ..progress import track
-from ..records import read_bounded, write_atomic
+from ..formats import read_bounded
+from ..records import write_atomic
 from ..experiment import load_experiment
 from .plots import headless
 from .sections import HEADLINE, ReportInput, applicable, write_sections

@@ -24,7 +24,8 @@ from ..features import (
     resolve_layer,
     top_pairs,
 )
-from ..records import UnsafeFile, missing, read_bounded, row_key, write_atomic
+from ..formats import UnsafeFile, read_bounded
+from ..records import missing, row_key, write_atomic
 from .markdown import md_table
 from .plots import save_figure
 

@@ -16,7 +16,8 @@ import pandas as pd
 from .. import paper
 from ..data import DataSet
 from ..labels import full_label
-from ..records import PLAN_FILE, read_json_bounded, write_atomic
+from ..formats import read_json_bounded
+from ..records import PLAN_FILE, write_atomic
 from .evidence import evidence_section
 from .experiments import experiment_sections
 from .markdown import (

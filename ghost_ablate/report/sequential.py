@@ -29,7 +29,8 @@ import pandas as pd
 from scipy import stats
 
 from .. import paper
-from ..records import read_json_bounded, row_key, unpack_outcomes
+from ..formats import read_json_bounded
+from ..records import row_key, unpack_outcomes
 from ..stacks import comparison_group, load_groups
 from .markdown import md_table
 from .stats import ALPHA, MARGIN_PP, SeedStats, holm, seed_stats, seeds_for_gap
