@@ -32,6 +32,7 @@ from .estimate import (
     outliers,
     plan_hours,
     recorded_epoch_seconds,
+    train_batches,
 )
 from .experiment import Experiment, load_experiment, plan_runs
 from .models import KNOBS, LEGACY, knob_values, varying
@@ -41,6 +42,7 @@ from .sweep import epochs_done, run_state
 
 YES_ENV = "GHOST_ABLATE_YES"
 CPU_GUARD_HOURS = 24.0  # a CPU plan estimated longer than this is refused unless --yes (or --max-hours)
+SAY_COST_STEPS = 500  # `train` prices a run of more optimizer steps than this before it starts (one calibration)
 log = logging.getLogger(__name__)
 
 
@@ -296,6 +298,25 @@ class Plan:
         if not needed and len(left) < len(runs):
             self.notes.append("sequential design: every row is decided")
         return left
+
+
+def run_cost_line(rc: RunConfig, where: Any, out: Path) -> str | None:  # noqa: ANN401 - training.RunContext
+    """What one `train` run has left to cost on this device, said before it starts: its epochs and
+    the calibrated time (as a sweep prices its runs). None for a short run (at most SAY_COST_STEPS
+    optimizer steps, such as the smoke profile's), which starts without calibrating."""
+    from .machine import describe_device
+
+    dataset = where.dataset
+    sizes = dataset.split_sizes(where.data_dir) or (dataset.train_size, dataset.test_size)
+    if rc.recipe.epochs * train_batches(rc, sizes[0]) <= SAY_COST_STEPS:
+        return None
+    left = rc.recipe.epochs - epochs_done(Path(out), rc.recipe.epochs)
+    if left <= 0:
+        return None
+    cal, _ = estimate.calibrate(rc, where.device, world=where.world, accumulate=where.accumulate)
+    run = estimate_run(rc, cal, rc.recipe.epochs - left, sizes, where.world)
+    return (f"{rc.run_id}: {left} epoch(s) of {sizes[0]:,} images left, about {format_hours(run.hours_left)} on "
+            f"{describe_device(where.device)} (calibrated); Ctrl-C stops it and the same command resumes it")
 
 
 # ---- what the plan costs, and its dry run's table ----------------------------------

@@ -5,9 +5,9 @@ from ghost_ablate import cache, estimate
 from ghost_ablate.cli import main
 from ghost_ablate.config import RunConfig
 from ghost_ablate.estimate import Calibration, RunEstimate, calibrate, plan_hours
-from ghost_ablate.records import write_record
 from ghost_ablate.experiment import load_experiment, plan_runs
 from ghost_ablate.plan import estimate_runs
+from ghost_ablate.records import write_record
 from ghost_ablate.sweep import EtaLogger
 
 FAST = ["--batch-size", "8", "--eval-batch-size", "16", "--limit-train-batches", "2", "--limit-test-batches", "1"]
@@ -154,3 +154,25 @@ def test_recorded_epoch_seconds_price_a_run_from_its_configurations_finished_run
     priced = recorded_epoch_seconds(runs, records, here)
     assert priced == {ghost2.run_id: 12.0, ghost3.run_id: 10.0}  # other recipes, machines, unfinished: nothing
     assert base.run_id not in priced
+
+
+def test_train_prices_a_long_run_before_it_starts_and_a_short_one_not_at_all(tmp_path, monkeypatch):
+    from ghost_ablate.data import get_dataset
+    from ghost_ablate.plan import run_cost_line
+    from ghost_ablate.training import RunContext
+
+    calls = []
+
+    def fake(rc, device, **kw):
+        calls.append(rc.model)
+        return Calibration(0.5, 100.0), True
+
+    monkeypatch.setattr(estimate, "calibrate", fake)
+    where = RunContext(get_dataset("cifar10"), str(tmp_path / "absent"), "cpu")  # no data: full CIFAR-10 sizes
+    assert run_cost_line(RunConfig.create("resnet56", profile="smoke"), where, tmp_path / "run") is None
+    assert calls == []  # 1 epoch of 3 steps: no calibration
+    quick = RunConfig.create("resnet56", profile="quick")  # 30 epochs x 391 steps of 128
+    line = run_cost_line(quick, where, tmp_path / "run")
+    hours = 30 * (391 * 0.5 + 10_000 / 100.0) / 3600
+    assert calls == ["resnet56"] and line.startswith(f"{quick.run_id}: 30 epoch(s) of 50,000 images left")
+    assert f"about {estimate.format_hours(hours)} on cpu" in line

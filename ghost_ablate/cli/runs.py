@@ -14,6 +14,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .. import distributed  # lazy: the command line answers --help without torch
     from ..config import RunConfig, check_processes  # lazy: the command line answers --help without torch
     from ..data import get_dataset  # lazy: the command line answers --help without torch
+    from ..plan import run_cost_line  # lazy: the command line answers --help without torch
     from ..training import Diverged, RunContext, resolve_device, train_run  # lazy: the command line answers --help without torch
 
     check_scale(args)
@@ -28,6 +29,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     # the data is part of the run's identity: one fingerprint for every rank
     config = config.with_data(ranks.decide(lambda: dataset.fingerprint(where.data_dir)))
     out = args.out or f"{args.results_dir}/runs/{config.run_id}"
+    if ranks.is_zero and (cost := run_cost_line(config, where, Path(out))):  # a run of hours says so first
+        print(cost, flush=True)
     try:
         record = train_run(config, where, out)
     except Diverged as err:
