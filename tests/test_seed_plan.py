@@ -118,6 +118,21 @@ def test_pilot_compares_lengths_and_chooses_the_shortest_converged(tmp_path):
     assert length is None and "train 64 epochs next" in why
 
 
+def test_pilot_finishes_a_length_before_it_doubles_it(tmp_path):
+    from ghost_ablate.report.pilot import chosen_length, learning_curves, length_table
+
+    finals = {("vgg16", 32): (70, 71), ("vgg16", 64): (72, 73), ("ghost_vgg16", 32): (66, 67),
+              ("ghost_vgg16", 64): (69, 70), ("vgg16", 128): (72.5,)}  # 128: one VGG-16 seed, no Ghost run
+    for (model, length), accs in finals.items():
+        knobs = {"ratio": 2, "dw_size": 3} if model == "ghost_vgg16" else {}
+        for seed, final in enumerate(accs):
+            _pilot_run(tmp_path, model, seed, length, final, **knobs)
+    length, why = chosen_length(length_table(learning_curves(load_runs(tmp_path, mixed_epochs=True))), "subset")
+    assert length is None and "256" not in why
+    assert "gains into 64 epochs" in why and "128 epochs is not complete yet" in why and "finish it next" in why
+    assert "VGG-16 1 of 2" in why and "Ghost-VGG-16 s=2 d=3 0 of 2" in why
+
+
 def test_pilot_needs_two_paired_seeds_per_length(tmp_path):
     from ghost_ablate.report.pilot import chosen_length, learning_curves, length_table
 

@@ -3,7 +3,7 @@ lengths. A cosine schedule reaches lr 0 at its end, so the last epochs of any le
 and say nothing about convergence; what does is whether training twice as long (a different run,
 same seeds) still raises final top-1. Per recipe, the chosen length is the shortest one at which
 the next longer schedule adds less than CONVERGED_GAIN points for every model of the pair.
-`make pilot` trains it; `ghost-ablate pilot-table` writes reports/pilot.md, pilot_lengths.csv,
+`make pilot` trains it; `ghost-ablate report --section pilot` writes reports/pilot.md, pilot_lengths.csv,
 pilot_curves.csv and pilot_lengths.svg."""
 from __future__ import annotations
 
@@ -87,11 +87,27 @@ def chosen_length(table: pd.DataFrame, recipe: str, gain: float = CONVERGED_GAIN
     longest = int(part["schedule"].max())
     if part["schedule"].nunique() == 1:
         return None, f"only {longest} epochs measured so far; train {2 * longest} epochs next"
-    gains = part[part["next length"] == longest]
+    step = _next_step(part, models, longest)
+    complete = [length for length in sorted(part["schedule"].unique()) if not _short_of_seeds(part, models, length)]
+    into = int(complete[-1]) if complete else longest
+    gains = part[part["next length"] == into]
     said = "; ".join(f"{r['model']} {r['gain to next']:+.2f}" for _, r in gains.iterrows() if pd.notna(r["gain to next"]))
     return None, (f"none yet: no measured length's doubling adds under {gain:g} point for every model over "
-                  f">= {MIN_SEEDS} paired seeds (gains into {longest} epochs: {said or 'not measured'}); "
-                  f"train {2 * longest} epochs next")
+                  f">= {MIN_SEEDS} paired seeds (gains into {into} epochs: {said or 'not measured'}); {step}")
+
+
+def _short_of_seeds(part: pd.DataFrame, models: list[str], length: int) -> dict[str, int]:
+    """The models with fewer than MIN_SEEDS seeds at `length`, and how many they have."""
+    seeds = part[part["schedule"] == length].set_index("model")["seeds"]
+    return {m: int(seeds.get(m, 0)) for m in models if seeds.get(m, 0) < MIN_SEEDS}
+
+
+def _next_step(part: pd.DataFrame, models: list[str], longest: int) -> str:
+    """What to train next: the longest length's missing seeds, or, once it is complete, twice it."""
+    if short := _short_of_seeds(part, models, longest):
+        have = ", ".join(f"{m} {n} of {MIN_SEEDS}" for m, n in short.items())
+        return f"{longest} epochs is not complete yet (seeds: {have}): finish it next"
+    return f"train {2 * longest} epochs next"
 
 
 def plot_lengths(table: pd.DataFrame, out: Path) -> list[Path]:
