@@ -391,7 +391,6 @@ def dry_run_table(runs: list[RunConfig], runs_dir: Path, estimates: list[RunEsti
     return table
 
 
-
 def choose_seeds(setting: Setting) -> tuple[list[int], str]:
     """The seeds to run and what to print of them: as given, or (`--seeds auto`) as many as the
     pilot's paired spread says each comparison needs; a dry run adds the seed plan's table and what
