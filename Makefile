@@ -3,6 +3,9 @@ PYTHON  ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 CLI     := $(BIN)/ghost-ablate
+# the suite in two processes, a test file to each at a time (pytest-xdist): many of its tests wait on
+# subprocesses, a SLURM cluster or a killed sweep, so two files overlap; PYTEST_ARGS= runs it in one
+PYTEST_ARGS ?= -n 2 --dist loadfile
 
 # sweep / report knobs (empty PROFILE: the experiment file's own profile)
 EXPERIMENT ?= experiments/cifar10_ablation.yaml
@@ -30,7 +33,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 test:
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 count:
 	$(CLI) count

@@ -295,9 +295,10 @@ def test_sigkill_loop_then_finish_equals_an_uninterrupted_sweep(tiny_cifar, tmp_
             events += sum(seen.get(run) != stamp for run, stamp in now.items())
             seen = now
             time.sleep(0.002)
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            kills += 1
+        if proc.poll() is not None:  # it finished every run before its kill came: nothing left to interrupt
+            break
+        os.killpg(proc.pid, signal.SIGKILL)
+        kills += 1
         proc.wait()
     last = subprocess.run(cmd(killed), capture_output=True, text=True)
     assert last.returncode == 0, last.stderr[-2000:]
