@@ -21,7 +21,7 @@ DEMO_RESULTS ?= results/demo
 # profile, or RESULTS=... given, reports $(RESULTS).
 REPORT_RESULTS = $(if $(and $(filter subset,$(PROFILE)),$(filter file,$(origin RESULTS))),$(DEMO_RESULTS),$(RESULTS))
 
-.PHONY: install test count sweep-cifar sweep-cross sweep-imagenet dry-run-imagenet dry-run report bench bench-input demo precision-check pilot evidence evidence-report gpu-check demo-data
+.PHONY: install test count sweep-cifar sweep-cross sweep-imagenet dry-run-imagenet dry-run report bench bench-input demo precision-check pilot evidence evidence-report gpu-check demo-data pilot-options
 
 # The demo's torch/torchvision pair (experiments/torch-stack.txt): seeds added later train on the same stack.
 STACK ?= experiments/torch-stack.txt
@@ -145,6 +145,22 @@ pilot:
 	  $(CLI) sweep $(PILOT_EXPERIMENT) --epochs $${r%%:*} --seeds $${r##*:} --data-dir $(DEMO_DATA) \
 	    --results-dir $(PILOT_RESULTS) --no-download || exit $$?; \
 	done
+	$(CLI) report --section pilot --results-dir $(PILOT_RESULTS) --out $(REPORTS)
+
+# Recipe options (issue 39): the pilot's recipe with one change each (a '+' joins the fields of one
+# change), Table 2's pair at PILOT_OPTION_RUNS (length:seed, the declared recipe's own runs of that
+# length being the reference), after the machine's matrix-product peak; each option's runs get new
+# run ids. The pilot report's "Recipe options" table compares them (reports/pilot.md).
+PILOT_OPTIONS    ?= label_smoothing=0 tta_flip=false warmup_epochs=0 nesterov=false ema_decay=0.999 precision=32 \
+                    batch_size=256+lr_reference_batch=128
+PILOT_OPTION_RUNS ?= 16:0 16:1
+pilot-options:
+	$(CLI) bench --peak --out $(PILOT_RESULTS)/peak.csv
+	@for o in $(PILOT_OPTIONS); do for r in $(PILOT_OPTION_RUNS); do \
+	  $(CLI) sweep $(PILOT_EXPERIMENT) --epochs $${r%%:*} --seeds $${r##*:} $$(echo "$$o" | tr '+' ' ' | \
+	    sed 's/\([^ ]*\)/--set recipe.\1/g') --data-dir $(DEMO_DATA) --results-dir $(PILOT_RESULTS) --no-download \
+	    || exit $$?; \
+	done; done
 	$(CLI) report --section pilot --results-dir $(PILOT_RESULTS) --out $(REPORTS)
 
 # The evidence for Table 2 (issue 39): the fast subset recipe at the length the convergence pilot chose

@@ -11,6 +11,9 @@ deploy form (RepGhost branches fused, BatchNorm folded): training speed and memo
 batch-1 latency, throughput and the peak memory of an eval batch, as built and deployed.
 Each form's eval memory is measured in a process of its own, first thing.
 
+`bench_peak`: the FLOP/s of a large matrix product in fp32 and bf16, the ceiling beside which a
+recipe's training images/s are read (`report --section pilot`).
+
 `pipeline_comparison`: images/s of the project's training path (Lightning, uint8
 tensors, batch-wise augmentation) against a plain PyTorch loop over torchvision's
 DataLoader with per-sample PIL transforms, same model, batch and data.
@@ -45,7 +48,7 @@ from .machine import describe_device
 from .models import KNOBS, MODELS, build_model, format_assignments, fuse_rep
 from .precision import Precision, resolve_precision
 from .records import config_key, write_atomic
-from .timing import cuda_peak_bytes, seconds, sgd_step, steady_rate, synchronizer
+from .timing import cuda_peak_bytes, matmul_peak, seconds, sgd_step, steady_rate, synchronizer
 from .training import RunContext, train_run, versions
 
 
@@ -281,6 +284,25 @@ def merge_into(out: Path, frame: pd.DataFrame, env: dict[str, Any]) -> pd.DataFr
               f"last run on {env['device_kind']}: {env['device']}, {env['threads']} threads, "
               f"torch {env['torch']}, {platform.python_version()}\n")
     write_atomic(out, header + frame.to_csv(index=False))
+    return frame
+
+
+PEAK_PRECISIONS = {"32": torch.float32, "bf16": torch.bfloat16}  # as records name a resolved precision
+
+
+def bench_peak(device: str, out: Path, repeats: int = 5) -> pd.DataFrame:
+    """GFLOP/s of a 2048 x 2048 matrix product per precision on `device`, written to `out` (CSV):
+    rows of the same device and precision are replaced, others kept, so one file can hold
+    several machines. The device is named as run records name it (`machine.describe_device`)."""
+    where = describe_device(device)
+    frame = pd.DataFrame([{"device": where, "precision": name, "gflop_s": round(matmul_peak(dtype, device,
+                                                                                           repeats=repeats) / 1e9, 1),
+                           "torch": versions()["torch"], "measured": f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M}"}
+                          for name, dtype in PEAK_PRECISIONS.items()])
+    if out.exists():
+        old = pd.read_csv(out)
+        frame = pd.concat([old[old["device"] != where], frame], ignore_index=True)
+    write_atomic(out, frame.to_csv(index=False))
     return frame
 
 

@@ -69,3 +69,12 @@ def cuda_peak_bytes(step: Callable[[], Any]) -> int:
     step()
     torch.cuda.synchronize()
     return torch.cuda.max_memory_allocated()
+
+
+def matmul_peak(dtype: torch.dtype, device: str = "cpu", size: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a size x size matrix product in `dtype` on `device` with every thread torch uses,
+    the fastest of `repeats` after one warm-up: the ceiling that a training step's convolutions,
+    lowered to the same kind of products, can approach on this machine."""
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    return 2 * size ** 3 / min(seconds(lambda: a @ b, repeats, warmup=1, sync=synchronizer(device)))

@@ -114,3 +114,21 @@ def test_bench_bad_input(argv, capsys):
         pytest.skip("a CUDA device is present")
     assert main(argv) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_bench_peak_measures_both_precisions_and_keeps_other_machines(tmp_path, capsys):
+    from ghost_ablate.machine import describe_device
+
+    out = tmp_path / "peak.csv"
+    other = "cpu: Another CPU (8 threads)"
+    out.write_text(f"device,precision,gflop_s,torch,measured\n{other},32,1.5,2.0,x\n")
+    assert main(["bench", "--peak", "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    table = pd.read_csv(out, dtype={"precision": str})
+    here = table[table["device"] != other]
+    assert set(here["device"]) == {describe_device("cpu")}  # named as run records name their machine
+    assert sorted(here["precision"]) == ["32", "bf16"] and (here["gflop_s"] > 0).all()
+    assert f"{describe_device('cpu')}: 32 matrix product" in said
+    assert main(["bench", "--peak", "--out", str(out)]) == 0  # measured again: replaced, the other machine kept
+    again = pd.read_csv(out, dtype={"precision": str})
+    assert len(again) == 3 and again[again["device"] == other]["gflop_s"].tolist() == [1.5]

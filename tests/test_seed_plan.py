@@ -80,16 +80,19 @@ def test_sweep_seeds_auto_runs_the_planned_seeds(tmp_path, capsys):
     assert "--seeds auto needs --pilot DIR" in capsys.readouterr().err
 
 
-def _pilot_run(root, model, seed, epochs, final, profile="subset", **knobs):
-    """A finished pilot record whose test top-1 climbs linearly to `final` (%)."""
+def _pilot_run(root, model, seed, epochs, final, profile="subset", *, epoch_s=30.0, load=1.0, macs=100_000_000, **knobs):
+    """A finished pilot record whose test top-1 climbs linearly to `final` (%), each epoch of the
+    5,085 training images taking `epoch_s` seconds with the load average at `load` (2 threads)."""
     rc = RunConfig.create(model, profile=profile, seed=seed, data="abc", epochs=epochs, **knobs)
     folder = root / "runs" / rc.run_id
     folder.mkdir(parents=True)
     accs = [final * (e + 1) / epochs for e in range(epochs)]
     (folder / "result.json").write_text(json.dumps({
         "run_id": rc.run_id, "config": rc.to_dict(), "status": "finished", "final_test_acc": final / 100,
-        "best_test_acc": final / 100, "device": "cpu: A", "versions": {"torch": "2.14"},
-        "history": [{"epoch": e, "test_acc": a / 100, "train_acc": min(1.0, a / 80), "train_loss": 2 - a / 50}
+        "best_test_acc": final / 100, "device": "cpu: A", "versions": {"torch": "2.14"}, "flops": macs,
+        "precision": {"requested": "32", "resolved": "32"},
+        "history": [{"epoch": e, "test_acc": a / 100, "train_acc": min(1.0, a / 80), "train_loss": 2 - a / 50,
+                     "train_images": 5085, "train_time_s": epoch_s, "load_1m": load, "threads": 2}
                     for e, a in enumerate(accs)],
         "data": {"train_size": 5085, "test_size": 1017, "fingerprint": "abc"}}))
 
@@ -140,3 +143,58 @@ def test_pilot_needs_two_paired_seeds_per_length(tmp_path):
         _pilot_run(tmp_path, "vgg16", 0, length, final)
     table = length_table(learning_curves(load_runs(tmp_path, mixed_epochs=True)))
     assert chosen_length(table, "subset")[0] is None  # one seed per length decides nothing
+
+
+def test_pilot_compares_each_recipe_option_with_the_declared_recipe_by_seed(tmp_path):
+    import pandas as pd
+
+    from ghost_ablate.cli import main
+
+    # the declared subset recipe at 16 epochs, and the same with label smoothing 0.1, seeds 0 and 1
+    finals = {("vgg16", False): (70, 72), ("ghost_vgg16", False): (66, 67),
+              ("vgg16", True): (71, 72.5), ("ghost_vgg16", True): (68, 68.5)}
+    for (model, option), accs in finals.items():
+        knobs = {"ratio": 2, "dw_size": 3} if model == "ghost_vgg16" else {}
+        for seed, final in enumerate(accs):
+            busy = option and model == "vgg16" and seed == 1  # timed beside other work: load 5 on 2 threads
+            _pilot_run(tmp_path, model, seed, 16, final, epoch_s=20.0 if model == "vgg16" else 10.0,
+                       load=5.0 if busy else 1.0, macs=300_000_000 if model == "vgg16" else 150_000_000,
+                       **knobs, **({"label_smoothing": 0.1} if option else {}))
+    out = tmp_path / "reports"
+    assert main(["report", "--section", "pilot", "--results-dir", str(tmp_path), "--out", str(out)]) == 0
+    assert "No option has been trained yet" not in (out / "pilot.md").read_text()
+    assert set(pd.read_csv(out / "pilot_lengths.csv")["seeds"]) == {2}  # an option's runs are no extra seeds
+    table = pd.read_csv(out / "pilot_options.csv")
+    assert list(table["option"].fillna("")) == ["", "label_smoothing=0.1"]
+    declared, smoothed = table.iloc[0], table.iloc[1]
+    # gap = VGG-16 - Ghost per seed: declared 4 and 5, smoothed 3 and 4; paired change -1 and -1
+    assert declared["gap"] == "VGG-16 - Ghost-VGG-16 s=2 d=3"
+    assert (declared["gap mean"], smoothed["gap mean"], smoothed["gap change"]) == pytest.approx((4.5, 3.5, -1.0))
+    assert smoothed["gap change pairs"] == 2 and declared["gap change pairs"] == 0
+    assert smoothed["VGG-16 top-1"] == pytest.approx(71.75) and smoothed["VGG-16 images/s"] == pytest.approx(5085 / 20)
+    assert declared["hours per seed"] == pytest.approx(16 * 30 / 3600)
+    assert (declared["epochs beside other work"], smoothed["epochs beside other work"]) == ("0 of 64", "16 of 64")
+    assert pd.isna(declared["VGG-16 share of peak"])  # no peak measured for these results
+    # with the machine's peak measured (`bench --peak`): images/s x 6 x MACs over it, in the runs' precision
+    (tmp_path / "peak.csv").write_text("device,precision,gflop_s,torch,measured\ncpu: A,bf16,900,2.14,x\n"
+                                       "cpu: A,32,300,2.14,x\n")
+    assert main(["report", "--section", "pilot", "--results-dir", str(tmp_path), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "pilot_options.csv")
+    assert table.loc[1, "Ghost-VGG-16 s=2 d=3 share of peak"] == pytest.approx(5085 / 10 * 6 * 150e6 / 300e9)
+    md = (out / "pilot.md").read_text()
+    assert "## Recipe options" in md and "| label\\_smoothing=0.1 |" in md and "-1.00 ± " in md
+
+
+def test_pilot_without_options_says_how_to_train_them_and_a_bad_peak_file_is_one_line(tmp_path, capsys):
+    from ghost_ablate.cli import main
+
+    for seed in (0, 1):
+        _pilot_run(tmp_path, "vgg16", seed, 8, 60 + seed)
+    out = tmp_path / "reports"
+    assert main(["report", "--section", "pilot", "--results-dir", str(tmp_path), "--out", str(out)]) == 0
+    assert "No option has been trained yet: `make pilot-options` trains them." in (out / "pilot.md").read_text()
+    assert not (out / "pilot_options.csv").exists()
+    (tmp_path / "peak.csv").write_text("device,gflop_s\ncpu: A,300\n")
+    assert main(["report", "--section", "pilot", "--results-dir", str(tmp_path), "--out", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert "peak.csv: missing column(s) precision; `ghost-ablate bench --peak` writes it" in err and err.count("\n") == 1

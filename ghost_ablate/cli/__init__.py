@@ -182,7 +182,8 @@ def build_parser() -> OneLineParser:
     p = sub.add_parser("bench", help="measured latency, throughput, training speed and memory per model")
     p.add_argument("--models", nargs="+", help="registry names (default: every paper row)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--out", help="CSV (default results/bench.csv, bench_variants.csv or bench_pipeline.csv)")
+    p.add_argument("--out", help="CSV (default results/bench.csv, bench_variants.csv, bench_pipeline.csv "
+                                        "or peak.csv)")
     p.add_argument("--cifar-only", action="store_true", help="skip the 224x224 ImageNet models")
     p.add_argument("--repeats", type=int, default=20, help="timed batch-1 forwards (median reported)")
     p.add_argument("--warmup", type=int, default=3)
@@ -198,6 +199,9 @@ def build_parser() -> OneLineParser:
                         "baselines, as built and in deploy form (results/bench_variants.csv)")
     p.add_argument("--pipeline", action="store_true",
                    help="compare the training path with a plain DataLoader loop instead")
+    p.add_argument("--peak", action="store_true",
+                   help="the CPU's (or GPU's) peak: GFLOP/s of a large matrix product in fp32 and bf16 "
+                        "(results/peak.csv; the pilot's recipe-options table reads it)")
     p.add_argument("--train-images", type=int, default=5120, help="--pipeline: synthetic training images")
     p.add_argument("--epochs", type=int, default=4,
                    help="--pipeline: epochs (the median of all but the first is reported)")

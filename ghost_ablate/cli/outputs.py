@@ -148,6 +148,15 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for name in args.models or []:
         if name not in MODELS:
             raise UserError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
+    if args.peak:
+        from ..bench import bench_peak  # lazy: the command line answers --help without torch
+
+        out = Path(args.out or "results/peak.csv")
+        frame = bench_peak(args.device, out)
+        for row in frame[frame["device"] == frame["device"].iloc[-1]].itertuples():
+            print(f"{row.device}: {row.precision} matrix product {row.gflop_s:g} GFLOP/s")
+        print(f"wrote {out}")
+        return 0
     if args.pipeline:
         models = args.models or ["resnet56", "vgg16"]
         frame = pipeline_comparison(models, args.device, args.train_images, args.train_batch_size or 128,

@@ -8,7 +8,6 @@ writes them into the report folder.
 """
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
@@ -20,12 +19,11 @@ import pandas as pd
 from .. import paper
 from ..data import data_fingerprint, get_dataset
 from ..progress import track
-from ..formats import read_bounded
 from ..records import write_atomic
 from ..experiment import load_experiment
 from .plots import headless
 from .sections import HEADLINE, ReportInput, applicable, write_sections
-from .tables import ReportError, aggregate, load_runs
+from .tables import ReportError, aggregate, load_runs, read_side_csv
 
 __all__ = ["HEADLINE", "ReportError", "build_report", "load_runs"]
 
@@ -84,19 +82,7 @@ BENCH_COLUMNS = ("model", "ratio", "dw_size", "width", "flops", "device_kind", "
 def read_bench(results_dir: Path) -> pd.DataFrame | None:
     """results/bench.csv (`ghost-ablate bench`) where it is a regular file of the results folder with
     the columns the speed-up table reads; a ReportError names what is missing."""
-
-    data = read_bounded(results_dir / "bench.csv", results_dir)
-    if data is None:
-        return None
-    try:
-        bench = pd.read_csv(io.BytesIO(data), comment="#")
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ReportError(f"{results_dir / 'bench.csv'}: not a CSV ({str(err).splitlines()[0]})") from None
-    missing = [c for c in BENCH_COLUMNS if c not in bench]
-    if missing:
-        raise ReportError(f"{results_dir / 'bench.csv'}: missing column(s) {', '.join(missing)}; "
-                          f"`ghost-ablate bench` writes it")
-    return bench
+    return read_side_csv(results_dir, "bench.csv", BENCH_COLUMNS, "`ghost-ablate bench`")
 
 
 

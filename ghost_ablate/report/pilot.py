@@ -4,23 +4,59 @@ and say nothing about convergence; what does is whether training twice as long (
 same seeds) still raises final top-1. Per recipe, the chosen length is the shortest one at which
 the next longer schedule adds less than CONVERGED_GAIN points for every model of the pair.
 `make pilot` trains it; `ghost-ablate report --section pilot` writes reports/pilot.md, pilot_lengths.csv,
-pilot_curves.csv and pilot_lengths.svg."""
+pilot_curves.csv and pilot_lengths.svg.
+
+The recipe options (issue 39): a run whose recipe differs from its profile as declared (`make
+pilot-options` trains the declared recipe with one field changed, at one length, the same seeds) is
+left out of the length table and compared with the declared recipe at its length instead: final
+top-1 of each model, the pair's gap per seed and its change (paired by seed), the training
+images/s beside the machine's matrix-product peak (`ghost-ablate bench --peak`), and the hours it
+cost (pilot_options.csv)."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
+from ..config import RECIPE_DEFAULTS, ConfigError, load_profile, make_recipe, profile_name
 from ..labels import full_label
-from ..records import row_key, write_atomic
+from ..records import missing, row_key, write_atomic
+from ..timing import steady_rate
 from .markdown import escape, fmt_number, md_table
 from .stats import paired_stats, seed_stats
-from .tables import ReportError, load_runs
+from .tables import ReportError, load_runs, read_side_csv
 
 # A doubling that adds less than the evidence's non-inferiority margin (stats.MARGIN_PP) moves
 # both rows of a pair by less than the smallest gap the verdicts care about.
 CONVERGED_GAIN = 1.0
 MIN_SEEDS = 2  # seeds per length before a length comparison counts
+LENGTH_AXIS = ("epochs",)  # the length pilot's own axis: a run of another length is no recipe option
+BUSY_LOAD = 1.5  # an epoch that ended with the load average above this x the run's threads was timed beside other work
+PEAK_COLUMNS = ("device", "precision", "gflop_s")  # results/peak.csv, as `bench --peak` writes it
+TRAIN_FLOPS_PER_MAC = 6  # forward, and a backward of about twice its cost: 3 passes of 2 FLOPs per multiply-accumulate
+
+
+def recipe_changes(config: dict[str, Any]) -> str | None:
+    """What a run's recipe changes from its profile as declared today, its length aside:
+    "key=value, ..." sorted by field, '' for the profile's own recipe; None where the record's
+    recipe or its profile cannot be read (such a run stays with its profile, as before)."""
+    try:
+        ran = make_recipe(**(config.get("recipe") or {}))
+        declared = load_profile(profile_name(config["profile"]))
+    except (ConfigError, KeyError, TypeError, ValueError):
+        return None
+    return ", ".join(f"{k}={_spell(getattr(ran, k))}" for k in sorted(RECIPE_DEFAULTS)
+                     if k not in LENGTH_AXIS and getattr(ran, k) != getattr(declared, k))
+
+
+def _spell(value: Any) -> str:
+    """A recipe value as a profile or `--set recipe.KEY=VALUE` writes it."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, tuple):  # milestones, or model_knobs' (knob, value) pairs
+        return ",".join(f"{v[0]}={v[1]}" if isinstance(v, tuple) else str(v) for v in value)
+    return "none" if value is None else str(value)
 
 
 def learning_curves(runs: pd.DataFrame) -> pd.DataFrame:
@@ -110,6 +146,114 @@ def _next_step(part: pd.DataFrame, models: list[str], longest: int) -> str:
     return f"train {2 * longest} epochs next"
 
 
+def run_speeds(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per finished run: recipe, option (`recipe_changes`), model label, length, seed, final
+    test top-1 (%), training images/s (the median epoch after the first), training hours, how many
+    of its epochs were timed beside other work (load above BUSY_LOAD x its threads), its machine,
+    precision and multiply-accumulates per image."""
+    rows = []
+    for _, r in runs[runs["status"] == "finished"].iterrows():
+        timed = [h for h in r["history"] if h.get("train_time_s") and h.get("train_images")]
+        rows.append({
+            "recipe": r["profile"], "option": r.get("option") or "", "model": full_label(*row_key(r)),
+            "schedule": int(r["epochs"]), "seed": int(r["seed"]), "top1": 100 * r["final_test_acc"],
+            "images_s": steady_rate([h["train_images"] / h["train_time_s"] for h in timed]) if timed else None,
+            "hours": sum(h["train_time_s"] for h in timed) / 3600,
+            "busy": sum(1 for h in timed if h.get("threads") and (h.get("load_1m") or 0) > BUSY_LOAD * h["threads"]),
+            "epochs_timed": len(timed), "device": r["device"], "precision": r["precision"], "macs": r["flops"]})
+    return pd.DataFrame(rows, columns=["recipe", "option", "model", "schedule", "seed", "top1", "images_s", "hours",
+                                       "busy", "epochs_timed", "device", "precision", "macs"])
+
+
+def _gaps(part: pd.DataFrame, models: list[str]) -> dict[int, float]:
+    """Per seed that has both models: the last model's final top-1 minus the first's."""
+    by = part.set_index(["model", "seed"])["top1"]
+    seeds = set(part[part["model"] == models[0]]["seed"]) & set(part[part["model"] == models[-1]]["seed"])
+    return {s: by[(models[-1], s)] - by[(models[0], s)] for s in sorted(seeds)}
+
+
+def share_of_peak(runs: pd.DataFrame, peaks: pd.DataFrame | None) -> float | None:
+    """Training FLOP/s of these runs (images/s x TRAIN_FLOPS_PER_MAC x multiply-accumulates per image,
+    medians) over the matrix-product peak measured on their machine in their precision; None
+    without such a measurement or where the runs mix machines or precisions."""
+    if peaks is None or runs.empty or runs["device"].nunique() != 1 or runs["precision"].nunique() != 1:
+        return None
+    match = peaks[(peaks["device"] == runs["device"].iloc[0]) & (peaks["precision"] == runs["precision"].iloc[0])]
+    rate = runs["images_s"].median()
+    if match.empty or missing(rate):
+        return None
+    return rate * TRAIN_FLOPS_PER_MAC * runs["macs"].median() / (match["gflop_s"].iloc[-1] * 1e9)
+
+
+def options_table(speeds: pd.DataFrame, peaks: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per recipe and length at which options were trained: the declared recipe's row, then one per
+    option. Each row: seeds, per model the mean final top-1, training images/s and share of the
+    peak; the pair's gap per seed (last model minus first, mean and sd) and, for an option, the
+    change of that gap from the declared recipe's, paired by seed; hours per seed (both models)
+    and the epochs timed beside other work."""
+    rows = []
+    for (recipe, length), part in speeds.groupby(["recipe", "schedule"], sort=True):
+        options = sorted(set(part["option"]) - {""})
+        models = sorted(part["model"].unique())
+        if not options or len(models) < 2:
+            continue
+        base = _gaps(part[part["option"] == ""], models)
+        for option in ["", *options]:
+            here = part[part["option"] == option]
+            gaps = _gaps(here, models)
+            gap = seed_stats(list(gaps.values()))
+            shared = sorted(set(gaps) & set(base)) if option else []
+            change = paired_stats([base[s] for s in shared], [gaps[s] for s in shared]) if shared else None
+            row = {"recipe": recipe, "epochs": int(length), "option": option, "seeds": len(gaps),
+                   "gap": f"{models[-1]} - {models[0]}", "gap mean": gap.mean, "gap sd": gap.std,
+                   "gap change": change.mean if change else None, "gap change ci95": change.ci95 if change else None,
+                   "gap change pairs": change.n if change else 0,
+                   "hours per seed": here.groupby("seed")["hours"].sum().mean() if len(here) else None,
+                   "epochs beside other work": f"{int(here['busy'].sum())} of {int(here['epochs_timed'].sum())}"}
+            for m in models:
+                mine = here[here["model"] == m]
+                row.update({f"{m} top-1": mine["top1"].mean() if len(mine) else None,
+                            f"{m} images/s": mine["images_s"].median() if len(mine) else None,
+                            f"{m} share of peak": share_of_peak(mine, peaks)})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def options_markdown(table: pd.DataFrame, peaks: pd.DataFrame | None) -> list[str]:
+    """The recipe-options section of pilot.md."""
+    head = ["## Recipe options", "",
+            "Each option is the declared recipe with one field changed (`make pilot-options`), trained at one "
+            "length with the same seeds as the declared recipe's runs of that length. The gap is the pair's "
+            "final top-1 difference per seed; its change is paired by seed with the declared recipe's, its 95% "
+            "interval beside it: a change whose interval spans 0 is undetermined at this number of seeds, not "
+            "shown to be absent. Images/s is the "
+            "median epoch's training throughput; the share of the peak is images/s x "
+            f"{TRAIN_FLOPS_PER_MAC} x multiply-accumulates per image over the matrix-product peak of the "
+            "run's machine in its precision (`ghost-ablate bench --peak`"
+            + ("" if peaks is not None else "; not measured for these results, so the column is empty")
+            + f"). An epoch is counted beside other work when the load average at its end exceeded {BUSY_LOAD:g} "
+            "x the run's threads: its images/s are lower than the machine gives alone.", ""]
+    if table.empty:
+        return head + ["No option has been trained yet: `make pilot-options` trains them.", ""]
+    models = [c[: -len(" top-1")] for c in table.columns if c.endswith(" top-1")]
+    shown = pd.DataFrame({
+        "recipe": table["recipe"], "epochs": table["epochs"],
+        "option": table["option"].map(lambda o: escape(o) if o else "(as declared)"), "seeds": table["seeds"],
+        **{f"{m} top-1 (%)": table[f"{m} top-1"].map(lambda v: fmt_number(v, 2)) for m in models},
+        "gap (pp)": [("" if pd.isna(m) else f"{m:+.2f}") + ("" if pd.isna(sd) else f" ± {sd:.2f} sd")
+                     for m, sd in zip(table["gap mean"], table["gap sd"])],
+        "gap change (pp)": ["" if pd.isna(c) else f"{c:+.2f}" + ("" if pd.isna(ci) else f" ± {ci:.2f}")
+                            + f" ({int(n)} pair{'' if n == 1 else 's'})"
+                            for c, ci, n in zip(table["gap change"], table["gap change ci95"], table["gap change pairs"])],
+        **{f"{m} images/s": table[f"{m} images/s"].map(lambda v: fmt_number(v, 0)) for m in models},
+        **{f"{m} % of peak": table[f"{m} share of peak"].map(lambda v: "" if missing(v) else f"{100 * v:.0f}")
+           for m in models},
+        "hours per seed": table["hours per seed"].map(lambda v: fmt_number(v, 2)),
+        "epochs beside other work": table["epochs beside other work"]})
+    return head + [f"Gap: {escape(table['gap'].iloc[0])}.", "", md_table(shown), "",
+                   "As CSV: [pilot_options.csv](pilot_options.csv).", ""]
+
+
 def plot_lengths(table: pd.DataFrame, out: Path) -> list[Path]:
     """Final test top-1 (mean, with each seed's spread as error bars) against schedule length."""
     import matplotlib.pyplot as plt  # lazy: loaded only on the path that needs it
@@ -135,14 +279,24 @@ def plot_lengths(table: pd.DataFrame, out: Path) -> list[Path]:
 
 
 def write_pilot_report(results_dir: str | Path, out: str | Path) -> list[Path]:
-    runs = pd.concat([load_runs(results_dir, profile=p, mixed_epochs=True) for p in _profiles(results_dir)],
+    profiles, options = _recipes(results_dir)
+    runs = pd.concat([load_runs(results_dir, profile=p, mixed_epochs=True) for p in profiles],
                      ignore_index=True)  # every recipe the pilot holds, each compared across its lengths
-    curves = learning_curves(runs)
-    if curves.empty:
+    runs["option"] = runs["run_id"].map(lambda run_id: options.get(run_id) or "")
+    curves = learning_curves(runs[runs["option"] == ""])  # an option's runs are compared in their own table
+    speeds = run_speeds(runs)
+    if speeds.empty:
         raise ReportError(f"no finished pilot runs under {Path(results_dir) / 'runs'}; run `make pilot` first")
-    table = length_table(curves)
+    peaks = read_side_csv(Path(results_dir), "peak.csv", PEAK_COLUMNS, "`ghost-ablate bench --peak`")
+    tried = options_table(speeds, peaks)
+    table = length_table(curves) if not curves.empty else pd.DataFrame()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    if not tried.empty:
+        write_atomic(out / "pilot_options.csv", tried.to_csv(index=False))
+    if table.empty:
+        raise ReportError(f"no finished runs of a recipe as declared under {Path(results_dir) / 'runs'} "
+                          f"(only options of one); run `make pilot` first")
     write_atomic(out / "pilot_curves.csv", curves.to_csv(index=False))
     write_atomic(out / "pilot_lengths.csv", table.to_csv(index=False))
     figures = plot_lengths(table, out)
@@ -171,16 +325,20 @@ def write_pilot_report(results_dir: str | Path, out: str | Path) -> list[Path]:
         "Chosen length:", "", *choices, "",
         md_table(shown), "", "![final test top-1 against schedule length](pilot_lengths.svg)", "",
         "Every epoch of every run (test and training top-1, training loss): [pilot_curves.csv](pilot_curves.csv); "
-        "the table above as CSV: [pilot_lengths.csv](pilot_lengths.csv).", ""])
+        "the table above as CSV: [pilot_lengths.csv](pilot_lengths.csv).", "",
+        *options_markdown(tried, peaks)])
     write_atomic(out / "pilot.md", text)
-    return [out / "pilot_curves.csv", out / "pilot_lengths.csv", *figures, out / "pilot.md"]
+    return [out / "pilot_curves.csv", out / "pilot_lengths.csv", *figures, out / "pilot.md",
+            *([out / "pilot_options.csv"] if not tried.empty else [])]
 
 
-def _profiles(results_dir: str | Path) -> list[str]:
-    """The recipes (profiles) the pilot's records hold."""
+def _recipes(results_dir: str | Path) -> tuple[list[str], dict[str, str | None]]:
+    """The recipes (profiles) the pilot's records hold, and each run's changes to its recipe
+    (`recipe_changes`), by run id."""
     from ..record_schema import read_records  # lazy: the schema imports the model registry
 
-    found = sorted({r["config"]["profile"] for r in read_records(Path(results_dir) / "runs")})
-    if not found:
+    records = read_records(Path(results_dir) / "runs")
+    if not records:
         raise ReportError(f"no run records under {Path(results_dir) / 'runs'}; run `make pilot` first")
-    return found
+    return (sorted({r["config"]["profile"] for r in records}),
+            {r["run_id"]: recipe_changes(r["config"]) for r in records})

@@ -2,6 +2,8 @@
 DataFrames out), so they are tested without any training."""
 from __future__ import annotations
 
+import io
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +13,7 @@ from .. import paper
 from ..costs import cost_record
 from ..data import get_dataset
 from ..errors import UserError
+from ..formats import read_bounded
 from ..labels import family, full_label
 from ..models import MODELS
 from ..record_schema import read_records
@@ -85,6 +88,24 @@ def load_runs(results_dir: str | Path, profile: str | None = None, data: str | N
     runs.attrs["damaged"] = left_out  # unreadable records, named in the report's header
     runs.attrs["controls"] = controls  # the equal-epochs controls of its pruned rows, as records
     return runs
+
+
+def read_side_csv(results_dir: Path, name: str, columns: Sequence[str], made_by: str) -> pd.DataFrame | None:
+    """A CSV that a command writes beside the run records (`made_by` names it), read only where it is
+    a regular file of the results folder (`formats.read_bounded`); None if absent, a ReportError
+    naming the file if it is not a CSV or lacks one of `columns`."""
+    path = Path(results_dir) / name
+    data = read_bounded(path, Path(results_dir))
+    if data is None:
+        return None
+    try:
+        table = pd.read_csv(io.BytesIO(data), comment="#")
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ReportError(f"{path}: not a CSV ({str(err).splitlines()[0]})") from None
+    lacking = [c for c in columns if c not in table]
+    if lacking:
+        raise ReportError(f"{path}: missing column(s) {', '.join(lacking)}; {made_by} writes it")
+    return table
 
 
 def made_from_a_run(runs: pd.DataFrame) -> pd.Series:
