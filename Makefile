@@ -3,9 +3,8 @@ PYTHON  ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 CLI     := $(BIN)/ghost-ablate
-# the suite in two processes, a test file to each at a time (pytest-xdist): many of its tests wait on
-# subprocesses, a SLURM cluster or a killed sweep, so two files overlap; PYTEST_ARGS= runs it in one
-PYTEST_ARGS ?= -n 2 --dist loadfile
+# more pytest options for `make test`, e.g. PYTEST_ARGS="-x -k NAME"
+PYTEST_ARGS ?=
 
 # sweep / report knobs (empty PROFILE: the experiment file's own profile)
 EXPERIMENT ?= experiments/cifar10_ablation.yaml
