@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import signal
+import statistics
 import time
 import traceback
 from dataclasses import dataclass
@@ -112,28 +113,36 @@ class SweepOutcome:
     diverged: list[str] = dataclasses.field(default_factory=list)  # recorded as diverged (now or before)
 
 
+RECENT_EPOCHS = 5  # the ETA's epoch time is the median of this many last epochs
+
+
 class EtaLogger(L.Callback):
     """One log line per finished epoch: the run's progress, and the run's and the sweep's ETA.
 
     The ETA starts from the calibrated estimates and is refined by the epoch times measured
-    so far: later runs' estimates are scaled by measured / calibrated of this run.
+    so far: later runs' estimates are scaled by measured / calibrated of this run. The epoch time
+    is the median of the last RECENT_EPOCHS epochs, so one epoch stretched by a pause (a suspended
+    job, a test suite run beside it) does not inflate the ETA for the rest of the run.
     """
 
     def __init__(self, label: str, estimate: RunEstimate | None, later: list[RunEstimate]) -> None:
         self.label, self.estimate, self.later = label, estimate, later
         self.epochs_at_start, self.clock = 0, time.perf_counter()
+        self.stamps: list[tuple[int, float]] = []  # (epochs done, clock) at the start and at each line
 
     def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self.epochs_at_start = trainer.current_epoch  # > 0 when resuming
         self.clock = time.perf_counter()
+        self.stamps = [(self.epochs_at_start, self.clock)]
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.is_global_zero:
             log.info(self.line(trainer.current_epoch + 1, trainer.max_epochs, time.perf_counter()))
 
     def line(self, epoch: int, epochs: int, now: float) -> str:
-        ran = max(epoch - self.epochs_at_start, 1)
-        per_epoch = (now - self.clock) / ran
+        self.stamps = (self.stamps or [(self.epochs_at_start, self.clock)]) + [(epoch, now)]
+        per = [(t1 - t0) / (e1 - e0) for (e0, t0), (e1, t1) in zip(self.stamps, self.stamps[1:]) if e1 > e0]
+        per_epoch = statistics.median(per[-RECENT_EPOCHS:]) if per else now - self.clock
         run_left = per_epoch * (epochs - epoch) / 3600
         scale = per_epoch / self.estimate.epoch_s if self.estimate and self.estimate.epoch_s > 0 else 1.0
         sweep_left = run_left + scale * sum(e.hours_left for e in self.later)

@@ -115,6 +115,17 @@ def test_eta_line_refines_later_runs_by_measured_speed():
     assert line == "[1/3] r: epoch 2/6 (20 s/epoch); run done in 1 min, sweep in 3 min"
 
 
+def test_eta_line_reads_the_last_epochs_so_a_pause_does_not_inflate_it():
+    eta = EtaLogger("[1/1] r", RunEstimate("r", 26.0, 128), [])
+    eta.clock, eta.epochs_at_start = 0.0, 0
+    now = 0.0
+    for epoch in range(1, 31):  # 26 s per epoch, but epoch 28 spans a 30-minute SIGSTOP
+        now += 26.0 + (1800.0 if epoch == 28 else 0.0)
+        line = eta.line(epoch, 128, now)
+    # the mean since the start says 86 s/epoch (2.3 h left); the last 5 epochs' median says 26 s
+    assert line == "[1/1] r: epoch 30/128 (26 s/epoch); run done in 42 min, sweep in 42 min"
+
+
 def test_one_timing_primitive_times_each_call_after_its_warmup(monkeypatch):
     """`timing.seconds` (what calibration, bench, the precision probe and the throughput command
     time with) runs the warm-up untimed and synchronises around each timed call; the clock is mocked."""
