@@ -160,16 +160,19 @@ def run_speeds(runs: pd.DataFrame) -> pd.DataFrame:
             "images_s": steady_rate([h["train_images"] / h["train_time_s"] for h in timed]) if timed else None,
             "hours": sum(h["train_time_s"] for h in timed) / 3600,
             "busy": sum(1 for h in timed if h.get("threads") and (h.get("load_1m") or 0) > BUSY_LOAD * h["threads"]),
-            "epochs_timed": len(timed), "device": r["device"], "precision": r["precision"], "macs": r["flops"]})
+            "epochs_timed": len(timed), "device": r["device"], "stack": r["stack"], "precision": r["precision"],
+            "macs": r["flops"]})
     return pd.DataFrame(rows, columns=["recipe", "option", "model", "schedule", "seed", "top1", "images_s", "hours",
-                                       "busy", "epochs_timed", "device", "precision", "macs"])
+                                       "busy", "epochs_timed", "device", "stack", "precision", "macs"])
 
 
-def _gaps(part: pd.DataFrame, models: list[str]) -> dict[int, float]:
-    """Per seed that has both models: the last model's final top-1 minus the first's."""
-    by = part.set_index(["model", "seed"])["top1"]
-    seeds = set(part[part["model"] == models[0]]["seed"]) & set(part[part["model"] == models[-1]]["seed"])
-    return {s: by[(models[-1], s)] - by[(models[0], s)] for s in sorted(seeds)}
+def _gaps(part: pd.DataFrame, models: list[str]) -> dict[tuple[int, str], float]:
+    """Per (seed, stack) that has both models on one machine and torch: the last model's final
+    top-1 minus the first's. Keyed by stack too, so a change is only ever paired within one."""
+    by = part.set_index(["model", "seed", "stack"])["top1"]
+    keys = (set(zip(*[part[part["model"] == models[0]][c] for c in ("seed", "stack")]))
+            & set(zip(*[part[part["model"] == models[-1]][c] for c in ("seed", "stack")])))
+    return {k: by[(models[-1], *k)] - by[(models[0], *k)] for k in sorted(keys)}
 
 
 def share_of_peak(runs: pd.DataFrame, peaks: pd.DataFrame | None) -> float | None:
@@ -189,7 +192,7 @@ def options_table(speeds: pd.DataFrame, peaks: pd.DataFrame | None = None) -> pd
     """Per recipe and length at which options were trained: the declared recipe's row, then one per
     option. Each row: seeds, per model the mean final top-1, training images/s and share of the
     peak; the pair's gap per seed (last model minus first, mean and sd) and, for an option, the
-    change of that gap from the declared recipe's, paired by seed; hours per seed (both models)
+    change of that gap from the declared recipe's, paired by seed on one stack; hours per seed (both models)
     and the epochs timed beside other work."""
     rows = []
     for (recipe, length), part in speeds.groupby(["recipe", "schedule"], sort=True):
