@@ -206,3 +206,15 @@ def test_pilot_without_options_says_how_to_train_them_and_a_bad_peak_file_is_one
     assert main(["report", "--section", "pilot", "--results-dir", str(tmp_path), "--out", str(out)]) != 0
     err = capsys.readouterr().err
     assert "peak.csv: missing column(s) precision; `ghost-ablate bench --peak` writes it" in err and err.count("\n") == 1
+
+
+def test_pilot_of_options_alone_is_one_line_and_writes_nothing(tmp_path, capsys):
+    from ghost_ablate.cli import main
+
+    for seed in (0, 1):
+        _pilot_run(tmp_path, "vgg16", seed, 16, 70 + seed, label_smoothing=0.1)
+    out = tmp_path / "reports"
+    assert main(["report", "--section", "pilot", "--results-dir", str(tmp_path), "--out", str(out)]) != 0
+    err = capsys.readouterr().err
+    assert "no finished pilot runs of a recipe as declared" in err and err.count("\n") == 1
+    assert not (out / "pilot_options.csv").exists() and not (out / "pilot.md").exists()

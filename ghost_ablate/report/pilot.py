@@ -287,19 +287,16 @@ def write_pilot_report(results_dir: str | Path, out: str | Path) -> list[Path]:
                      ignore_index=True)  # every recipe the pilot holds, each compared across its lengths
     runs["option"] = runs["run_id"].map(lambda run_id: options.get(run_id) or "")
     curves = learning_curves(runs[runs["option"] == ""])  # an option's runs are compared in their own table
-    speeds = run_speeds(runs)
-    if speeds.empty:
-        raise ReportError(f"no finished pilot runs under {Path(results_dir) / 'runs'}; run `make pilot` first")
+    if curves.empty:  # options alone have no declared recipe to be compared with
+        raise ReportError(f"no finished pilot runs of a recipe as declared under {Path(results_dir) / 'runs'}; "
+                          f"run `make pilot` first")
     peaks = read_side_csv(Path(results_dir), "peak.csv", PEAK_COLUMNS, "`ghost-ablate bench --peak`")
-    tried = options_table(speeds, peaks)
-    table = length_table(curves) if not curves.empty else pd.DataFrame()
+    tried = options_table(run_speeds(runs), peaks)
+    table = length_table(curves)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if not tried.empty:
         write_atomic(out / "pilot_options.csv", tried.to_csv(index=False))
-    if table.empty:
-        raise ReportError(f"no finished runs of a recipe as declared under {Path(results_dir) / 'runs'} "
-                          f"(only options of one); run `make pilot` first")
     write_atomic(out / "pilot_curves.csv", curves.to_csv(index=False))
     write_atomic(out / "pilot_lengths.csv", table.to_csv(index=False))
     figures = plot_lengths(table, out)
