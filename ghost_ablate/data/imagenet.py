@@ -155,9 +155,16 @@ def collate(items: list[tuple[torch.Tensor | None, int, str]]) -> tuple[Any, tor
     bad = [p for x, _, p in items if x is None]
     blobs = [x for x, _, _ in good]
     raw = bool(blobs) and blobs[0].dim() == 1
-    images = PackedBlobs.pack(blobs) if raw else (torch.stack(blobs) if blobs else
+    images = PackedBlobs.pack(blobs) if raw else (stack_crops(blobs) if blobs else
                                                   torch.empty(0, 3, 1, 1, dtype=torch.uint8))
     return images, torch.tensor([y for _, y, _ in good], dtype=torch.long), [p for *_, p in good], bad
+
+
+def stack_crops(crops: list[torch.Tensor]) -> torch.Tensor:
+    """uint8 CHW crops -> an NCHW batch laid out channels-last, the layout `decode_crop`'s resampler
+    writes: each crop is copied as it lies, where a contiguous NCHW stack would transpose every one
+    (a tenth of a worker's time per image)."""
+    return torch.stack([x.permute(1, 2, 0) for x in crops]).permute(0, 3, 1, 2)
 
 
 # A worker that sends no batch for this long is stuck (a hung decode, a full /dev/shm, too few

@@ -24,15 +24,17 @@ from ..cache import JsonCache
 from ..machine import cpu_model
 from .common import DataError
 from .dali import available
+from .decode import region_decoding
 from .imagenet import MEAN, STD, ImageNetDataModule, inventory
 from .imagenet_sample import write_sample
 from .imagenet_val import sort_val
 
 PEER = "torchvision ImageFolder + PIL (peer)"
-OURS = "ours: folder, PIL/libjpeg-turbo crops"  # the default CPU path, what a run's loader workers do
+# the default CPU path, what a run's loader workers do: box-only decoding where the extension was built
+OURS = "ours: folder, libjpeg-turbo box-only crops" if region_decoding() else "ours: folder, whole-image decode + crop"
 # The version of our CPU input path in cached per-core rates: a change to it measures anew
-# (2: torchvision's box draw per image, shards read without tarfile's per-member cost)
-PIPELINE = 2
+# (2: torchvision's box draw per image, shards read without tarfile's per-member cost; 3: box-only decoding)
+PIPELINE = 3 if region_decoding() else 2
 
 
 @contextlib.contextmanager
