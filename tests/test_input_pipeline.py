@@ -101,14 +101,16 @@ def test_training_crops_are_torchvision_s_random_resized_crop_and_flip(width, he
 def test_the_region_decoder_gives_a_whole_decode_s_pixels_inside_the_box():
     """`_jpeg_region` at 1/1 against torchvision's whole-image decode, and at 1/2-1/8 against its
     own whole image at that scale: inside the box, not one pixel differs (its one-pixel margin
-    gives libjpeg's upsampling the neighbours the crop would cut off), for 4:2:0, 4:4:4 and gray."""
+    gives libjpeg's upsampling the neighbours the crop would cut off), for 4:2:0, 4:4:4, 4:2:2, gray,
+    progressive and restart-marked files."""
     assert decode.region_decoding()
     from PIL import Image
 
     colour = photo(500, 375, seed=5)
     rgb = Image.open(io.BytesIO(colour))
     encoded = {"4:2:0": colour}
-    for name, options in (("4:4:4", {"subsampling": 0}), ("gray", {})):
+    for name, options in (("4:4:4", {"subsampling": 0}), ("4:2:2", {"subsampling": 1}), ("gray", {}),
+                          ("progressive", {"progressive": True}), ("restart markers", {"restart_marker_blocks": 4})):
         out = io.BytesIO()
         (rgb.convert("L") if name == "gray" else rgb).save(out, "JPEG", quality=90, **options)
         encoded[name] = out.getvalue()
