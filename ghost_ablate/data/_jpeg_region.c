@@ -33,12 +33,22 @@ static void warn(j_common_ptr cinfo, int level)
         raise_out(cinfo);
 }
 
+/* A decompressor whose errors (and a file cut short) jump to the caller's setjmp. */
+static void prepare(struct jpeg_decompress_struct *cinfo, struct region_error *err)
+{
+    cinfo->err = jpeg_std_error(&err->pub);
+    err->pub.error_exit = raise_out;
+    err->pub.emit_message = warn;
+    jpeg_create_decompress(cinfo);
+}
+
 /* decode_region(data, left, top, width, height, denom) -> (bytearray, width, height, x, y)
  * The rectangle is in the full image's pixels; the result holds rows y .. y+height and columns
  * x .. x+width of the image decoded at 1/denom (libjpeg's output size: ceil(side / denom)),
  * with a margin: x is aligned down to the iMCU grid, so the result may start left of the
- * rectangle and be wider. Its pixels are those of a whole-image decode at that scale. ValueError for what libjpeg refuses,
- * including CMYK images, which the caller hands to a decoder that converts them. */
+ * rectangle and be wider. Its pixels are those of a whole-image decode at that scale.
+ * ValueError for what libjpeg refuses, including CMYK images, which the caller hands to a
+ * decoder that converts them. */
 static PyObject *decode_region(PyObject *self, PyObject *args)
 {
     Py_buffer src;
@@ -56,10 +66,7 @@ static PyObject *decode_region(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "denom must be 1, 2, 4 or 8");
         return NULL;
     }
-    cinfo.err = jpeg_std_error(&err.pub);
-    err.pub.error_exit = raise_out;
-    err.pub.emit_message = warn;
-    jpeg_create_decompress(&cinfo);
+    prepare(&cinfo, &err);
     if (setjmp(err.jump)) {
         jpeg_destroy_decompress(&cinfo);
         PyBuffer_Release(&src);
@@ -128,10 +135,7 @@ static PyObject *image_size(PyObject *self, PyObject *args)
     (void)self;
     if (!PyArg_ParseTuple(args, "y*", &src))
         return NULL;
-    cinfo.err = jpeg_std_error(&err.pub);
-    err.pub.error_exit = raise_out;
-    err.pub.emit_message = warn;
-    jpeg_create_decompress(&cinfo);
+    prepare(&cinfo, &err);
     if (setjmp(err.jump)) {
         jpeg_destroy_decompress(&cinfo);
         PyBuffer_Release(&src);
