@@ -20,8 +20,11 @@ a CIFAR-10 batch holds pixels and scaled linearly: a CPU's step time grows with 
 from __future__ import annotations
 
 import json
+import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from statistics import median
 from typing import Any
 
@@ -29,10 +32,13 @@ import torch
 
 from .cache import JsonCache
 from .config import RunConfig
+from .costs import config_cost
 from .data import DATASETS, get_dataset
 from .machine import describe_device
 from .models import build_model
-from .precision import backend_settings, resolve_precision
+from .precision import Precision, backend_settings, resolve_precision
+from .progress import track
+from .record_schema import epochs_done, read_records
 from .timing import cuda_peak_bytes, seconds, sgd_step, synchronizer
 
 FULL_CIFAR = (DATASETS["cifar10"].train_size, DATASETS["cifar10"].test_size)  # when the data folder is not at hand
@@ -43,6 +49,7 @@ ROUNDS = 3
 CPU_PIXELS = 128 * 32 * 32  # the most input pixels a CPU calibration step processes (see the module doc)
 OUTLIER = 3.0  # a config this many times slower per FLOP than the median of its model's configs is re-measured
 
+log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Calibration:
@@ -74,12 +81,12 @@ def measured_batch(batch: int, size: int, device: str) -> int:
     return batch if device == "cuda" else max(1, min(batch, CPU_PIXELS // (size * size)))
 
 
-def measure_calibration(rc: RunConfig, device: str, world: int = 1, accumulate: int = 1) -> Calibration:
+def measure_calibration(rc: RunConfig, device: str, precision: Precision, world: int = 1,
+                        accumulate: int = 1) -> Calibration:
     """Time TRAIN_STEPS training steps (each on its own; the round is repeated, up to ROUNDS
     times, while they disagree by more than NOISY x, as they do when another process
     competes for the cores) and EVAL_BATCHES eval batches of `rc`'s model here, each step on the
     micro-batch the run will hold (batch / (world x accumulate)), under the run's kernel settings."""
-    precision = resolve_precision(rc.recipe.precision, device)
     backend_settings(device, rc.recipe.deterministic)
     torch.manual_seed(0)
     dataset = get_dataset(rc.dataset)  # its input size and classes, whatever the model was designed for
@@ -110,8 +117,8 @@ def measure_calibration(rc: RunConfig, device: str, world: int = 1, accumulate: 
     return Calibration(step_s, eval_img_s, peak)
 
 
-def calibration_key(rc: RunConfig, device: str, world: int = 1, accumulate: int = 1) -> list[Any]:
-    precision = resolve_precision(rc.recipe.precision, device)
+def calibration_key(rc: RunConfig, device: str, precision: Precision, world: int = 1, accumulate: int = 1
+                    ) -> list[Any]:
     extra = [] if rc.dataset == "cifar10" and world == 1 else [rc.dataset, rc.recipe.image_size, world]
     extra += [] if accumulate == 1 else [f"accumulate={accumulate}"]
     return ["calibration", device_name(device), precision.resolved, rc.model, rc.ratio, rc.dw_size, rc.width,
@@ -124,13 +131,14 @@ def calibrate(rc: RunConfig, device: str, cache: JsonCache | None = None, *, for
     cache. `force` measures again and replaces the cached one; `measure=False` only looks in the
     cache (None where nothing is cached)."""
     cache = cache or JsonCache("calibration")
-    key = cache.key(*calibration_key(rc, device, world, accumulate))
+    precision = resolve_precision(rc.recipe.precision, device)  # once: the key and the measurement share it
+    key = cache.key(*calibration_key(rc, device, precision, world, accumulate))
     hit = cache.get(key)
     if isinstance(hit, dict) and not force:
         return Calibration(**hit), True
     if not measure:
         return None, False
-    cal = measure_calibration(rc, device, world, accumulate)
+    cal = measure_calibration(rc, device, precision, world, accumulate)
     cache.put(key, {"step_s": cal.step_s, "eval_img_s": cal.eval_img_s, "peak_bytes": cal.peak_bytes})
     return cal, False
 
@@ -170,6 +178,7 @@ class RunEstimate:
     step_s: float = 0.0  # one global batch
     batch_size: int = 0  # the global batch
     peak_bytes: float | None = None  # calibrated GPU memory per device (Calibration.peak_bytes)
+    recorded: bool = False  # priced from finished runs' wall time (`recorded_epoch_seconds`), not calibrated
 
     @property
     def hours_left(self) -> float:
@@ -197,6 +206,56 @@ def input_side(estimates: list[RunEstimate], rate_per_core: float, workers: int)
         return "", 0.0
     run = max(wanted, key=wanted.get)
     return run, wanted[run] / (rate_per_core * max(workers, 1))
+
+
+def estimate_runs(runs: list[RunConfig], runs_dir: Path | None, device: str, data_sizes: tuple[int, int],
+                  progress: bool | None = None, recalibrate: bool = False, world: int = 1,
+                  step_time: float | None = None, accumulate: int = 1,
+                  priced_from: tuple[str | Path, ...] = ()) -> list[RunEstimate]:
+    """Per run: calibrated epoch seconds and the epochs it has left in `runs_dir` (all of them
+    where it is None), on `world` devices; `step_time` (seconds per global batch, the user's)
+    replaces the calibration, and so do the finished records of a run's configuration on this
+    device in the results folders `priced_from` (`recorded_epoch_seconds`).
+
+    Each distinct configuration is calibrated once (`recalibrate`: measured again, not taken
+    from the cache), with progress shown when anything is measured; a calibration far off its
+    model's other configurations (`estimate.outliers`) is measured once more."""
+
+    def done(rc: RunConfig) -> int:
+        return 0 if runs_dir is None else epochs_done(runs_dir / rc.run_id, rc.recipe.epochs)
+
+    records = [r for folder in priced_from for r in read_records(Path(folder) / "runs")]
+    recorded = recorded_epoch_seconds(runs, records, describe_device(device)) if records else {}
+    priced = {rc.run_id: RunEstimate(rc.run_id, recorded[rc.run_id], max(rc.recipe.epochs - done(rc), 0),
+                                     recorded=True) for rc in runs if rc.run_id in recorded}
+    if step_time is not None:
+        priced.update({rc.run_id: estimate_run(rc, Calibration.given(step_time, rc.recipe.batch_size), done(rc),
+                                               data_sizes, world) for rc in runs if rc.run_id not in priced})
+    if rest := [rc for rc in runs if rc.run_id not in priced]:
+        calibrated = calibrated_runs(rest, device, data_sizes, done, progress, recalibrate, world, accumulate)
+        priced.update(zip((rc.run_id for rc in rest), calibrated))
+    return [priced[rc.run_id] for rc in runs]
+
+
+def calibrated_runs(runs: list[RunConfig], device: str, data_sizes: tuple[int, int], done: Callable[[RunConfig], int],
+                    progress: bool | None, recalibrate: bool, world: int, accumulate: int) -> list[RunEstimate]:
+    """`estimate_runs`' calibrated part: each distinct configuration timed once."""
+    keys = [json.dumps(calibration_key(rc, device, resolve_precision(rc.recipe.precision, device), world, accumulate),
+                       default=str) for rc in runs]
+    distinct = list(dict(zip(keys, runs)).items())
+    at = {"world": world, "accumulate": accumulate}
+    pending = recalibrate or any(calibrate(rc, device, measure=False, **at)[0] is None
+                                 for _, rc in distinct)
+    cals = {key: calibrate(rc, device, force=recalibrate, **at)[0] for key, rc in
+            track(distinct, "calibrating", "config", show=pending if progress is None else progress,
+                  label=lambda item: item[1].run_id)}
+    suspects = outliers([(rc, cals[key], config_cost(*rc.key).flops) for key, rc in distinct])
+    for key, rc in distinct:
+        if rc in suspects:
+            log.warning("calibration of %s is far off its neighbours (%.2f s per step); measuring it again",
+                        rc.run_id, cals[key].step_s)
+            cals[key] = calibrate(rc, device, force=True, **at)[0]
+    return [estimate_run(rc, cals[key], done(rc), data_sizes, world) for rc, key in zip(runs, keys)]
 
 
 IDENTITY_ONLY = ("seed", "data", "source")  # what tells seeds apart, not what a run costs

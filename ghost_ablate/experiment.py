@@ -332,5 +332,10 @@ def plan_runs(experiment: Experiment, seeds: list[int], profile: str | None = No
     runs = [(depth, rc) for cfg in experiment.configs for seed in seeds for depth, rc in enumerate(chain(cfg, seed))]
     for _, rc in sorted(runs, key=lambda pair: pair[0]):
         planned.setdefault(rc.run_id, rc)
+    return shard_of(list(planned.values()), shard)
+
+
+def shard_of(runs: list[RunConfig], shard: tuple[int, int]) -> list[RunConfig]:
+    """Shard I of N's runs: every N-th from position I."""
     index, count = shard
-    return [rc for i, rc in enumerate(planned.values()) if i % count == index]
+    return [rc for i, rc in enumerate(runs) if i % count == index]

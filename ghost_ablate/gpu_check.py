@@ -219,10 +219,11 @@ def memory(work: Path) -> list[str]:
     from .config import RunConfig
     from .data.cifar import CIFAR10, write_folder
     from .estimate import measure_calibration
+    from .precision import resolve_precision
 
     data = write_folder(work / "cifar-mem", CIFAR10, 1024, 256)
     rc = RunConfig.create("ghost_vgg16", 2, 3, profile="smoke", batch_size=256)
-    predicted = measure_calibration(rc, "cuda", accumulate=2).peak_bytes
+    predicted = measure_calibration(rc, "cuda", resolve_precision(rc.recipe.precision, "cuda"), accumulate=2).peak_bytes
     out = work / "memory"
     cli("train", "--model", "ghost_vgg16", "--ratio", "2", "--dw-size", "3", "--profile", "smoke", "--batch-size",
         "256", "--accumulate", "2", "--data-dir", str(data), "--no-download", "--accelerator", "cuda", "--out", str(out))

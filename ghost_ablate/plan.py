@@ -10,7 +10,6 @@ what it holds.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,26 +23,21 @@ from .costs import config_cost
 from .data import DataSet
 from .errors import UserError
 from .estimate import (
-    Calibration,
     RunEstimate,
-    calibration_key,
     estimate_run,
+    estimate_runs,
     format_hours,
-    outliers,
     plan_hours,
-    recorded_epoch_seconds,
     train_batches,
 )
-from .experiment import Experiment, load_experiment, plan_runs
+from .experiment import Experiment, load_experiment, plan_runs, shard_of
 from .models import KNOBS, LEGACY, knob_values, varying
-from .progress import track
+from .record_schema import epochs_done, run_state
 from .records import write_atomic
-from .sweep import epochs_done, run_state
 
 YES_ENV = "GHOST_ABLATE_YES"
 CPU_GUARD_HOURS = 24.0  # a CPU plan estimated longer than this is refused unless --yes (or --max-hours)
 SAY_COST_STEPS = 500  # `train` prices a run of more optimizer steps than this before it starts (one calibration)
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -125,9 +119,9 @@ class Setting:
     def profile(self) -> str:
         return self.request.profile or self.experiment.profile
 
-    def runs(self, seeds: list[int], shard: tuple[int, int] = (0, 1), data: str | None = None) -> list:
-        """The experiment's runs (`experiment.plan_runs`) under this recipe."""
-        return plan_runs(self.experiment, seeds, self.request.profile, self.request.overrides, shard, data)
+    def runs(self, seeds: list[int], data: str | None = None) -> list:
+        """The experiment's runs (`experiment.plan_runs`) under this recipe, every shard's."""
+        return plan_runs(self.experiment, seeds, self.request.profile, self.request.overrides, data=data)
 
 
 @dataclass
@@ -146,17 +140,22 @@ class Plan:
     notes: list[str] = field(default_factory=list)  # what resolving decided, printed before the runs
 
     @classmethod
-    def resolve(cls, setting: Setting, seeds: list[int], ranks: Any, shard: tuple[int, int] | None = None) -> Plan:
-        """The plan's runs on the data in the setting's folder (fetched unless a dry run; its
-        fingerprint decided by rank 0), less what a sequential design has already decided."""
+    def resolve(cls, setting: Setting, ranks: Any, seeds: list[int] | None = None,  # noqa: ANN401 - Ranks
+                shard: tuple[int, int] | None = None) -> Plan:
+        """The plan's seeds (the request's, or `choose_seeds`'), and its runs on the data in the
+        setting's folder (fetched unless a dry run; its fingerprint decided by rank 0), less what a
+        sequential design has already decided."""
         request, dataset, folder = setting.request, setting.dataset, setting.data_dir
+        said: list[str] = []
+        if seeds is None:
+            seeds, said = choose_seeds(setting, ranks)
         if not request.dry_run:  # a missing data set is a one-line error before any calibration
             ranks.decide(lambda: dataset.prepare(folder, request.download))
         sizes = dataset.split_sizes(folder)
         data = ranks.decide(lambda: dataset.fingerprint(folder) if sizes else None)
         shard = request.shard if shard is None else shard
-        runs = setting.runs(seeds, shard, data)
-        plan = cls(setting, seeds, shard, sizes, data, runs, runs if shard == (0, 1) else setting.runs(seeds, data=data))
+        everything = setting.runs(seeds, data)
+        plan = cls(setting, seeds, shard, sizes, data, shard_of(everything, shard), everything, notes=said)
         if setting.experiment.sequential:
             plan.runs = plan.sequential_block(write=not request.dry_run and ranks.is_zero)
         return plan
@@ -182,15 +181,18 @@ class Plan:
         """The images an epoch goes through: those found, else the data set's full sizes."""
         return self.sizes or (self.setting.dataset.train_size, self.setting.dataset.test_size)
 
-    def estimate(self) -> None:
+    def estimate(self, priced_from: tuple[str, ...] = (), fresh: bool = False) -> None:
         """Price this shard's runs and the whole plan's (calibrated once per configuration, or at
-        the request's seconds per global batch)."""
+        the request's seconds per global batch). `priced_from`: results folders whose finished runs
+        price their configurations instead; `fresh`: as if none had trained yet (what a seed costs)."""
         request, device = self.setting.request, self.setting.device
-        at = dict(world=request.scale.world, step_time=request.step_time, accumulate=request.scale.accumulate)
-        self.estimates = estimate_runs(self.runs, self.results / "runs", device, self.data_sizes,
+        runs_dir = None if fresh else self.results / "runs"
+        at = dict(world=request.scale.world, step_time=request.step_time, accumulate=request.scale.accumulate,
+                  priced_from=priced_from)
+        self.estimates = estimate_runs(self.runs, runs_dir, device, self.data_sizes,
                                        recalibrate=request.recalibrate, **at)
         self.all_estimates = self.estimates if self.shard == (0, 1) else estimate_runs(
-            self.everything, self.results / "runs", device, self.data_sizes, **at)
+            self.everything, runs_dir, device, self.data_sizes, **at)
 
     def hours_left(self) -> float:
         return plan_hours(self.estimates or [])
@@ -321,39 +323,6 @@ def run_cost_line(rc: RunConfig, where: Any, out: Path) -> str | None:  # noqa: 
 
 # ---- what the plan costs, and its dry run's table ----------------------------------
 
-def estimate_runs(runs: list[RunConfig], runs_dir: Path, device: str, data_sizes: tuple[int, int],
-                  progress: bool | None = None, recalibrate: bool = False, world: int = 1,
-                  step_time: float | None = None, accumulate: int = 1) -> list[RunEstimate]:
-    """Per run: calibrated epoch seconds and the epochs it has left (none once done), on `world`
-    devices; `step_time` (seconds per global batch, the user's) replaces the calibration.
-
-    Each distinct configuration is calibrated once (`recalibrate`: measured again, not taken
-    from the cache), with progress shown when anything is measured; a calibration far off its
-    model's other configurations (`estimate.outliers`) is measured once more."""
-
-    def done(rc: RunConfig) -> int:
-        return epochs_done(runs_dir / rc.run_id, rc.recipe.epochs)
-
-    if step_time is not None:
-        return [estimate_run(rc, Calibration.given(step_time, rc.recipe.batch_size), done(rc), data_sizes, world)
-                for rc in runs]
-    keys = [json.dumps(calibration_key(rc, device, world, accumulate), default=str) for rc in runs]
-    distinct = list(dict(zip(keys, runs)).items())
-    at = {"world": world, "accumulate": accumulate}
-    pending = recalibrate or any(estimate.calibrate(rc, device, measure=False, **at)[0] is None
-                                 for _, rc in distinct)
-    cals = {key: estimate.calibrate(rc, device, force=recalibrate, **at)[0] for key, rc in
-            track(distinct, "calibrating", "config", show=pending if progress is None else progress,
-                  label=lambda item: item[1].run_id)}
-    suspects = outliers([(rc, cals[key], config_cost(*rc.key).flops) for key, rc in distinct])
-    for key, rc in distinct:
-        if rc in suspects:
-            log.warning("calibration of %s is far off its neighbours (%.2f s per step); measuring it again",
-                        rc.run_id, cals[key].step_s)
-            cals[key] = estimate.calibrate(rc, device, force=True, **at)[0]
-    return [estimate_run(rc, cals[key], done(rc), data_sizes, world) for rc, key in zip(runs, keys)]
-
-
 def table_hours(experiment: Experiment, runs: list[RunConfig], estimates: list[RunEstimate]) -> dict[str, float]:
     """Hours left per paper table of the experiment (a run shared by tables counts in each)."""
     totals = {}
@@ -391,30 +360,28 @@ def dry_run_table(runs: list[RunConfig], runs_dir: Path, estimates: list[RunEsti
     return table
 
 
-def choose_seeds(setting: Setting) -> tuple[list[int], str]:
-    """The seeds to run and what to print of them: as given, or (`--seeds auto`) as many as the
-    pilot's paired spread says each comparison needs; a dry run adds the seed plan's table and what
-    a seed costs on this device. A training run writes the seed plan beside its runs."""
+def choose_seeds(setting: Setting, ranks: Any) -> tuple[list[int], list[str]]:  # noqa: ANN401 - distributed.Ranks
+    """The seeds to run and what to say of them: as given, or (`--seeds auto`) as many as the
+    pilot's paired spread says each comparison needs. A dry run adds the seed plan's table and,
+    unless --no-estimate, what a seed costs here (and caps n by --max-hours); a training run writes
+    the seed plan beside its runs."""
     ask, request = setting.request.seeds, setting.request
     if not isinstance(ask, SeedRequest):
-        return ask, ""
+        return ask, []
+    hours, priced = None, ""
+    if request.dry_run and request.estimate:
+        seed_plan(setting, ask)  # a pilot that cannot plan fails before any calibration
+        hours, priced = seed_cost(Plan.resolve(setting, ranks, [0], shard=(0, 1)), ask)
+    plan = seed_plan(setting, ask, hours)
     if not request.dry_run:
-        plan = seed_plan(setting, ask)
-        from .training import is_rank_zero  # lazy: torch
-
-        if is_rank_zero():
+        if ranks.is_zero:
             from .seeds import write_plan
 
             write_plan(plan, request.results, ask.pilot)
-        return plan.seeds(), plan.summary()
-    from . import distributed  # lazy: torch
-
-    seed_plan(setting, ask)  # a pilot that cannot plan fails before any calibration
-    hours, priced = seed_cost(Plan.resolve(setting, [0], distributed.current(), shard=(0, 1)), ask)
-    plan = seed_plan(setting, ask, hours)
-    return plan.seeds(), "\n".join([seed_table(plan), plan.summary(), (
-        f"{priced}; {plan.n} seeds = {plan.n * hours:.1f} h; the uncapped plan needs {plan.wanted} seeds = "
-        f"{plan.wanted * hours:.0f} h")])
+        return plan.seeds(), [plan.summary()]
+    cost = ([f"{priced}; {plan.n} seeds = {plan.n * hours:.1f} h; the uncapped plan needs {plan.wanted} seeds = "
+             f"{plan.wanted * hours:.0f} h"] if hours is not None else [])
+    return plan.seeds(), [seed_table(plan), plan.summary(), *cost]
 
 
 def seed_plan(setting: Setting, ask: SeedRequest, hours_per_seed: float | None = None):  # noqa: ANN201 - seeds.SeedPlan
@@ -441,20 +408,13 @@ def seed_cost(one_seed: Plan, ask: SeedRequest) -> tuple[float, str]:
     their configuration here (median wall time per epoch; `ask.priced_from`, default the pilot's),
     the rest calibrated."""
     from .machine import describe_device
-    from .record_schema import read_records
 
-    runs, device = one_seed.everything, describe_device(one_seed.setting.device)
-    folders = ask.priced_from or ((ask.pilot,) if ask.pilot else ())
-    records = [r for folder in folders for r in read_records(Path(folder) / "runs")]
-    recorded = recorded_epoch_seconds(runs, records, device)
-    # the rest priced as if none of them had run: a folder that holds no runs
-    calibrated = estimate_runs([rc for rc in runs if rc.run_id not in recorded], Path("/nonexistent/runs"),
-                               one_seed.setting.device, one_seed.data_sizes)
-    hours = plan_hours(calibrated + [RunEstimate(rc.run_id, recorded[rc.run_id], rc.recipe.epochs)
-                                     for rc in runs if rc.run_id in recorded])
-    return hours, (f"priced: {len(recorded)} of {len(runs)} runs from the median wall time per epoch of finished "
-                   f"runs of their configuration on this device, {len(calibrated)} calibrated; {len(runs)} runs "
-                   f"per seed, {hours:.2f} h per seed on {device}")
+    one_seed.estimate(ask.priced_from or ((ask.pilot,) if ask.pilot else ()), fresh=True)
+    estimates = one_seed.all_estimates or []
+    hours, recorded = plan_hours(estimates), sum(e.recorded for e in estimates)
+    return hours, (f"priced: {recorded} of {len(estimates)} runs from the median wall time per epoch of finished "
+                   f"runs of their configuration on this device, {len(estimates) - recorded} calibrated; "
+                   f"{len(estimates)} runs per seed, {hours:.2f} h per seed on {describe_device(one_seed.setting.device)}")
 
 
 def seed_table(seeds: Any) -> str:

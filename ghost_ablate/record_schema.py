@@ -3,7 +3,8 @@ type and range, and the readers of records. `read_record` validates every record
 (and checks that its folder, run id and config agree), so a record from
 someone else's results folder is either a well-formed run or "damaged: <field>: <why>", never
 a traceback and never a row. Fields not declared here are kept as they are (older and newer
-records carry extra detail) but nothing reads them for a table.
+records carry extra detail) but nothing reads them for a table. A run's state (`run_state`) and
+the results folder's `summary.csv` (`write_summary`) are read from the records here too.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import pandas as pd
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -22,15 +24,19 @@ from pydantic import (
 
 from .config import ConfigError, RunConfig
 from .data import DATASETS
-from .models import MODELS
+from .models import KNOBS, LEGACY, MODELS
 from .formats import FormatError, UnsafeFile, parse_json, read_bounded
-from .records import RESULT_FILE, DamagedRecord, unpack_outcomes
+from .records import RESULT_FILE, DamagedRecord, flatten_record, storage_guard, unpack_outcomes, write_atomic
 
 STATUSES = ("running", "finished", "interrupted", "failed", "diverged")
 MAX_SEED = 2 ** 32 - 1  # what numpy/torch seeding takes
 MAX_EPOCHS = 100_000
 MAX_CLASSES = 10_000
 
+OTHER_KNOBS = tuple(k for k in KNOBS if k not in LEGACY)
+SUMMARY_COLUMNS = ("run_id", "model", *LEGACY, *OTHER_KNOBS, "profile", "seed", "status", "epochs_done",
+                   "epochs", "params", "flops", "final_test_acc", "best_test_acc", "best_epoch",
+                   "train_images_per_s", "wall_time_s", "device", "precision", "error")
 Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
@@ -187,6 +193,40 @@ def read_record(run_dir: Path, root: Path | None = None, named_by_id: bool = Tru
     return record
 
 
+def run_state(run_dir: Path) -> str:
+    """new (nothing yet), partial (started, not finished), done, diverged or damaged (unreadable record)."""
+    try:
+        record = read_record(run_dir)
+    except DamagedRecord:
+        return "damaged"
+    if record is None:
+        return "partial" if (run_dir / "last.ckpt").exists() else "new"
+    status = record.get("status")
+    if status == "finished":
+        return "done"
+    if status == "diverged":
+        return "diverged"
+    return "partial"
+
+
+def source_ready(run_dir: Path) -> bool:
+    """Whether a pruned run can start from this run: finished, with its final checkpoint."""
+    return run_state(run_dir) == "done" and (run_dir / "last.ckpt").is_file()
+
+
+def epochs_done(run_dir: Path, planned: int) -> int:
+    """Finished epochs of a run by its record: all `planned` once it is finished, 0 without a
+    readable record."""
+    try:
+        record = read_record(run_dir) or {}
+    except DamagedRecord:
+        return 0
+    if record.get("status") == "finished":
+        return planned
+    done = record.get("epochs_done", 0)
+    return done if isinstance(done, int) else 0
+
+
 def read_records(runs_dir: Path, damaged: list[DamagedRecord] | None = None) -> list[dict[str, Any]]:
     """All readable records under `runs_dir/<run_id>/result.json`, sorted by run id. Damaged,
     mislabelled and copied ones (the same training outcome under another seed's id) are left
@@ -222,3 +262,25 @@ def _outcome(record: dict[str, Any]) -> str | None:
     if record.get("status") != "finished" or not record.get("history"):
         return None
     return json.dumps([record.get("history"), record.get("test_confusion")], sort_keys=True)
+
+
+def summary_frame(runs_dir: Path) -> pd.DataFrame:
+    """One row per run record, flattened: the table view of results/runs. A damaged record is
+    listed with status `damaged` and the file and reason in `error`."""
+    damaged: list[DamagedRecord] = []
+    rows = [flatten_record(rec) for rec in read_records(runs_dir, damaged)]
+    rows += [{"run_id": err.path.parent.name, "status": "damaged", "error": str(err)} for err in damaged]
+    rows.sort(key=lambda r: r["run_id"])
+    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
+    ints = [k for k in OTHER_KNOBS if KNOBS[k].type is int]
+    for col in ("ratio", "dw_size", *ints, "seed", "epochs_done", "epochs", "params", "flops", "best_epoch"):
+        frame[col] = frame[col].astype("Int64")
+    return frame
+
+
+def write_summary(results_dir: Path) -> Path:
+    """Rebuild results/summary.csv from the run records (atomically: shards may race)."""
+    path, text = Path(results_dir) / "summary.csv", summary_frame(Path(results_dir) / "runs").to_csv(index=False)
+    with storage_guard(path):
+        write_atomic(path, text)
+    return path

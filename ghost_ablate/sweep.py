@@ -1,5 +1,5 @@
-"""A grid of runs (`experiment.plan_runs`) -> resumable, shardable execution, and the summary of
-its records.
+"""A grid of runs (`experiment.plan_runs`) -> resumable, shardable execution; the summary of
+its records is rewritten after each run (`record_schema.write_summary`).
 
 Every run lives in `results/runs/<run_id>/`. The run id hashes the resolved config, so
 a run shared by several tables runs once, and re-running a sweep skips what is done and
@@ -19,88 +19,17 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import pandas as pd
 from filelock import FileLock, Timeout
 
 from . import distributed, preemption
 from .config import RunConfig
 from .errors import UserError
 from .estimate import RunEstimate, format_hours
-from .models import KNOBS, LEGACY
-from .record_schema import read_record, read_records
-from .records import (
-    RESULT_FILE,
-    DamagedRecord,
-    StorageError,
-    flatten_record,
-    set_aside,
-    storage_error,
-    storage_guard,
-    write_atomic,
-)
+from .record_schema import run_state, source_ready, write_summary
+from .records import RESULT_FILE, StorageError, set_aside, storage_error
 from .training import Diverged, RunContext, train_run
 
-OTHER_KNOBS = tuple(k for k in KNOBS if k not in LEGACY)
-SUMMARY_COLUMNS = ("run_id", "model", *LEGACY, *OTHER_KNOBS, "profile", "seed", "status", "epochs_done",
-                   "epochs", "params", "flops", "final_test_acc", "best_test_acc", "best_epoch",
-                   "train_images_per_s", "wall_time_s", "device", "precision", "error")
 log = logging.getLogger(__name__)
-
-
-def run_state(run_dir: Path) -> str:
-    """new (nothing yet), partial (started, not finished), done, diverged or damaged (unreadable record)."""
-    try:
-        record = read_record(run_dir)
-    except DamagedRecord:
-        return "damaged"
-    if record is None:
-        return "partial" if (run_dir / "last.ckpt").exists() else "new"
-    status = record.get("status")
-    if status == "finished":
-        return "done"
-    if status == "diverged":
-        return "diverged"
-    return "partial"
-
-
-def source_ready(run_dir: Path) -> bool:
-    """Whether a pruned run can start from this run: finished, with its final checkpoint."""
-    return run_state(run_dir) == "done" and (run_dir / "last.ckpt").is_file()
-
-
-def epochs_done(run_dir: Path, planned: int) -> int:
-    """Finished epochs of a run by its record: all `planned` once it is finished, 0 without a
-    readable record."""
-    try:
-        record = read_record(run_dir) or {}
-    except DamagedRecord:
-        return 0
-    if record.get("status") == "finished":
-        return planned
-    done = record.get("epochs_done", 0)
-    return done if isinstance(done, int) else 0
-
-
-def summary_frame(runs_dir: Path) -> pd.DataFrame:
-    """One row per run record, flattened: the table view of results/runs. A damaged record is
-    listed with status `damaged` and the file and reason in `error`."""
-    damaged: list[DamagedRecord] = []
-    rows = [flatten_record(rec) for rec in read_records(runs_dir, damaged)]
-    rows += [{"run_id": err.path.parent.name, "status": "damaged", "error": str(err)} for err in damaged]
-    rows.sort(key=lambda r: r["run_id"])
-    frame = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
-    ints = [k for k in OTHER_KNOBS if KNOBS[k].type is int]
-    for col in ("ratio", "dw_size", *ints, "seed", "epochs_done", "epochs", "params", "flops", "best_epoch"):
-        frame[col] = frame[col].astype("Int64")
-    return frame
-
-
-def write_summary(results_dir: Path) -> Path:
-    """Rebuild results/summary.csv from the run records (atomically: shards may race)."""
-    path = Path(results_dir) / "summary.csv"
-    with storage_guard(path):
-        write_atomic(path, summary_frame(Path(results_dir) / "runs").to_csv(index=False))
-    return path
 
 
 @dataclass

@@ -30,7 +30,7 @@ from .data import DataError, DataSet, get_dataset
 from .features import FeatureError, fit_widths, load_trained
 from .flops import measure
 from .machine import allocated_cpus, describe_device
-from .models import get_spec, resolve_knobs
+from .models import MODELS, get_spec, resolve_knobs
 from .models.registry import derivation, starts_from_baseline
 from .precision import Precision, backend_settings, precision_on, resolve_precision
 from .record_schema import read_record
@@ -253,10 +253,8 @@ def start_from_source(config: RunConfig, module: ImageClassifier, runs_dir: Path
 def shape_from_checkpoint(config: RunConfig, module: ImageClassifier, ckpt: Path | None) -> None:
     """Give an equal-budget run's network the widths its own checkpoint was saved with, so that
     resuming loads it (the widths came from pruning its source, not from the config)."""
-    if ckpt is None or not get_spec(config.model).shaped_by_source:
-        return
-
-    module.model = fit_widths(module.model, config.model, safe_load(ckpt)["state_dict"])
+    if ckpt is not None and MODELS[config.model].shaped_by_source:  # only then is the checkpoint read here
+        module.model = fit_widths(module.model, config.model, safe_load(ckpt)["state_dict"])
 
 
 def loader_timeout_error(err: BaseException) -> DataError | None:

@@ -4,9 +4,9 @@ import pytest
 from ghost_ablate import cache, estimate
 from ghost_ablate.cli import main
 from ghost_ablate.config import RunConfig
-from ghost_ablate.estimate import Calibration, RunEstimate, calibrate, plan_hours
+from ghost_ablate.estimate import Calibration, RunEstimate, calibrate, estimate_runs, plan_hours
 from ghost_ablate.experiment import load_experiment, plan_runs
-from ghost_ablate.plan import estimate_runs
+from ghost_ablate.precision import resolve_precision
 from ghost_ablate.records import write_record
 from ghost_ablate.sweep import EtaLogger
 
@@ -48,7 +48,7 @@ def test_recipe_limits_enter_the_epoch_time():
 def test_calibration_is_cached_and_measured_again_for_a_new_version(tmp_path, monkeypatch):
     calls = []
 
-    def fake(rc, device, world=1, accumulate=1):
+    def fake(rc, device, precision, world=1, accumulate=1):
         calls.append(rc.model)
         return Calibration(0.25, 400.0)
 
@@ -66,8 +66,8 @@ def test_calibration_is_cached_and_measured_again_for_a_new_version(tmp_path, mo
 
 
 def test_real_calibration_measures_something():
-    cal = estimate.measure_calibration(RunConfig.create("resnet56", profile="smoke", batch_size=4,
-                                                        eval_batch_size=8), "cpu")
+    rc = RunConfig.create("resnet56", profile="smoke", batch_size=4, eval_batch_size=8)
+    cal = estimate.measure_calibration(rc, "cpu", resolve_precision(rc.recipe.precision, "cpu"))
     assert cal.step_s > 0 and cal.eval_img_s > 0
 
 
@@ -187,3 +187,23 @@ def test_train_prices_a_long_run_before_it_starts_and_a_short_one_not_at_all(tmp
     hours = 30 * (391 * 0.5 + 10_000 / 100.0) / 3600
     assert calls == ["resnet56"] and line.startswith(f"{quick.run_id}: 30 epoch(s) of 50,000 images left")
     assert f"about {estimate.format_hours(hours)} on cpu" in line
+
+
+def test_a_plan_prices_a_configuration_from_its_finished_runs_here_and_calibrates_the_rest(tmp_path, monkeypatch):
+    from ghost_ablate.machine import describe_device
+
+    runs = plan_runs(load_experiment(small_experiment(tmp_path)), [5], "smoke", {"epochs": 4})
+    ran = plan_runs(load_experiment(small_experiment(tmp_path)), [0], "smoke", {"epochs": 4})
+    write_record(tmp_path / "pilot" / "runs" / ran[0].run_id, {  # seed 0 of the first configuration, on this device
+        "run_id": ran[0].run_id, "config": ran[0].to_dict(), "status": "finished", "epochs_done": 4,
+        "wall_time_s": 48.0, "device": describe_device("cpu")})
+    write_record(tmp_path / "runs" / runs[0].run_id, {  # the planned seed 5 of it has trained 1 epoch here
+        "run_id": runs[0].run_id, "config": runs[0].to_dict(), "status": "running", "epochs_done": 1})
+    monkeypatch.setattr(estimate, "calibrate", lambda rc, device, **kw: (HAND, True))
+    got = estimate_runs(runs, tmp_path / "runs", "cpu", (1000, 200), progress=False, priced_from=(tmp_path / "pilot",))
+    assert got[0].recorded and got[0].epoch_s == pytest.approx(12.0) and got[0].epochs_left == 3
+    calibrated = estimate.estimate_run(runs[1], HAND, 0, (1000, 200))
+    assert [e.recorded for e in got[1:]] == [False, False] and got[1].epoch_s == pytest.approx(calibrated.epoch_s)
+    fresh = estimate_runs(runs, None, "cpu", (1000, 200), progress=False, priced_from=(tmp_path / "pilot",))
+    assert [e.epochs_left for e in fresh] == [4, 4, 4]  # no results folder: every epoch still to pay
+    assert [e.recorded for e in estimate_runs(runs, None, "cpu", (1000, 200), progress=False)] == [False] * 3

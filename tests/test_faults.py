@@ -110,7 +110,7 @@ def test_damaged_record_is_set_aside_and_the_result_recovered(done, tiny_cifar, 
     # every reader carries on: dry-run, summary, report
     assert sweep(tmp_path, tiny_cifar, "--dry-run") == 0
     assert "1 damaged" in capsys.readouterr().out
-    from ghost_ablate.sweep import summary_frame
+    from ghost_ablate.record_schema import summary_frame
 
     summary = summary_frame(tmp_path / "results" / "runs")
     assert list(summary["status"]) == ["damaged"] and "result.json" in summary["error"].iloc[0]

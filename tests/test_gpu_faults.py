@@ -95,11 +95,12 @@ def test_calibration_times_the_accumulated_micro_batch(monkeypatch):
 
     monkeypatch.setattr(estimate, "sgd_step", fake_step)
     rc = RunConfig.create("resnet56", profile="smoke", batch_size=64)
-    cal = estimate.measure_calibration(rc, "cpu", world=1, accumulate=4)
+    precision = estimate.resolve_precision(rc.recipe.precision, "cpu")
+    cal = estimate.measure_calibration(rc, "cpu", precision, world=1, accumulate=4)
     assert shapes == [16]  # 64 / 4 images per forward-backward
     assert cal.step_s == pytest.approx(0.1 * 4)  # four micro-steps per optimizer step
     assert settings == [("cpu", False)]
-    assert estimate.calibration_key(rc, "cpu", 1, 4) != estimate.calibration_key(rc, "cpu", 1, 1)
+    assert estimate.calibration_key(rc, "cpu", precision, 1, 4) != estimate.calibration_key(rc, "cpu", precision, 1, 1)
 
 
 # 8. DALI's extra augmentation draws on each rank's own stream

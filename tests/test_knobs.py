@@ -19,7 +19,8 @@ from ghost_ablate.report import build_report
 from ghost_ablate.report.experiments import experiment_table
 from ghost_ablate.report.tables import aggregate, load_runs
 from ghost_ablate.experiment import load_experiment, plan_runs
-from ghost_ablate.sweep import run_state, run_sweep, summary_frame
+from ghost_ablate.record_schema import run_state, summary_frame
+from ghost_ablate.sweep import run_sweep
 from ghost_ablate.training import RunContext
 
 from conftest import SUBSET_DATA, randomize_bn
@@ -281,11 +282,14 @@ def test_paper_grid_runs_alone_write_no_experiment_table(tmp_path):
 
 def test_calibration_builds_and_keys_the_configured_cheap_op():
     from ghost_ablate.estimate import calibration_key
+    from ghost_ablate.precision import resolve_precision
+
+    fp32 = resolve_precision("32", "cpu")
 
     dw = RunConfig.create("ghost_resnet56", profile="smoke")
     dfc = RunConfig.create("ghost_resnet56", profile="smoke", knobs={"cheap_op": "dfc"})
-    assert calibration_key(dw, "cpu") != calibration_key(dfc, "cpu")
-    assert len(calibration_key(dw, "cpu")) == 9  # keys cached before knobs existed stay valid
+    assert calibration_key(dw, "cpu", fp32) != calibration_key(dfc, "cpu", fp32)
+    assert len(calibration_key(dw, "cpu", fp32)) == 9  # keys cached before knobs existed stay valid
     net = build_model(dfc.model, **dfc.model_args)
     assert any(getattr(m, "cheap", None) == CheapOp("dfc") for m in net.modules())
 

@@ -20,7 +20,7 @@ from ghost_ablate.doctor import assign_data, run_lock
 from ghost_ablate.models import build_model
 from ghost_ablate.record_schema import read_records
 from ghost_ablate.experiment import load_experiment, plan_runs
-from ghost_ablate.sweep import run_state
+from ghost_ablate.record_schema import run_state
 
 from conftest import SUBSET_DATA, add_trainer_callback, make_cifar_folder
 
@@ -322,7 +322,7 @@ def test_the_eta_line_of_a_finished_run_says_how_long_it_took():
 def test_a_noisy_or_outlying_calibration_is_measured_again(monkeypatch):
     from ghost_ablate import estimate
     from ghost_ablate.estimate import Calibration, outliers, steady
-    from ghost_ablate.plan import estimate_runs
+    from ghost_ablate.estimate import estimate_runs
 
     assert steady([1.0, 1.1, 1.2, 1.3]) and not steady([1.0, 1.0, 1.0, 9.0])
     rcs = [RunConfig.create("ghost_vgg16", s, 3, profile="smoke") for s in (2, 3, 4, 5)]

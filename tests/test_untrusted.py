@@ -107,7 +107,7 @@ def test_fifos_and_devices_named_like_records_or_checkpoints_do_not_stall(tmp_pa
     zero.mkdir()
     (zero / "result.json").symlink_to("/dev/zero")
     from ghost_ablate.report import build_report
-    from ghost_ablate.sweep import run_state
+    from ghost_ablate.record_schema import run_state
 
     started = time.monotonic()
     with deadline(60):

@@ -52,20 +52,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     """Read the flags once, resolve the plan once, then print it (--dry-run), submit it (--slurm)
     or train it."""
     from .. import distributed  # lazy: the command line answers --help without torch
-    from ..plan import Plan, Setting, choose_seeds  # lazy: the command line answers --help without torch
+    from ..plan import Plan, Setting  # lazy: the command line answers --help without torch
     from ..sweep import run_sweep  # lazy: the command line answers --help without torch
 
     request = sweep_request(args)
     setting = Setting.of(request)  # the experiment, its data set, the recipe and the device: no process yet
-    seeds, said = choose_seeds(setting)
-    if said:
-        print(said)
     if request.cluster:
-        return submit_sweep(args, setting, seeds)
+        return submit_sweep(args, setting)
     # Every rank of a multi-device sweep joins here; from now on rank 0 decides and the others follow.
     scale = request.scale
     ranks = distributed.current() if request.dry_run else distributed.start(scale.devices, scale.nodes, setting.device)
-    plan = Plan.resolve(setting, seeds, ranks)
+    plan = Plan.resolve(setting, ranks)
     if request.estimate and ranks.is_zero:
         plan.estimate()
     if request.dry_run:
@@ -103,10 +100,15 @@ def _report_outcome(args: argparse.Namespace, outcome, results: Path) -> int:  #
     return 1 if outcome.failed else EXIT_DIVERGED if outcome.diverged else 0
 
 
-def submit_sweep(args: argparse.Namespace, setting, seeds: list[int]) -> int:  # noqa: ANN001 - plan.Setting
+def submit_sweep(args: argparse.Namespace, setting) -> int:  # noqa: ANN001 - plan.Setting
     """`sweep --slurm`: check the plan here, then submit it as a job array and return."""
+    from .. import distributed  # lazy: the command line answers --help without torch
+    from ..plan import choose_seeds  # lazy: the command line answers --help without torch
     from ..slurm import parse_params, submit, sweep_argv  # lazy: the command line answers --help without torch
 
+    seeds, said = choose_seeds(setting, distributed.current())
+    for line in said:
+        print(line)
     params = parse_params(args.slurm)
     runs = setting.runs(seeds)  # bad overrides fail here, not in a job
     folder = setting.request.results / "slurm"
@@ -160,7 +162,7 @@ def cmd_stack_probe(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from ..doctor import assign_data, examine, fix, retrain  # lazy: the command line answers --help without torch
-    from ..sweep import write_summary  # lazy: the command line answers --help without torch
+    from ..record_schema import write_summary  # lazy: the command line answers --help without torch
 
     results = Path(args.results or args.results_dir)
     if not (results / "runs").is_dir():
