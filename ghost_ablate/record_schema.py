@@ -36,7 +36,8 @@ MAX_CLASSES = 10_000
 OTHER_KNOBS = tuple(k for k in KNOBS if k not in LEGACY)
 SUMMARY_COLUMNS = ("run_id", "model", *LEGACY, *OTHER_KNOBS, "profile", "seed", "status", "epochs_done",
                    "epochs", "params", "flops", "final_test_acc", "best_test_acc", "best_epoch",
-                   "train_images_per_s", "wall_time_s", "device", "precision", "error")
+                   "train_images_per_s", "wall_time_s", "device", "precision", "error")  # summary.csv's columns
+
 Fraction = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
 NonNegative = Annotated[float, Field(ge=0.0, allow_inf_nan=False)]
