@@ -87,6 +87,15 @@ class SweepRequest:
     max_hours: float | None = None
     yes: bool = False
 
+    @property
+    def priced_from(self) -> tuple[str, ...]:
+        """The results folders whose finished runs price their configurations on this device
+        (`--seeds auto`: `--priced-from`, else the pilot's); none otherwise."""
+        ask = self.seeds
+        if not isinstance(ask, SeedRequest):
+            return ()
+        return ask.priced_from or ((ask.pilot,) if ask.pilot else ())
+
 
 @dataclass(frozen=True)
 class Setting:
@@ -181,14 +190,15 @@ class Plan:
         """The images an epoch goes through: those found, else the data set's full sizes."""
         return self.sizes or (self.setting.dataset.train_size, self.setting.dataset.test_size)
 
-    def estimate(self, priced_from: tuple[str, ...] = (), fresh: bool = False) -> None:
-        """Price this shard's runs and the whole plan's (calibrated once per configuration, or at
-        the request's seconds per global batch). `priced_from`: results folders whose finished runs
-        price their configurations instead; `fresh`: as if none had trained yet (what a seed costs)."""
+    def estimate(self, fresh: bool = False) -> None:
+        """Price this shard's runs and the whole plan's: from the finished runs of their
+        configuration here in the request's `priced_from` folders, else calibrated once per
+        configuration, or at the request's seconds per global batch. `fresh`: as if none had
+        trained yet (what a seed costs)."""
         request, device = self.setting.request, self.setting.device
         runs_dir = None if fresh else self.results / "runs"
         at = dict(world=request.scale.world, step_time=request.step_time, accumulate=request.scale.accumulate,
-                  priced_from=priced_from)
+                  priced_from=request.priced_from)
         self.estimates = estimate_runs(self.runs, runs_dir, device, self.data_sizes,
                                        recalibrate=request.recalibrate, **at)
         self.all_estimates = self.estimates if self.shard == (0, 1) else estimate_runs(
@@ -371,7 +381,7 @@ def choose_seeds(setting: Setting, ranks: Any) -> tuple[list[int], list[str]]:  
     hours, priced = None, ""
     if request.dry_run and request.estimate:
         seed_plan(setting, ask)  # a pilot that cannot plan fails before any calibration
-        hours, priced = seed_cost(Plan.resolve(setting, ranks, [0], shard=(0, 1)), ask)
+        hours, priced = seed_cost(Plan.resolve(setting, ranks, [0], shard=(0, 1)))
     plan = seed_plan(setting, ask, hours)
     if not request.dry_run:
         if ranks.is_zero:
@@ -403,13 +413,12 @@ def seed_plan(setting: Setting, ask: SeedRequest, hours_per_seed: float | None =
                       hours_per_seed=hours_per_seed, max_hours=ask.max_hours)
 
 
-def seed_cost(one_seed: Plan, ask: SeedRequest) -> tuple[float, str]:
-    """Hours per seed on this device for the plan of seed 0: runs priced by finished records of
-    their configuration here (median wall time per epoch; `ask.priced_from`, default the pilot's),
-    the rest calibrated."""
+def seed_cost(one_seed: Plan) -> tuple[float, str]:
+    """Hours per seed on this device for the plan of seed 0, priced as the plan prices its runs
+    (`Plan.estimate`), and how."""
     from .machine import describe_device
 
-    one_seed.estimate(ask.priced_from or ((ask.pilot,) if ask.pilot else ()), fresh=True)
+    one_seed.estimate(fresh=True)
     estimates = one_seed.all_estimates or []
     hours, recorded = plan_hours(estimates), sum(e.recorded for e in estimates)
     return hours, (f"priced: {recorded} of {len(estimates)} runs from the median wall time per epoch of finished "
