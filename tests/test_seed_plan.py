@@ -218,3 +218,16 @@ def test_pilot_of_options_alone_is_one_line_and_writes_nothing(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "no finished pilot runs of a recipe as declared" in err and err.count("\n") == 1
     assert not (out / "pilot_options.csv").exists() and not (out / "pilot.md").exists()
+
+
+def test_a_seed_plan_prices_its_runs_from_the_pilot_unless_other_folders_are_named():
+    from pathlib import Path
+
+    from ghost_ablate.plan import SeedRequest, SweepRequest
+
+    given = dict(experiment=Path("exp.yaml"), profile=None, overrides={}, shard=(0, 1), results=Path("out"),
+                 data_dir=None)
+    assert SweepRequest(seeds=[0, 1], **given).priced_from == ()  # seeds given: every run calibrated
+    assert SweepRequest(seeds=SeedRequest("pilot"), **given).priced_from == ("pilot",)
+    named = SeedRequest("pilot", priced_from=("a", "b"))
+    assert SweepRequest(seeds=named, **given).priced_from == ("a", "b")
