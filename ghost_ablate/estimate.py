@@ -51,6 +51,7 @@ OUTLIER = 3.0  # a config this many times slower per FLOP than the median of its
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class Calibration:
     step_s: float  # one training step at the recipe's batch size
