@@ -214,9 +214,9 @@ def estimate_runs(runs: list[RunConfig], runs_dir: Path | None, device: str, dat
                   step_time: float | None = None, accumulate: int = 1,
                   priced_from: tuple[str | Path, ...] = ()) -> list[RunEstimate]:
     """Per run: calibrated epoch seconds and the epochs it has left in `runs_dir` (all of them
-    where it is None), on `world` devices; `step_time` (seconds per global batch, the user's)
-    replaces the calibration, and so do the finished records of a run's configuration on this
-    device in the results folders `priced_from` (`recorded_epoch_seconds`).
+    where it is None), on `world` devices. `step_time` (seconds per global batch, the user's)
+    prices every run; without it, the finished records of a run's configuration on this device in
+    the results folders `priced_from` (`recorded_epoch_seconds`) replace its calibration.
 
     Each distinct configuration is calibrated once (`recalibrate`: measured again, not taken
     from the cache), with progress shown when anything is measured; a calibration far off its
@@ -225,13 +225,13 @@ def estimate_runs(runs: list[RunConfig], runs_dir: Path | None, device: str, dat
     def done(rc: RunConfig) -> int:
         return 0 if runs_dir is None else epochs_done(runs_dir / rc.run_id, rc.recipe.epochs)
 
+    if step_time is not None:
+        return [estimate_run(rc, Calibration.given(step_time, rc.recipe.batch_size), done(rc), data_sizes, world)
+                for rc in runs]
     records = [r for folder in priced_from for r in read_records(Path(folder) / "runs")]
     recorded = recorded_epoch_seconds(runs, records, describe_device(device)) if records else {}
     priced = {rc.run_id: RunEstimate(rc.run_id, recorded[rc.run_id], max(rc.recipe.epochs - done(rc), 0),
                                      recorded=True) for rc in runs if rc.run_id in recorded}
-    if step_time is not None:
-        priced.update({rc.run_id: estimate_run(rc, Calibration.given(step_time, rc.recipe.batch_size), done(rc),
-                                               data_sizes, world) for rc in runs if rc.run_id not in priced})
     if rest := [rc for rc in runs if rc.run_id not in priced]:
         calibrated = calibrated_runs(rest, device, data_sizes, done, progress, recalibrate, world, accumulate)
         priced.update(zip((rc.run_id for rc in rest), calibrated))

@@ -207,3 +207,7 @@ def test_a_plan_prices_a_configuration_from_its_finished_runs_here_and_calibrate
     fresh = estimate_runs(runs, None, "cpu", (1000, 200), progress=False, priced_from=(tmp_path / "pilot",))
     assert [e.epochs_left for e in fresh] == [4, 4, 4]  # no results folder: every epoch still to pay
     assert [e.recorded for e in estimate_runs(runs, None, "cpu", (1000, 200), progress=False)] == [False] * 3
+    given = estimate_runs(runs, None, "cpu", (1000, 200), progress=False, step_time=0.5,
+                          priced_from=(tmp_path / "pilot",))  # the user's step time prices every run
+    user = estimate.estimate_run(runs[0], Calibration.given(0.5, runs[0].recipe.batch_size), 0, (1000, 200))
+    assert not any(e.recorded for e in given) and given[0].epoch_s == pytest.approx(user.epoch_s)
