@@ -405,3 +405,56 @@ def test_shards_are_plain_ustar_and_older_pax_shards_read_the_same(sharded, tmp_
     with tarfile.open(old) as tar:
         assert all("mtime" in m.pax_headers for m in tar.getmembers())
     assert list(shards.read_shard(str(old), 10)) == ours and len(ours) == 25
+
+
+def test_a_training_buffer_holds_places_and_reads_the_same_bytes_as_they_leave(sharded, tmp_path):
+    """Training shuffles where each image lies (`Place`), not its bytes: read as a sample leaves the
+    buffer, they are the bytes the shard holds; a shard cut short after its headers were walked is
+    a DataError naming the member, and at most `most` shards stay open."""
+    import shutil
+
+    paths = shards.shard_paths(sharded, "train")
+    eager = [s for p in paths for s in shards.read_shard(p, 10)]
+    lazy = [s for p in paths for s in shards.read_shard(p, 10, lazy=True)]
+    assert all(isinstance(s["image"], shards.Place) for s in lazy)
+    files = shards.ShardFiles(most=2)
+    try:
+        assert [files.read(s["image"]) for s in lazy] == [s["image"] for s in eager]
+        assert list(files.open) == paths[-2:]  # the two last used, oldest first
+    finally:
+        files.close()
+    assert not files.open
+    cut = tmp_path / "cut.tar"
+    shutil.copy(paths[0], cut)
+    places = [s["image"] for s in shards.read_shard(str(cut), 10, lazy=True)]
+    with open(cut, "r+b") as f:
+        f.truncate(places[-1].offset + 10)
+    with pytest.raises(shards.DataError, match=r"cut short inside member '.*\.(jpeg|jpg|JPEG)'"):
+        shards.ShardFiles().read(places[-1])
+    # an epoch through ShardImages hands `load` the bytes, never a Place
+    seen = list(shards.ShardImages(paths, lambda b: type(b).__name__, True, per_rank=16, batch=8, seed=0))
+    assert [t for t, *_ in seen] == ["bytes"] * 16
+
+
+def test_a_header_checksum_is_checked_as_tarfile_computes_it(sharded, tmp_path):
+    """`checksum_matches` (a byte sum taken from Adler-32) agrees with tarfile's own unsigned sum on
+    every header of a shard and refuses it one off; a shard with one byte of a header changed is
+    a DataError naming where."""
+    import random
+    import tarfile
+
+    path = shards.shard_paths(sharded, "train")[0]
+    raw = Path(path).read_bytes()
+    with tarfile.open(path) as tar:
+        starts = [m.offset for m in tar.getmembers()]
+    rng = random.Random(0)
+    for at in starts:
+        block = raw[at:at + 512]
+        unsigned, _ = tarfile.calc_chksums(block)
+        assert shards.checksum_matches(block, unsigned)
+        assert not shards.checksum_matches(block, unsigned + rng.choice([-1, 1, 255, 65520]))
+    bad = tmp_path / "bad.tar"
+    second = starts[1]
+    bad.write_bytes(raw[:second] + b"Z" + raw[second + 1:])  # the second header's name, checksum unchanged
+    with pytest.raises(shards.DataError, match=f"bad header checksum at byte {second:,}"):
+        list(shards.read_shard(str(bad), 10, lazy=True))

@@ -33,8 +33,9 @@ PEER = "torchvision ImageFolder + PIL (peer)"
 # the default CPU path, what a run's loader workers do: box-only decoding where the extension was built
 OURS = "ours: folder, libjpeg-turbo box-only crops" if region_decoding() else "ours: folder, whole-image decode + crop"
 # The version of our CPU input path in cached per-core rates: a change to it measures anew
-# (2: torchvision's box draw per image, shards read without tarfile's per-member cost; 3: box-only decoding)
-PIPELINE = 3 if region_decoding() else 2
+# (2: torchvision's box draw per image, shards read without tarfile's per-member cost; 3: box-only decoding;
+# 4: the shuffle buffer holds places in the shards, not their bytes)
+PIPELINE = 4 if region_decoding() else 2
 
 
 @contextlib.contextmanager
