@@ -22,6 +22,7 @@ import lightning as L
 from filelock import FileLock, Timeout
 
 from . import distributed, preemption
+from .checkpoints import CHECKPOINT, PREVIOUS_CHECKPOINT
 from .config import RunConfig
 from .errors import UserError
 from .estimate import RunEstimate, format_hours
@@ -108,6 +109,17 @@ def claim_run(rc: RunConfig, runs_dir: Path, lock: FileLock, retry_failed: bool)
     return "resume" if state == "partial" else "start"
 
 
+def start_words(verdict: str, run_dir: Path) -> str:
+    """How a run claimed with `verdict` starts, in words. A partial record without a checkpoint
+    beside it (checkpoints are not committed, so a clone or another machine has none) starts over
+    from epoch 1, and says so rather than "resuming"."""
+    if verdict != "resume":
+        return "starting"
+    if any((run_dir / name).exists() for name in (CHECKPOINT, PREVIOUS_CHECKPOINT)):
+        return "resuming from its checkpoint"
+    return "starting over from epoch 1: its record is here but no checkpoint (checkpoints stay where they were written)"
+
+
 def run_sweep(runs: list[RunConfig], where: RunContext, results_dir: str | Path, *, retry_failed: bool = False,
               progress: bool | None = None, estimates: list[RunEstimate] | None = None) -> SweepOutcome:
     """Run each planned run unless done, each in the context `where`; record failures and go on.
@@ -138,7 +150,7 @@ def run_sweep(runs: list[RunConfig], where: RunContext, results_dir: str | Path,
             continue
         try:
             if ranks.is_zero:
-                log.info("[%d/%d] %s: %s", i, len(runs), rc.run_id, "resuming" if verdict == "resume" else "starting")
+                log.info("[%d/%d] %s: %s", i, len(runs), rc.run_id, start_words(verdict, run_dir))
             eta = EtaLogger(f"[{i}/{len(runs)}] {rc.run_id}", estimates[i - 1] if estimates else None,
                             estimates[i:] if estimates else [])
             record = train_run(rc, where, run_dir, progress=progress, callbacks=[eta])

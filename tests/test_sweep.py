@@ -227,3 +227,12 @@ def test_the_readme_experiment_example_parses_and_plans(tmp_path):
     assert keys == {("vgg16", None, None), *(("ghost_vgg16", s, 3) for s in (2, 3, 4, 5)),
                     ("ghost_vgg16", 2, 5), ("ghost_vgg16", 3, 5)}
     assert len(plan_runs(exp, [0, 1, 2])) == 21
+
+
+def test_a_record_without_its_checkpoint_says_it_starts_over_not_that_it_resumes(tmp_path):
+    from ghost_ablate.sweep import start_words
+
+    assert start_words("start", tmp_path) == "starting"
+    assert start_words("resume", tmp_path).startswith("starting over from epoch 1")  # a clone: record, no checkpoint
+    (tmp_path / "previous.ckpt").write_bytes(b"")
+    assert start_words("resume", tmp_path) == "resuming from its checkpoint"
