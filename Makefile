@@ -149,7 +149,10 @@ pilot:
 # Recipe options (issue 39): the pilot's recipe with one change each (a '+' joins the fields of one
 # change), Table 2's pair at PILOT_OPTION_RUNS (length:seed, the declared recipe's own runs of that
 # length being the reference), after the machine's matrix-product peak; each option's runs get new
-# run ids. The pilot report's "Recipe options" table compares them (reports/pilot.md).
+# run ids. The pilot report's "Recipe options" table compares them within one machine (reports/pilot.md),
+# so the references must be on the machine that trains the options: 16:0 16:1 are on an AMD EPYC
+# (family 25 model 17); elsewhere train the declared recipe at other seeds first (`make pilot
+# PILOT_RUNS="16:2 16:3"`) and pass them here (PILOT_OPTION_RUNS="16:2 16:3").
 PILOT_OPTIONS    ?= label_smoothing=0 tta_flip=false warmup_epochs=0 nesterov=false ema_decay=0.999 precision=32 \
                     batch_size=256+lr_reference_batch=128
 PILOT_OPTION_RUNS ?= 16:0 16:1

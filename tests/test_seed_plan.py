@@ -80,7 +80,8 @@ def test_sweep_seeds_auto_runs_the_planned_seeds(tmp_path, capsys):
     assert "--seeds auto needs --pilot DIR" in capsys.readouterr().err
 
 
-def _pilot_run(root, model, seed, epochs, final, profile="subset", *, epoch_s=30.0, load=1.0, macs=100_000_000, **knobs):
+def _pilot_run(root, model, seed, epochs, final, profile="subset", *, epoch_s=30.0, load=1.0, macs=100_000_000,
+               device="cpu: A", **knobs):
     """A finished pilot record whose test top-1 climbs linearly to `final` (%), each epoch of the
     5,085 training images taking `epoch_s` seconds with the load average at `load` (2 threads)."""
     rc = RunConfig.create(model, profile=profile, seed=seed, data="abc", epochs=epochs, **knobs)
@@ -89,7 +90,7 @@ def _pilot_run(root, model, seed, epochs, final, profile="subset", *, epoch_s=30
     accs = [final * (e + 1) / epochs for e in range(epochs)]
     (folder / "result.json").write_text(json.dumps({
         "run_id": rc.run_id, "config": rc.to_dict(), "status": "finished", "final_test_acc": final / 100,
-        "best_test_acc": final / 100, "device": "cpu: A", "versions": {"torch": "2.14"}, "flops": macs,
+        "best_test_acc": final / 100, "device": device, "versions": {"torch": "2.14"}, "flops": macs,
         "precision": {"requested": "32", "resolved": "32"},
         "history": [{"epoch": e, "test_acc": a / 100, "train_acc": min(1.0, a / 80), "train_loss": 2 - a / 50,
                      "train_images": 5085, "train_time_s": epoch_s, "load_1m": load, "threads": 2}
@@ -191,6 +192,24 @@ def test_pilot_compares_each_recipe_option_with_the_declared_recipe_by_seed(tmp_
     assert main(["report", "--section", "pilot", "--results-dir", str(tmp_path), "--out", str(out)]) == 0
     table = pd.read_csv(out / "pilot_options.csv")
     assert (table.loc[1, "seeds"], table.loc[1, "gap change pairs"], table.loc[1, "gap change"]) == (1, 1, -1.0)
+    # seeds 2 and 3 trained on machine B, declared and smoothed: a block of their own, compared within B
+    for (model, option), accs in {("vgg16", False): (73.25, 73.5), ("ghost_vgg16", False): (71.25, 72.5),
+                                  ("vgg16", True): (74.25, 74.5), ("ghost_vgg16", True): (70.25, 71.5)}.items():
+        knobs = {"ratio": 2, "dw_size": 3} if model == "ghost_vgg16" else {}
+        for seed, final in zip((2, 3), accs):
+            _pilot_run(tmp_path, model, seed, 16, final, device="cpu: B", epoch_s=40.0,
+                       **knobs, **({"label_smoothing": 0.1} if option else {}))
+    assert main(["report", "--section", "pilot", "--results-dir", str(tmp_path), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "pilot_options.csv")
+    assert list(table["machine"]) == ["cpu: A / torch 2.14"] * 2 + ["cpu: B / torch 2.14"] * 2
+    on_b = table[table["machine"] == "cpu: B / torch 2.14"]
+    on_b = on_b.set_index(on_b["option"].fillna(""))
+    # gaps on B (no two records alike, or the loader would take one for a copy): declared 2 and 1,
+    # smoothed 4 and 3: +2 per seed; images/s are B's alone
+    smoothed_on_b = on_b.loc["label_smoothing=0.1"]
+    assert (smoothed_on_b["gap change"], smoothed_on_b["gap change pairs"]) == (pytest.approx(2.0), 2)
+    assert on_b.loc["", "VGG-16 images/s"] == pytest.approx(5085 / 40)
+    assert "| cpu: B / torch 2.14 |" in (out / "pilot.md").read_text()
 
 
 def test_pilot_without_options_says_how_to_train_them_and_a_bad_peak_file_is_one_line(tmp_path, capsys):

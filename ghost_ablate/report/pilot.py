@@ -9,7 +9,8 @@ pilot_curves.csv and pilot_lengths.svg.
 The recipe options (issue 39): a run whose recipe differs from its profile as declared (`make
 pilot-options` trains the declared recipe with one field changed, at one length, the same seeds) is
 left out of the length table and compared with the declared recipe at its length instead: final
-top-1 of each model, the pair's gap per seed and its change (paired by seed), the training
+top-1 of each model, the pair's gap per seed and its change (paired by seed, within one machine's
+block), the training
 images/s beside the machine's matrix-product peak (`ghost-ablate bench --peak`), and the hours it
 cost (pilot_options.csv)."""
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pandas as pd
 from ..config import RECIPE_DEFAULTS, ConfigError, load_profile, make_recipe, profile_name
 from ..labels import full_label
 from ..records import missing, row_key, write_atomic
+from ..stacks import comparison_group, load_groups
 from ..timing import steady_rate
 from .markdown import escape, fmt_number, md_table
 from .stats import paired_stats, seed_stats
@@ -150,8 +152,9 @@ def run_speeds(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per finished run: recipe, option (`recipe_changes`), model label, length, seed, final
     test top-1 (%), training images/s (the median epoch after the first), training hours, how many
     of its epochs were timed beside other work (load above BUSY_LOAD x its threads), its machine,
-    precision and multiply-accumulates per image."""
-    rows = []
+    precision and multiply-accumulates per image, and its comparison group (`stacks.comparison_group`:
+    its machine and torch, or the group a stack probe joined them into)."""
+    rows, groups = [], load_groups()
     for _, r in runs[runs["status"] == "finished"].iterrows():
         timed = [h for h in r["history"] if h.get("train_time_s") and h.get("train_images")]
         rows.append({
@@ -161,17 +164,17 @@ def run_speeds(runs: pd.DataFrame) -> pd.DataFrame:
             "hours": sum(h["train_time_s"] for h in timed) / 3600,
             "busy": sum(1 for h in timed if h.get("threads") and (h.get("load_1m") or 0) > BUSY_LOAD * h["threads"]),
             "epochs_timed": len(timed), "device": r["device"], "stack": r["stack"], "precision": r["precision"],
-            "macs": r["flops"]})
+            "macs": r["flops"], "group": comparison_group(r["stack"], groups)})
     return pd.DataFrame(rows, columns=["recipe", "option", "model", "schedule", "seed", "top1", "images_s", "hours",
-                                       "busy", "epochs_timed", "device", "stack", "precision", "macs"])
+                                       "busy", "epochs_timed", "device", "stack", "precision", "macs", "group"])
 
 
 def _gaps(part: pd.DataFrame, models: list[str]) -> dict[tuple[int, str], float]:
-    """Per (seed, stack) that has both models on one machine and torch: the last model's final
-    top-1 minus the first's. Keyed by stack too, so a change is only ever paired within one."""
-    by = part.set_index(["model", "seed", "stack"])["top1"]
-    keys = (set(zip(*[part[part["model"] == models[0]][c] for c in ("seed", "stack")]))
-            & set(zip(*[part[part["model"] == models[-1]][c] for c in ("seed", "stack")])))
+    """Per (seed, comparison group) that has both models in one group: the last model's final top-1
+    minus the first's. Keyed by group too, so a change is only ever paired within one."""
+    by = part.set_index(["model", "seed", "group"])["top1"]
+    keys = (set(zip(*[part[part["model"] == models[0]][c] for c in ("seed", "group")]))
+            & set(zip(*[part[part["model"] == models[-1]][c] for c in ("seed", "group")])))
     return {k: by[(models[-1], *k)] - by[(models[0], *k)] for k in sorted(keys)}
 
 
@@ -189,13 +192,14 @@ def share_of_peak(runs: pd.DataFrame, peaks: pd.DataFrame | None) -> float | Non
 
 
 def options_table(speeds: pd.DataFrame, peaks: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Per recipe and length at which options were trained: the declared recipe's row, then one per
-    option. Each row: seeds, per model the mean final top-1, training images/s and share of the
+    """Per recipe, length and comparison group (one machine and torch, or stacks a probe showed to
+    give the same runs) in which options were trained: the declared recipe's row, then one per
+    option, so images/s and gaps are compared on one kind of machine. Each row: seeds, per model the mean final top-1, training images/s and share of the
     peak; the pair's gap per seed (last model minus first, mean and sd) and, for an option, the
     change of that gap from the declared recipe's, paired by seed on one stack; hours per seed (both models)
     and the epochs timed beside other work."""
     rows = []
-    for (recipe, length), part in speeds.groupby(["recipe", "schedule"], sort=True):
+    for (recipe, length, group), part in speeds.groupby(["recipe", "schedule", "group"], sort=True):
         options = sorted(set(part["option"]) - {""})
         models = sorted(part["model"].unique())
         if not options or len(models) < 2:
@@ -207,7 +211,7 @@ def options_table(speeds: pd.DataFrame, peaks: pd.DataFrame | None = None) -> pd
             gap = seed_stats(list(gaps.values()))
             shared = sorted(set(gaps) & set(base)) if option else []
             change = paired_stats([base[s] for s in shared], [gaps[s] for s in shared]) if shared else None
-            row = {"recipe": recipe, "epochs": int(length), "option": option, "seeds": len(gaps),
+            row = {"recipe": recipe, "epochs": int(length), "machine": group, "option": option, "seeds": len(gaps),
                    "gap": f"{models[-1]} - {models[0]}", "gap mean": gap.mean, "gap sd": gap.std,
                    "gap change": change.mean if change else None, "gap change ci95": change.ci95 if change else None,
                    "gap change pairs": change.n if change else 0,
@@ -226,7 +230,9 @@ def options_markdown(table: pd.DataFrame, peaks: pd.DataFrame | None) -> list[st
     """The recipe-options section of pilot.md."""
     head = ["## Recipe options", "",
             "Each option is the declared recipe with one field changed (`make pilot-options`), trained at one "
-            "length with the same seeds as the declared recipe's runs of that length. The gap is the pair's "
+            "length with the same seeds as the declared recipe's runs of that length, one block per machine "
+            "(machine and torch, or stacks a `stack-probe` showed to give the same runs): images/s and gaps are "
+            "compared within a block. The gap is the pair's "
             "final top-1 difference per seed; its change is paired by seed with the declared recipe's, its 95% "
             "interval beside it: a change whose interval spans 0 is undetermined at this number of seeds, not "
             "shown to be absent. Images/s is the "
@@ -240,7 +246,7 @@ def options_markdown(table: pd.DataFrame, peaks: pd.DataFrame | None) -> list[st
         return head + ["No option has been trained yet: `make pilot-options` trains them.", ""]
     models = [c[: -len(" top-1")] for c in table.columns if c.endswith(" top-1")]
     shown = pd.DataFrame({
-        "recipe": table["recipe"], "epochs": table["epochs"],
+        "recipe": table["recipe"], "epochs": table["epochs"], "machine": table["machine"].map(escape),
         "option": table["option"].map(lambda o: escape(o) if o else "(as declared)"), "seeds": table["seeds"],
         **{f"{m} top-1 (%)": table[f"{m} top-1"].map(lambda v: fmt_number(v, 2)) for m in models},
         "gap (pp)": [("" if pd.isna(m) else f"{m:+.2f}") + ("" if pd.isna(sd) else f" ± {sd:.2f} sd")
