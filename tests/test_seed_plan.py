@@ -114,12 +114,36 @@ def test_pilot_compares_lengths_and_chooses_the_shortest_converged(tmp_path):
     assert vgg8["final top-1 sd"] == pytest.approx(stats.tstd([60, 62]))
     assert vgg8["gain to next"] == pytest.approx(9.5) and vgg8["next length"] == 16 and vgg8["gain pairs"] == 2
     assert vgg8["train top-1 mean"] == pytest.approx(61 / 80 * 100)
-    # 8 -> 16 gains 9.5 points for VGG-16; 16 -> 32 gains at most 0.4: 16 is chosen
+    # 8 -> 16 gains 9.5 points for VGG-16; 16 -> 32 gains 0.4 (VGG-16) and 0.2 (Ghost): 16 is chosen
     length, why = chosen_length(table, "subset")
-    assert length == 16 and "32 epochs adds at most +0.40" in why
-    # a threshold below the 16 -> 32 gains: nothing converged yet, 64 epochs next
+    assert length == 16 and "VGG-16 at 16 (32 epochs adds +0.40, 2 paired seeds)" in why
+    assert "Ghost-VGG-16 s=2 d=3 at 16 (32 epochs adds +0.20" in why
+    # a threshold between the two gains: Ghost has converged at 16, VGG-16 alone needs 64 epochs next
     length, why = chosen_length(table, "subset", gain=0.3)
-    assert length is None and "train 64 epochs next" in why
+    assert length is None and "train 64 epochs next (VGG-16)" in why
+    assert "VGG-16 has no length" in why and "converged: Ghost-VGG-16 s=2 d=3 at 16" in why
+
+
+def test_pilot_trains_the_pair_at_the_later_of_its_converged_lengths(tmp_path):
+    from ghost_ablate.report.pilot import chosen_length, converged_length, learning_curves, length_table
+
+    finals = {  # VGG-16 flat from 16 epochs on; Ghost gains 2 points into 64, then flat
+        ("vgg16", 16): (70, 71), ("vgg16", 32): (70.2, 71.1), ("vgg16", 64): (70.1, 71.3),
+        ("ghost_vgg16", 16): (60, 61), ("ghost_vgg16", 32): (65, 66), ("ghost_vgg16", 64): (67, 68),
+        ("ghost_vgg16", 128): (67.3, 68.1)}
+    for (model, length), accs in finals.items():
+        knobs = {"ratio": 2, "dw_size": 3} if model == "ghost_vgg16" else {}
+        for seed, final in enumerate(accs):
+            _pilot_run(tmp_path, model, seed, length, final, **knobs)
+    table = length_table(learning_curves(load_runs(tmp_path, mixed_epochs=True)))
+    assert int(converged_length(table[table["model"] == "VGG-16"])["schedule"]) == 16
+    assert int(converged_length(table[table["model"] == "Ghost-VGG-16 s=2 d=3"])["schedule"]) == 64
+    length, why = chosen_length(table, "subset")
+    assert length == 64 and "VGG-16 at 16" in why and "Ghost-VGG-16 s=2 d=3 at 64 (128 epochs adds +0.20" in why
+    # a later doubling that gains again undoes the plateau: VGG-16 16 -> 32 flat, 32 -> 64 +3 points
+    vgg = table[table["model"] == "VGG-16"].copy()
+    vgg.loc[vgg["schedule"] == 32, "gain to next"] = 3.0
+    assert converged_length(vgg) is None
 
 
 def test_pilot_finishes_a_length_before_it_doubles_it(tmp_path):
@@ -133,7 +157,7 @@ def test_pilot_finishes_a_length_before_it_doubles_it(tmp_path):
             _pilot_run(tmp_path, model, seed, length, final, **knobs)
     length, why = chosen_length(length_table(learning_curves(load_runs(tmp_path, mixed_epochs=True))), "subset")
     assert length is None and "256" not in why
-    assert "gains into 64 epochs" in why and "128 epochs is not complete yet" in why and "finish it next" in why
+    assert "128 epochs is not complete yet" in why and "finish it next" in why
     assert "VGG-16 1 of 2" in why and "Ghost-VGG-16 s=2 d=3 0 of 2" in why
 
 

@@ -1,8 +1,9 @@
 """The pilot (issues 29 and 39): how long a recipe must train on the subset, judged ACROSS schedule
 lengths. A cosine schedule reaches lr 0 at its end, so the last epochs of any length gain little
 and say nothing about convergence; what does is whether training twice as long (a different run,
-same seeds) still raises final top-1. Per recipe, the chosen length is the shortest one at which
-the next longer schedule adds less than CONVERGED_GAIN points for every model of the pair.
+same seeds) still raises final top-1. Per recipe, each model has converged at the shortest length
+from which every measured doubling adds less than CONVERGED_GAIN points, and the pair trains at the
+longer of its models' converged lengths.
 `make pilot` trains it; `ghost-ablate report --section pilot` writes reports/pilot.md, pilot_lengths.csv,
 pilot_curves.csv and pilot_lengths.svg.
 
@@ -105,33 +106,54 @@ def length_table(curves: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def converged_length(part: pd.DataFrame, gain: float = CONVERGED_GAIN) -> pd.Series | None:
+    """One model's converged length (rows of `length_table` for one recipe and model): the
+    shortest length from which every measured doubling (next length at least twice as long,
+    >= MIN_SEEDS paired seeds) adds less than `gain` points, with at least one such doubling;
+    its row, or None. A later doubling that gains again undoes an earlier plateau."""
+    rows = part.sort_values("schedule")
+    measured = rows[rows["next length"].notna() & (rows["next length"] >= 2 * rows["schedule"])
+                    & (rows["gain pairs"] >= MIN_SEEDS)]
+    for i in range(len(measured)):
+        if (measured["gain to next"].iloc[i:] < gain).all():
+            return measured.iloc[i]
+    return None
+
+
 def chosen_length(table: pd.DataFrame, recipe: str, gain: float = CONVERGED_GAIN) -> tuple[int | None, str]:
-    """The shortest length of `recipe` whose next longer schedule (at least twice as long) adds less
-    than `gain` points of mean final top-1 for every model, over >= MIN_SEEDS paired seeds; and the
-    reason in words. None where no measured length qualifies yet."""
+    """The length `recipe` trains the pair at: each model's `converged_length`, and the longest of
+    them, so every model trains at or past the length from which doubling added less than `gain`
+    points; and the reason in words. None until every model has a converged length; the reason
+    then says which lengths the unconverged models need next."""
     part = table[table["recipe"] == recipe]
     models = sorted(part["model"].unique())
-    for length in sorted(part["schedule"].unique()):
-        at = part[part["schedule"] == length]
-        if len(at) < len(models) or at["next length"].isna().any():
-            continue
-        doubled = (at["next length"] >= 2 * length).all()
-        enough = (at["gain pairs"] >= MIN_SEEDS).all()
-        if doubled and enough and (at["gain to next"] < gain).all():
-            worst = at.loc[at["gain to next"].idxmax()]
-            return int(length), (f"{int(length)} epochs: training {int(worst['next length'])} epochs adds at most "
-                                 f"{worst['gain to next']:+.2f} points (mean of {int(worst['gain pairs'])} paired "
-                                 f"seeds, {worst['model']}), under the {gain:g}-point threshold for every model")
-    longest = int(part["schedule"].max())
+    found = {m: converged_length(part[part["model"] == m], gain) for m in models}
+    said = "; ".join(f"{m} at {int(r['schedule'])} ({int(r['next length'])} epochs adds {r['gain to next']:+.2f}, "
+                     f"{int(r['gain pairs'])} paired seeds)" for m, r in found.items() if r is not None)
+    if all(r is not None for r in found.values()):
+        length = max(int(r["schedule"]) for r in found.values())
+        return length, (f"{length} epochs: each model's doubling adds less than {gain:g} point from its converged "
+                        f"length on ({said}); the pair trains at the longer, so each model trains at or past its own")
     if part["schedule"].nunique() == 1:
+        longest = int(part["schedule"].max())
         return None, f"only {longest} epochs measured so far; train {2 * longest} epochs next"
-    step = _next_step(part, models, longest)
-    complete = [length for length in sorted(part["schedule"].unique()) if not _short_of_seeds(part, models, length)]
-    into = int(complete[-1]) if complete else longest
-    gains = part[part["next length"] == into]
-    said = "; ".join(f"{r['model']} {r['gain to next']:+.2f}" for _, r in gains.iterrows() if pd.notna(r["gain to next"]))
-    return None, (f"none yet: no measured length's doubling adds under {gain:g} point for every model over "
-                  f">= {MIN_SEEDS} paired seeds (gains into {into} epochs: {said or 'not measured'}); {step}")
+    waiting = [m for m, r in found.items() if r is None]
+    steps = "; ".join(_next_step(part, [m for m in waiting if _needs(part, m) == length], length)
+                      for length in sorted({_needs(part, m) for m in waiting}))
+    return None, (f"none yet: {', '.join(waiting)} {'has' if len(waiting) == 1 else 'have'} no length from which "
+                  f"doubling adds under {gain:g} point over >= {MIN_SEEDS} paired seeds"
+                  + (f" (converged: {said})" if said else "") + f"; {steps}")
+
+
+def _needs(part: pd.DataFrame, model: str) -> int:
+    """The length an unconverged model needs next: the first measured length past its longest
+    complete one (>= MIN_SEEDS seeds) that is at least twice that, else twice its longest complete."""
+    mine = part[part["model"] == model]
+    complete = sorted(int(x) for x in mine.loc[mine["seeds"] >= MIN_SEEDS, "schedule"])
+    if not complete:
+        return int(part["schedule"].min())
+    later = [int(x) for x in sorted(part["schedule"].unique()) if x >= 2 * complete[-1]]
+    return later[0] if later else 2 * complete[-1]
 
 
 def _short_of_seeds(part: pd.DataFrame, models: list[str], length: int) -> dict[str, int]:
@@ -140,12 +162,13 @@ def _short_of_seeds(part: pd.DataFrame, models: list[str], length: int) -> dict[
     return {m: int(seeds.get(m, 0)) for m in models if seeds.get(m, 0) < MIN_SEEDS}
 
 
-def _next_step(part: pd.DataFrame, models: list[str], longest: int) -> str:
-    """What to train next: the longest length's missing seeds, or, once it is complete, twice it."""
-    if short := _short_of_seeds(part, models, longest):
+def _next_step(part: pd.DataFrame, models: list[str], length: int) -> str:
+    """What `models` need at `length`: its missing seeds where it is measured, else to train it."""
+    short = _short_of_seeds(part, models, length)
+    if length in set(part["schedule"]):
         have = ", ".join(f"{m} {n} of {MIN_SEEDS}" for m, n in short.items())
-        return f"{longest} epochs is not complete yet (seeds: {have}): finish it next"
-    return f"train {2 * longest} epochs next"
+        return f"{length} epochs is not complete yet (seeds: {have}): finish it next"
+    return f"train {length} epochs next ({', '.join(models)})"
 
 
 def run_speeds(runs: pd.DataFrame) -> pd.DataFrame:
@@ -323,9 +346,11 @@ def write_pilot_report(results_dir: str | Path, out: str | Path) -> list[Path]:
         "Table 2's pair (VGG-16 and Ghost-VGG-16, s=2, d=3) on the 5,085-image CIFAR-10 subset, trained at several "
         "schedule lengths per recipe (`make pilot`). A cosine schedule ends at lr 0, so the last epochs of any length "
         "gain little: convergence is judged by comparing lengths. A longer schedule is a different run with the same "
-        f"seeds, so each length's gain is paired by seed. The chosen length is the shortest whose next length "
-        f"(at least twice as long) adds less than {CONVERGED_GAIN:g} point of final test top-1 for both models "
-        f"over >= {MIN_SEEDS} paired seeds; with so few seeds that is a point estimate, its interval beside it. "
+        f"seeds, so each length's gain is paired by seed. A model has converged at the shortest length from which "
+        f"every measured doubling (next length at least twice as long) adds less than {CONVERGED_GAIN:g} point of "
+        f"final test top-1 over >= {MIN_SEEDS} paired seeds; the pair trains at the longer of its two models' "
+        "converged lengths, so each trains at or past its own. With so few seeds a gain is a point estimate, "
+        "its interval beside it. "
         "The test split has 1,017 images: one point is about ten images. The training loss is the recipe's own "
         "(with label smoothing where the recipe uses it, so recipes differ in its floor).", "",
         "Chosen length:", "", *choices, "",
