@@ -282,8 +282,9 @@ def test_equal_epochs_controls_are_tested_against_their_pruned_rows(tmp_path):
     from ghost_ablate.report.markdown import equal_epochs_markdown
 
     runs.attrs["controls"] = [{**c, "stack": "cpu: Other / torch 9"} for c in runs.attrs["controls"]]
-    row = equal_epochs_table(runs).iloc[0]  # controls from another machine: no pairs, Welch, and said so
-    assert row["test"] == "Welch" and row["cross_stack_pairs"] == 4
+    row = equal_epochs_table(runs).iloc[0]  # controls from another machine: no pairs, not tested, and said so
+    assert row["test"] == "" and row["cross_stack_pairs"] == 4 and pd.isna(row["p_holm"])
+    assert row["verdict"].startswith("undetermined: not tested, 0 seed pair(s) on one machine and torch, 4 more")
     assert "4 seed pair(s) left out" in equal_epochs_markdown(equal_epochs_table(runs))
 
     loop = runs.copy()  # a foreign record whose source names itself ends the walk, it does not hang

@@ -4,7 +4,8 @@ The rows are the experiment's configurations (its grid, as the sweep expands it)
 columns that tell them apart are the knobs the grid varies (`models.varying`). Each
 model's first configuration in the file is its reference: the other rows of that model
 are tested against it as the paper tables' rows are against theirs (`tables.vs_reference`:
-paired by seed where they share seeds, else Welch; Holm-corrected across the table).
+paired by seed on one machine and torch, untested with fewer than two pairs; Holm-corrected
+across the table).
 """
 from __future__ import annotations
 
@@ -164,7 +165,8 @@ def experiment_sections(agg: dict[tuple, dict[str, Any]], out: Path,
         varied = ", ".join(_knob_columns(frame)) or "the model"
         sections += [f"## Experiment {experiment.path.name}: {experiment.description}", "",
                      f"Columns: the knobs this grid varies ({varied}). Each model's first row is its reference "
-                     f"for the p-value: the paired t-test over the seeds both rows have, else Welch's t-test; "
+                     f"for the p-value: the paired t-test over the seeds both rows have on one machine and torch "
+                     f"(a row with fewer than two such pairs is not tested); "
                      f"the verdict uses the Holm-corrected p.", "", experiment_markdown(frame),
                      f"\nCSV: [{stem}.csv]({stem}.csv)", "", f"![{experiment.description}]({plot[0].name})", ""]
     return written, sections

@@ -51,7 +51,7 @@ def diff_cell(diff: Any, ci95: Any, n: Any, test: Any) -> str:
     diff, ci95, n = none_if_missing(diff), none_if_missing(ci95), none_if_missing(n)
     if diff is None or n is None or not test:
         return ""
-    what = f"{int(n)} pairs" if test == "paired t" else f"Welch, n={int(n)}"
+    what = f"{int(n)} pairs"
     return f"{diff:+.2f}" + (f" ({diff - ci95:+.2f} to {diff + ci95:+.2f}; {what})" if ci95 is not None else f" ({what})")
 
 
@@ -61,8 +61,8 @@ def cross_stack_note(frame: pd.DataFrame) -> str:
     where none was."""
     cross = int(frame["cross_stack_pairs"].fillna(0).sum())
     return (f"{cross} seed pair(s) left out of the tests because their two runs ran on different machines or "
-            f"torch versions; a row left with fewer than two pairs is tested with Welch's test over all its runs, "
-            f"across machines." if cross else "")
+            f"torch versions; a row left with fewer than two pairs is not tested (an unpaired test across machines "
+            f"would mix the machine's effect with the row's)." if cross else "")
 
 
 def table_footnote(frame: pd.DataFrame, agg: dict[tuple, dict[str, Any]]) -> str:

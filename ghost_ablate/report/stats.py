@@ -1,7 +1,9 @@
 """Statistics over seeds for an ablation table: mean, std, a Student-t confidence interval,
-Welch's t-test of each row against its table's reference row, the paired t-test where two
-rows share seeds (same seed, same batches in the same order), Holm-Bonferroni across a
-table's comparisons, and how many seeds would resolve a difference of a given size.
+the paired t-test of each row against its table's reference row over the seeds both have on
+one machine and torch (same seed, same batches in the same order), Holm-Bonferroni across a
+table's comparisons, and how many seeds would resolve a difference of a given size. A row with
+fewer than two such pairs is not tested: an unpaired test across machines would mix the
+machine's effect with the row's, so it stays "undetermined" and says how many pairs it has.
 
 The paper claims comparable accuracy at fewer FLOPs, so a row against its baseline is tested
 as the paper states it: non-inferiority at a margin m (one-sided paired t of H0: gap <= -m),
@@ -39,18 +41,6 @@ def seed_stats(values: Sequence[float]) -> SeedStats:
         return SeedStats(n, mean, None, None)
     std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     return SeedStats(n, mean, std, float(stats.t.ppf(1 - ALPHA / 2, n - 1)) * std / math.sqrt(n))
-
-
-def welch_p(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Two-sided p-value of Welch's t-test (unequal variances); None without 2 values each.
-
-    Two groups with no spread at all give 1.0 if their means are equal, else 0.0.
-    """
-    if len(a) < 2 or len(b) < 2:
-        return None
-    if max(a) == min(a) and max(b) == min(b):
-        return 1.0 if a[0] == b[0] else 0.0
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
 def seeds_needed(std: float, difference: float, alpha: float = ALPHA, power: float = POWER) -> int | None:
@@ -115,53 +105,44 @@ def holm(pvalues: Sequence[float | None]) -> list[float | None]:
 
 @dataclass(frozen=True)
 class Comparison:
-    test: str  # "paired t" (over the seeds both rows have) or "Welch"; "" when there is nothing to test
+    test: str  # "paired t" (over the seeds both rows have on one stack); "" when nothing was tested
     p: float | None
-    n: int  # pairs for the paired test, else the smaller group
-    diff: float | None = None  # row - reference: mean per-seed difference (paired) or difference of means
-    ci95: float | None = None  # half-width of the 95% interval of `diff` (paired t or Welch-Satterthwaite)
-    diffs: tuple[float, ...] = ()  # the per-seed differences of a paired comparison, by seed
+    n: int  # the pairs of the paired test (or, untested, the pairs there are)
+    diff: float | None = None  # row - reference: the mean per-seed difference
+    ci95: float | None = None  # half-width of the 95% interval of `diff` (paired t)
+    diffs: tuple[float, ...] = ()  # the per-seed differences, by seed
     cross_stack: int = 0  # shared seeds not paired because the two runs ran on different machines or torch
-
-
-def welch_interval(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Half-width of the 95% interval of mean(a) - mean(b) with Welch-Satterthwaite degrees of
-    freedom; None without 2 values each."""
-    sa, sb = seed_stats(a), seed_stats(b)
-    if sa.n < 2 or sb.n < 2:
-        return None
-    va, vb = sa.std ** 2 / sa.n, sb.std ** 2 / sb.n
-    if va + vb == 0:
-        return 0.0
-    df = (va + vb) ** 2 / (va ** 2 / (sa.n - 1) + vb ** 2 / (sb.n - 1))
-    return float(stats.t.ppf(1 - ALPHA / 2, df)) * math.sqrt(va + vb)
+    untested: str = ""  # why two rows that both ran were not tested ("" where they were, or one is missing)
 
 
 def compare(row: Sequence[float], ref: Sequence[float], row_seeds: Sequence[Any] | None = None,
             ref_seeds: Sequence[Any] | None = None, row_stacks: Sequence[str] | None = None,
             ref_stacks: Sequence[str] | None = None) -> Comparison:
-    """A row's final top-1 values against its reference row's. Runs with the same seed see the
-    same batches in the same order, so where the two share at least two seeds the test is the
-    paired t-test over those seeds; otherwise (or without seeds) Welch's t-test over all values.
-    With `*_stacks` (`records.stack_label` per value), a seed pairs only where both runs ran on
-    the same machine and torch; the pairs left out are counted in `cross_stack`, also where too
-    few pairs remain and the test falls back to Welch's."""
+    """A row's final top-1 values against its reference row's: the paired t-test over the seeds
+    both have (runs with the same seed see the same batches in the same order). With `*_stacks`
+    (`records.stack_label` per value), a seed pairs only where both runs ran on the same machine
+    and torch; the pairs left out are counted in `cross_stack`. Two runs or more on each side but
+    fewer than two pairs: not tested (`untested` says why), never an unpaired test across seeds or
+    machines."""
+    if len(row) < 2 or len(ref) < 2:  # too few runs to test by any method: nothing to say
+        return Comparison("", None, 0)
+    if row_seeds is None or ref_seeds is None or None in row_seeds or None in ref_seeds:
+        return Comparison("", None, 0, untested="no seeds recorded, so nothing pairs")
+    mine, theirs = dict(zip(row_seeds, row)), dict(zip(ref_seeds, ref))
+    shared = sorted(set(mine) & set(theirs))
     left_out = 0
-    if row_seeds is not None and ref_seeds is not None and None not in row_seeds and None not in ref_seeds:
-        mine, theirs = dict(zip(row_seeds, row)), dict(zip(ref_seeds, ref))
-        shared = sorted(set(mine) & set(theirs))
-        if row_stacks is not None and ref_stacks is not None:
-            my_stack, their_stack = dict(zip(row_seeds, row_stacks)), dict(zip(ref_seeds, ref_stacks))
-            same = [s for s in shared if my_stack[s] == their_stack[s]]
-            left_out, shared = len(shared) - len(same), same
-        if len(shared) >= 2:
-            paired = paired_stats([theirs[s] for s in shared], [mine[s] for s in shared])
-            return Comparison("paired t", paired.p, len(shared), paired.mean, paired.ci95,
-                              tuple(mine[s] - theirs[s] for s in shared), left_out)
-    p = welch_p(row, ref)
-    diff = sum(row) / len(row) - sum(ref) / len(ref) if row and ref else None
-    return Comparison("Welch" if p is not None else "", p, min(len(row), len(ref)), diff, welch_interval(row, ref),
-                      cross_stack=left_out)
+    if row_stacks is not None and ref_stacks is not None:
+        my_stack, their_stack = dict(zip(row_seeds, row_stacks)), dict(zip(ref_seeds, ref_stacks))
+        same = [s for s in shared if my_stack[s] == their_stack[s]]
+        left_out, shared = len(shared) - len(same), same
+    if len(shared) < 2:
+        across = f", {left_out} more across machines or torch versions" if left_out else ""
+        return Comparison("", None, len(shared), cross_stack=left_out,
+                          untested=f"{len(shared)} seed pair(s) on one machine and torch{across}; "
+                                   f"a paired test needs 2")
+    paired = paired_stats([theirs[s] for s in shared], [mine[s] for s in shared])
+    return Comparison("paired t", paired.p, len(shared), paired.mean, paired.ci95,
+                      tuple(mine[s] - theirs[s] for s in shared), left_out)
 
 
 def seeds_needed_paired(std_diff: float, difference: float, alpha: float = ALPHA, power: float = POWER) -> int | None:
@@ -236,7 +217,7 @@ class Verdict:
 def claim_verdicts(comparisons: Sequence[Comparison], margin: float = MARGIN_PP,
                    against: str = "baseline") -> list[Verdict]:
     """A table's comparisons tested as the paper's claim: each row is "better" or "worse" where the
-    two-sided paired (or Welch) test says so after Holm, "no worse than baseline by more than m"
+    two-sided paired test says so after Holm, "no worse than baseline by more than m"
     where the one-sided non-inferiority test at margin m does after Holm, and otherwise
     "undetermined", with the minimal detectable effect at this n (alpha / m of Holm's first step)."""
     two_sided = holm([c.p for c in comparisons])
@@ -245,7 +226,8 @@ def claim_verdicts(comparisons: Sequence[Comparison], margin: float = MARGIN_PP,
     out = []
     for c, p2, p1 in zip(comparisons, two_sided, one_sided):
         if p2 is None:
-            out.append(Verdict("", ""))
+            out.append(Verdict("undetermined", f"undetermined: not tested, {c.untested}") if c.untested
+                       else Verdict("", ""))
             continue
         std = seed_stats(list(c.diffs)).std if c.test == "paired t" else None
         mde = mde_paired(std, c.n, ALPHA / family) if std is not None else None
@@ -261,7 +243,7 @@ def claim_verdicts(comparisons: Sequence[Comparison], margin: float = MARGIN_PP,
         elif mde is not None:
             out.append(Verdict("undetermined", f"undetermined: n={c.n} detects only gaps >= {mde:.1f} points", p1, mde))
         else:
-            out.append(Verdict("undetermined", f"undetermined: unpaired n={c.n}, no detectable gap computed", p1))
+            out.append(Verdict("undetermined", f"undetermined: n={c.n}, no detectable gap computed", p1))
     return out
 
 

@@ -247,8 +247,8 @@ BASELINES = {name: spec.baseline for name, spec in MODELS.items()}
 
 
 def vs_reference(ours: dict[str, Any] | None, ref: dict[str, Any] | None) -> Comparison:
-    """An aggregated row against its reference row (`aggregate` entries): paired by seed where
-    they share seeds, else Welch; an empty Comparison where either is missing."""
+    """An aggregated row against its reference row (`aggregate` entries): paired by seed on one
+    machine and torch (`stats.compare`); an empty Comparison where either is missing."""
     if not ours or not ref:
         return Comparison("", None, 0)
     groups = load_groups()  # machines a stack probe showed to give the same runs pair as one
