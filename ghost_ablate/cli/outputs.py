@@ -130,18 +130,11 @@ def _redundancy(args: argparse.Namespace, networks: list) -> list[Path]:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """`bench`: the machine's matrix-product peak, the training pipeline, the Ghost variants, or
+    the models' latency and memory (the default)."""
     import torch  # lazy: the command line answers --help without torch
 
-    from ..bench import (  # lazy: the command line answers --help without torch
-        bench_models,
-        bench_variants,
-        pipeline_comparison,
-        settings_from,
-        variant_keys,
-    )
-    from ..costs import paper_configs  # lazy: the command line answers --help without torch
-    from ..models import MODELS, resolve_knobs  # lazy: the command line answers --help without torch
-    from ..records import write_atomic  # lazy: the command line answers --help without torch
+    from ..models import MODELS  # lazy: the command line answers --help without torch
 
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is visible here; use --device cpu")
@@ -149,22 +142,42 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if name not in MODELS:
             raise UserError(f"unknown model {name!r}; valid: {', '.join(sorted(MODELS))}")
     if args.peak:
-        from ..bench import bench_peak  # lazy: the command line answers --help without torch
-
-        out = Path(args.out or "results/peak.csv")
-        frame = bench_peak(args.device, out)
-        for row in frame[frame["device"] == frame["device"].iloc[-1]].itertuples():
-            print(f"{row.device}: {row.precision} matrix product {row.gflop_s:g} GFLOP/s")
-        print(f"wrote {out}")
-        return 0
+        return _bench_peak(args)
     if args.pipeline:
-        models = args.models or ["resnet56", "vgg16"]
-        frame = pipeline_comparison(models, args.device, args.train_images, args.train_batch_size or 128,
-                                    args.epochs, args.workers)
-        out = Path(args.out or "results/bench_pipeline.csv")
-        write_atomic(out, frame.to_csv(index=False))
-        print(f"wrote {out}")
-        return 0
+        return _bench_pipeline(args)
+    return _bench_models(args)
+
+
+def _bench_peak(args: argparse.Namespace) -> int:
+    from ..bench import bench_peak  # lazy: the command line answers --help without torch
+
+    out = Path(args.out or "results/peak.csv")
+    frame = bench_peak(args.device, out)
+    for row in frame[frame["device"] == frame["device"].iloc[-1]].itertuples():
+        print(f"{row.device}: {row.precision} matrix product {row.gflop_s:g} GFLOP/s")
+    print(f"wrote {out}")
+    return 0
+
+
+def _bench_pipeline(args: argparse.Namespace) -> int:
+    from ..bench import pipeline_comparison  # lazy: the command line answers --help without torch
+    from ..records import write_atomic  # lazy: the command line answers --help without torch
+
+    frame = pipeline_comparison(args.models or ["resnet56", "vgg16"], args.device, args.train_images,
+                                args.train_batch_size or 128, args.epochs, args.workers)
+    out = Path(args.out or "results/bench_pipeline.csv")
+    write_atomic(out, frame.to_csv(index=False))
+    print(f"wrote {out}")
+    return 0
+
+
+def _bench_models(args: argparse.Namespace) -> int:
+    """Latency and memory of the paper's configurations (or of --models), or of the Ghost
+    variants with --variants."""
+    from ..bench import bench_models, bench_variants, settings_from, variant_keys  # lazy: --help without torch
+    from ..costs import paper_configs  # lazy: the command line answers --help without torch
+    from ..models import MODELS, resolve_knobs  # lazy: the command line answers --help without torch
+
     settings = settings_from(device=args.device, repeats=args.repeats, warmup=args.warmup,
                              batch_size=args.batch_size, train_batch_size=args.train_batch_size,
                              train_steps=args.train_steps, throughput_batches=args.throughput_batches,
