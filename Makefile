@@ -133,7 +133,10 @@ precision-check:
 
 # Convergence pilot (issue 39): Table 2's pair under the fast subset recipe at 8, 16 and 32 epochs,
 # two seeds each, shortest first, so an interrupted pilot still has complete pairs; run it again to
-# resume. The report chooses the length by comparing lengths (reports/pilot.md). The first pilot (the
+# resume. The report chooses the length by comparing lengths, per model (reports/pilot.md), and names
+# the length a model still needs; to train one model of the pair, run the sweep with --shard 0/2
+# (VGG-16) or --shard 1/2 (Ghost-VGG-16), e.g. `$(CLI) sweep $(PILOT_EXPERIMENT) --epochs 512 --seeds 0
+# --shard 1/2 --data-dir $(DEMO_DATA) --results-dir $(PILOT_RESULTS) --no-download`. The first pilot (the
 # subset recipe at 12 and 30 epochs) is PILOT_EXPERIMENT=experiments/cifar10_pilot.yaml
 # PILOT_RUNS="12:0 30:0 12:1 30:1 12:2 30:2". `sweep --seeds auto --pilot` reads the folder.
 PILOT_RESULTS    ?= results/pilot
