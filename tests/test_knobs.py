@@ -201,7 +201,7 @@ def test_experiment_files_expand_any_declared_knob(tmp_path):
 def _agg_record(model, knobs, finals):
     rc = RunConfig.create(model, profile="smoke", knobs=knobs)
     return rc.key, {"final": finals, "n": len(finals), "top1_mean": sum(finals) / len(finals), "top1_std": 0.5,
-                    "top1_ci95": 1.0}
+                    "top1_ci95": 1.0, "seeds": list(range(len(finals))), "stacks": ["cpu: A / torch 2"] * len(finals)}
 
 
 def test_the_generic_table_has_the_varying_knobs_as_columns(tmp_path):
