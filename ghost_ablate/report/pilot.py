@@ -287,7 +287,8 @@ def options_markdown(table: pd.DataFrame, peaks: pd.DataFrame | None) -> list[st
 
 
 def plot_lengths(table: pd.DataFrame, out: Path) -> list[Path]:
-    """Final test top-1 (mean, with each seed's spread as error bars) against schedule length."""
+    """Final test top-1 (mean, with each seed's spread as error bars) against schedule length; a
+    ring marks each model's converged length (`converged_length`)."""
     import matplotlib.pyplot as plt  # lazy: loaded only on the path that needs it
 
     from .plots import save_figure
@@ -297,8 +298,11 @@ def plot_lengths(table: pd.DataFrame, out: Path) -> list[Path]:
     for ax, recipe in zip(axes[0], recipes):
         for model, part in table[table["recipe"] == recipe].groupby("model"):
             part = part.sort_values("schedule")
-            ax.errorbar(part["schedule"], part["final top-1 mean"], yerr=part["final top-1 sd"].fillna(0),
-                        marker="o", capsize=3, label=model)
+            line = ax.errorbar(part["schedule"], part["final top-1 mean"], yerr=part["final top-1 sd"].fillna(0),
+                               marker="o", capsize=3, label=model)
+            if (at := converged_length(part)) is not None:
+                ax.plot(at["schedule"], at["final top-1 mean"], "o", ms=13, mfc="none", mew=1.5,
+                        color=line[0].get_color(), label=f"{model}: converged ({int(at['schedule'])})")
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(table[table["recipe"] == recipe]["schedule"].unique()))
         ax.get_xaxis().set_major_formatter(plt.ScalarFormatter())
