@@ -137,9 +137,10 @@ def chosen_length(table: pd.DataFrame, recipe: str, gain: float = CONVERGED_GAIN
     if part["schedule"].nunique() == 1:
         longest = int(part["schedule"].max())
         return None, f"only {longest} epochs measured so far; train {2 * longest} epochs next"
-    waiting = [m for m, r in found.items() if r is None]
-    steps = "; ".join(_next_step(part, [m for m in waiting if _needs(part, m) == length], length)
-                      for length in sorted({_needs(part, m) for m in waiting}))
+    needs = {m: _needs(part, m) for m, r in found.items() if r is None}
+    waiting = list(needs)
+    steps = "; ".join(_next_step(part, [m for m in waiting if needs[m] == length], length)
+                      for length in sorted(set(needs.values())))
     return None, (f"none yet: {', '.join(waiting)} {'has' if len(waiting) == 1 else 'have'} no length from which "
                   f"doubling adds under {gain:g} point over >= {MIN_SEEDS} paired seeds"
                   + (f" (converged: {said})" if said else "") + f"; {steps}")
