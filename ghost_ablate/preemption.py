@@ -116,6 +116,13 @@ class SaveOnPreemption(L.Callback):
         self.checkpoint, self.any_rank = Path(checkpoint), any_rank  # any_rank: distributed.Ranks.any
         self.every = 1 if world == 1 else DDP_CHECK_EVERY
 
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        # As fit starts, Lightning puts its own SIGTERM handler in front of ours; its flag ends fit at
+        # the next validation batch or epoch end, before any save (a SIGTERM during a validation was
+        # then recorded as an interruption by the user). Ours alone: the save comes at the step's end.
+        # Lightning restores the handler it found (ours) when fit ends.
+        signal.signal(signal.SIGTERM, _raise_flag)
+
     def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
         if trainer.global_step % self.every == 0 and self.any_rank(requested()):

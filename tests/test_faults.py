@@ -313,6 +313,43 @@ def test_sigkill_loop_then_finish_equals_an_uninterrupted_sweep(tiny_cifar, tmp_
     pd.testing.assert_frame_equal(a, b)
 
 
+def test_sigterm_during_a_validation_under_slurm_saves_at_the_next_step(tiny_cifar, tmp_path, monkeypatch):
+    """scancel's SIGTERM lands in epoch 0's validation: Lightning's own SIGTERM handler must not end
+    fit there (it would raise its SystemExit before any save, recorded as an interruption by the user).
+    The run trains on to the next step, saves there, is recorded as stopped by SIGTERM, and resumes at
+    that step. This is the race the real-SLURM test met when scancel came after the "epoch 1" line."""
+    from ghost_ablate import preemption
+
+    monkeypatch.setenv("SLURM_JOB_ID", "77")
+    monkeypatch.setattr(preemption, "_requested", None)
+
+    class TermInFirstValidation(L.Callback):
+        def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+            if trainer.current_epoch == 0 and batch_idx == 0 and not preemption.requested():
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    real = add_trainer_callback(monkeypatch, TermInFirstValidation())
+    try:
+        with pytest.raises(SystemExit) as stop:
+            sweep(tmp_path, tiny_cifar)
+    finally:
+        signal.signal(preemption.requeue_signal(), signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert stop.value.code == preemption.EXIT_TERMINATED
+    folder = run_dir(tmp_path)
+    rec = json.loads((folder / "result.json").read_text())
+    assert rec["status"] == "interrupted" and rec["error"].startswith("stopped by SIGTERM"), rec["error"]
+    assert rec["epochs_done"] == 1
+    steps_per_epoch = rec["optimizer_steps"] - 1  # saved after the first step of epoch 1
+    monkeypatch.setattr(preemption, "_requested", None)
+    monkeypatch.delenv("SLURM_JOB_ID")
+    from ghost_ablate import training
+    monkeypatch.setattr(training, "make_trainer", real)
+    assert sweep(tmp_path, tiny_cifar) == 0
+    rec = finished(folder)
+    assert rec["resumes"][0]["from_step"] == steps_per_epoch + 1
+
+
 @pytest.mark.parametrize("seeds", ["0", "0,1"])
 def test_a_requeue_signal_in_the_last_validation_claims_no_save(tiny_cifar, tmp_path, monkeypatch, caplog, seeds):
     """Under SLURM, the pre-emption warning arrives during a run's last validation: the run
