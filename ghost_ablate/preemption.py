@@ -75,8 +75,8 @@ def on_slurm() -> bool:
 def install() -> bool:
     """Catch the requeue signal (replacing any handler, submitit's included) and SIGTERM (scancel, a
     time limit; SLURM kills KillWait seconds later, 30 by default, so the save at the step's end
-    fits) when running under SLURM; return whether they were installed. Lightning leaves a SIGTERM
-    handler that is already set in place."""
+    fits) when running under SLURM; return whether they were installed. Lightning chains its own
+    SIGTERM handler in front of this one as fit starts; `SaveOnPreemption` takes SIGTERM back."""
     if not on_slurm():
         return False
     signal.signal(requeue_signal(), _raise_flag)
