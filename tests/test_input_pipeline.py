@@ -370,6 +370,30 @@ def test_throughput_puts_the_peer_and_each_of_ours_side_by_side(tmp_path, capsys
     assert main(["imagenet", "throughput", str(root), "--images", "2", "--batch-size", "4"]) == 2
 
 
+def test_each_pass_of_the_throughput_gives_every_reader_of_ours_the_same_crop_boxes(folder, sharded, monkeypatch):
+    """Common random numbers: the decode's cost grows with the crop box, so the folder and the shards
+    must decode the same boxes in a pass for their ratio to measure the reading alone."""
+    from ghost_ablate.data import throughput
+
+    drawn: list[list] = []
+    real_box, real_rate = Crops.box, throughput.images_per_second
+
+    def box(self, width, height):
+        drawn[-1].append(real_box(self, width, height))
+        return drawn[-1][-1]
+
+    def rate(make, images):
+        drawn.append([])
+        return real_rate(make, images)
+
+    monkeypatch.setattr(Crops, "box", box)
+    monkeypatch.setattr(throughput, "images_per_second", rate)
+    throughput.compare(folder, size=32, batch=4, images=8, repeats=2, shards_dir=sharded, dali=False)
+    _, folder0, shards0, _, folder1, shards1 = drawn  # per pass: the peer (torchvision's own draws), folder, shards
+    assert len(folder0) >= 12 and folder0 == shards0 and folder1 == shards1
+    assert folder0 != folder1  # and each pass draws afresh
+
+
 @pytest.mark.parametrize("quality", [30, 60, 75, 95])
 def test_the_sample_s_jpeg_quality_is_read_back_from_its_tables(quality, tmp_path):
     from PIL import Image

@@ -269,17 +269,18 @@ class ImageNetDataModule(L.LightningDataModule):
             return DaliBatches(source, self.crops[train], batch, rank, world, self.seed, self._device(),
                                threads=max(workers, 1), per_rank=self.counts[0] // world if self.counts else 0)
         load = functools.partial(crop_one, crops=self.crops[train], raw=self.on_device())
+        # the loader's own generator seeds its workers in both layouts (not torch's global stream)
         common = dict(batch_size=batch, drop_last=train, num_workers=workers, collate_fn=collate,
                       pin_memory=self._device().type == "cuda", persistent_workers=workers > 0,
-                      timeout=LOADER_TIMEOUT_S if workers > 0 else 0)
+                      timeout=LOADER_TIMEOUT_S if workers > 0 else 0,
+                      generator=torch.Generator().manual_seed(self.seed))
         if self.counts is not None:
             images = shards.ShardImages(self.shard_files["train" if train else "val"], load, train,
                                         self.counts[0] // world, batch, workers, self.seed)
             return torch.utils.data.DataLoader(images, **common)
         files = ImageFiles(self.train_set if train else self.test_set, load)
         return torch.utils.data.DataLoader(
-            files, sampler=None if train else eval_sampler(files, self.trainer), shuffle=train,
-            generator=torch.Generator().manual_seed(self.seed), **common)
+            files, sampler=None if train else eval_sampler(files, self.trainer), shuffle=train, **common)
 
     def train_dataloader(self) -> Any:
         return self._loader(train=True)

@@ -146,14 +146,17 @@ def compare(data_dir: str | Path, size: int = 224, batch: int = 32, images: int 
             shards_dir: str | Path | None = None, dali: bool | None = None) -> list[dict[str, Any]]:
     """One row per reader: its median images/s per core over `repeats` passes and its ratio to the
     peer's, all measured in this one process, reader after reader, pass after pass (so a burst
-    of load elsewhere hits every reader alike)."""
+    of load elsewhere hits every reader alike). Pass k of every reader starts from the same torch
+    seed, so our readers draw the same crop boxes in the same order: the decode's cost, which
+    grows with the box, is the same work for each, and their ratio measures the reading alone."""
 
     with one_thread():
         makers = readers(Path(data_dir), size, batch, Path(shards_dir) if shards_dir else None,
                          available() if dali is None else dali)
         rates: dict[str, list[float]] = {name: [] for name in makers}
-        for _ in range(repeats):
+        for k in range(repeats):
             for name, make in makers.items():
+                torch.manual_seed(k)
                 rates[name].append(images_per_second(make, images))
     peer = statistics.median(rates[PEER])
     return [{"reader": name, "images_per_s_per_core": statistics.median(r), "vs_peer": statistics.median(r) / peer,
